@@ -1,0 +1,55 @@
+# The two commands that matter: `make run` and `make test`. Both set everything up first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+READY  := $(VENV)/.installed
+PROTOS := $(shell find protos -name '*.proto' | sort)
+STUBS  := libs/quanyu/.generated
+GENERATED_PACKAGES := common identity membership orders fulfilment
+BUF_VERSION := 1.75.0
+BUF    := .tools/node_modules/.bin/buf
+
+.PHONY: run test lint protos clean setup
+
+run: setup
+	$(BIN)/quanyu up
+
+test: setup
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+setup: $(READY) $(STUBS)
+
+$(READY): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "Python 3.11 or newer is needed (set PYTHON=/path/to/python3.11)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# Python messages, gRPC stubs and their type stubs, into the one package every service imports.
+$(STUBS): $(PROTOS) $(READY)
+	rm -rf $(addprefix libs/quanyu/,$(GENERATED_PACKAGES))
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m grpc_tools.protoc -I protos \
+		--python_out=libs --grpc_python_out=libs --mypy_out=libs --mypy_grpc_out=libs $(PROTOS)
+	for package in $(GENERATED_PACKAGES); do \
+		touch libs/quanyu/$$package/__init__.py libs/quanyu/$$package/v1/__init__.py; done
+	touch $@
+
+protos:
+	rm -f $(STUBS)
+	$(MAKE) $(STUBS)
+
+$(BUF):
+	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION)
+
+lint: setup $(BUF)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	cd protos && ../$(BUF) lint
+
+clean:
+	rm -rf $(VENV) .tools var $(STUBS) $(addprefix libs/quanyu/,$(GENERATED_PACKAGES)) \
+		.pytest_cache .mypy_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

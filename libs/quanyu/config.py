@@ -1,0 +1,136 @@
+"""Deployment configuration, read once from QUANYU_* environment variables with safe local defaults."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from enum import StrEnum
+from functools import cache
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICE_NAMES = ("identity", "membership", "orders", "fulfilment")
+
+
+class Environment(StrEnum):
+    LOCAL = "local"
+    PRODUCTION = "production"
+
+
+class ConfigurationError(RuntimeError):
+    """The deployment is configured in a way a service must not start with."""
+
+
+class ServiceConfig(BaseModel):
+    """Where one service listens, keeps its data and is reached by the others."""
+
+    port: int = Field(ge=0, le=65535)
+    # Empty: a SQLite file under the var directory. Otherwise an SQLAlchemy URL; a plain
+    # postgresql:// URL is served by psycopg 3.
+    database_url: str = ""
+    # host:port other services dial; empty means this machine's host and the port above.
+    target: str = ""
+    # Port of the Prometheus metrics endpoint; 0 turns it off.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+
+
+class Settings(BaseSettings):
+    """Everything a Quanyu process reads from its environment.
+
+    Nested values use a double underscore: QUANYU_ORDERS__DATABASE_URL, QUANYU_IDENTITY__PORT.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="QUANYU_",
+        env_nested_delimiter="__",
+        nested_model_default_partial_update=True,
+        extra="ignore",
+    )
+
+    env: Environment = Environment.LOCAL
+    host: str = "127.0.0.1"
+    var_dir: Path = Path("var")
+    log_level: str = "INFO"
+    # HS256 key for caller tokens and the HMAC key for phone lookups. A local run creates
+    # them once under var/; production must be given them.
+    signing_key: SecretStr | None = None
+    phone_hash_key: SecretStr | None = None
+    # Seconds that calls in flight get to finish after SIGTERM before the process exits.
+    grace_seconds: float = Field(default=10.0, ge=0)
+    # Default deadline of a service-to-service call.
+    call_timeout_seconds: float = Field(default=5.0, gt=0)
+    # Worker threads per server: each serves one call at a time.
+    server_workers: int = Field(default=16, ge=1)
+
+    identity: ServiceConfig = ServiceConfig(port=50051, metrics_port=9151)
+    membership: ServiceConfig = ServiceConfig(port=50052, metrics_port=9152)
+    orders: ServiceConfig = ServiceConfig(port=50053, metrics_port=9153)
+    fulfilment: ServiceConfig = ServiceConfig(port=50054, metrics_port=9154)
+
+    def service(self, name: str) -> ServiceConfig:
+        if name not in SERVICE_NAMES:
+            raise ConfigurationError(f"unknown service {name!r}; expected one of {', '.join(SERVICE_NAMES)}")
+        config: ServiceConfig = getattr(self, name)
+        return config
+
+    def database_url(self, name: str) -> str:
+        url = self.service(name).database_url
+        if url:
+            return url
+        return f"sqlite:///{(self.var_dir / f'{name}.db').resolve()}"
+
+    def target(self, name: str) -> str:
+        config = self.service(name)
+        if config.target:
+            return config.target
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host  # noqa: S104
+        return f"{host}:{config.port}"
+
+    def signing_key_bytes(self) -> bytes:
+        return self._secret("signing_key", "signing.key")
+
+    def phone_hash_key_bytes(self) -> bytes:
+        return self._secret("phone_hash_key", "phone-hash.key")
+
+    def _secret(self, field: str, file_name: str) -> bytes:
+        value: SecretStr | None = getattr(self, field)
+        if value is not None and value.get_secret_value():
+            return value.get_secret_value().encode()
+        variable = f"QUANYU_{field.upper()}"
+        if self.env is Environment.PRODUCTION:
+            raise ConfigurationError(
+                f"{variable} is not set: in production the key must come from the deployment's "
+                "secret store, never be generated on a replica"
+            )
+        return _local_secret(self.var_dir / file_name)
+
+
+def _local_secret(path: Path) -> bytes:
+    """Read the key of a local deployment, creating it the first time.
+
+    Four services start at once and may all find it missing: the key is written to a temporary
+    file and hard-linked into place, so exactly one wins and nobody reads half a key.
+    """
+    try:
+        return path.read_bytes().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    temporary.write_text(secrets.token_hex(32) + "\n")
+    temporary.chmod(0o600)
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        pass
+    finally:
+        temporary.unlink()
+    return path.read_bytes().strip()
+
+
+@cache
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first use."""
+    return Settings()

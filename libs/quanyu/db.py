@@ -1,0 +1,210 @@
+"""Database plumbing every service shares: engines, transactions, UTC times and migrations.
+
+The same code and migrations serve an embedded SQLite file and PostgreSQL. Correctness under
+concurrency comes from the database: write transactions on SQLite take the write lock up front
+(BEGIN IMMEDIATE), so two processes never deadlock on a lock upgrade, and on PostgreSQL callers
+rely on unique keys, conditional updates and row locks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, text
+from sqlalchemy.engine import Connection, Dialect, make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.types import TypeDecorator
+
+T = TypeVar("T")
+
+_WRITE = "quanyu_write"
+SQLITE_BUSY_TIMEOUT_MS = 15_000
+
+# One naming convention for constraints, so migrations name them the same on both databases.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def new_metadata() -> MetaData:
+    return MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A point in time, stored as UTC and always read back timezone-aware."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are ambiguous; pass an aware one")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def normalise_url(url: str) -> str:
+    """postgresql:// URLs are served by psycopg 3, the driver this project installs."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def _sqlite_engine(url: str, **options: Any) -> Engine:
+    path = make_url(url).database
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **options)
+
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection: Any, _: Any) -> None:
+        # Let SQLAlchemy's begin event decide how a transaction starts (see below).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def on_begin(connection: Connection) -> None:
+        # A writer takes the lock at BEGIN; a reader starts a snapshot and never blocks a writer.
+        immediate = connection.get_execution_options().get(_WRITE, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+class Database:
+    """One service's database: a pool of connections and the two kinds of transaction."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = normalise_url(url)
+        if self.url.startswith("sqlite"):
+            self.engine = _sqlite_engine(self.url, pool_size=pool_size, max_overflow=pool_size)
+        else:
+            self.engine = create_engine(
+                self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+            )
+        self._writer = self.engine.execution_options(**{_WRITE: True})
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A write transaction: committed when the block ends, rolled back if it raises."""
+        with self._writer.begin() as connection:
+            yield connection
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """A read-only view; whatever the block writes is rolled back."""
+        with self.engine.connect() as connection, connection.begin() as tx:
+            yield connection
+            tx.rollback()
+
+    def run(self, work: Callable[[Connection], T], *, attempts: int = 4) -> T:
+        """Run one use case in a write transaction, retrying it when a concurrent one won.
+
+        A unique key taken by a concurrent transaction, a serialization failure or a deadlock
+        means the other caller got there first: the use case runs again and sees its result.
+        """
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.transaction() as connection:
+                    return work(connection)
+            except (IntegrityError, OperationalError) as exc:
+                if attempt == attempts or not is_conflict(exc):
+                    raise
+        raise AssertionError("unreachable")
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def is_conflict(exc: DBAPIError) -> bool:
+    """True when the error means a concurrent transaction won, so a retry will see its work."""
+    if isinstance(exc, IntegrityError):
+        return True
+    code = getattr(exc.orig, "sqlstate", None)
+    return code in ("40001", "40P01")
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True when the database cannot be reached or is too busy: the caller may retry later."""
+    if isinstance(exc, OperationalError):
+        return not is_conflict(exc)
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def migrate(database: Database, script_location: Path) -> None:
+    """Bring a service's schema to the newest migration; safe when replicas start together.
+
+    The migrations run inside one write transaction: on SQLite it holds the write lock, on
+    PostgreSQL an advisory lock, so a second replica waits and then finds nothing to do.
+    """
+    config = Config()
+    config.set_main_option("script_location", str(script_location))
+    with database.transaction() as connection:
+        if connection.dialect.name == "postgresql":
+            key = int.from_bytes(hashlib.sha256(str(script_location.name).encode()).digest()[:7], "big")
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+            _ensure_schema(connection)
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def migrate_url(url: str, script_location: Path) -> None:
+    """Migrate the database at `url` with a short-lived engine of its own."""
+    database = Database(url, pool_size=1)
+    try:
+        migrate(database, script_location)
+    finally:
+        database.dispose()
+
+
+def _ensure_schema(connection: Connection) -> None:
+    # A deployment may give each service its own schema through the URL's search_path.
+    search_path = connection.execute(text("SELECT current_setting('search_path')")).scalar_one()
+    schema = str(search_path).split(",")[0].strip().strip('"')
+    if schema and schema not in ("$user", "public"):
+        quoted = connection.dialect.identifier_preparer.quote(schema)
+        connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {quoted}"))
+
+
+def run_migrations_online(context: Any, metadata: MetaData) -> None:
+    """The body of every service's alembic env.py: migrate on the connection migrate() holds."""
+    connection = context.config.attributes["connection"]
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

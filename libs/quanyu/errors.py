@@ -1,0 +1,146 @@
+"""Errors that the domain raises, in the words of the Google API error model but free of gRPC.
+
+Domain code raises these; the server maps them to status codes, ErrorInfo and BadRequest in one
+place (quanyu.server), so no servicer ever builds a status by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import ClassVar
+
+
+class Code(StrEnum):
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    NOT_FOUND = "NOT_FOUND"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    UNAVAILABLE = "UNAVAILABLE"
+    ABORTED = "ABORTED"
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    field: str
+    description: str
+
+
+class QuanyuError(Exception):
+    """A failure a caller can act on: a status code, a stable reason and a message for people."""
+
+    code: ClassVar[Code]
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        metadata: Mapping[str, str] | None = None,
+        violations: tuple[FieldViolation, ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason
+        self.metadata = dict(metadata or {})
+        self.violations = violations
+
+
+class InvalidArgument(QuanyuError):
+    code = Code.INVALID_ARGUMENT
+
+    def __init__(self, field_name: str, description: str, *, reason: str = "INVALID_ARGUMENT") -> None:
+        super().__init__(
+            f"{field_name}: {description}",
+            reason=reason,
+            metadata={"field": field_name},
+            violations=(FieldViolation(field_name, description),),
+        )
+
+    @classmethod
+    def of(cls, violations: list[FieldViolation]) -> InvalidArgument:
+        first, *rest = violations
+        error = cls(first.field, first.description)
+        if rest:
+            error.violations = tuple(violations)
+            error.message = "; ".join(f"{v.field}: {v.description}" for v in violations)
+            error.args = (error.message,)
+        return error
+
+
+class NotFound(QuanyuError):
+    code = Code.NOT_FOUND
+
+    def __init__(self, what: str, key: str, *, reason: str | None = None) -> None:
+        super().__init__(
+            f"{what} {key!r} not found",
+            reason=reason or f"{what.upper().replace(' ', '_')}_NOT_FOUND",
+            metadata={"resource": what, "key": key},
+        )
+
+
+class AlreadyExists(QuanyuError):
+    code = Code.ALREADY_EXISTS
+
+
+class FailedPrecondition(QuanyuError):
+    code = Code.FAILED_PRECONDITION
+
+
+class PermissionDenied(QuanyuError):
+    code = Code.PERMISSION_DENIED
+
+    def __init__(
+        self, message: str = "the caller may not do this", *, reason: str = "PERMISSION_DENIED"
+    ) -> None:
+        super().__init__(message, reason=reason)
+
+
+class Unauthenticated(QuanyuError):
+    code = Code.UNAUTHENTICATED
+
+    def __init__(self, message: str, *, reason: str = "UNAUTHENTICATED") -> None:
+        super().__init__(message, reason=reason)
+
+
+class Unavailable(QuanyuError):
+    code = Code.UNAVAILABLE
+
+
+class Aborted(QuanyuError):
+    """A concurrent change won; the caller may retry the whole request."""
+
+    code = Code.ABORTED
+
+
+@dataclass
+class Violations:
+    """Collects every problem with a request so the caller learns them all in one answer."""
+
+    found: list[FieldViolation] = field(default_factory=list)
+
+    def add(self, field_name: str, description: str) -> None:
+        self.found.append(FieldViolation(field_name, description))
+
+    def check(self, ok: bool, field_name: str, description: str) -> None:
+        if not ok:
+            self.add(field_name, description)
+
+    def text(self, value: str, field_name: str, *, max_length: int, required: bool = True) -> None:
+        """A caller-supplied string: present when required, bounded, and free of control
+        characters (a NUL or a line break in an id is never meant and breaks logs and keys)."""
+        if not value:
+            if required:
+                self.add(field_name, "is required")
+            return
+        if len(value) > max_length:
+            self.add(field_name, f"must be at most {max_length} characters")
+        elif any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+            self.add(field_name, "must not contain control characters")
+
+    def raise_if_any(self) -> None:
+        if self.found:
+            raise InvalidArgument.of(self.found)

@@ -1,0 +1,247 @@
+"""The one way a Quanyu service runs: a gRPC server with health, reflection, the call interceptor
+(request id, authentication, authorisation, error mapping, one log line per call) and a graceful
+shutdown on SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent import futures
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any, Protocol
+
+import grpc
+import structlog
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
+
+from quanyu.auth import Principal, Role, TokenCodec, acting_as, bearer_token
+from quanyu.config import Settings
+from quanyu.db import is_unavailable
+from quanyu.errors import Code, PermissionDenied, QuanyuError
+
+log = structlog.get_logger("quanyu.server")
+
+REQUEST_ID_HEADER = "x-request-id"
+# Health and reflection answer anybody: probes and grpcurl carry no token.
+OPEN_SERVICES = (
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+    "/grpc.reflection.v1.ServerReflection/",
+)
+
+_STATUS_CODES: Mapping[Code, tuple[grpc.StatusCode, int]] = {
+    Code.INVALID_ARGUMENT: (grpc.StatusCode.INVALID_ARGUMENT, code_pb2.INVALID_ARGUMENT),
+    Code.NOT_FOUND: (grpc.StatusCode.NOT_FOUND, code_pb2.NOT_FOUND),
+    Code.ALREADY_EXISTS: (grpc.StatusCode.ALREADY_EXISTS, code_pb2.ALREADY_EXISTS),
+    Code.FAILED_PRECONDITION: (grpc.StatusCode.FAILED_PRECONDITION, code_pb2.FAILED_PRECONDITION),
+    Code.PERMISSION_DENIED: (grpc.StatusCode.PERMISSION_DENIED, code_pb2.PERMISSION_DENIED),
+    Code.UNAUTHENTICATED: (grpc.StatusCode.UNAUTHENTICATED, code_pb2.UNAUTHENTICATED),
+    Code.UNAVAILABLE: (grpc.StatusCode.UNAVAILABLE, code_pb2.UNAVAILABLE),
+    Code.ABORTED: (grpc.StatusCode.ABORTED, code_pb2.ABORTED),
+}
+
+Policy = Mapping[str, frozenset[Role]]
+
+
+def rpc_policy(service: Any, roles: Mapping[str, Iterable[Role]]) -> dict[str, frozenset[Role]]:
+    """Who may call each RPC of a service, keyed by full method name.
+
+    Every method the proto declares must be named, so a new RPC is never open by omission.
+    """
+    methods = {method.name for method in service.methods}
+    missing, unknown = methods - roles.keys(), roles.keys() - methods
+    if missing or unknown:
+        raise ValueError(
+            f"{service.full_name}: roles missing for {sorted(missing)}, unknown {sorted(unknown)}"
+        )
+    return {f"/{service.full_name}/{name}": frozenset(allowed) for name, allowed in roles.items()}
+
+
+def status_for(error: QuanyuError, domain: str) -> status_pb2.Status:
+    """The rich status (Google API error model) that stands for a domain error on the wire."""
+    _, numeric = _STATUS_CODES[error.code]
+    details = [
+        _pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=domain, metadata=error.metadata))
+    ]
+    if error.violations:
+        details.append(
+            _pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                        for v in error.violations
+                    ]
+                )
+            )
+        )
+    return status_pb2.Status(code=numeric, message=error.message, details=details)
+
+
+def _pack(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Wraps every unary call of a service: the cross-cutting concerns, written once."""
+
+    def __init__(self, *, domain: str, policy: Policy, tokens: TokenCodec) -> None:
+        self._domain = domain
+        self._policy = policy
+        self._tokens = tokens
+
+    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
+        handler = continuation(details)
+        method: str = details.method
+        if handler is None or method.startswith(OPEN_SERVICES):
+            return handler
+        if handler.unary_unary is None:
+            # Every Quanyu RPC is unary; a streaming method that is not open has no policy.
+            return None
+        roles = self._policy.get(method)
+        return grpc.unary_unary_rpc_method_handler(
+            self._wrap(method, roles, handler.unary_unary),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _wrap(self, method: str, roles: frozenset[Role] | None, behaviour: Callable[..., Any]) -> Any:
+        def call(request: Any, context: grpc.ServicerContext) -> Any:
+            metadata = dict(context.invocation_metadata())
+            request_id = str(metadata.get(REQUEST_ID_HEADER) or uuid.uuid4().hex)[:128]
+            structlog.contextvars.bind_contextvars(request_id=request_id, method=method)
+            context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
+            started = time.perf_counter()
+            status = grpc.StatusCode.OK
+            principal: Principal | None = None
+            try:
+                principal = self._tokens.verify(bearer_token(metadata.get("authorization")))
+                if roles is None or principal.role not in roles:
+                    raise PermissionDenied(
+                        f"role {principal.role.value!r} may not call {method.rsplit('/', 1)[-1]}"
+                    )
+                with acting_as(principal):
+                    return behaviour(request, context)
+            except QuanyuError as error:
+                status = _STATUS_CODES[error.code][0]
+                context.abort_with_status(rpc_status.to_status(status_for(error, self._domain)))
+            except Exception as error:
+                if context.code() not in (None, grpc.StatusCode.OK):
+                    status = context.code()
+                    raise
+                if is_unavailable(error):
+                    status = grpc.StatusCode.UNAVAILABLE
+                    log.warning("database unavailable", error=str(error).splitlines()[0])
+                    context.abort(status, "the service's database is unavailable; retry shortly")
+                status = grpc.StatusCode.INTERNAL
+                log.exception("unexpected error")
+                context.abort(status, "internal error")
+            finally:
+                log.info(
+                    "rpc",
+                    code=status.name,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                    role=principal.role.value if principal else None,
+                    subject=principal.subject if principal else None,
+                )
+                structlog.contextvars.clear_contextvars()
+
+        return call
+
+
+class BackgroundTask(Protocol):
+    """Work a service runs beside its server (an outbox relay, a periodic job)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass
+class ServiceApp:
+    """What a service brings to the shared server: its servicers, policy and background work."""
+
+    name: str
+    service_names: Sequence[str]
+    register: Callable[[grpc.Server], None]
+    policy: Policy
+    tasks: list[BackgroundTask] = field(default_factory=list)
+    on_stop: list[Callable[[], None]] = field(default_factory=list)
+
+
+@dataclass
+class RunningServer:
+    app: ServiceApp
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+
+    def stop(self, grace: float | None) -> None:
+        """Graceful: report NOT_SERVING, refuse new calls, let calls in flight finish."""
+        self.health.enter_graceful_shutdown()
+        for task in self.app.tasks:
+            task.stop()
+        self.server.stop(grace).wait()
+        for hook in self.app.on_stop:
+            hook()
+
+
+def start_server(app: ServiceApp, settings: Settings, *, port: int | None = None) -> RunningServer:
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.server_workers, thread_name_prefix=app.name),
+        interceptors=[
+            CallInterceptor(
+                domain=f"quanyu.{app.name}.v1",
+                policy=app.policy,
+                tokens=TokenCodec(settings.signing_key_bytes()),
+            )
+        ],
+        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 * 1024 * 1024)],
+    )
+    app.register(server)
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (
+            *app.service_names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    listen = settings.service(app.name).port if port is None else port
+    bound = server.add_insecure_port(f"{settings.host}:{listen}")
+    if bound == 0:
+        raise OSError(f"{app.name} could not listen on {settings.host}:{listen}")
+    server.start()
+    for name in ("", *app.service_names):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    for task in app.tasks:
+        task.start()
+    return RunningServer(app, server, bound, health_servicer)
+
+
+def serve_until_signalled(app: ServiceApp, settings: Settings) -> None:
+    """Run a service in the foreground until SIGTERM or SIGINT, then shut down gracefully."""
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _: FrameType | None) -> None:
+        log.info("shutdown requested", signal=signal.Signals(signum).name)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    running = start_server(app, settings)
+    log.info("serving", service=app.name, address=f"{settings.host}:{running.port}")
+    stopping.wait()
+    running.stop(settings.grace_seconds)
+    log.info("stopped", service=app.name)

@@ -1,0 +1,108 @@
+"""`quanyu up`: the four services as child processes, restarted when they crash, stopped together."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+
+import grpc
+import structlog
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from quanyu.config import Settings
+
+log = structlog.get_logger("quanyu.supervisor")
+
+MAX_BACKOFF_SECONDS = 30.0
+# A child that stayed up this long is healthy again: its next crash restarts it at once.
+STABLE_AFTER_SECONDS = 60.0
+
+
+@dataclass
+class Child:
+    service: str
+    process: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    backoff: float = 0.0
+    restart_at: float = 0.0
+    restarts: int = field(default=0)
+
+    def start(self) -> None:
+        self.process = subprocess.Popen([sys.executable, "-m", "quanyu.cli", "serve", self.service])
+        self.started = time.monotonic()
+        log.info("service started", service=self.service, pid=self.process.pid)
+
+
+def is_serving(target: str, timeout: float = 1.0) -> bool:
+    with grpc.insecure_channel(target) as channel:
+        try:
+            answer = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=timeout
+            )
+        except grpc.RpcError:
+            return False
+    return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def supervise(services: Sequence[str], settings: Settings) -> int:
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _: FrameType | None) -> None:
+        log.info("stopping all services", signal=signal.Signals(signum).name)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    children = [Child(name) for name in services]
+    for child in children:
+        child.start()
+    announced = False
+    while not stopping.wait(0.5):
+        now = time.monotonic()
+        for child in children:
+            assert child.process is not None
+            code = child.process.poll()
+            if code is None:
+                if now - child.started > STABLE_AFTER_SECONDS:
+                    child.backoff = 0.0
+                continue
+            if child.restart_at == 0.0:
+                child.backoff = min(MAX_BACKOFF_SECONDS, child.backoff * 2 or 1.0)
+                child.restart_at = now + child.backoff
+                log.warning(
+                    "service exited; restarting", service=child.service, code=code, after_s=child.backoff
+                )
+            elif now >= child.restart_at:
+                child.restart_at = 0.0
+                child.restarts += 1
+                child.start()
+        if not announced and all(is_serving(settings.target(c.service)) for c in children):
+            announced = True
+            log.info(
+                "all services SERVING",
+                services=list(services),
+                targets={c.service: settings.target(c.service) for c in children},
+            )
+    return _stop_all(children, settings.grace_seconds + 5)
+
+
+def _stop_all(children: list[Child], wait_seconds: float) -> int:
+    running = [c.process for c in children if c.process is not None and c.process.poll() is None]
+    for process in running:
+        process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + wait_seconds
+    for process in running:
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("service did not stop in time; killing it", pid=process.pid)
+            process.kill()
+            process.wait()
+    log.info("all services stopped")
+    return 0

@@ -1,0 +1,1 @@
+"""Identity: one customer across every channel (OneID), and the tokens callers present."""

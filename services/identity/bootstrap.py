@@ -1,0 +1,41 @@
+"""Identity's composition root: settings in, a runnable service out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+from quanyu.auth import TokenCodec
+from quanyu.config import Settings
+from quanyu.db import Database, migrate_url
+from quanyu.identity.v1 import identity_pb2_grpc
+from quanyu.server import ServiceApp
+
+from services.identity.domain import PhoneHasher
+from services.identity.grpc_servicer import POLICY, SERVICE, IdentityServicer
+from services.identity.handlers import IdentityService
+
+NAME = "identity"
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def migrate(settings: Settings) -> None:
+    migrate_url(settings.database_url(NAME), MIGRATIONS)
+
+
+def build_app(settings: Settings) -> ServiceApp:
+    database = Database(settings.database_url(NAME), pool_size=settings.server_workers)
+    service = IdentityService(
+        database, PhoneHasher(settings.phone_hash_key_bytes()), TokenCodec(settings.signing_key_bytes())
+    )
+
+    def register(server: grpc.Server) -> None:
+        identity_pb2_grpc.add_IdentityServiceServicer_to_server(IdentityServicer(service), server)
+
+    return ServiceApp(
+        name=NAME,
+        service_names=[SERVICE.full_name],
+        register=register,
+        policy=POLICY,
+        on_stop=[database.dispose],
+    )

@@ -1,0 +1,120 @@
+"""IdentityService over gRPC: messages in, use cases called, messages out. No rules live here."""
+
+from __future__ import annotations
+
+import grpc
+from quanyu.auth import DEFAULT_TTL_SECONDS, Principal, Role
+from quanyu.common.v1 import common_pb2
+from quanyu.errors import InvalidArgument
+from quanyu.identity.v1 import identity_pb2, identity_pb2_grpc
+from quanyu.server import rpc_policy
+from quanyu.wire import to_timestamp
+
+from services.identity.domain import ChannelAccount, Customer, ResolveRequest
+from services.identity.handlers import IdentityService
+
+SERVICE = identity_pb2.DESCRIPTOR.services_by_name["IdentityService"]
+_CALLERS = (Role.CHANNEL, Role.STORE, Role.SERVICE, Role.OPS)
+POLICY = rpc_policy(
+    SERVICE,
+    {
+        "ResolveCustomer": _CALLERS,
+        "GetCustomer": _CALLERS,
+        "LookupCustomer": _CALLERS,
+        "LinkAccount": _CALLERS,
+        "MergeCustomers": (Role.OPS,),
+        "IssueToken": (Role.OPS,),
+    },
+)
+
+_ROLES = {
+    identity_pb2.ROLE_OPS: Role.OPS,
+    identity_pb2.ROLE_SERVICE: Role.SERVICE,
+    identity_pb2.ROLE_CHANNEL: Role.CHANNEL,
+    identity_pb2.ROLE_STORE: Role.STORE,
+}
+
+
+def channel_name(value: int, field_name: str) -> str:
+    if value == common_pb2.CHANNEL_UNSPECIFIED or value not in common_pb2.Channel.values():
+        raise InvalidArgument(field_name, "must name a channel")
+    return common_pb2.Channel.Name(common_pb2.Channel.ValueType(value))
+
+
+def account_from(message: common_pb2.ChannelAccount, field_name: str = "account") -> ChannelAccount:
+    return ChannelAccount(channel_name(message.channel, f"{field_name}.channel"), message.external_id)
+
+
+def customer_message(customer: Customer) -> identity_pb2.Customer:
+    return identity_pb2.Customer(
+        customer_id=customer.customer_id,
+        display_name=customer.display_name,
+        phone_masked=customer.phone_masked,
+        accounts=[
+            common_pb2.ChannelAccount(channel=common_pb2.Channel.Value(a.channel), external_id=a.external_id)
+            for a in customer.accounts
+        ],
+        create_time=to_timestamp(customer.create_time),
+    )
+
+
+class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
+    def __init__(self, service: IdentityService) -> None:
+        self._service = service
+
+    def ResolveCustomer(
+        self, request: identity_pb2.ResolveCustomerRequest, context: grpc.ServicerContext
+    ) -> identity_pb2.ResolveCustomerResponse:
+        account = account_from(request.account) if request.HasField("account") else None
+        resolved = self._service.resolve_customer(
+            ResolveRequest.checked(account, request.phone, request.display_name)
+        )
+        return identity_pb2.ResolveCustomerResponse(
+            customer=customer_message(resolved.customer), created=resolved.created
+        )
+
+    def GetCustomer(
+        self, request: identity_pb2.GetCustomerRequest, context: grpc.ServicerContext
+    ) -> identity_pb2.GetCustomerResponse:
+        return identity_pb2.GetCustomerResponse(
+            customer=customer_message(self._service.get_customer(request.customer_id))
+        )
+
+    def LookupCustomer(
+        self, request: identity_pb2.LookupCustomerRequest, context: grpc.ServicerContext
+    ) -> identity_pb2.LookupCustomerResponse:
+        key = request.WhichOneof("key")
+        if key == "account":
+            customer = self._service.lookup_by_account(account_from(request.account))
+        else:
+            customer = self._service.lookup_by_phone(request.phone)
+        return identity_pb2.LookupCustomerResponse(customer=customer_message(customer))
+
+    def LinkAccount(
+        self, request: identity_pb2.LinkAccountRequest, context: grpc.ServicerContext
+    ) -> identity_pb2.LinkAccountResponse:
+        if not request.HasField("account"):
+            raise InvalidArgument("account", "is required")
+        customer = self._service.link_account(request.customer_id, account_from(request.account))
+        return identity_pb2.LinkAccountResponse(customer=customer_message(customer))
+
+    def MergeCustomers(
+        self, request: identity_pb2.MergeCustomersRequest, context: grpc.ServicerContext
+    ) -> identity_pb2.MergeCustomersResponse:
+        customer = self._service.merge_customers(request.survivor_customer_id, request.merged_customer_id)
+        return identity_pb2.MergeCustomersResponse(customer=customer_message(customer))
+
+    def IssueToken(
+        self, request: identity_pb2.IssueTokenRequest, context: grpc.ServicerContext
+    ) -> identity_pb2.IssueTokenResponse:
+        role = _ROLES.get(request.role)
+        if role is None:
+            raise InvalidArgument("role", "must be ROLE_OPS, ROLE_SERVICE, ROLE_CHANNEL or ROLE_STORE")
+        channel = ""
+        if request.channel != common_pb2.CHANNEL_UNSPECIFIED:
+            channel = channel_name(request.channel, "channel")
+        principal = Principal(role, request.subject or role.value, request.store_id, channel)
+        issued = self._service.issue_token(principal, request.ttl_seconds or DEFAULT_TTL_SECONDS)
+        return identity_pb2.IssueTokenResponse(
+            token=issued.token, expire_time=to_timestamp(issued.expire_time)
+        )

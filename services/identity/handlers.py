@@ -1,0 +1,169 @@
+"""Identity's use cases: each one a transaction over the repository, with the domain's rules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from quanyu.auth import IssuedToken, Principal, TokenCodec
+from quanyu.db import Database, utcnow
+from quanyu.errors import AlreadyExists, InvalidArgument, NotFound, Violations
+from quanyu.ids import new_id
+from sqlalchemy.engine import Connection
+
+from services.identity.domain import (
+    ChannelAccount,
+    Customer,
+    Phone,
+    PhoneHasher,
+    ResolveRequest,
+    check_merge,
+    validate_account,
+    validate_customer_id,
+)
+from services.identity.storage import CustomerRepository
+
+
+@dataclass(frozen=True)
+class Resolved:
+    customer: Customer
+    created: bool
+
+
+class IdentityService:
+    def __init__(self, database: Database, phones: PhoneHasher, tokens: TokenCodec) -> None:
+        self._db = database
+        self._phones = phones
+        self._tokens = tokens
+
+    def resolve_customer(self, request: ResolveRequest) -> Resolved:
+        """Find by account, else by phone, else create; link what the caller told us.
+
+        Two channels resolving the same new person at once both try to create; the database's
+        unique keys let one win and the other's retry finds that customer.
+        """
+        phone_hash = self._phones.digest(request.phone) if request.phone else None
+
+        def work(connection: Connection) -> Resolved:
+            repo = CustomerRepository(connection)
+            now = utcnow()
+            customer_id = None
+            if request.account is not None:
+                owner = repo.owner_of_account(request.account)
+                customer_id = repo.survivor_of(owner) if owner else None
+            if customer_id is None and phone_hash is not None:
+                owner = repo.owner_of_phone(phone_hash)
+                customer_id = repo.survivor_of(owner) if owner else None
+                if customer_id is not None and request.account is not None:
+                    repo.link_account(customer_id, request.account, now)
+            if customer_id is None:
+                # A new customer takes the account and the phone unconditionally: if a concurrent
+                # resolve took either first, the unique key fails this attempt and the retry
+                # finds that customer instead of leaving a second one behind.
+                customer_id = new_id("cus")
+                repo.create(customer_id, request.display_name, now)
+                if request.account is not None:
+                    repo.link_account(customer_id, request.account, now)
+                if request.phone is not None and phone_hash is not None:
+                    repo.link_phone(customer_id, phone_hash, request.phone.masked, now)
+                return Resolved(self._load(repo, customer_id), created=True)
+            repo.fill_display_name(customer_id, request.display_name, now)
+            if (
+                request.phone is not None
+                and phone_hash is not None
+                and repo.owner_of_phone(phone_hash) is None
+            ):
+                # Found by account with a phone nobody owns yet: the profile gains it.
+                repo.link_phone(customer_id, phone_hash, request.phone.masked, now)
+            return Resolved(self._load(repo, customer_id), created=False)
+
+        return self._db.run(work)
+
+    def get_customer(self, customer_id: str) -> Customer:
+        violations = Violations()
+        validate_customer_id(customer_id, "customer_id", violations)
+        violations.raise_if_any()
+        with self._db.snapshot() as connection:
+            repo = CustomerRepository(connection)
+            survivor = repo.survivor_of(customer_id)
+            if survivor is None:
+                raise NotFound("customer", customer_id)
+            return self._load(repo, survivor)
+
+    def lookup_by_account(self, account: ChannelAccount) -> Customer:
+        violations = Violations()
+        validate_account(account, "account", violations)
+        violations.raise_if_any()
+        with self._db.snapshot() as connection:
+            repo = CustomerRepository(connection)
+            owner = repo.owner_of_account(account)
+            survivor = repo.survivor_of(owner) if owner else None
+            if survivor is None:
+                raise NotFound("customer", f"{account.channel}:{account.external_id}")
+            return self._load(repo, survivor)
+
+    def lookup_by_phone(self, raw_phone: str) -> Customer:
+        if not raw_phone:
+            raise InvalidArgument("phone", "give a channel account or a phone")
+        phone = Phone.parse(raw_phone)
+        with self._db.snapshot() as connection:
+            repo = CustomerRepository(connection)
+            owner = repo.owner_of_phone(self._phones.digest(phone))
+            survivor = repo.survivor_of(owner) if owner else None
+            if survivor is None:
+                # The masked form only: the key of a failed lookup must not leak the number.
+                raise NotFound("customer", phone.masked)
+            return self._load(repo, survivor)
+
+    def link_account(self, customer_id: str, account: ChannelAccount) -> Customer:
+        violations = Violations()
+        validate_customer_id(customer_id, "customer_id", violations)
+        validate_account(account, "account", violations)
+        violations.raise_if_any()
+
+        def work(connection: Connection) -> Customer:
+            repo = CustomerRepository(connection)
+            survivor = repo.survivor_of(customer_id)
+            if survivor is None:
+                raise NotFound("customer", customer_id)
+            owner = repo.owner_of_account(account)
+            if owner is None:
+                repo.link_account(survivor, account, utcnow())
+            elif repo.survivor_of(owner) != survivor:
+                raise AlreadyExists(
+                    "the account belongs to another customer; merge the customers instead",
+                    reason="ACCOUNT_LINKED_ELSEWHERE",
+                    metadata={"channel": account.channel},
+                )
+            return self._load(repo, survivor)
+
+        return self._db.run(work)
+
+    def merge_customers(self, survivor_customer_id: str, merged_customer_id: str) -> Customer:
+        check_merge(survivor_customer_id, merged_customer_id)
+
+        def work(connection: Connection) -> Customer:
+            repo = CustomerRepository(connection)
+            # Lock both chains in a fixed order so two opposite merges cannot interleave.
+            ends: dict[str, str | None] = {}
+            for key in sorted((survivor_customer_id, merged_customer_id)):
+                ends[key] = repo.survivor_of(key, lock=True)
+            survivor, merged = ends[survivor_customer_id], ends[merged_customer_id]
+            if survivor is None:
+                raise NotFound("customer", survivor_customer_id)
+            if merged is None:
+                raise NotFound("customer", merged_customer_id)
+            if survivor != merged:
+                repo.merge(survivor, merged, utcnow())
+            return self._load(repo, survivor)
+
+        return self._db.run(work)
+
+    def issue_token(self, principal: Principal, ttl_seconds: int) -> IssuedToken:
+        return self._tokens.issue(principal, ttl_seconds)
+
+    @staticmethod
+    def _load(repo: CustomerRepository, customer_id: str) -> Customer:
+        customer = repo.get(customer_id)
+        if customer is None:
+            raise NotFound("customer", customer_id)
+        return customer

@@ -1,0 +1,178 @@
+"""Identity's tables and the repository that reads and writes them inside one transaction."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from quanyu.db import UtcDateTime, new_metadata
+from sqlalchemy import Column, ForeignKey, Index, String, Table, insert, select, update
+from sqlalchemy.engine import Connection
+
+from services.identity.domain import MAX_MERGE_CHAIN, ChannelAccount, Customer
+
+metadata = new_metadata()
+
+customers = Table(
+    "customers",
+    metadata,
+    Column("customer_id", String(64), primary_key=True),
+    Column("display_name", String(64), nullable=False, default=""),
+    Column("phone_masked", String(32), nullable=False, default=""),
+    # Set once this customer was merged into another: lookups follow it to the survivor.
+    Column("merged_into", String(64), ForeignKey("customers.customer_id"), nullable=True),
+    Column("create_time", UtcDateTime(), nullable=False),
+    Column("update_time", UtcDateTime(), nullable=False),
+)
+
+# A phone is kept only as its keyed hash; the primary key makes "one phone, one customer" a
+# rule of the database, which is what stops two channels creating the same person twice.
+customer_phones = Table(
+    "customer_phones",
+    metadata,
+    Column("phone_hash", String(64), primary_key=True),
+    Column("customer_id", String(64), ForeignKey("customers.customer_id"), nullable=False, index=True),
+    Column("phone_masked", String(32), nullable=False),
+    Column("link_time", UtcDateTime(), nullable=False),
+)
+
+channel_accounts = Table(
+    "channel_accounts",
+    metadata,
+    Column("channel", String(48), primary_key=True),
+    Column("external_id", String(128), primary_key=True),
+    Column("customer_id", String(64), ForeignKey("customers.customer_id"), nullable=False),
+    Column("link_time", UtcDateTime(), nullable=False),
+    Index("ix_channel_accounts_customer_id", "customer_id"),
+)
+
+
+class CorruptMergeChain(RuntimeError):
+    pass
+
+
+class CustomerRepository:
+    """Customers as the domain sees them, on the connection of the current transaction."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._db = connection
+
+    def survivor_of(self, customer_id: str, *, lock: bool = False) -> str | None:
+        """The customer an id stands for today: itself, or the end of its chain of merges."""
+        current = customer_id
+        for _ in range(MAX_MERGE_CHAIN):
+            query = select(customers.c.merged_into).where(customers.c.customer_id == current)
+            if lock:
+                query = query.with_for_update()
+            row = self._db.execute(query).one_or_none()
+            if row is None:
+                return None if current == customer_id else current
+            if row.merged_into is None:
+                return current
+            current = row.merged_into
+        raise CorruptMergeChain(f"merge chain from {customer_id} is longer than {MAX_MERGE_CHAIN}")
+
+    def get(self, customer_id: str) -> Customer | None:
+        row = self._db.execute(select(customers).where(customers.c.customer_id == customer_id)).one_or_none()
+        if row is None:
+            return None
+        accounts = self._db.execute(
+            select(channel_accounts.c.channel, channel_accounts.c.external_id)
+            .where(channel_accounts.c.customer_id == customer_id)
+            .order_by(
+                channel_accounts.c.link_time, channel_accounts.c.channel, channel_accounts.c.external_id
+            )
+        ).all()
+        return Customer(
+            customer_id=row.customer_id,
+            display_name=row.display_name,
+            phone_masked=row.phone_masked,
+            create_time=row.create_time,
+            accounts=[ChannelAccount(a.channel, a.external_id) for a in accounts],
+        )
+
+    def owner_of_account(self, account: ChannelAccount) -> str | None:
+        return self._db.execute(
+            select(channel_accounts.c.customer_id).where(
+                channel_accounts.c.channel == account.channel,
+                channel_accounts.c.external_id == account.external_id,
+            )
+        ).scalar_one_or_none()
+
+    def owner_of_phone(self, phone_hash: str) -> str | None:
+        return self._db.execute(
+            select(customer_phones.c.customer_id).where(customer_phones.c.phone_hash == phone_hash)
+        ).scalar_one_or_none()
+
+    def create(self, customer_id: str, display_name: str, now: datetime) -> None:
+        self._db.execute(
+            insert(customers).values(
+                customer_id=customer_id,
+                display_name=display_name,
+                phone_masked="",
+                create_time=now,
+                update_time=now,
+            )
+        )
+
+    def link_account(self, customer_id: str, account: ChannelAccount, now: datetime) -> None:
+        self._db.execute(
+            insert(channel_accounts).values(
+                channel=account.channel,
+                external_id=account.external_id,
+                customer_id=customer_id,
+                link_time=now,
+            )
+        )
+
+    def link_phone(self, customer_id: str, phone_hash: str, phone_masked: str, now: datetime) -> None:
+        self._db.execute(
+            insert(customer_phones).values(
+                phone_hash=phone_hash, customer_id=customer_id, phone_masked=phone_masked, link_time=now
+            )
+        )
+        # The first phone a customer gets is the one shown (masked) on the profile.
+        self._db.execute(
+            update(customers)
+            .where(customers.c.customer_id == customer_id, customers.c.phone_masked == "")
+            .values(phone_masked=phone_masked, update_time=now)
+        )
+
+    def fill_display_name(self, customer_id: str, display_name: str, now: datetime) -> None:
+        if display_name:
+            self._db.execute(
+                update(customers)
+                .where(customers.c.customer_id == customer_id, customers.c.display_name == "")
+                .values(display_name=display_name, update_time=now)
+            )
+
+    def merge(self, survivor_id: str, merged_id: str, now: datetime) -> None:
+        """Move the merged customer's accounts and phones to the survivor and point it there."""
+        merged = self._db.execute(select(customers).where(customers.c.customer_id == merged_id)).one()
+        self._db.execute(
+            update(channel_accounts)
+            .where(channel_accounts.c.customer_id == merged_id)
+            .values(customer_id=survivor_id)
+        )
+        self._db.execute(
+            update(customer_phones)
+            .where(customer_phones.c.customer_id == merged_id)
+            .values(customer_id=survivor_id)
+        )
+        if merged.phone_masked:
+            self._db.execute(
+                update(customers)
+                .where(customers.c.customer_id == survivor_id, customers.c.phone_masked == "")
+                .values(phone_masked=merged.phone_masked, update_time=now)
+            )
+        self.fill_display_name(survivor_id, merged.display_name, now)
+        # Shorten every chain that ended at the merged customer, then close it.
+        self._db.execute(
+            update(customers)
+            .where(customers.c.merged_into == merged_id)
+            .values(merged_into=survivor_id, update_time=now)
+        )
+        self._db.execute(
+            update(customers)
+            .where(customers.c.customer_id == merged_id)
+            .values(merged_into=survivor_id, phone_masked="", update_time=now)
+        )

@@ -1,0 +1,1 @@
+"""Membership: members, tiers, the points ledger, coupons, referrals, tags, AIPL stages, segments."""

@@ -1,0 +1,1 @@
+"""Orders: every channel's and every till's orders, their state machine, store queues, reports."""

@@ -1,0 +1,87 @@
+"""Fixtures every test shares: databases on SQLite and (when reachable) PostgreSQL, settings,
+tokens, and servers on free ports."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+import pytest
+from pydantic import SecretStr
+from quanyu.auth import Principal, Role, TokenCodec
+from quanyu.config import Settings
+from quanyu.db import normalise_url
+from quanyu.server import ServiceApp, start_server
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+POSTGRES_URL = os.environ.get("QUANYU_TEST_POSTGRES_URL", "")
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)] if POSTGRES_URL else ["sqlite"]
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database: a SQLite file, or a fresh schema of the PostgreSQL test database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+        return
+    yield from postgres_schema_url()
+
+
+def postgres_schema_url() -> Iterator[str]:
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(normalise_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(normalise_url(POSTGRES_URL)).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings of a local deployment living in this test's own directory."""
+    return Settings(
+        var_dir=tmp_path / "var",
+        signing_key=SecretStr("k" * 48),
+        phone_hash_key=SecretStr("p" * 48),
+        server_workers=8,
+    )
+
+
+TokenFactory = Callable[..., str]
+
+
+@pytest.fixture
+def token(settings: Settings) -> TokenFactory:
+    """token(Role.OPS), token(Role.STORE, store_id="s1"), token(Role.CHANNEL, channel="CHANNEL_APP")."""
+    codec = TokenCodec(settings.signing_key_bytes())
+
+    def make(role: Role, *, store_id: str = "", channel: str = "", ttl: int = 600, subject: str = "") -> str:
+        return codec.issue(Principal(role, subject or role.value, store_id, channel), ttl).token
+
+    return make
+
+
+def bearer(token: str) -> tuple[tuple[str, str]]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+@contextmanager
+def running(app: ServiceApp, settings: Settings) -> Iterator[grpc.Channel]:
+    """Serve an app on a free port of this machine and give a channel to it."""
+    server = start_server(app, settings, port=0)
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    try:
+        yield channel
+    finally:
+        channel.close()
+        server.stop(grace=1)
