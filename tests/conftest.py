@@ -12,12 +12,13 @@ from pathlib import Path
 import grpc
 import pytest
 from pydantic import SecretStr
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
 from quanyu.auth import Principal, Role, TokenCodec
 from quanyu.config import Settings
 from quanyu.db import normalise_url
 from quanyu.server import ServiceApp, start_server
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 POSTGRES_URL = os.environ.get("QUANYU_TEST_POSTGRES_URL", "")
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)] if POSTGRES_URL else ["sqlite"]

@@ -50,6 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown service {unknown[0]!r}; choose from {', '.join(SERVICE_NAMES)}")
     try:
         settings = get_settings()
+        if args.command in ("serve", "up"):
+            settings.check_startable()
         if args.command == "serve":
             configure_logging(settings.log_level, service=args.service)
             from quanyu.server import serve_until_signalled

@@ -88,6 +88,21 @@ class Settings(BaseSettings):
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host  # noqa: S104
         return f"{host}:{config.port}"
 
+    def check_startable(self) -> None:
+        """Refuse to start a production process that lacks any of its keys, naming them all."""
+        if self.env is not Environment.PRODUCTION:
+            return
+        missing = [
+            f"QUANYU_{name.upper()}"
+            for name in ("signing_key", "phone_hash_key")
+            if not (getattr(self, name) and getattr(self, name).get_secret_value())
+        ]
+        if missing:
+            raise ConfigurationError(
+                f"{' and '.join(missing)} not set: in production keys come from the deployment's "
+                "secret store and are never generated on a replica"
+            )
+
     def signing_key_bytes(self) -> bytes:
         return self._secret("signing_key", "signing.key")
 

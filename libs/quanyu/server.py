@@ -91,13 +91,45 @@ def _pack(message: Any) -> any_pb2.Any:
     return packed
 
 
+class Drain:
+    """Counts calls in flight so a shutdown can refuse new ones and wait for the rest.
+
+    gRPC's own stop() cancels late arrivals with CANCELLED, which clients do not retry; a call
+    refused here gets UNAVAILABLE, which every client retries on another replica.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._in_flight = 0
+        self._draining = False
+
+    def enter(self) -> bool:
+        with self._changed:
+            if self._draining:
+                return False
+            self._in_flight += 1
+            return True
+
+    def leave(self) -> None:
+        with self._changed:
+            self._in_flight -= 1
+            self._changed.notify_all()
+
+    def drain(self, timeout: float | None) -> bool:
+        """Refuse new calls from now on; True when those in flight finished within `timeout`."""
+        with self._changed:
+            self._draining = True
+            return self._changed.wait_for(lambda: self._in_flight == 0, timeout)
+
+
 class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     """Wraps every unary call of a service: the cross-cutting concerns, written once."""
 
-    def __init__(self, *, domain: str, policy: Policy, tokens: TokenCodec) -> None:
+    def __init__(self, *, domain: str, policy: Policy, tokens: TokenCodec, drain: Drain) -> None:
         self._domain = domain
         self._policy = policy
         self._tokens = tokens
+        self._drain = drain
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         handler = continuation(details)
@@ -116,10 +148,20 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
     def _wrap(self, method: str, roles: frozenset[Role] | None, behaviour: Callable[..., Any]) -> Any:
         def call(request: Any, context: grpc.ServicerContext) -> Any:
+            if not self._drain.enter():
+                context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; retry")
+            try:
+                return serve(request, context)
+            finally:
+                self._drain.leave()
+
+        def serve(request: Any, context: grpc.ServicerContext) -> Any:
             metadata = dict(context.invocation_metadata())
             request_id = str(metadata.get(REQUEST_ID_HEADER) or uuid.uuid4().hex)[:128]
             structlog.contextvars.bind_contextvars(request_id=request_id, method=method)
-            context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
+            # Sent back as trailing metadata: initial metadata would commit the call and stop
+            # clients from retrying an UNAVAILABLE answer.
+            context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
             started = time.perf_counter()
             status = grpc.StatusCode.OK
             principal: Principal | None = None
@@ -133,7 +175,12 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                     return behaviour(request, context)
             except QuanyuError as error:
                 status = _STATUS_CODES[error.code][0]
-                context.abort_with_status(rpc_status.to_status(status_for(error, self._domain)))
+                rich = rpc_status.to_status(status_for(error, self._domain))
+                context.abort_with_status(
+                    _Status(
+                        rich.code, rich.details, (*rich.trailing_metadata, (REQUEST_ID_HEADER, request_id))
+                    )
+                )
             except Exception as error:
                 if context.code() not in (None, grpc.StatusCode.OK):
                     status = context.code()
@@ -156,6 +203,13 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 structlog.contextvars.clear_contextvars()
 
         return call
+
+
+@dataclass(frozen=True)
+class _Status(grpc.Status):  # type: ignore[misc]
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]
 
 
 class BackgroundTask(Protocol):
@@ -184,18 +238,23 @@ class RunningServer:
     server: grpc.Server
     port: int
     health: health.HealthServicer
+    drain: Drain
 
     def stop(self, grace: float | None) -> None:
         """Graceful: report NOT_SERVING, refuse new calls, let calls in flight finish."""
         self.health.enter_graceful_shutdown()
+        if not self.drain.drain(grace):
+            log.warning("calls still in flight after the grace period", grace_s=grace)
         for task in self.app.tasks:
             task.stop()
-        self.server.stop(grace).wait()
+        # Whatever is left now (a health Watch stream, a call past its grace) is cut short.
+        self.server.stop(0).wait()
         for hook in self.app.on_stop:
             hook()
 
 
 def start_server(app: ServiceApp, settings: Settings, *, port: int | None = None) -> RunningServer:
+    drain = Drain()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.server_workers, thread_name_prefix=app.name),
         interceptors=[
@@ -203,6 +262,7 @@ def start_server(app: ServiceApp, settings: Settings, *, port: int | None = None
                 domain=f"quanyu.{app.name}.v1",
                 policy=app.policy,
                 tokens=TokenCodec(settings.signing_key_bytes()),
+                drain=drain,
             )
         ],
         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 * 1024 * 1024)],
@@ -227,7 +287,7 @@ def start_server(app: ServiceApp, settings: Settings, *, port: int | None = None
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     for task in app.tasks:
         task.start()
-    return RunningServer(app, server, bound, health_servicer)
+    return RunningServer(app, server, bound, health_servicer, drain)
 
 
 def serve_until_signalled(app: ServiceApp, settings: Settings) -> None:

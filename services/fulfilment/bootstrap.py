@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import grpc
+
 from quanyu.config import Settings
 from quanyu.db import migrate_url
 from quanyu.server import ServiceApp

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import grpc
+
 from quanyu.auth import TokenCodec
 from quanyu.config import Settings
 from quanyu.db import Database, migrate_url
 from quanyu.identity.v1 import identity_pb2_grpc
 from quanyu.server import ServiceApp
-
 from services.identity.domain import PhoneHasher
 from services.identity.grpc_servicer import POLICY, SERVICE, IdentityServicer
 from services.identity.handlers import IdentityService

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import phonenumbers
+
 from quanyu.errors import InvalidArgument, Violations
 
 DEFAULT_REGION = "CN"

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import grpc
+
 from quanyu.auth import DEFAULT_TTL_SECONDS, Principal, Role
 from quanyu.common.v1 import common_pb2
 from quanyu.errors import InvalidArgument
 from quanyu.identity.v1 import identity_pb2, identity_pb2_grpc
 from quanyu.server import rpc_policy
 from quanyu.wire import to_timestamp
-
 from services.identity.domain import ChannelAccount, Customer, ResolveRequest
 from services.identity.handlers import IdentityService
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy.engine import Connection
+
 from quanyu.auth import IssuedToken, Principal, TokenCodec
 from quanyu.db import Database, utcnow
 from quanyu.errors import AlreadyExists, InvalidArgument, NotFound, Violations
 from quanyu.ids import new_id
-from sqlalchemy.engine import Connection
-
 from services.identity.domain import (
     ChannelAccount,
     Customer,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from quanyu.db import UtcDateTime, new_metadata
 from sqlalchemy import Column, ForeignKey, Index, String, Table, insert, select, update
 from sqlalchemy.engine import Connection
 
+from quanyu.db import UtcDateTime, new_metadata
 from services.identity.domain import MAX_MERGE_CHAIN, ChannelAccount, Customer
 
 metadata = new_metadata()

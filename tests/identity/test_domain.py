@@ -1,8 +1,8 @@
 """Identity's rules on their own: no gRPC, no database."""
 
 import pytest
-from quanyu.errors import InvalidArgument
 
+from quanyu.errors import InvalidArgument
 from services.identity.domain import ChannelAccount, Phone, PhoneHasher, ResolveRequest, check_merge
 
 

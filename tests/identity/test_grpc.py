@@ -7,12 +7,12 @@ from datetime import UTC, datetime
 
 import grpc
 import pytest
+
 from quanyu.auth import Principal, Role, TokenCodec
 from quanyu.clients import error_reason, field_violations
 from quanyu.common.v1 import common_pb2
 from quanyu.config import Settings
 from quanyu.identity.v1 import identity_pb2, identity_pb2_grpc
-
 from services.identity import bootstrap
 from tests.conftest import TokenFactory, bearer, running
 

@@ -6,11 +6,11 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import func, select
+
 from quanyu.auth import TokenCodec
 from quanyu.db import Database, migrate
 from quanyu.errors import AlreadyExists, InvalidArgument, NotFound
-from sqlalchemy import func, select
-
 from services.identity.bootstrap import MIGRATIONS
 from services.identity.domain import ChannelAccount, PhoneHasher, ResolveRequest
 from services.identity.handlers import IdentityService, Resolved

@@ -6,6 +6,7 @@ Revises:
 
 import sqlalchemy as sa
 from alembic import op
+
 from quanyu.db import UtcDateTime
 
 revision = "0001"

@@ -1,0 +1,1 @@
+"""Fulfilment's rules, free of gRPC and the database."""
