@@ -1,8 +1,4 @@
-"""Fulfilment's composition root: settings in, a runnable service out.
-
-Its RPCs are not served yet: the server answers health and reflection, and UNIMPLEMENTED for
-the rest of its contract.
-"""
+"""Fulfilment's composition root: settings in, a runnable service out."""
 
 from __future__ import annotations
 
@@ -11,8 +7,13 @@ from pathlib import Path
 import grpc
 
 from quanyu.config import Settings
-from quanyu.db import migrate_url
+from quanyu.db import Database, migrate_url
+from quanyu.fulfilment.v1 import fulfilment_pb2_grpc
+from quanyu.paging import PageTokens
 from quanyu.server import ServiceApp
+from services.fulfilment.config import FulfilmentSettings
+from services.fulfilment.grpc_servicer import POLICY, SERVICE, FulfilmentServicer
+from services.fulfilment.handlers import FulfilmentService, LiveCatalogue
 
 NAME = "fulfilment"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -22,8 +23,25 @@ def migrate(settings: Settings) -> None:
     migrate_url(settings.database_url(NAME), MIGRATIONS)
 
 
-def build_app(settings: Settings) -> ServiceApp:
-    def register(server: grpc.Server) -> None:
-        return None
+def build_app(settings: Settings, own: FulfilmentSettings | None = None) -> ServiceApp:
+    own = own or FulfilmentSettings()
+    database = Database(settings.database_url(NAME), pool_size=settings.server_workers)
+    catalogue = LiveCatalogue(database, refresh_seconds=own.catalogue_refresh_seconds)
+    service = FulfilmentService(
+        database,
+        catalogue,
+        PageTokens(settings.signing_key_bytes(), purpose=NAME),
+        pickup_radius_m=own.pickup_radius_m,
+    )
 
-    return ServiceApp(name=NAME, service_names=[], register=register, policy={})
+    def register(server: grpc.Server) -> None:
+        fulfilment_pb2_grpc.add_FulfilmentServiceServicer_to_server(FulfilmentServicer(service), server)
+
+    return ServiceApp(
+        name=NAME,
+        service_names=[SERVICE.full_name],
+        register=register,
+        policy=POLICY,
+        tasks=[catalogue],
+        on_stop=[database.dispose],
+    )

@@ -113,7 +113,7 @@ class WeeklySchedule:
     store's week costs a few small tuples rather than a 10,080-entry bitmap.
     """
 
-    __slots__ = ("_ends", "_starts")
+    __slots__ = ("_ends", "_starts", "always_open")
 
     def __init__(self, hours: Iterable[OpeningHours]) -> None:
         spans: list[list[tuple[int, int]]] = [[] for _ in range(SUNDAY)]
@@ -133,6 +133,8 @@ class WeeklySchedule:
         merged = [_merge(day_spans) for day_spans in spans]
         self._starts = tuple(tuple(start for start, _ in day) for day in merged)
         self._ends = tuple(tuple(end for _, end in day) for day in merged)
+        # Open every minute of the week: no need to work out the store's local time at all.
+        self.always_open = all(day == [(0, MINUTES_PER_DAY)] for day in merged)
 
     def is_open(self, at_local_weekday: int, minute_of_day: int) -> bool:
         """Open at this ISO weekday (1..7) and minute (0..1439) on the store's own clock."""
