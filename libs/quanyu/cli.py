@@ -1,4 +1,4 @@
-"""The `quanyu` command: run the platform, one service, its migrations, or print a caller token."""
+"""The `quanyu` command: run the platform or one service, migrate, print a token, import stores and stock."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from types import ModuleType
 
 from quanyu.auth import DEFAULT_TTL_SECONDS, Principal, Role, TokenCodec
@@ -39,7 +40,42 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--store-id", default="", help="the store a store token is bound to")
     token.add_argument("--channel", default="", help="the channel of a channel token, e.g. CHANNEL_APP")
     token.add_argument("--ttl", type=int, default=DEFAULT_TTL_SECONDS, help="lifetime in seconds")
+    for what, description in _IMPORTS.items():
+        load = commands.add_parser(what, help=f"bulk-load {what} into the running fulfilment service")
+        load = load.add_subparsers(dest="action", required=True).add_parser(
+            "import", description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
+        load.add_argument("file", type=Path, help="the file to load")
+        load.add_argument(
+            "--token",
+            help="bearer token to call with (default: $QUANYU_TOKEN, else an ops token signed with "
+            "this deployment's signing key)",
+        )
     return parser
+
+
+_IMPORTS = {
+    "stores": """Load stores into the fulfilment service (ImportStores, 1000 per call).
+
+FILE is CSV (.csv) or a GeoJSON FeatureCollection (.geojson, .json); otherwise the content decides.
+CSV: a header row naming store_id,name,latitude,longitude and optionally coordinate_system
+(WGS84|GCJ02|BD09, default WGS84), status (ACTIVE|PAUSED|CLOSED), delivery_radius_m, timezone,
+max_active_orders, priority, opening_hours ("1-5 09:00-22:00; 6-7 10:00-23:00", weekdays 1=Mon..7=Sun,
+empty = around the clock) and delivery_zone_geojson (a GeoJSON Polygon or MultiPolygon).
+GeoJSON: Point features (WGS-84) with the same names as properties; the zone as delivery_zone
+(a geometry) or delivery_zone_geojson (text).
+
+Rows the file or the service rejects are listed with their line (GeoJSON: features[i]); the
+rest load. Loading again replaces the stores, so a re-run is harmless.
+Exit status: 0 all loaded, 1 some rows rejected, 2 file unreadable or service unreachable.""",
+    "stock": """Set stock levels in the fulfilment service (SetStock, per store, 1000 per call).
+
+FILE is CSV with a header row naming store_id,sku,on_hand. Quantities are absolute, so a re-run
+is harmless; a (store_id, sku) given twice is rejected where it repeats.
+
+Rows the file or the service rejects are listed with their line; the rest load.
+Exit status: 0 all loaded, 1 some rows rejected, 2 file unreadable or service unreachable.""",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -72,6 +108,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 service_module(name).migrate(settings)
                 print(f"{name}: migrated")
             return 0
+        if args.command in _IMPORTS:
+            importer = importlib.import_module("services.fulfilment.importer")
+            return int(importer.main(args.command, args.file, token=args.token, settings=settings))
         if args.command == "token":
             principal = Principal(Role(args.role), args.subject or args.role, args.store_id, args.channel)
             issued = TokenCodec(settings.signing_key_bytes()).issue(principal, args.ttl)

@@ -7,13 +7,18 @@ from pathlib import Path
 import grpc
 
 from quanyu.auth import TokenCodec
+from quanyu.clients import service_channel
 from quanyu.config import Settings
 from quanyu.db import Database, migrate_url
 from quanyu.identity.v1 import identity_pb2_grpc
+from quanyu.membership.v1 import membership_pb2_grpc
+from quanyu.outbox import OutboxRelay
 from quanyu.server import ServiceApp
 from services.identity.domain import PhoneHasher
+from services.identity.effects import merge_members
 from services.identity.grpc_servicer import POLICY, SERVICE, IdentityServicer
-from services.identity.handlers import IdentityService
+from services.identity.handlers import CUSTOMERS_MERGED, IdentityService
+from services.identity.storage import outbox
 
 NAME = "identity"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -25,8 +30,15 @@ def migrate(settings: Settings) -> None:
 
 def build_app(settings: Settings) -> ServiceApp:
     database = Database(settings.database_url(NAME), pool_size=settings.server_workers)
+    membership = membership_pb2_grpc.MembershipServiceStub(
+        service_channel(settings, "membership", caller=NAME)
+    )
+    relay = OutboxRelay(database, outbox, {CUSTOMERS_MERGED: merge_members(membership)})
     service = IdentityService(
-        database, PhoneHasher(settings.phone_hash_key_bytes()), TokenCodec(settings.signing_key_bytes())
+        database,
+        PhoneHasher(settings.phone_hash_key_bytes()),
+        TokenCodec(settings.signing_key_bytes()),
+        on_effects=relay.wake,
     )
 
     def register(server: grpc.Server) -> None:

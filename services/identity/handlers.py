@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.engine import Connection
@@ -10,6 +11,7 @@ from quanyu.auth import IssuedToken, Principal, TokenCodec
 from quanyu.db import Database, utcnow
 from quanyu.errors import AlreadyExists, InvalidArgument, NotFound, Violations
 from quanyu.ids import new_id
+from quanyu.outbox import add_effect
 from services.identity.domain import (
     ChannelAccount,
     Customer,
@@ -20,7 +22,9 @@ from services.identity.domain import (
     validate_account,
     validate_customer_id,
 )
-from services.identity.storage import CustomerRepository
+from services.identity.storage import CustomerRepository, outbox
+
+CUSTOMERS_MERGED = "customers_merged"
 
 
 @dataclass(frozen=True)
@@ -30,10 +34,17 @@ class Resolved:
 
 
 class IdentityService:
-    def __init__(self, database: Database, phones: PhoneHasher, tokens: TokenCodec) -> None:
+    def __init__(
+        self,
+        database: Database,
+        phones: PhoneHasher,
+        tokens: TokenCodec,
+        on_effects: Callable[[], None] = lambda: None,
+    ) -> None:
         self._db = database
         self._phones = phones
         self._tokens = tokens
+        self._on_effects = on_effects
 
     def resolve_customer(self, request: ResolveRequest) -> Resolved:
         """Find by account, else by phone, else create; link what the caller told us.
@@ -153,10 +164,25 @@ class IdentityService:
             if merged is None:
                 raise NotFound("customer", merged_customer_id)
             if survivor != merged:
-                repo.merge(survivor, merged, utcnow())
+                now = utcnow()
+                repo.merge(survivor, merged, now)
+                # Membership merges the two members too; the effect commits with the merge.
+                add_effect(
+                    connection,
+                    outbox,
+                    CUSTOMERS_MERGED,
+                    {
+                        "survivor_customer_id": survivor,
+                        "merged_customer_id": merged,
+                        "request_id": f"customer-merge:{merged}:{survivor}",
+                    },
+                    now,
+                )
             return self._load(repo, survivor)
 
-        return self._db.run(work)
+        customer = self._db.run(work)
+        self._on_effects()
+        return customer
 
     def issue_token(self, principal: Principal, ttl_seconds: int) -> IssuedToken:
         return self._tokens.issue(principal, ttl_seconds)

@@ -8,6 +8,7 @@ from sqlalchemy import Column, ForeignKey, Index, String, Table, insert, select,
 from sqlalchemy.engine import Connection
 
 from quanyu.db import UtcDateTime, new_metadata
+from quanyu.outbox import outbox_table
 from services.identity.domain import MAX_MERGE_CHAIN, ChannelAccount, Customer
 
 metadata = new_metadata()
@@ -44,6 +45,9 @@ channel_accounts = Table(
     Column("link_time", UtcDateTime(), nullable=False),
     Index("ix_channel_accounts_customer_id", "customer_id"),
 )
+
+# Merges that membership must apply too, delivered by the relay (see quanyu.outbox).
+outbox = outbox_table(metadata)
 
 
 class CorruptMergeChain(RuntimeError):

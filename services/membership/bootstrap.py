@@ -1,8 +1,4 @@
-"""Membership's composition root: settings in, a runnable service out.
-
-Its RPCs are not served yet: the server answers health and reflection, and UNIMPLEMENTED for
-the rest of its contract.
-"""
+"""Membership's composition root: settings in, a runnable service out."""
 
 from __future__ import annotations
 
@@ -11,8 +7,14 @@ from pathlib import Path
 import grpc
 
 from quanyu.config import Settings
-from quanyu.db import migrate_url
+from quanyu.db import Database, migrate_url
+from quanyu.membership.v1 import membership_pb2_grpc
+from quanyu.paging import PageTokens
 from quanyu.server import ServiceApp
+from services.membership.config import MembershipSettings
+from services.membership.grpc_servicer import POLICY, SERVICE, MembershipServicer
+from services.membership.handlers import MembershipService
+from services.membership.tasks import Periodic
 
 NAME = "membership"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -22,8 +24,29 @@ def migrate(settings: Settings) -> None:
     migrate_url(settings.database_url(NAME), MIGRATIONS)
 
 
-def build_app(settings: Settings) -> ServiceApp:
-    def register(server: grpc.Server) -> None:
-        return None
+def build_service(settings: Settings, own: MembershipSettings | None = None) -> MembershipService:
+    own = own or MembershipSettings()
+    database = Database(settings.database_url(NAME), pool_size=settings.server_workers)
+    return MembershipService(
+        database, own.programme(), PageTokens(settings.signing_key_bytes(), purpose=NAME)
+    )
 
-    return ServiceApp(name=NAME, service_names=[], register=register, policy={})
+
+def build_app(settings: Settings, own: MembershipSettings | None = None) -> ServiceApp:
+    own = own or MembershipSettings()
+    service = build_service(settings, own)
+
+    def register(server: grpc.Server) -> None:
+        membership_pb2_grpc.add_MembershipServiceServicer_to_server(MembershipServicer(service), server)
+
+    return ServiceApp(
+        name=NAME,
+        service_names=[SERVICE.full_name],
+        register=register,
+        policy=POLICY,
+        tasks=[
+            Periodic("points-expiry", service.expire, own.expiry_interval_seconds),
+            Periodic("tier-evaluation", service.evaluate_tiers, own.tier_evaluation_interval_seconds),
+        ],
+        on_stop=[service.close],
+    )

@@ -1,0 +1,60 @@
+"""Membership's own settings: the programme a deployment runs, from QUANYU_MEMBERSHIP_*."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.membership.domain import DEFAULT_TIERS, Programme, RedemptionWindow, Tier
+
+
+class MembershipSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="QUANYU_MEMBERSHIP_", extra="ignore")
+
+    # "NAME:threshold_cents:multiplier,..." from the entry tier up.
+    tiers: str = ",".join(f"{t.name}:{t.threshold_cents}:{t.multiplier}" for t in DEFAULT_TIERS)
+    member_weekday: int = Field(default=0, ge=0, le=7)
+    member_day_of_month: int = Field(default=0, ge=0, le=31)
+    points_validity_months: int = Field(default=12, ge=1)
+    # "MM-DD..MM-DD,..." in the programme's time zone; empty: points may be redeemed any day.
+    redemption_windows: str = ""
+    referral_bonus_points: int = Field(default=100, ge=0)
+    timezone: str = "Asia/Shanghai"
+    # How often the service writes off lapsed points and re-evaluates tiers.
+    expiry_interval_seconds: float = Field(default=3600.0, gt=0)
+    tier_evaluation_interval_seconds: float = Field(default=86400.0, gt=0)
+
+    @field_validator("tiers")
+    @classmethod
+    def _tiers_parse(cls, value: str) -> str:
+        parse_tiers(value)
+        return value
+
+    @field_validator("redemption_windows")
+    @classmethod
+    def _windows_parse(cls, value: str) -> str:
+        parse_windows(value)
+        return value
+
+    def programme(self) -> Programme:
+        return Programme(
+            tiers=parse_tiers(self.tiers),
+            member_weekday=self.member_weekday,
+            member_day_of_month=self.member_day_of_month,
+            validity_months=self.points_validity_months,
+            redemption_windows=parse_windows(self.redemption_windows),
+            referral_bonus_points=self.referral_bonus_points,
+            timezone=self.timezone,
+        )
+
+
+def parse_tiers(text: str) -> tuple[Tier, ...]:
+    tiers = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, threshold, multiplier = part.split(":")
+        tiers.append(Tier(name.strip(), int(threshold), float(multiplier)))
+    return tuple(tiers)
+
+
+def parse_windows(text: str) -> tuple[RedemptionWindow, ...]:
+    return tuple(RedemptionWindow.parse(part) for part in filter(None, (p.strip() for p in text.split(","))))

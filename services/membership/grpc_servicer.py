@@ -1,0 +1,262 @@
+"""MembershipService over gRPC: messages in, use cases called, messages out. No rules live here."""
+
+from __future__ import annotations
+
+import grpc
+
+from quanyu.auth import Role, current_principal
+from quanyu.common.v1 import common_pb2
+from quanyu.errors import InvalidArgument
+from quanyu.membership.v1 import membership_pb2, membership_pb2_grpc
+from quanyu.server import rpc_policy
+from quanyu.wire import from_timestamp, to_timestamp
+from services.membership.domain import EntryKind, Stage
+from services.membership.handlers import MembershipService
+from services.membership.repository import Coupon, Entry, Member
+
+SERVICE = membership_pb2.DESCRIPTOR.services_by_name["MembershipService"]
+_FRONT = (Role.CHANNEL, Role.STORE, Role.SERVICE, Role.OPS)
+_BACK = (Role.SERVICE, Role.OPS)
+_TILL = (Role.STORE, Role.SERVICE, Role.OPS)
+POLICY = rpc_policy(
+    SERVICE,
+    {
+        "Enroll": _FRONT,
+        "GetMember": _FRONT,
+        "EarnPoints": _BACK,
+        "RedeemPoints": _TILL,
+        "ReversePoints": _BACK,
+        "ListLedgerEntries": _FRONT,
+        "IssueCoupon": _BACK,
+        "RedeemCoupon": _TILL,
+        "ReleaseCoupon": _BACK,
+        "RecordEvent": _FRONT,
+        "ListMembers": (Role.OPS, Role.STORE),
+        "UpdateTags": _BACK,
+        "GetFunnel": (Role.OPS, Role.STORE),
+        "MergeMembers": _BACK,
+    },
+)
+
+_STAGES = {
+    Stage.AWARENESS: membership_pb2.LIFECYCLE_STAGE_AWARENESS,
+    Stage.INTEREST: membership_pb2.LIFECYCLE_STAGE_INTEREST,
+    Stage.PURCHASE: membership_pb2.LIFECYCLE_STAGE_PURCHASE,
+    Stage.LOYALTY: membership_pb2.LIFECYCLE_STAGE_LOYALTY,
+}
+_STAGES_IN = {v: k for k, v in _STAGES.items()}
+_KINDS = {kind: membership_pb2.EntryKind.Value(f"ENTRY_KIND_{kind.value}") for kind in EntryKind}
+
+
+def member_message(member: Member) -> membership_pb2.Member:
+    channel = (
+        common_pb2.Channel.Value(member.enrolled_channel)
+        if member.enrolled_channel in common_pb2.Channel.keys()  # noqa: SIM118 - an enum wrapper, not a dict
+        else common_pb2.CHANNEL_UNSPECIFIED
+    )
+    return membership_pb2.Member(
+        member_id=member.member_id,
+        customer_id=member.customer_id,
+        tier=member.tier,
+        points_balance=member.points_balance,
+        home_store_id=member.home_store_id,
+        guide_id=member.guide_id,
+        enrolled_channel=channel,
+        enroll_time=to_timestamp(member.enroll_time),
+        stage=_STAGES[member.stage],
+        tags=member.tags,
+        lifetime_spend_cents=member.lifetime_spend_cents,
+        referrer_member_id=member.referrer_member_id,
+    )
+
+
+def entry_message(entry: Entry) -> membership_pb2.LedgerEntry:
+    return membership_pb2.LedgerEntry(
+        entry_id=entry.entry_id,
+        member_id=entry.member_id,
+        kind=_KINDS[entry.kind],
+        points=entry.points,
+        balance_after=entry.balance_after,
+        source_id=entry.source_id,
+        store_id=entry.store_id,
+        create_time=to_timestamp(entry.create_time),
+        expire_time=to_timestamp(entry.expire_time),
+    )
+
+
+def coupon_message(coupon: Coupon) -> membership_pb2.Coupon:
+    return membership_pb2.Coupon(
+        code=coupon.code,
+        member_id=coupon.member_id,
+        discount_cents=coupon.discount_cents,
+        min_spend_cents=coupon.min_spend_cents,
+        expire_time=to_timestamp(coupon.expire_time),
+        redeemed=coupon.redeemed_order_id is not None,
+        redeemed_order_id=coupon.redeemed_order_id or "",
+    )
+
+
+def channel_name(value: int) -> str:
+    if value == common_pb2.CHANNEL_UNSPECIFIED:
+        return ""
+    if value not in common_pb2.Channel.values():
+        raise InvalidArgument("channel", "is not a known channel")
+    return common_pb2.Channel.Name(common_pb2.Channel.ValueType(value))
+
+
+class MembershipServicer(membership_pb2_grpc.MembershipServiceServicer):
+    def __init__(self, service: MembershipService) -> None:
+        self._service = service
+
+    def Enroll(
+        self, request: membership_pb2.EnrollRequest, context: grpc.ServicerContext
+    ) -> membership_pb2.EnrollResponse:
+        member, created = self._service.enroll(
+            request.customer_id,
+            request.home_store_id,
+            request.guide_id,
+            channel_name(request.channel),
+            request.referrer_member_id,
+        )
+        return membership_pb2.EnrollResponse(member=member_message(member), created=created)
+
+    def GetMember(
+        self, request: membership_pb2.GetMemberRequest, context: grpc.ServicerContext
+    ) -> membership_pb2.GetMemberResponse:
+        key = request.WhichOneof("key")
+        value = getattr(request, key) if key else ""
+        if not value:
+            raise InvalidArgument(key or "key", "give a member id or a customer id")
+        if len(value) > 64:
+            raise InvalidArgument(key or "key", "must be at most 64 characters")
+        member = self._service.get_member(**{key: value})  # type: ignore[arg-type]
+        return membership_pb2.GetMemberResponse(member=member_message(member))
+
+    def EarnPoints(
+        self, request: membership_pb2.EarnPointsRequest, context: grpc.ServicerContext
+    ) -> membership_pb2.EarnPointsResponse:
+        entry, member = self._service.earn(
+            request.member_id, request.source_id, request.spend_cents, request.store_id
+        )
+        return membership_pb2.EarnPointsResponse(entry=entry_message(entry), member=member_message(member))
+
+    def RedeemPoints(
+        self, request: membership_pb2.RedeemPointsRequest, context: grpc.ServicerContext
+    ) -> membership_pb2.RedeemPointsResponse:
+        entry, member = self._service.redeem(
+            current_principal(), request.member_id, request.points, request.source_id, request.store_id
+        )
+        return membership_pb2.RedeemPointsResponse(entry=entry_message(entry), member=member_message(member))
+
+    def ReversePoints(
+        self, request: membership_pb2.ReversePointsRequest, context: grpc.ServicerContext
+    ) -> membership_pb2.ReversePointsResponse:
+        if len(request.reason) > 256:
+            raise InvalidArgument("reason", "must be at most 256 characters")
+        entries = self._service.reverse(request.source_id)
+        return membership_pb2.ReversePointsResponse(entries=[entry_message(e) for e in entries])
+
+    def ListLedgerEntries(
+        self, request: membership_pb2.ListLedgerEntriesRequest, context: grpc.ServicerContext
+    ) -> membership_pb2.ListLedgerEntriesResponse:
+        entries, token = self._service.list_entries(
+            current_principal(), request.member_id, request.page_size, request.page_token
+        )
+        return membership_pb2.ListLedgerEntriesResponse(
+            entries=[entry_message(e) for e in entries], next_page_token=token
+        )
+
+    def IssueCoupon(
+        self, request: membership_pb2.IssueCouponRequest, context: grpc.ServicerContext
+    ) -> membership_pb2.IssueCouponResponse:
+        coupon = self._service.issue_coupon(
+            request.member_id,
+            request.discount_cents,
+            request.min_spend_cents,
+            from_timestamp(request.expire_time, present=request.HasField("expire_time")),
+            request.request_id,
+        )
+        return membership_pb2.IssueCouponResponse(coupon=coupon_message(coupon))
+
+    def RedeemCoupon(
+        self, request: membership_pb2.RedeemCouponRequest, context: grpc.ServicerContext
+    ) -> membership_pb2.RedeemCouponResponse:
+        coupon, discount = self._service.redeem_coupon(
+            current_principal(),
+            code=request.code,
+            member_id=request.member_id,
+            order_id=request.order_id,
+            order_amount_cents=request.order_amount_cents,
+            store_id=request.store_id,
+        )
+        return membership_pb2.RedeemCouponResponse(coupon=coupon_message(coupon), discount_cents=discount)
+
+    def ReleaseCoupon(
+        self, request: membership_pb2.ReleaseCouponRequest, context: grpc.ServicerContext
+    ) -> membership_pb2.ReleaseCouponResponse:
+        coupon = self._service.release_coupon(request.code, request.order_id)
+        return membership_pb2.ReleaseCouponResponse(coupon=coupon_message(coupon))
+
+    def RecordEvent(
+        self, request: membership_pb2.RecordEventRequest, context: grpc.ServicerContext
+    ) -> membership_pb2.RecordEventResponse:
+        if request.event_type == membership_pb2.EVENT_TYPE_UNSPECIFIED or (
+            request.event_type not in membership_pb2.EventType.values()
+        ):
+            raise InvalidArgument("event_type", "must be VIEW, FOLLOW, ADD_TO_CART or SHARE")
+        self._service.record_event(
+            request.customer_id, from_timestamp(request.occur_time, present=request.HasField("occur_time"))
+        )
+        return membership_pb2.RecordEventResponse()
+
+    def ListMembers(
+        self, request: membership_pb2.ListMembersRequest, context: grpc.ServicerContext
+    ) -> membership_pb2.ListMembersResponse:
+        if request.stage and request.stage not in _STAGES_IN:
+            raise InvalidArgument("stage", "is not a known lifecycle stage")
+        for field_name in ("tier", "tag", "home_store_id", "guide_id"):
+            if len(getattr(request, field_name)) > 64:
+                raise InvalidArgument(field_name, "must be at most 64 characters")
+        filters: dict[str, str | int] = {
+            "tier": request.tier,
+            "tag": request.tag,
+            "stage": int(_STAGES_IN[request.stage]) if request.stage else 0,
+            "home_store_id": request.home_store_id,
+            "guide_id": request.guide_id,
+        }
+        members, token = self._service.list_members(
+            current_principal(), filters, request.page_size, request.page_token
+        )
+        return membership_pb2.ListMembersResponse(
+            members=[member_message(m) for m in members], next_page_token=token
+        )
+
+    def UpdateTags(
+        self, request: membership_pb2.UpdateTagsRequest, context: grpc.ServicerContext
+    ) -> membership_pb2.UpdateTagsResponse:
+        member = self._service.update_tags(
+            request.member_id, list(request.add_tags), list(request.remove_tags)
+        )
+        return membership_pb2.UpdateTagsResponse(member=member_message(member))
+
+    def GetFunnel(
+        self, request: membership_pb2.GetFunnelRequest, context: grpc.ServicerContext
+    ) -> membership_pb2.GetFunnelResponse:
+        if len(request.home_store_id) > 64:
+            raise InvalidArgument("home_store_id", "must be at most 64 characters")
+        funnel = self._service.funnel(current_principal(), request.home_store_id)
+        return membership_pb2.GetFunnelResponse(
+            stages=[membership_pb2.StageCount(stage=_STAGES[s], members=n) for s, n in funnel.counts.items()],
+            conversions=[
+                membership_pb2.StageConversion(from_stage=_STAGES[a], to_stage=_STAGES[b], rate=rate)
+                for a, b, rate in funnel.conversions
+            ],
+        )
+
+    def MergeMembers(
+        self, request: membership_pb2.MergeMembersRequest, context: grpc.ServicerContext
+    ) -> membership_pb2.MergeMembersResponse:
+        member = self._service.merge(
+            request.survivor_customer_id, request.merged_customer_id, request.request_id
+        )
+        return membership_pb2.MergeMembersResponse(member=member_message(member))

@@ -1,0 +1,517 @@
+"""Membership's repositories: members, the ledger and its lots, coupons, on one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy.engine import Connection
+
+from quanyu.ids import new_id
+from services.membership.domain import EntryKind, Lot, Stage
+from services.membership.storage import (
+    coupons,
+    ledger_entries,
+    lot_draws,
+    member_customers,
+    member_merges,
+    member_tags,
+    members,
+    point_lots,
+)
+
+
+@dataclass
+class Member:
+    member_id: str
+    customer_id: str
+    tier: str
+    points_balance: int
+    home_store_id: str
+    guide_id: str
+    enrolled_channel: str
+    enroll_time: datetime
+    stage: Stage
+    lifetime_spend_cents: int
+    referrer_member_id: str
+    last_purchase_time: datetime | None
+    stage_times: dict[Stage, datetime | None] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Entry:
+    entry_id: str
+    member_id: str
+    kind: EntryKind
+    points: int
+    balance_after: int
+    source_id: str
+    store_id: str
+    create_time: datetime
+    expire_time: datetime | None
+    spend_cents: int
+    spend_time: datetime | None
+    shortfall_points: int
+    seq: int
+
+
+@dataclass(frozen=True)
+class Coupon:
+    code: str
+    member_id: str
+    discount_cents: int
+    min_spend_cents: int
+    expire_time: datetime
+    redeemed_order_id: str | None
+    request_fingerprint: str
+
+
+def _member(row: Any, tags: list[str]) -> Member:
+    return Member(
+        member_id=row.member_id,
+        customer_id=row.customer_id,
+        tier=row.tier,
+        points_balance=row.points_balance,
+        home_store_id=row.home_store_id,
+        guide_id=row.guide_id,
+        enrolled_channel=row.enrolled_channel,
+        enroll_time=row.enroll_time,
+        stage=Stage(row.stage),
+        lifetime_spend_cents=row.lifetime_spend_cents,
+        referrer_member_id=row.referrer_member_id,
+        last_purchase_time=row.last_purchase_time,
+        stage_times={
+            Stage.AWARENESS: row.enroll_time,
+            Stage.INTEREST: row.interest_time,
+            Stage.PURCHASE: row.purchase_time,
+            Stage.LOYALTY: row.loyalty_time,
+        },
+        tags=tags,
+    )
+
+
+def _entry(row: Any) -> Entry:
+    return Entry(
+        entry_id=row.entry_id,
+        member_id=row.member_id,
+        kind=EntryKind(row.kind),
+        points=row.points,
+        balance_after=row.balance_after,
+        source_id=row.source_id,
+        store_id=row.store_id,
+        create_time=row.create_time,
+        expire_time=row.expire_time,
+        spend_cents=row.spend_cents,
+        spend_time=row.spend_time,
+        shortfall_points=row.shortfall_points,
+        seq=row.seq,
+    )
+
+
+_STAGE_TIME_COLUMN = {
+    Stage.INTEREST: "interest_time",
+    Stage.PURCHASE: "purchase_time",
+    Stage.LOYALTY: "loyalty_time",
+}
+
+
+class MemberRepository:
+    def __init__(self, connection: Connection) -> None:
+        self._db = connection
+
+    # --- finding -------------------------------------------------------------------------------
+
+    def root_of(self, member_id: str) -> str | None:
+        return self._db.execute(
+            select(members.c.root_member_id).where(members.c.member_id == member_id)
+        ).scalar_one_or_none()
+
+    def root_of_customer(self, customer_id: str) -> str | None:
+        member_id = self._db.execute(
+            select(member_customers.c.member_id).where(member_customers.c.customer_id == customer_id)
+        ).scalar_one_or_none()
+        return self.root_of(member_id) if member_id else None
+
+    def get(self, member_id: str, *, lock: bool = False) -> Member | None:
+        query = select(members).where(members.c.member_id == member_id)
+        if lock:
+            query = query.with_for_update()
+        row = self._db.execute(query).one_or_none()
+        if row is None:
+            return None
+        tags = list(
+            self._db.execute(
+                select(member_tags.c.tag)
+                .where(member_tags.c.member_id == member_id)
+                .order_by(member_tags.c.tag)
+            ).scalars()
+        )
+        return _member(row, tags)
+
+    def group(self, root_member_id: str) -> list[str]:
+        """The survivor and every member merged into it: whose entries make up its ledger."""
+        return list(
+            self._db.execute(
+                select(members.c.member_id).where(members.c.root_member_id == root_member_id)
+            ).scalars()
+        )
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def create(
+        self,
+        customer_id: str,
+        *,
+        tier: str,
+        home_store_id: str,
+        guide_id: str,
+        channel: str,
+        referrer_member_id: str,
+        now: datetime,
+    ) -> str:
+        member_id = new_id("mem")
+        # The customer's key first: a concurrent enrolment of the same customer fails here.
+        self._db.execute(insert(member_customers).values(customer_id=customer_id, member_id=member_id))
+        self._db.execute(
+            insert(members).values(
+                member_id=member_id,
+                customer_id=customer_id,
+                root_member_id=member_id,
+                tier=tier,
+                home_store_id=home_store_id,
+                guide_id=guide_id,
+                enrolled_channel=channel,
+                enroll_time=now,
+                stage=int(Stage.AWARENESS),
+                referrer_member_id=referrer_member_id,
+                points_balance=0,
+                lifetime_spend_cents=0,
+                merged=False,
+                update_time=now,
+            )
+        )
+        return member_id
+
+    def save(self, member: Member, now: datetime) -> None:
+        """Write back what the use cases change on a member row."""
+        values: dict[str, Any] = {
+            "tier": member.tier,
+            "points_balance": member.points_balance,
+            "home_store_id": member.home_store_id,
+            "guide_id": member.guide_id,
+            "stage": int(member.stage),
+            "lifetime_spend_cents": member.lifetime_spend_cents,
+            "referrer_member_id": member.referrer_member_id,
+            "last_purchase_time": member.last_purchase_time,
+            "update_time": now,
+        }
+        for stage, column in _STAGE_TIME_COLUMN.items():
+            values[column] = member.stage_times.get(stage)
+        self._db.execute(update(members).where(members.c.member_id == member.member_id).values(**values))
+
+    def add_tags(self, member_id: str, tags: Sequence[str]) -> None:
+        have = set(
+            self._db.execute(select(member_tags.c.tag).where(member_tags.c.member_id == member_id)).scalars()
+        )
+        fresh = [{"member_id": member_id, "tag": tag} for tag in tags if tag not in have]
+        if fresh:
+            self._db.execute(insert(member_tags), fresh)
+
+    def remove_tags(self, member_id: str, tags: Sequence[str]) -> None:
+        if tags:
+            self._db.execute(
+                member_tags.delete().where(member_tags.c.member_id == member_id, member_tags.c.tag.in_(tags))
+            )
+
+    def point_customer(self, customer_id: str, member_id: str) -> None:
+        """From now on `customer_id` leads to `member_id`."""
+        moved = self._db.execute(
+            update(member_customers)
+            .where(member_customers.c.customer_id == customer_id)
+            .values(member_id=member_id)
+        )
+        if moved.rowcount == 0:
+            self._db.execute(insert(member_customers).values(customer_id=customer_id, member_id=member_id))
+
+    def fold_into(self, survivor: Member, merged: Member, now: datetime) -> None:
+        """Make every member rooted at `merged` part of `survivor`: lots, coupons and tags move."""
+        self._db.execute(
+            update(members)
+            .where(members.c.root_member_id == merged.member_id)
+            .values(root_member_id=survivor.member_id, update_time=now)
+        )
+        self._db.execute(
+            update(members)
+            .where(members.c.member_id == merged.member_id)
+            .values(merged=True, points_balance=0, update_time=now)
+        )
+        self._db.execute(
+            update(point_lots)
+            .where(point_lots.c.root_member_id == merged.member_id)
+            .values(root_member_id=survivor.member_id)
+        )
+        self._db.execute(
+            update(coupons)
+            .where(coupons.c.member_id == merged.member_id, coupons.c.redeemed_order_id.is_(None))
+            .values(member_id=survivor.member_id)
+        )
+        self.add_tags(survivor.member_id, merged.tags)
+
+    def record_merge(
+        self,
+        request_id: str,
+        survivor_customer_id: str,
+        merged_customer_id: str,
+        survivor_member_id: str,
+        now: datetime,
+    ) -> None:
+        self._db.execute(
+            insert(member_merges).values(
+                request_id=request_id,
+                survivor_customer_id=survivor_customer_id,
+                merged_customer_id=merged_customer_id,
+                survivor_member_id=survivor_member_id,
+                create_time=now,
+            )
+        )
+
+    def merge_request(self, request_id: str) -> Any | None:
+        return self._db.execute(
+            select(member_merges).where(member_merges.c.request_id == request_id)
+        ).one_or_none()
+
+    # --- segments ------------------------------------------------------------------------------
+
+    def segment(self, filters: dict[str, Any], after: str, limit: int) -> list[str]:
+        query = select(members.c.member_id).where(members.c.merged.is_(False), members.c.member_id > after)
+        for column in ("tier", "home_store_id", "guide_id"):
+            if filters.get(column):
+                query = query.where(members.c[column] == filters[column])
+        if filters.get("stage"):
+            query = query.where(members.c.stage == int(filters["stage"]))
+        if filters.get("tag"):
+            query = query.where(
+                members.c.member_id.in_(
+                    select(member_tags.c.member_id).where(member_tags.c.tag == filters["tag"])
+                )
+            )
+        return list(self._db.execute(query.order_by(members.c.member_id).limit(limit)).scalars())
+
+    def stage_counts(self, home_store_id: str) -> dict[Stage, int]:
+        query = (
+            select(members.c.stage, func.count()).where(members.c.merged.is_(False)).group_by(members.c.stage)
+        )
+        if home_store_id:
+            query = query.where(members.c.home_store_id == home_store_id)
+        return {Stage(stage): int(count) for stage, count in self._db.execute(query)}
+
+
+class LedgerRepository:
+    def __init__(self, connection: Connection) -> None:
+        self._db = connection
+
+    def by_key(self, key: str) -> Entry | None:
+        row = self._db.execute(
+            select(ledger_entries).where(ledger_entries.c.idempotency_key == key)
+        ).one_or_none()
+        return _entry(row) if row else None
+
+    def by_source(self, source_id: str, kinds: Sequence[EntryKind]) -> list[Entry]:
+        rows = self._db.execute(
+            select(ledger_entries)
+            .where(
+                ledger_entries.c.source_id == source_id, ledger_entries.c.kind.in_([k.value for k in kinds])
+            )
+            .order_by(ledger_entries.c.seq)
+        )
+        return [_entry(r) for r in rows]
+
+    def append(
+        self,
+        *,
+        member_id: str,
+        kind: EntryKind,
+        points: int,
+        balance_after: int,
+        source_id: str,
+        store_id: str,
+        key: str,
+        now: datetime,
+        expire_time: datetime | None = None,
+        spend_cents: int = 0,
+        spend_time: datetime | None = None,
+        reverses: str | None = None,
+        shortfall: int = 0,
+    ) -> Entry:
+        entry_id = new_id("led")
+        self._db.execute(
+            insert(ledger_entries).values(
+                entry_id=entry_id,
+                member_id=member_id,
+                kind=kind.value,
+                points=points,
+                balance_after=balance_after,
+                source_id=source_id,
+                store_id=store_id,
+                create_time=now,
+                expire_time=expire_time,
+                spend_cents=spend_cents,
+                spend_time=spend_time,
+                reverses_entry_id=reverses,
+                shortfall_points=shortfall,
+                idempotency_key=key,
+            )
+        )
+        entry = self.by_key(key)
+        assert entry is not None
+        return entry
+
+    def page(self, member_ids: Sequence[str], before_seq: int | None, limit: int) -> list[Entry]:
+        query = select(ledger_entries).where(ledger_entries.c.member_id.in_(member_ids))
+        if before_seq is not None:
+            query = query.where(ledger_entries.c.seq < before_seq)
+        rows = self._db.execute(query.order_by(ledger_entries.c.seq.desc()).limit(limit))
+        return [_entry(r) for r in rows]
+
+    def rolling_spend(self, member_ids: Sequence[str], since: datetime) -> int:
+        total = self._db.execute(
+            select(func.coalesce(func.sum(ledger_entries.c.spend_cents), 0)).where(
+                ledger_entries.c.member_id.in_(member_ids), ledger_entries.c.spend_time >= since
+            )
+        ).scalar_one()
+        return int(total)
+
+    def earns(self, member_ids: Sequence[str]) -> int:
+        return int(
+            self._db.execute(
+                select(func.count())
+                .select_from(ledger_entries)
+                .where(
+                    ledger_entries.c.member_id.in_(member_ids), ledger_entries.c.kind == EntryKind.EARN.value
+                )
+            ).scalar_one()
+        )
+
+    # --- lots ----------------------------------------------------------------------------------
+
+    def open_lot(self, lot_id: str, root_member_id: str, points: int, expire_time: datetime) -> None:
+        self._db.execute(
+            insert(point_lots).values(
+                lot_id=lot_id,
+                root_member_id=root_member_id,
+                expire_time=expire_time,
+                original=points,
+                remaining=points,
+            )
+        )
+
+    def lots(self, root_member_id: str) -> list[Lot]:
+        rows = self._db.execute(
+            select(point_lots.c.lot_id, point_lots.c.expire_time, point_lots.c.remaining).where(
+                point_lots.c.root_member_id == root_member_id, point_lots.c.remaining > 0
+            )
+        )
+        return [Lot(r.lot_id, r.expire_time, r.remaining) for r in rows]
+
+    def lot(self, lot_id: str) -> Lot | None:
+        row = self._db.execute(select(point_lots).where(point_lots.c.lot_id == lot_id)).one_or_none()
+        return Lot(row.lot_id, row.expire_time, row.remaining) if row else None
+
+    def take_from_lot(self, lot_id: str, points: int) -> None:
+        taken = self._db.execute(
+            update(point_lots)
+            .where(point_lots.c.lot_id == lot_id, point_lots.c.remaining >= points)
+            .values(remaining=point_lots.c.remaining - points)
+        )
+        if taken.rowcount != 1:
+            raise RuntimeError(f"lot {lot_id} holds fewer than {points} points")
+
+    def record_draws(self, entry_id: str, draws: Sequence[tuple[str, int]]) -> None:
+        if draws:
+            self._db.execute(
+                insert(lot_draws), [{"entry_id": entry_id, "lot_id": lot, "points": p} for lot, p in draws]
+            )
+
+    def draws(self, entry_id: str) -> list[tuple[Lot, int]]:
+        rows = self._db.execute(
+            select(point_lots.c.lot_id, point_lots.c.expire_time, point_lots.c.remaining, lot_draws.c.points)
+            .join(point_lots, point_lots.c.lot_id == lot_draws.c.lot_id)
+            .where(lot_draws.c.entry_id == entry_id)
+        )
+        return [(Lot(r.lot_id, r.expire_time, r.remaining), r.points) for r in rows]
+
+    def lapsed_lots(
+        self, as_of: datetime, root_member_id: str | None = None, limit: int = 500
+    ) -> list[tuple[str, str]]:
+        """(lot_id, root member) of lots past their expiry that still hold points."""
+        query = select(point_lots.c.lot_id, point_lots.c.root_member_id).where(
+            point_lots.c.expire_time <= as_of, point_lots.c.remaining > 0
+        )
+        if root_member_id is not None:
+            query = query.where(point_lots.c.root_member_id == root_member_id)
+        return [
+            (r.lot_id, r.root_member_id)
+            for r in self._db.execute(query.order_by(point_lots.c.expire_time).limit(limit))
+        ]
+
+
+class CouponRepository:
+    def __init__(self, connection: Connection) -> None:
+        self._db = connection
+
+    def get(self, code: str) -> Coupon | None:
+        row = self._db.execute(select(coupons).where(coupons.c.code == code)).one_or_none()
+        return self._coupon(row) if row else None
+
+    def by_request(self, request_id: str) -> Coupon | None:
+        row = self._db.execute(select(coupons).where(coupons.c.request_id == request_id)).one_or_none()
+        return self._coupon(row) if row else None
+
+    @staticmethod
+    def _coupon(row: Any) -> Coupon:
+        return Coupon(
+            row.code,
+            row.member_id,
+            row.discount_cents,
+            row.min_spend_cents,
+            row.expire_time,
+            row.redeemed_order_id,
+            row.request_fingerprint,
+        )
+
+    def issue(self, coupon: Coupon, request_id: str, now: datetime) -> None:
+        self._db.execute(
+            insert(coupons).values(
+                code=coupon.code,
+                member_id=coupon.member_id,
+                discount_cents=coupon.discount_cents,
+                min_spend_cents=coupon.min_spend_cents,
+                expire_time=coupon.expire_time,
+                redeemed_order_id=None,
+                redeemed_store_id="",
+                redeemed_time=None,
+                request_id=request_id,
+                request_fingerprint=coupon.request_fingerprint,
+                create_time=now,
+            )
+        )
+
+    def redeem(self, code: str, order_id: str, store_id: str, now: datetime) -> bool:
+        """Take an unredeemed coupon for an order; False when another order has it already."""
+        taken = self._db.execute(
+            update(coupons)
+            .where(coupons.c.code == code, coupons.c.redeemed_order_id.is_(None))
+            .values(redeemed_order_id=order_id, redeemed_store_id=store_id, redeemed_time=now)
+        )
+        return taken.rowcount == 1
+
+    def release(self, code: str, order_id: str) -> None:
+        self._db.execute(
+            update(coupons)
+            .where(and_(coupons.c.code == code, coupons.c.redeemed_order_id == order_id))
+            .values(redeemed_order_id=None, redeemed_store_id="", redeemed_time=None)
+        )
