@@ -34,6 +34,9 @@ from services.fulfilment.domain.stores import DeliveryZone, Store
 # |dr/dψ| of the WGS-84 ellipsoid peaks near 21.4 km per radian, so a path along the radial
 # projection of a great circle is at most a·θ·sqrt(1 + (21.4/6378)²) ≈ a·θ·(1 + 5.7e-6) long.
 _UPPER_FACTOR = EQUATORIAL_RADIUS_M * (1.0 + 1e-5)
+# Both bounds come from a chord between rounded unit vectors, off by a few 1e-16 radians (about a
+# nanometre): this much slack keeps them bounds for points nanometres apart too.
+_ROUNDING_M = 1e-6
 _FIRST_BATCH = 16
 
 
@@ -60,8 +63,8 @@ class Candidate:
         self.entry = entry
         self.latitude = latitude
         self.longitude = longitude
-        self.lower = POLAR_RADIUS_M * angle
-        self.upper = _UPPER_FACTOR * angle
+        self.lower = max(0.0, POLAR_RADIUS_M * angle - _ROUNDING_M)
+        self.upper = _UPPER_FACTOR * angle + _ROUNDING_M
         self._distance: float | None = None
 
     @property
@@ -191,22 +194,27 @@ class CatalogueSnapshot:
         if tree is None:
             return
         total = len(entries)
-        seen = 0
+        # Stores at equal chords (several at one spot) may come back in a different order from
+        # a larger query than from the last, so what was yielded is told by index, not position.
+        # Any store not yet yielded is at least as far as every one that was.
+        yielded: set[int] = set()
         k = _FIRST_BATCH
         bound = max_chord * (1 + 1e-12) + 1e-15
-        while seen < total:
+        while len(yielded) < total:
             k = min(k, total)
             chords, indexes = tree.query(unit, k=k, distance_upper_bound=bound)
             chords, indexes = np.atleast_1d(chords), np.atleast_1d(indexes)
-            for chord, index in zip(chords[seen:].tolist(), indexes[seen:].tolist(), strict=True):
+            for chord, index in zip(chords.tolist(), indexes.tolist(), strict=True):
                 if index >= total:  # past the distance bound: nothing further exists
                     return
+                if index in yielded:
+                    continue
+                yielded.add(index)
                 entry = entries[index]
                 if entry.store_id not in recent:
                     yield _angle(chord), entry
             if k == total:
                 return
-            seen = k
             k *= 4
 
     def nearest(
@@ -223,9 +231,8 @@ class CatalogueSnapshot:
         left out (the judge keeps its own record of why).
         """
         unit = unit_vector(latitude, longitude)
-        max_chord = (
-            2.0 if max_distance_m >= math.pi * POLAR_RADIUS_M else _chord(max_distance_m / POLAR_RADIUS_M)
-        )
+        reach_m = max_distance_m + _ROUNDING_M  # as the lower bound has it
+        max_chord = 2.0 if reach_m >= math.pi * POLAR_RADIUS_M else _chord(reach_m / POLAR_RADIUS_M)
         stream = self._by_lower_bound(unit, max_chord)
 
         def admitted() -> Candidate | None:
