@@ -16,9 +16,10 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from quanyu.auth import Principal, Role, TokenCodec
-from quanyu.config import Settings
+from quanyu.config import SERVICE_NAMES, Settings
 from quanyu.db import normalise_url
 from quanyu.server import ServiceApp, start_server
+from tests.processes import free_port
 
 POSTGRES_URL = os.environ.get("QUANYU_TEST_POSTGRES_URL", "")
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)] if POSTGRES_URL else ["sqlite"]
@@ -50,12 +51,17 @@ def postgres_schema_url() -> Iterator[str]:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Settings of a local deployment living in this test's own directory."""
-    return Settings(
+    settings = Settings(
         var_dir=tmp_path / "var",
         signing_key=SecretStr("k" * 48),
         phone_hash_key=SecretStr("p" * 48),
         server_workers=8,
     )
+    # Calls between services go to ports nothing listens on unless a test starts that service,
+    # never to a platform a developer may be running on the default ports.
+    for name in SERVICE_NAMES:
+        settings.service(name).target = f"127.0.0.1:{free_port()}"
+    return settings
 
 
 TokenFactory = Callable[..., str]
