@@ -49,5 +49,6 @@ def build_app(settings: Settings) -> ServiceApp:
         service_names=[SERVICE.full_name],
         register=register,
         policy=POLICY,
+        tasks=[relay],
         on_stop=[database.dispose],
     )
