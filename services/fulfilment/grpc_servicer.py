@@ -36,6 +36,7 @@ POLICY = rpc_policy(
         "ReleaseReservation": _ASSIGNERS,
         "CommitReservation": _ASSIGNERS,
         "ExplainAssignment": (Role.OPS,),
+        "CheckStoreOpen": (Role.SERVICE, Role.OPS, Role.STORE),
     },
 )
 
@@ -317,6 +318,14 @@ class FulfilmentServicer(fulfilment_pb2_grpc.FulfilmentServiceServicer):
     ) -> fulfilment_pb2.CommitReservationResponse:
         self._service.commit(request.order_id)
         return fulfilment_pb2.CommitReservationResponse()
+
+    def CheckStoreOpen(
+        self, request: fulfilment_pb2.CheckStoreOpenRequest, context: grpc.ServicerContext
+    ) -> fulfilment_pb2.CheckStoreOpenResponse:
+        at = from_timestamp(request.at_time, present=request.HasField("at_time")) or utcnow()
+        return fulfilment_pb2.CheckStoreOpenResponse(
+            open=self._service.is_open(current_principal(), request.store_id, at)
+        )
 
     def ExplainAssignment(
         self, request: fulfilment_pb2.ExplainAssignmentRequest, context: grpc.ServicerContext

@@ -32,7 +32,7 @@ from services.fulfilment.domain.assignment import (
 )
 from services.fulfilment.domain.catalogue import CatalogueSnapshot, StoreCatalogue
 from services.fulfilment.domain.geodesy import geodesic_distance_m
-from services.fulfilment.domain.stores import Store, StoreDraft, validate_store
+from services.fulfilment.domain.stores import Store, StoreDraft, StoreStatus, validate_store
 from services.fulfilment.storage import (
     LiveLoad,
     ReservationRepository,
@@ -334,6 +334,15 @@ class FulfilmentService:
                 )
 
         self._db.run(work)
+
+    def is_open(self, principal: Principal, store_id: str, at: datetime) -> bool:
+        """Open for business at `at`: ACTIVE and within its hours, on its own clock."""
+        _require_id(store_id, "store_id")
+        principal.require_store(store_id)
+        entry = self._catalogue.snapshot.get(store_id)
+        if entry is None:
+            raise NotFound("store", store_id)
+        return entry.store.status is StoreStatus.ACTIVE and LocalClock(at).is_open(entry)
 
     def explain(self, order_id: str) -> Explanation:
         _require_id(order_id, "order_id")

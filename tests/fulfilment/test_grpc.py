@@ -316,6 +316,34 @@ def test_delivery_follows_the_zone_polygon_while_pickup_ignores_it(
     assert [a.store_id for a in assign(stub, service, "d-2", location=on_edge)] == ["near"]
 
 
+def test_a_store_is_open_within_its_hours_on_its_own_clock(
+    stub: Stub, ops: tuple[tuple[str, str]], token: TokenFactory
+) -> None:
+    day_hours = [fulfilment_pb2.OpeningHours(weekday=d, open="09:00", close="22:00") for d in range(1, 8)]
+    upsert(stub, ops, store("day", 31.2310, 121.4740, opening_hours=day_hours))
+    upsert(stub, ops, store("kashgar", 39.47, 75.99, opening_hours=day_hours, timezone="Asia/Urumqi"))
+    night = datetime(2026, 11, 18, 17, 30, tzinfo=UTC)  # 01:30 in Shanghai, 23:30 in Urumqi
+    morning = datetime(2026, 11, 18, 2, 30, tzinfo=UTC)  # 10:30 in Shanghai, 08:30 in Urumqi
+
+    def is_open(store_id: str, when: datetime) -> bool:
+        request = fulfilment_pb2.CheckStoreOpenRequest(store_id=store_id, at_time=stamp(when))
+        return bool(stub.CheckStoreOpen(request, metadata=ops).open)
+
+    assert (is_open("day", night), is_open("day", morning)) == (False, True)
+    assert (is_open("kashgar", night), is_open("kashgar", morning)) == (False, False)
+    upsert(
+        stub,
+        ops,
+        store("day", 31.2310, 121.4740, opening_hours=day_hours, status=fulfilment_pb2.STORE_STATUS_PAUSED),
+    )
+    assert not is_open("day", morning)
+    other_till = bearer(token(Role.STORE, store_id="kashgar"))
+    error = failure(
+        stub.CheckStoreOpen, fulfilment_pb2.CheckStoreOpenRequest(store_id="day"), metadata=other_till
+    )
+    assert error.code() is grpc.StatusCode.PERMISSION_DENIED
+
+
 def test_a_night_order_goes_to_the_store_open_around_the_clock(
     stub: Stub, ops: tuple[tuple[str, str]], service: tuple[tuple[str, str]]
 ) -> None:
@@ -550,6 +578,7 @@ ALLOWED = {
     "ReleaseReservation": {Role.SERVICE, Role.OPS},
     "CommitReservation": {Role.SERVICE, Role.OPS},
     "ExplainAssignment": {Role.OPS},
+    "CheckStoreOpen": {Role.SERVICE, Role.OPS, Role.STORE},
 }
 CALLS = {
     "UpsertStore": fulfilment_pb2.UpsertStoreRequest(store=store("s1", 31.2, 121.4)),
@@ -567,6 +596,7 @@ CALLS = {
     "ReleaseReservation": fulfilment_pb2.ReleaseReservationRequest(order_id="o"),
     "CommitReservation": fulfilment_pb2.CommitReservationRequest(order_id="o"),
     "ExplainAssignment": fulfilment_pb2.ExplainAssignmentRequest(order_id="o"),
+    "CheckStoreOpen": fulfilment_pb2.CheckStoreOpenRequest(store_id="s1"),
 }
 
 
