@@ -144,3 +144,30 @@ class Violations:
     def raise_if_any(self) -> None:
         if self.found:
             raise InvalidArgument.of(self.found)
+
+
+_BY_CODE: dict[Code, type[QuanyuError]] = {
+    Code.INVALID_ARGUMENT: InvalidArgument,
+    Code.NOT_FOUND: NotFound,
+    Code.ALREADY_EXISTS: AlreadyExists,
+    Code.FAILED_PRECONDITION: FailedPrecondition,
+    Code.PERMISSION_DENIED: PermissionDenied,
+    Code.UNAUTHENTICATED: Unauthenticated,
+    Code.UNAVAILABLE: Unavailable,
+    Code.ABORTED: Aborted,
+}
+
+
+def error_for(
+    code: Code,
+    message: str,
+    *,
+    reason: str,
+    metadata: Mapping[str, str] | None = None,
+    violations: tuple[FieldViolation, ...] = (),
+) -> QuanyuError:
+    """The domain error for a status code, as when another service's answer is passed on."""
+    cls = _BY_CODE[code]
+    error = cls.__new__(cls)
+    QuanyuError.__init__(error, message, reason=reason, metadata=metadata, violations=violations)
+    return error

@@ -65,16 +65,23 @@ def outbox_table(metadata: MetaData) -> Table:
 
 
 def add_effect(
-    connection: Connection, table: Table, kind: str, payload: Mapping[str, Any], now: datetime
+    connection: Connection,
+    table: Table,
+    kind: str,
+    payload: Mapping[str, Any],
+    now: datetime,
+    *,
+    delay: timedelta = timedelta(0),
 ) -> None:
-    """Record an effect in the caller's transaction: it is delivered only if that commits."""
+    """Record an effect in the caller's transaction: it is delivered only if that commits,
+    and not before `delay` has passed."""
     connection.execute(
         insert(table).values(
             kind=kind,
             payload=json.dumps(payload, sort_keys=True),
             create_time=now,
             attempts=0,
-            next_attempt_time=now,
+            next_attempt_time=now + delay,
             lease_until=None,
             delivered_time=None,
             failed=0,

@@ -11,10 +11,10 @@ from quanyu.db import Database, migrate_url
 from quanyu.membership.v1 import membership_pb2_grpc
 from quanyu.paging import PageTokens
 from quanyu.server import ServiceApp
+from quanyu.tasks import Periodic
 from services.membership.config import MembershipSettings
 from services.membership.grpc_servicer import POLICY, SERVICE, MembershipServicer
 from services.membership.handlers import MembershipService
-from services.membership.tasks import Periodic
 
 NAME = "membership"
 MIGRATIONS = Path(__file__).parent / "migrations"

@@ -1,18 +1,29 @@
-"""Orders's composition root: settings in, a runnable service out.
-
-Its RPCs are not served yet: the server answers health and reflection, and UNIMPLEMENTED for
-the rest of its contract.
-"""
+"""Orders' composition root: settings in, a runnable service out."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import grpc
 
+from quanyu.clients import service_channel
 from quanyu.config import Settings
-from quanyu.db import migrate_url
+from quanyu.db import Database, migrate_url
+from quanyu.fulfilment.v1 import fulfilment_pb2_grpc
+from quanyu.identity.v1 import identity_pb2_grpc
+from quanyu.membership.v1 import membership_pb2_grpc
+from quanyu.orders.v1 import orders_pb2_grpc
+from quanyu.outbox import OutboxRelay
+from quanyu.paging import PageTokens
 from quanyu.server import ServiceApp
+from quanyu.tasks import Periodic
+from services.orders.config import OrdersSettings
+from services.orders.downstream import Downstream
+from services.orders.effects import deliverers
+from services.orders.grpc_servicer import POLICY, SERVICE, OrderServicer
+from services.orders.handlers import OrdersService
+from services.orders.storage import outbox
 
 NAME = "orders"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -22,8 +33,32 @@ def migrate(settings: Settings) -> None:
     migrate_url(settings.database_url(NAME), MIGRATIONS)
 
 
-def build_app(settings: Settings) -> ServiceApp:
-    def register(server: grpc.Server) -> None:
-        return None
+def build_app(settings: Settings, own: OrdersSettings | None = None) -> ServiceApp:
+    own = own or OrdersSettings()
+    database = Database(settings.database_url(NAME), pool_size=settings.server_workers)
+    downstream = Downstream(
+        identity_pb2_grpc.IdentityServiceStub(service_channel(settings, "identity", caller=NAME)),
+        membership_pb2_grpc.MembershipServiceStub(service_channel(settings, "membership", caller=NAME)),
+        fulfilment_pb2_grpc.FulfilmentServiceStub(service_channel(settings, "fulfilment", caller=NAME)),
+        assign_timeout=own.assign_timeout_seconds,
+    )
+    service = OrdersService(
+        database,
+        downstream,
+        PageTokens(settings.signing_key_bytes(), purpose=NAME),
+        accept_window=timedelta(seconds=own.accept_window_seconds),
+    )
+    relay = OutboxRelay(database, outbox, deliverers(service, downstream))
+    service.relay = relay
 
-    return ServiceApp(name=NAME, service_names=[], register=register, policy={})
+    def register(server: grpc.Server) -> None:
+        orders_pb2_grpc.add_OrderServiceServicer_to_server(OrderServicer(service), server)
+
+    return ServiceApp(
+        name=NAME,
+        service_names=[SERVICE.full_name],
+        register=register,
+        policy=POLICY,
+        tasks=[relay, Periodic("accept-timeout", service.time_out_unaccepted, own.accept_check_seconds)],
+        on_stop=[service.close],
+    )

@@ -1,5 +1,87 @@
-"""Orders's tables: its own database, read by no other service."""
+"""Orders' tables: orders and their lines, the stores that rejected them, every status change,
+and the outbox of effects on the other services."""
 
-from quanyu.db import new_metadata
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Boolean, Column, Float, Index, Integer, String, Table
+
+from quanyu.db import UtcDateTime, new_metadata
+from quanyu.outbox import outbox_table
 
 metadata = new_metadata()
+
+_SEQUENCE = BigInteger().with_variant(Integer(), "sqlite")
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("order_id", String(64), primary_key=True),
+    # The caller's idempotency key; kept as long as the order, so far beyond the 7 days promised.
+    Column("request_id", String(128), nullable=False, unique=True),
+    Column("request_fingerprint", String(64), nullable=False),
+    Column("customer_id", String(64), nullable=False, index=True),
+    Column("member_id", String(64), nullable=False),
+    Column("channel", String(48), nullable=False),
+    Column("fulfilment_type", String(16), nullable=False),
+    Column("subtotal_cents", BigInteger, nullable=False),
+    Column("discount_cents", BigInteger, nullable=False),
+    Column("points_redeemed", BigInteger, nullable=False),
+    Column("total_cents", BigInteger, nullable=False),
+    Column("delivery_latitude", Float, nullable=True),
+    Column("delivery_longitude", Float, nullable=True),
+    Column("delivery_system", Integer, nullable=True),
+    Column("delivery_address", String(512), nullable=False),
+    Column("origin_store_id", String(64), nullable=False),
+    Column("fulfilling_store_id", String(64), nullable=False),
+    Column("guide_id", String(64), nullable=False),
+    Column("status", String(24), nullable=False),
+    Column("status_reason", String(256), nullable=False),
+    Column("coupon_code", String(32), nullable=False),
+    Column("points_earned", BigInteger, nullable=False),
+    # Whether the origin store was open when the order was placed; None until fulfilment said.
+    Column("origin_open", Boolean, nullable=True),
+    Column("accept_deadline", UtcDateTime(), nullable=True),
+    Column("create_time", UtcDateTime(), nullable=False),
+    Column("update_time", UtcDateTime(), nullable=False),
+    Column("complete_time", UtcDateTime(), nullable=True),
+    # A store's queue: its orders in a status, newest first.
+    Index("ix_orders_fulfilling_store_id_status_create_time", "fulfilling_store_id", "status", "create_time"),
+    Index("ix_orders_origin_store_id_create_time", "origin_store_id", "create_time"),
+    Index("ix_orders_guide_id_create_time", "guide_id", "create_time"),
+    Index("ix_orders_status_accept_deadline", "status", "accept_deadline"),
+    Index("ix_orders_create_time", "create_time"),
+)
+
+order_lines = Table(
+    "order_lines",
+    metadata,
+    Column("order_id", String(64), primary_key=True),
+    Column("line_no", Integer, primary_key=True),
+    Column("sku", String(64), nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("unit_price_cents", BigInteger, nullable=False),
+)
+
+order_rejections = Table(
+    "order_rejections",
+    metadata,
+    Column("order_id", String(64), primary_key=True),
+    Column("store_id", String(64), primary_key=True),
+    Column("reason", String(256), nullable=False),
+    Column("reject_time", UtcDateTime(), nullable=False),
+)
+
+status_changes = Table(
+    "status_changes",
+    metadata,
+    Column("change_id", _SEQUENCE, primary_key=True, autoincrement=True),
+    Column("order_id", String(64), nullable=False, index=True),
+    Column("from_status", String(24), nullable=False),
+    Column("to_status", String(24), nullable=False),
+    Column("actor", String(160), nullable=False),
+    Column("reason", String(256), nullable=False),
+    Column("store_id", String(64), nullable=False),
+    Column("change_time", UtcDateTime(), nullable=False),
+)
+
+outbox = outbox_table(metadata)

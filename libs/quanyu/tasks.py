@@ -1,4 +1,4 @@
-"""Membership's periodic work beside the server: writing off lapsed points, re-evaluating tiers."""
+"""Periodic work a service runs beside its server (expiring points, timing out orders)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import structlog
 
-log = structlog.get_logger("quanyu.membership")
+log = structlog.get_logger("quanyu.tasks")
 
 
 class Periodic:

@@ -1,0 +1,253 @@
+"""Orders' view of the three services it calls, over their gRPC contracts.
+
+Answers come back as domain values and failures as domain errors: a service that cannot be
+reached (down, too slow, overloaded) is Unavailable; any other refusal keeps its code, reason and
+field violations so the caller of orders learns exactly what the other service said.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from quanyu.clients import error_info, field_violations
+from quanyu.common.v1 import common_pb2
+from quanyu.errors import Code, FieldViolation, QuanyuError, Unavailable, error_for
+from quanyu.fulfilment.v1 import fulfilment_pb2, fulfilment_pb2_grpc
+from quanyu.identity.v1 import identity_pb2, identity_pb2_grpc
+from quanyu.membership.v1 import membership_pb2, membership_pb2_grpc
+from services.orders.domain import CustomerRef, FulfilmentType, Line
+
+T = TypeVar("T")
+
+_UNREACHABLE = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.INTERNAL,
+    # Our own token refused: a deployment fault (keys out of step), not the caller's; retry later.
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED,
+}
+_TYPES = {
+    FulfilmentType.DELIVERY: common_pb2.FULFILMENT_TYPE_DELIVERY,
+    FulfilmentType.PICKUP: common_pb2.FULFILMENT_TYPE_PICKUP,
+    FulfilmentType.IN_STORE: common_pb2.FULFILMENT_TYPE_IN_STORE,
+}
+
+
+@dataclass(frozen=True)
+class MemberInfo:
+    member_id: str
+    home_store_id: str
+    guide_id: str
+
+
+@dataclass(frozen=True)
+class Placement:
+    store_id: str
+    lines: tuple[Line, ...]
+
+
+def _stamp(at: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(at)
+    return stamp
+
+
+class Downstream:
+    def __init__(
+        self,
+        identity: identity_pb2_grpc.IdentityServiceStub,
+        membership: membership_pb2_grpc.MembershipServiceStub,
+        fulfilment: fulfilment_pb2_grpc.FulfilmentServiceStub,
+        *,
+        assign_timeout: float,
+    ) -> None:
+        self._identity = identity
+        self._membership = membership
+        self._fulfilment = fulfilment
+        self._assign_timeout = assign_timeout
+
+    @staticmethod
+    def _call(service: str, method: Callable[..., T], request: Any, **options: Any) -> T:
+        try:
+            return method(request, **options)
+        except grpc.RpcError as error:
+            raise translate(service, error) from error
+
+    # --- identity -----------------------------------------------------------------------------
+
+    def resolve_customer(self, ref: CustomerRef) -> str:
+        if ref.customer_id:
+            answer = self._call(
+                "identity",
+                self._identity.GetCustomer,
+                identity_pb2.GetCustomerRequest(customer_id=ref.customer_id),
+            )
+            return str(answer.customer.customer_id)
+        request = identity_pb2.ResolveCustomerRequest(phone=ref.phone)
+        if ref.account_external_id:
+            request.account.CopyFrom(
+                common_pb2.ChannelAccount(
+                    channel=common_pb2.Channel.Value(ref.account_channel), external_id=ref.account_external_id
+                )
+            )
+        return str(self._call("identity", self._identity.ResolveCustomer, request).customer.customer_id)
+
+    # --- membership ---------------------------------------------------------------------------
+
+    def enroll(self, customer_id: str, home_store_id: str, guide_id: str, channel: str) -> MemberInfo:
+        answer = self._call(
+            "membership",
+            self._membership.Enroll,
+            membership_pb2.EnrollRequest(
+                customer_id=customer_id,
+                home_store_id=home_store_id,
+                guide_id=guide_id,
+                channel=common_pb2.Channel.Value(channel),
+            ),
+        )
+        member = answer.member
+        return MemberInfo(member.member_id, member.home_store_id, member.guide_id)
+
+    def redeem_coupon(
+        self, code: str, member_id: str, order_id: str, amount_cents: int, store_id: str
+    ) -> int:
+        answer = self._call(
+            "membership",
+            self._membership.RedeemCoupon,
+            membership_pb2.RedeemCouponRequest(
+                code=code,
+                member_id=member_id,
+                order_id=order_id,
+                order_amount_cents=amount_cents,
+                store_id=store_id,
+            ),
+        )
+        return int(answer.discount_cents)
+
+    def redeem_points(self, member_id: str, points: int, source_id: str, store_id: str) -> None:
+        self._call(
+            "membership",
+            self._membership.RedeemPoints,
+            membership_pb2.RedeemPointsRequest(
+                member_id=member_id, points=points, source_id=source_id, store_id=store_id
+            ),
+        )
+
+    def release_coupon(self, code: str, order_id: str) -> None:
+        self._call(
+            "membership",
+            self._membership.ReleaseCoupon,
+            membership_pb2.ReleaseCouponRequest(code=code, order_id=order_id),
+        )
+
+    def reverse_points(self, source_id: str, reason: str) -> None:
+        self._call(
+            "membership",
+            self._membership.ReversePoints,
+            membership_pb2.ReversePointsRequest(source_id=source_id, reason=reason),
+        )
+
+    def earn_points(self, member_id: str, source_id: str, spend_cents: int, store_id: str) -> int:
+        answer = self._call(
+            "membership",
+            self._membership.EarnPoints,
+            membership_pb2.EarnPointsRequest(
+                member_id=member_id, source_id=source_id, spend_cents=spend_cents, store_id=store_id
+            ),
+        )
+        return int(answer.entry.points)
+
+    # --- fulfilment ---------------------------------------------------------------------------
+
+    def assign(
+        self,
+        order_id: str,
+        location: tuple[float, float, int] | None,
+        lines: Sequence[Line],
+        kind: FulfilmentType,
+        *,
+        preferred_store_id: str,
+        exclude: Sequence[str],
+        at: datetime,
+    ) -> list[Placement]:
+        request = fulfilment_pb2.AssignStoreRequest(
+            order_id=order_id,
+            lines=[
+                common_pb2.Line(sku=ln.sku, quantity=ln.quantity, unit_price_cents=ln.unit_price_cents)
+                for ln in lines
+            ],
+            fulfilment_type=_TYPES[kind],
+            exclude_store_ids=list(exclude),
+            preferred_store_id=preferred_store_id,
+            at_time=_stamp(at),
+        )
+        if location is not None:
+            request.location.CopyFrom(
+                common_pb2.LatLng(
+                    latitude=location[0],
+                    longitude=location[1],
+                    system=common_pb2.CoordinateSystem.ValueType(location[2]),
+                )
+            )
+        # A short deadline: when fulfilment is slow the order waits as PENDING_ASSIGNMENT
+        # rather than keeping the customer waiting.
+        answer = self._call("fulfilment", self._fulfilment.AssignStore, request, timeout=self._assign_timeout)
+        return [
+            Placement(a.store_id, tuple(Line(ln.sku, ln.quantity, ln.unit_price_cents) for ln in a.lines))
+            for a in answer.assignments
+        ]
+
+    def release(self, order_id: str, store_id: str = "") -> None:
+        self._call(
+            "fulfilment",
+            self._fulfilment.ReleaseReservation,
+            fulfilment_pb2.ReleaseReservationRequest(order_id=order_id, store_id=store_id),
+        )
+
+    def commit(self, order_id: str) -> None:
+        self._call(
+            "fulfilment",
+            self._fulfilment.CommitReservation,
+            fulfilment_pb2.CommitReservationRequest(order_id=order_id),
+        )
+
+    def is_open(self, store_id: str, at: datetime) -> bool:
+        answer = self._call(
+            "fulfilment",
+            self._fulfilment.CheckStoreOpen,
+            fulfilment_pb2.CheckStoreOpenRequest(store_id=store_id, at_time=_stamp(at)),
+        )
+        return bool(answer.open)
+
+
+def translate(service: str, error: grpc.RpcError) -> QuanyuError:
+    code = error.code()
+    if code in _UNREACHABLE:
+        return Unavailable(
+            f"{service} is unavailable ({code.name}); retry with the same request id",
+            reason=f"{service.upper()}_UNAVAILABLE",
+        )
+    info = error_info(error)
+    violations = tuple(FieldViolation(f, d) for f, d in field_violations(error))
+    try:
+        ours = Code(code.name)
+    except ValueError:
+        ours = Code.FAILED_PRECONDITION
+    return error_for(
+        ours,
+        f"{service}: {error.details() or code.name}",
+        reason=info.reason if info else code.name,
+        metadata=dict(info.metadata) if info else None,
+        violations=violations,
+    )

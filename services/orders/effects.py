@@ -1,0 +1,99 @@
+"""How orders' outbox effects are delivered: each calls another service by its idempotent
+contract and, where the order shows the result, writes it back on the order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from quanyu.errors import QuanyuError, Unavailable
+from quanyu.outbox import Deliver, PermanentFailure
+from services.orders.domain import FulfilmentType
+from services.orders.downstream import Downstream
+from services.orders.handlers import (
+    ASSIGN,
+    COMMIT_STOCK,
+    EARN_POINTS,
+    RECORD_ORIGIN_HOURS,
+    RELEASE_COUPON,
+    RELEASE_STOCK,
+    REVERSE_POINTS,
+    TAKE_IN_STORE_STOCK,
+    OrdersService,
+)
+
+
+def _refusals_are_final(deliver: Callable[[dict[str, Any]], None]) -> Deliver:
+    """Unreachable: retry later. Any other refusal will not change on retry: record it for ops."""
+
+    def guarded(payload: dict[str, Any]) -> None:
+        try:
+            deliver(payload)
+        except Unavailable:
+            raise
+        except QuanyuError as refusal:
+            raise PermanentFailure(f"{refusal.code.value} {refusal.reason}: {refusal.message}") from refusal
+
+    return guarded
+
+
+def deliverers(orders: OrdersService, downstream: Downstream) -> dict[str, Deliver]:
+    def assign(payload: dict[str, Any]) -> None:
+        orders.reroute(payload["order_id"], payload.get("release_store_id", ""))
+
+    def take_in_store_stock(payload: dict[str, Any]) -> None:
+        # A till sale made while fulfilment was down: its stock leaves the shelf now.
+        order = orders.order(payload["order_id"])
+        if order is None:
+            return
+        downstream.assign(
+            order.order_id,
+            None,
+            order.lines,
+            FulfilmentType.IN_STORE,
+            preferred_store_id=order.fulfilling_store_id,
+            exclude=(),
+            at=order.create_time,
+        )
+        downstream.commit(order.order_id)
+
+    def commit(payload: dict[str, Any]) -> None:
+        downstream.commit(payload["order_id"])
+
+    def release(payload: dict[str, Any]) -> None:
+        downstream.release(payload["order_id"], payload.get("store_id", ""))
+
+    def earn(payload: dict[str, Any]) -> None:
+        points = downstream.earn_points(
+            payload["member_id"], payload["order_id"], payload["spend_cents"], payload.get("store_id", "")
+        )
+        orders.note_points_earned(payload["order_id"], points)
+
+    def unless_stored(payload: dict[str, Any]) -> bool:
+        """A give-back for a refused order is void if a concurrent retry stored that order."""
+        return bool(payload.get("unless_stored")) and orders.order(payload["order_id"]) is not None
+
+    def reverse(payload: dict[str, Any]) -> None:
+        if not unless_stored(payload):
+            downstream.reverse_points(payload["order_id"], payload.get("reason", ""))
+
+    def release_coupon(payload: dict[str, Any]) -> None:
+        if not unless_stored(payload):
+            downstream.release_coupon(payload["code"], payload["order_id"])
+
+    def origin_hours(payload: dict[str, Any]) -> None:
+        was_open = downstream.is_open(payload["store_id"], datetime.fromisoformat(payload["at"]))
+        orders.note_origin_hours(payload["order_id"], was_open)
+
+    plain = {
+        ASSIGN: assign,
+        TAKE_IN_STORE_STOCK: take_in_store_stock,
+        COMMIT_STOCK: commit,
+        RELEASE_STOCK: release,
+        EARN_POINTS: earn,
+        REVERSE_POINTS: reverse,
+        RELEASE_COUPON: release_coupon,
+        RECORD_ORIGIN_HOURS: origin_hours,
+    }
+    return {kind: _refusals_are_final(deliver) for kind, deliver in plain.items()}
