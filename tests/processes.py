@@ -33,6 +33,7 @@ def platform_env(var_dir: Path, **extra: str) -> dict[str, str]:
     env.update({"QUANYU_VAR_DIR": str(var_dir), "QUANYU_GRACE_SECONDS": "3"})
     for name in SERVICE_NAMES:
         env[f"QUANYU_{name.upper()}__PORT"] = str(free_port())
+        env[f"QUANYU_{name.upper()}__METRICS_PORT"] = str(free_port())
     env.update(extra)
     return env
 

@@ -242,3 +242,22 @@ class OutboxRelay:
             ).one()
             failed = connection.execute(select(func.count()).where(table.c.failed == 1)).scalar_one()
         return OutboxState(int(pending[0]), int(failed), pending[1])
+
+
+def export_metrics(relay: OutboxRelay) -> None:
+    """Outbox lag and backlog as Prometheus gauges, read from the database at scrape time."""
+    from quanyu.metrics import gauge_from
+
+    gauge_from(
+        "quanyu_outbox_undelivered",
+        "Effects written but not yet delivered",
+        lambda: relay.state().undelivered,
+    )
+    gauge_from(
+        "quanyu_outbox_failed", "Effects refused for good, waiting for ops", lambda: relay.state().failed
+    )
+    gauge_from(
+        "quanyu_outbox_lag_seconds",
+        "Age of the oldest undelivered effect",
+        lambda: relay.state().lag_seconds(utcnow()),
+    )

@@ -26,6 +26,7 @@ from quanyu.auth import Principal, Role, TokenCodec, acting_as, bearer_token
 from quanyu.config import Settings
 from quanyu.db import is_unavailable
 from quanyu.errors import Code, PermissionDenied, QuanyuError
+from quanyu.metrics import observe_call, serve_metrics
 
 log = structlog.get_logger("quanyu.server")
 
@@ -125,7 +126,10 @@ class Drain:
 class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     """Wraps every unary call of a service: the cross-cutting concerns, written once."""
 
-    def __init__(self, *, domain: str, policy: Policy, tokens: TokenCodec, drain: Drain) -> None:
+    def __init__(
+        self, *, service: str, domain: str, policy: Policy, tokens: TokenCodec, drain: Drain
+    ) -> None:
+        self._service = service
         self._domain = domain
         self._policy = policy
         self._tokens = tokens
@@ -193,10 +197,12 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 log.exception("unexpected error")
                 context.abort(status, "internal error")
             finally:
+                elapsed = time.perf_counter() - started
+                observe_call(self._service, method, status.name, elapsed)
                 log.info(
                     "rpc",
                     code=status.name,
-                    duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                    duration_ms=round(elapsed * 1000, 3),
                     role=principal.role.value if principal else None,
                     subject=principal.subject if principal else None,
                 )
@@ -259,6 +265,7 @@ def start_server(app: ServiceApp, settings: Settings, *, port: int | None = None
         futures.ThreadPoolExecutor(max_workers=settings.server_workers, thread_name_prefix=app.name),
         interceptors=[
             CallInterceptor(
+                service=app.name,
                 domain=f"quanyu.{app.name}.v1",
                 policy=app.policy,
                 tokens=TokenCodec(settings.signing_key_bytes()),
@@ -301,7 +308,11 @@ def serve_until_signalled(app: ServiceApp, settings: Settings) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     running = start_server(app, settings)
-    log.info("serving", service=app.name, address=f"{settings.host}:{running.port}")
+    metrics_port = settings.service(app.name).metrics_port
+    serve_metrics(settings.host, metrics_port)
+    log.info(
+        "serving", service=app.name, address=f"{settings.host}:{running.port}", metrics_port=metrics_port
+    )
     stopping.wait()
     running.stop(settings.grace_seconds)
     log.info("stopped", service=app.name)

@@ -9,6 +9,7 @@ import grpc
 from quanyu.config import Settings
 from quanyu.db import Database, migrate_url
 from quanyu.fulfilment.v1 import fulfilment_pb2_grpc
+from quanyu.metrics import gauge_from
 from quanyu.paging import PageTokens
 from quanyu.server import ServiceApp
 from services.fulfilment.config import FulfilmentSettings
@@ -33,6 +34,8 @@ def build_app(settings: Settings, own: FulfilmentSettings | None = None) -> Serv
         PageTokens(settings.signing_key_bytes(), purpose=NAME),
         pickup_radius_m=own.pickup_radius_m,
     )
+
+    gauge_from("quanyu_reservations_open", "Orders holding reserved stock", service.open_reservations)
 
     def register(server: grpc.Server) -> None:
         fulfilment_pb2_grpc.add_FulfilmentServiceServicer_to_server(FulfilmentServicer(service), server)

@@ -33,6 +33,7 @@ from services.fulfilment.domain.assignment import (
 from services.fulfilment.domain.catalogue import CatalogueSnapshot, StoreCatalogue
 from services.fulfilment.domain.geodesy import geodesic_distance_m
 from services.fulfilment.domain.stores import Store, StoreDraft, StoreStatus, validate_store
+from services.fulfilment.metrics import ASSIGNMENTS
 from services.fulfilment.storage import (
     LiveLoad,
     ReservationRepository,
@@ -306,6 +307,8 @@ class FulfilmentService:
             raise Aborted("other orders kept taking the stock chosen; retry", reason="CONTENDED")
 
         placed, decision = self._db.run(work)
+        if decision is not None:
+            ASSIGNMENTS.labels(decision.outcome.value if decision.outcome else "ASSIGNED").inc()
         if decision is not None and decision.outcome is not None:
             raise FailedPrecondition(
                 _OUTCOME_MESSAGES[decision.outcome],
@@ -313,6 +316,11 @@ class FulfilmentService:
                 metadata={"order_id": request.order_id},
             )
         return placed
+
+    def open_reservations(self) -> int:
+        """Orders holding stock now, across every store (a gauge for ops)."""
+        with self._db.snapshot() as connection:
+            return ReservationRepository(connection).active_orders()
 
     def release(self, order_id: str, store_id: str) -> int:
         _require_id(order_id, "order_id")

@@ -12,7 +12,7 @@ from quanyu.config import Settings
 from quanyu.db import Database, migrate_url
 from quanyu.identity.v1 import identity_pb2_grpc
 from quanyu.membership.v1 import membership_pb2_grpc
-from quanyu.outbox import OutboxRelay
+from quanyu.outbox import OutboxRelay, export_metrics
 from quanyu.server import ServiceApp
 from services.identity.domain import PhoneHasher
 from services.identity.effects import merge_members
@@ -40,6 +40,8 @@ def build_app(settings: Settings) -> ServiceApp:
         TokenCodec(settings.signing_key_bytes()),
         on_effects=relay.wake,
     )
+
+    export_metrics(relay)
 
     def register(server: grpc.Server) -> None:
         identity_pb2_grpc.add_IdentityServiceServicer_to_server(IdentityServicer(service), server)

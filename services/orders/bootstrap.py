@@ -13,8 +13,9 @@ from quanyu.db import Database, migrate_url
 from quanyu.fulfilment.v1 import fulfilment_pb2_grpc
 from quanyu.identity.v1 import identity_pb2_grpc
 from quanyu.membership.v1 import membership_pb2_grpc
+from quanyu.metrics import labelled_gauge_from
 from quanyu.orders.v1 import orders_pb2_grpc
-from quanyu.outbox import OutboxRelay
+from quanyu.outbox import OutboxRelay, export_metrics
 from quanyu.paging import PageTokens
 from quanyu.server import ServiceApp
 from quanyu.tasks import Periodic
@@ -50,6 +51,9 @@ def build_app(settings: Settings, own: OrdersSettings | None = None) -> ServiceA
     )
     relay = OutboxRelay(database, outbox, deliverers(service, downstream))
     service.relay = relay
+
+    export_metrics(relay)
+    labelled_gauge_from("quanyu_orders", "Orders by status", "status", service.orders_by_status)
 
     def register(server: grpc.Server) -> None:
         orders_pb2_grpc.add_OrderServiceServicer_to_server(OrderServicer(service), server)

@@ -597,6 +597,11 @@ class OrdersService:
         with self._db.snapshot() as connection:
             return OrderRepository(connection).guide_report(guide_id, start, end, origin)
 
+    def orders_by_status(self) -> dict[str, float]:
+        with self._db.snapshot() as connection:
+            counts = OrderRepository(connection).count_by_status()
+        return {status.value: counts.get(status.value, 0.0) for status in Status}
+
     def outbox_state(self) -> OutboxState:
         assert self.relay is not None
         return self.relay.state()

@@ -220,6 +220,10 @@ class OrderRepository:
         found = [self.get(order_id) for order_id in ids.scalars()]
         return [order for order in found if order is not None]
 
+    def count_by_status(self) -> dict[str, float]:
+        rows = self._db.execute(select(orders.c.status, func.count()).group_by(orders.c.status))
+        return {status: float(count) for status, count in rows}
+
     def due_for_timeout(self, now: datetime, limit: int) -> list[tuple[str, str]]:
         """(order, store) of ASSIGNED orders whose store let the accept window pass."""
         rows = self._db.execute(
