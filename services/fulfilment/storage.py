@@ -23,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    bindparam,
     delete,
     func,
     insert,
@@ -193,9 +194,15 @@ class StoreRepository:
         new_rows = [r for r in rows if r["store_id"] not in existing]
         if new_rows:
             self._db.execute(insert(stores), [{**r, "create_time": now, "open_orders": 0} for r in new_rows])
-        for row in rows:
-            if row["store_id"] in existing:
-                self._db.execute(update(stores).where(stores.c.store_id == row["store_id"]).values(**row))
+        replaced = [
+            {"key": r["store_id"], **{k: v for k, v in r.items() if k != "store_id"}}
+            for r in rows
+            if r["store_id"] in existing
+        ]
+        if replaced:
+            # One executemany for the batch: a statement per store made re-importing 100,000
+            # stores take tens of seconds. The SET clause is every column given but the key.
+            self._db.execute(update(stores).where(stores.c.store_id == bindparam("key")), replaced)
 
     @staticmethod
     def _row(store: Store, revision: int, now: datetime) -> dict[str, Any]:
@@ -308,6 +315,13 @@ class LiveLoad:
 class ReservationRepository:
     def __init__(self, connection: Connection) -> None:
         self._db = connection
+
+    def active_orders(self) -> int:
+        return int(
+            self._db.execute(
+                select(func.count()).select_from(assignments).where(assignments.c.state == ACTIVE)
+            ).scalar_one()
+        )
 
     def lock_order(self, order_id: str, fulfilment_type: str, now: datetime) -> str | None:
         """Take the order's row (creating it), serialising calls for one order; its state."""

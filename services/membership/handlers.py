@@ -28,6 +28,7 @@ from services.membership.domain import (
     stage_after_event,
     stage_after_purchase,
 )
+from services.membership.metrics import POINTS_EARNED, POINTS_EXPIRED, POINTS_REDEEMED
 from services.membership.repository import (
     Coupon,
     CouponRepository,
@@ -84,6 +85,9 @@ class MembershipService:
             repo = MemberRepository(connection)
             existing = repo.root_of_customer(customer_id)
             if existing is not None:
+                # Only an enrolled customer has a member of their own to name as the referrer.
+                if referrer_member_id and repo.root_of(referrer_member_id) == existing:
+                    raise InvalidArgument("referrer_member_id", "a customer cannot refer themselves")
                 return self._load(repo, existing), False
             referrer = ""
             if referrer_member_id:
@@ -176,6 +180,7 @@ class MembershipService:
             if points > 0:
                 ledger.open_lot(entry.entry_id, member.member_id, points, expire)
             repo.save(member, now)
+            POINTS_EARNED.inc(points)
             if first_earn and member.referrer_member_id:
                 self._credit_referrer(connection, member, source_id, now)
             return entry, self._load(repo, member.member_id)
@@ -257,6 +262,7 @@ class MembershipService:
             for lot_id, taken in draws:
                 ledger.take_from_lot(lot_id, taken)
             ledger.record_draws(entry.entry_id, draws)
+            POINTS_REDEEMED.inc(points)
             repo.save(member, now)
             return entry, self._load(repo, member.member_id)
 
@@ -385,6 +391,7 @@ class MembershipService:
                 now=self._clock(),
             )
             written += 1
+            POINTS_EXPIRED.inc(lot.remaining)
         if written and save:
             MemberRepository(connection).save(member, self._clock())
         return written
@@ -634,8 +641,21 @@ class MembershipService:
             merged_root = repo.root_of_customer(merged_customer_id)
             if survivor_root is None and merged_root is None:
                 raise NotFound("member", survivor_customer_id, reason="MEMBER_NOT_FOUND")
+            # A merged customer leading to another customer's member was merged before.
+            if (
+                merged_root is not None
+                and merged_root != survivor_root
+                and self._load(repo, merged_root).customer_id != merged_customer_id
+            ):
+                raise FailedPrecondition(
+                    "the merged customer's member was already merged into another member",
+                    reason="MEMBER_ALREADY_MERGED",
+                )
             if survivor_root is None:
                 assert merged_root is not None
+                moved = self._lock_root(connection, merged_root)
+                moved.customer_id = survivor_customer_id
+                repo.save(moved, now)
                 repo.point_customer(survivor_customer_id, merged_root)
                 result = merged_root
             elif merged_root is None or merged_root == survivor_root:

@@ -212,7 +212,9 @@ class _Deliberation:
 
     def note(self, candidate: Candidate, reason: Reason | None, *, chosen: bool = False) -> None:
         if reason is not None:
-            self.furthest = max(self.furthest, _STAGE_OF.get(reason, 0))
+            # A store closed for good is CLOSED too, but it is out of range, not shut for now.
+            active = candidate.store.status is StoreStatus.ACTIVE
+            self.furthest = max(self.furthest, _STAGE_OF.get(reason, 0) if active else 0)
         if len(self.verdicts) < MAX_RECORDED_VERDICTS:
             store = candidate.store
             # Only what was measured anyway is recorded exactly; the explainer measures the rest.
