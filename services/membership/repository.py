@@ -199,6 +199,7 @@ class MemberRepository:
     def save(self, member: Member, now: datetime) -> None:
         """Write back what the use cases change on a member row."""
         values: dict[str, Any] = {
+            "customer_id": member.customer_id,
             "tier": member.tier,
             "points_balance": member.points_balance,
             "home_store_id": member.home_store_id,
