@@ -199,6 +199,7 @@ def check_request(request: OrderRequest, *, channel_known: bool, type_known: boo
     kind = request.fulfilment_type if type_known else None
     if kind is FulfilmentType.DELIVERY:
         v.check(request.delivery_location is not None, "delivery_location", "is required for delivery")
+        v.check(bool(request.delivery_address), "delivery_address", "is required for delivery")
     if kind is FulfilmentType.IN_STORE:
         v.check(bool(request.origin_store_id), "origin_store_id", "is required for an in-store order")
     if kind is FulfilmentType.PICKUP:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from quanyu.auth import Role, current_principal
+from quanyu.auth import Principal, Role, current_principal
 from quanyu.common.v1 import common_pb2
 from quanyu.db import utcnow
 from quanyu.errors import InvalidArgument
@@ -52,8 +52,20 @@ _STATUSES = {status: orders_pb2.OrderStatus.Value(f"ORDER_STATUS_{status.value}"
 _STATUSES_IN = {v: k for k, v in _STATUSES.items()}
 
 
-def request_from(message: orders_pb2.CreateOrderRequest) -> OrderRequest:
+def default_channel(principal: Principal) -> str:
+    """The channel an order comes through when the request leaves it unspecified."""
+    if principal.role is Role.CHANNEL:
+        return principal.channel
+    if principal.role is Role.STORE:
+        return "CHANNEL_STORE_POS"
+    return ""
+
+
+def request_from(message: orders_pb2.CreateOrderRequest, *, default_channel: str = "") -> OrderRequest:
     channel_known = message.channel in common_pb2.Channel.values() and message.channel != 0
+    channel = common_pb2.Channel.Name(message.channel) if channel_known else ""
+    if message.channel == 0 and default_channel:
+        channel, channel_known = default_channel, True
     kind = _TYPES.get(message.fulfilment_type)
     account_channel = ""
     if message.HasField("account"):
@@ -77,7 +89,7 @@ def request_from(message: orders_pb2.CreateOrderRequest) -> OrderRequest:
             account_external_id=message.account.external_id if message.HasField("account") else "",
             phone=message.phone,
         ),
-        channel=common_pb2.Channel.Name(message.channel) if channel_known else "",
+        channel=channel,
         fulfilment_type=kind or FulfilmentType.DELIVERY,
         lines=tuple(Line(ln.sku, ln.quantity, ln.unit_price_cents) for ln in message.lines),
         delivery_location=location,
@@ -136,7 +148,10 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
     def CreateOrder(
         self, request: orders_pb2.CreateOrderRequest, context: grpc.ServicerContext
     ) -> orders_pb2.CreateOrderResponse:
-        order = self._service.create(current_principal(), request_from(request))
+        principal = current_principal()
+        order = self._service.create(
+            principal, request_from(request, default_channel=default_channel(principal))
+        )
         return orders_pb2.CreateOrderResponse(order=order_message(order))
 
     def GetOrder(

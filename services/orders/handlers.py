@@ -58,6 +58,8 @@ ACCEPT_TIMEOUT = "ACCEPT_TIMEOUT"
 
 
 def actor_of(principal: Principal) -> str:
+    if principal is _SYSTEM_PRINCIPAL:
+        return SYSTEM  # an automatic change, such as an accept timeout
     return f"{principal.role.value}:{principal.subject}"
 
 
@@ -398,9 +400,10 @@ class OrdersService:
         def work(connection: Connection) -> Order:
             repo = OrderRepository(connection)
             order = repo.get(order_id, lock=True)
-            if action is Action.CANCEL:
+            if action is Action.CANCEL and principal.role is not Role.STORE:
                 order = self._visible(principal, order_id, order)
             else:
+                # A store reads the orders it originated but changes only those it fulfils.
                 order = self._fulfilling_store_only(principal, order_id, order)
             if order.status is OrderStateMachine.target(action):
                 return order  # a retry of a change already made
@@ -461,7 +464,11 @@ class OrdersService:
 
         def work(connection: Connection) -> tuple[Order, str]:
             repo = OrderRepository(connection)
-            order = self._fulfilling_store_only(principal, order_id, repo.get(order_id, lock=True))
+            found = repo.get(order_id, lock=True)
+            if found is not None and store_id and store_id in found.rejected_store_ids:
+                # A retry, also by a store that is no longer fulfilling the order.
+                return found, ""
+            order = self._fulfilling_store_only(principal, order_id, found)
             rejecting = store_id or order.fulfilling_store_id
             if rejecting in order.rejected_store_ids:
                 return order, ""
@@ -469,19 +476,14 @@ class OrdersService:
                 raise FailedPrecondition(
                     "that store is not fulfilling the order", reason="NOT_FULFILLING_STORE"
                 )
+            if reason == ACCEPT_TIMEOUT and order.status is not Status.ASSIGNED:
+                return order, ""  # the store accepted it just before its window ran out
             to = OrderStateMachine.next(Action.REJECT, order.status)
             now = self._clock()
             repo.reject(order_id, rejecting, reason, now)
-            repo.move(
-                order_id,
-                order.status,
-                to,
-                actor=actor_of(principal),
-                reason=reason,
-                now=now,
-                fulfilling_store_id="",
-                accept_deadline=None,
-            )
+            # The change names the store that rejected; then the order leaves it.
+            repo.move(order_id, order.status, to, actor=actor_of(principal), reason=reason, now=now)
+            repo.set_fields(order_id, fulfilling_store_id="", accept_deadline=None)
             add_effect(connection, outbox, ASSIGN, {"order_id": order_id, "release_store_id": rejecting}, now)
             return order, rejecting
 
@@ -537,7 +539,8 @@ class OrdersService:
         now = self._clock()
 
         def work(connection: Connection) -> bool:
-            return OrderRepository(connection).move(
+            repo = OrderRepository(connection)
+            moved = repo.move(
                 order_id,
                 Status.PENDING_ASSIGNMENT,
                 Status.ASSIGNED,
@@ -547,6 +550,10 @@ class OrdersService:
                 fulfilling_store_id=placed[0].store_id,
                 accept_deadline=now + self._accept_window,
             )
+            if moved and order.status_reason:
+                # Why it is here: the reason the store before it gave for rejecting it.
+                repo.set_fields(order_id, status_reason=order.status_reason)
+            return moved
 
         if not self._db.run(work):
             # Cancelled while fulfilment was deciding: what it reserved goes back.

@@ -34,7 +34,9 @@ class Platform:
     codec: TokenCodec | None = None
 
     def start(self, service: str) -> None:
-        process = self.stack.enter_context(started(["serve", service], self.env, self.logs / f"{service}.log"))
+        process = self.stack.enter_context(
+            started(["serve", service], self.env, self.logs / f"{service}.log")
+        )
         wait_serving(target(self.env, service), process)
         self.processes[service] = process
 
@@ -43,16 +45,22 @@ class Platform:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
 
+    def terminate_all(self) -> None:
+        """SIGTERM every running service at once, so they shut down side by side."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+
     def freeze(self, service: str) -> None:
         self.processes[service].send_signal(signal.SIGSTOP)
 
     def thaw(self, service: str) -> None:
         self.processes[service].send_signal(signal.SIGCONT)
 
-    def token(self, role: Role, *, store_id: str = "", channel: str = "") -> Metadata:
+    def token(self, role: Role, *, store_id: str = "", channel: str = "", subject: str = "") -> Metadata:
         if self.codec is None:
             self.codec = TokenCodec((self.var / "signing.key").read_bytes().strip())
-        principal = Principal(role, role.value, store_id, channel)
+        principal = Principal(role, subject or role.value, store_id, channel)
         return (("authorization", f"Bearer {self.codec.issue(principal, 3600).token}"),)
 
     def channel(self, service: str) -> grpc.Channel:
@@ -80,8 +88,11 @@ def platform(tmp_path: Path, **env: str) -> Iterator[Platform]:
     var = tmp_path / "var"
     logs = tmp_path / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    # No metrics endpoints: their fixed default ports would clash between platforms running at once.
+    quiet = {f"QUANYU_{name.upper()}__METRICS_PORT": "0" for name in SERVICE_NAMES}
     with ExitStack() as stack:
-        running = Platform(var, platform_env(var, **env), logs, stack)
+        running = Platform(var, platform_env(var, **{**quiet, **env}), logs, stack)
         for service in SERVICE_NAMES:
             running.start(service)
+        stack.callback(running.terminate_all)  # runs first on the way out
         yield running

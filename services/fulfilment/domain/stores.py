@@ -9,6 +9,7 @@ beyond which it covers nothing.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Iterable
@@ -68,7 +69,7 @@ class StoreDraft:
     priority: int  # higher wins a tie on distance
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Store:
     """A store that passed validation, with every default filled in."""
 
@@ -265,7 +266,7 @@ class DeliveryZone:
     def of(cls, store: Store) -> DeliveryZone:
         """The zone of a validated store; ValueError if its GeoJSON does not validate."""
         if not store.delivery_zone_geojson:
-            return cls(None, store.delivery_radius_m, store.delivery_radius_m)
+            return _radius_zone(store.delivery_radius_m)
         polygon = _zone_geometry(store.delivery_zone_geojson)
         reach = _polygon_reach_m(store.latitude, store.longitude, polygon)
         shapely.prepare(polygon)
@@ -311,3 +312,9 @@ def _polygon_reach_m(latitude: float, longitude: float, polygon: BaseGeometry) -
     }
     farthest = max(geodesic_distance_m(latitude, longitude, lat, lng) for lng, lat in vertices)
     return farthest * _REACH_FACTOR + _REACH_MARGIN_M
+
+
+@functools.lru_cache(maxsize=1024)
+def _radius_zone(radius_m: float) -> DeliveryZone:
+    # A chain uses a handful of radii; a million stores share a handful of zone objects.
+    return DeliveryZone(None, radius_m, radius_m)

@@ -1,0 +1,306 @@
+"""Orders' rules on their own: the order state machine, what a valid CreateOrder request is, how an
+order is priced, and the keys that make placing an order idempotent. No gRPC, no database."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from quanyu.errors import FailedPrecondition, InvalidArgument
+from services.orders.domain import (
+    MAX_ID_LENGTH,
+    Action,
+    CustomerRef,
+    FulfilmentType,
+    Line,
+    OrderRequest,
+    OrderStateMachine,
+    Price,
+    Status,
+    check_request,
+    points_to_spend,
+)
+
+# --- the state machine -----------------------------------------------------------------------
+
+# What the contract allows, written out on its own: (action, from) -> to.
+ALLOWED: dict[tuple[Action, Status], Status] = {
+    (Action.ACCEPT, Status.ASSIGNED): Status.ACCEPTED,
+    (Action.READY, Status.ACCEPTED): Status.READY,
+    (Action.COMPLETE, Status.READY): Status.COMPLETED,
+    # A rejection sends the order back to be assigned to the next store (or UNFULFILLABLE).
+    (Action.REJECT, Status.ASSIGNED): Status.PENDING_ASSIGNMENT,
+    (Action.REJECT, Status.ACCEPTED): Status.PENDING_ASSIGNMENT,
+    (Action.CANCEL, Status.PENDING_ASSIGNMENT): Status.CANCELLED,
+    (Action.CANCEL, Status.ASSIGNED): Status.CANCELLED,
+    (Action.CANCEL, Status.ACCEPTED): Status.CANCELLED,
+    (Action.CANCEL, Status.READY): Status.CANCELLED,
+    (Action.CANCEL, Status.UNFULFILLABLE): Status.CANCELLED,
+}
+FORBIDDEN = [(a, s) for a in Action for s in Status if (a, s) not in ALLOWED]
+
+
+@pytest.mark.parametrize(("action", "status"), list(ALLOWED), ids=str)
+def test_every_allowed_transition_leads_to_its_target(action: Action, status: Status) -> None:
+    assert OrderStateMachine.allows(action, status)
+    assert OrderStateMachine.next(action, status) is ALLOWED[action, status]
+
+
+@pytest.mark.parametrize(("action", "status"), FORBIDDEN, ids=str)
+def test_every_other_transition_is_failed_precondition_invalid_transition_naming_the_status(
+    action: Action, status: Status
+) -> None:
+    assert not OrderStateMachine.allows(action, status)
+    with pytest.raises(FailedPrecondition) as refused:
+        OrderStateMachine.next(action, status)
+    assert refused.value.reason == "INVALID_TRANSITION"
+    assert refused.value.metadata == {"status": f"ORDER_STATUS_{status.value}"}
+
+
+def test_completed_and_cancelled_orders_are_final() -> None:
+    for final in (Status.COMPLETED, Status.CANCELLED):
+        assert not any(OrderStateMachine.allows(action, final) for action in Action)
+
+
+def test_the_forbidden_list_covers_every_pair_the_allowed_list_does_not() -> None:
+    assert len(ALLOWED) + len(FORBIDDEN) == len(Action) * len(Status)
+    assert len(FORBIDDEN) == 25
+
+
+# --- checking a request ----------------------------------------------------------------------
+
+PEOPLES_SQUARE = (31.2304, 121.4737, 1)
+
+
+def a_request(**changes: Any) -> OrderRequest:
+    """A valid delivery order; each test changes what it is about."""
+    request = OrderRequest(
+        request_id="req-1",
+        customer=CustomerRef(account_channel="CHANNEL_WECHAT_MINI_PROGRAM", account_external_id="openid-1"),
+        channel="CHANNEL_WECHAT_MINI_PROGRAM",
+        fulfilment_type=FulfilmentType.DELIVERY,
+        lines=(Line("tea", 2, 1500), Line("cake", 1, 3000)),
+        delivery_location=PEOPLES_SQUARE,
+        delivery_address="1 People's Avenue, Shanghai",
+        origin_store_id="",
+        guide_id="",
+        coupon_code="",
+        points_to_redeem=0,
+    )
+    return dataclasses.replace(request, **changes)
+
+
+def problems(request: OrderRequest, *, channel_known: bool = True, type_known: bool = True) -> list[str]:
+    """The fields check_request names, in order; [] when the request is valid."""
+    try:
+        check_request(request, channel_known=channel_known, type_known=type_known)
+    except InvalidArgument as error:
+        return [violation.field for violation in error.violations]
+    return []
+
+
+def test_a_complete_delivery_pickup_and_in_store_request_passes() -> None:
+    assert problems(a_request()) == []
+    assert problems(a_request(fulfilment_type=FulfilmentType.PICKUP, origin_store_id="S1")) == []
+    assert problems(a_request(fulfilment_type=FulfilmentType.PICKUP)) == []  # the location finds a store
+    in_store = a_request(
+        fulfilment_type=FulfilmentType.IN_STORE,
+        customer=CustomerRef(phone="+86 138-0013-8000"),
+        channel="CHANNEL_STORE_POS",
+        delivery_location=None,
+        delivery_address="",
+        origin_store_id="S1",
+        guide_id="G1",
+    )
+    assert problems(in_store) == []
+    assert problems(a_request(customer=CustomerRef(customer_id="cus_1"))) == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"request_id": ""}, "request_id"),
+        ({"request_id": "r" * 129}, "request_id"),
+        ({"customer": CustomerRef()}, "customer_id"),
+        ({"customer": CustomerRef(account_external_id="openid-1")}, "account.channel"),
+        ({"lines": ()}, "lines"),
+        ({"lines": (Line("", 1, 100),)}, "lines[0].sku"),
+        ({"lines": (Line("tea", 0, 100),)}, "lines[0].quantity"),
+        ({"lines": (Line("tea", 1, 100), Line("cake", -2, 100))}, "lines[1].quantity"),
+        ({"lines": (Line("tea", 1, -1),)}, "lines[0].unit_price_cents"),
+        ({"delivery_location": None}, "delivery_location"),
+        ({"delivery_address": ""}, "delivery_address"),
+        ({"delivery_location": (float("nan"), 121.0, 0)}, "delivery_location.latitude"),
+        ({"delivery_location": (91.0, 121.0, 0)}, "delivery_location.latitude"),
+        ({"delivery_location": (31.0, float("inf"), 0)}, "delivery_location.longitude"),
+        ({"fulfilment_type": FulfilmentType.IN_STORE, "origin_store_id": ""}, "origin_store_id"),
+        (
+            {"fulfilment_type": FulfilmentType.PICKUP, "origin_store_id": "", "delivery_location": None},
+            "origin_store_id",
+        ),
+        ({"points_to_redeem": -1}, "points_to_redeem"),
+        ({"guide_id": "g\n1"}, "guide_id"),
+        ({"origin_store_id": "s" * (MAX_ID_LENGTH + 1)}, "origin_store_id"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_each_bad_input_is_named_by_its_field(changes: dict[str, Any], field: str) -> None:
+    assert problems(a_request(**changes)) == [field]
+
+
+def test_an_unspecified_channel_or_fulfilment_type_is_named() -> None:
+    assert problems(a_request(), channel_known=False) == ["channel"]
+    assert problems(a_request(), type_known=False) == ["fulfilment_type"]
+
+
+def test_an_unspecified_fulfilment_type_asks_for_nothing_type_specific() -> None:
+    bare = a_request(delivery_location=None, delivery_address="", origin_store_id="")
+    assert problems(bare, type_known=False) == ["fulfilment_type"]
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    bad = a_request(
+        request_id="",
+        customer=CustomerRef(),
+        lines=(Line("tea", 0, -5), Line("cake", -1, 100)),
+        delivery_location=(float("nan"), 121.0, 0),
+        delivery_address="",
+        points_to_redeem=-10,
+    )
+    found = problems(bad, channel_known=False)
+    assert set(found) == {
+        "request_id",
+        "customer_id",
+        "channel",
+        "lines[0].quantity",
+        "lines[0].unit_price_cents",
+        "lines[1].quantity",
+        "delivery_location.latitude",
+        "delivery_address",
+        "points_to_redeem",
+    }
+    with pytest.raises(InvalidArgument) as refused:
+        check_request(bad, channel_known=False, type_known=True)
+    for name in found:
+        assert name in refused.value.message
+
+
+def test_an_in_store_request_missing_everything_names_lines_store_and_type_together() -> None:
+    bad = a_request(
+        fulfilment_type=FulfilmentType.IN_STORE, lines=(), origin_store_id="", delivery_location=None
+    )
+    assert set(problems(bad)) == {"lines", "origin_store_id"}
+    assert set(problems(bad, channel_known=False)) == {"lines", "origin_store_id", "channel"}
+
+
+# --- pricing ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("subtotal", "coupon", "wanted", "spent"),
+    [
+        (6000, 1000, 300, 300),  # what is asked, when it fits
+        (1500, 1000, 800, 500),  # capped at what is left after the coupon
+        (1500, 1500, 800, 0),  # the coupon paid for everything
+        (1000, 0, 1000, 1000),  # exactly the subtotal
+        (1000, 0, 0, 0),
+        (0, 0, 50, 0),  # a free order spends no points
+    ],
+)
+def test_points_never_pay_for_more_than_is_left_after_the_coupon(
+    subtotal: int, coupon: int, wanted: int, spent: int
+) -> None:
+    assert points_to_spend(subtotal, coupon, wanted) == spent
+
+
+@given(
+    subtotal=st.integers(min_value=0, max_value=10**9),
+    coupon=st.integers(min_value=0, max_value=10**9),
+    wanted=st.integers(min_value=0, max_value=10**9),
+)
+def test_points_spent_are_never_negative_nor_more_than_wanted_or_left(
+    subtotal: int, coupon: int, wanted: int
+) -> None:
+    coupon = min(coupon, subtotal)  # membership caps a coupon at the order amount
+    spent = points_to_spend(subtotal, coupon, wanted)
+    assert 0 <= spent <= wanted
+    assert spent <= subtotal - coupon
+    assert Price(subtotal, coupon, spent).total_cents >= 0
+
+
+def test_the_total_is_the_subtotal_less_discount_and_points() -> None:
+    assert Price(6000, 1000, 300).total_cents == 4700
+    assert Price(1500, 1000, 500).total_cents == 0
+    assert Price(1234, 0, 0).total_cents == 1234
+
+
+def test_the_subtotal_is_quantity_times_unit_price_over_the_lines() -> None:
+    assert a_request().subtotal_cents == 2 * 1500 + 3000
+    assert Line("tea", 3, 250).amount_cents == 750
+
+
+# --- idempotency keys ------------------------------------------------------------------------
+
+# One change to every field but request_id; each must change the fingerprint.
+CHANGES: dict[str, list[dict[str, Any]]] = {
+    "customer": [
+        {"customer": CustomerRef(customer_id="cus_1")},
+        {"customer": CustomerRef(account_channel="CHANNEL_APP", account_external_id="openid-1")},
+        {"customer": CustomerRef(account_channel="CHANNEL_WECHAT_MINI_PROGRAM", account_external_id="o-2")},
+        {
+            "customer": CustomerRef(
+                account_channel="CHANNEL_WECHAT_MINI_PROGRAM", account_external_id="openid-1", phone="138"
+            )
+        },
+    ],
+    "channel": [{"channel": "CHANNEL_APP"}],
+    "fulfilment_type": [{"fulfilment_type": FulfilmentType.PICKUP}],
+    "lines": [
+        {"lines": (Line("tea", 2, 1500),)},
+        {"lines": (Line("cake", 1, 3000), Line("tea", 2, 1500))},
+        {"lines": (Line("teas", 2, 1500), Line("cake", 1, 3000))},
+        {"lines": (Line("tea", 3, 1500), Line("cake", 1, 3000))},
+        {"lines": (Line("tea", 2, 1501), Line("cake", 1, 3000))},
+    ],
+    "delivery_location": [
+        {"delivery_location": None},
+        {"delivery_location": (31.2305, 121.4737, 1)},
+        {"delivery_location": (31.2304, 121.4738, 1)},
+        {"delivery_location": (31.2304, 121.4737, 2)},
+    ],
+    "delivery_address": [{"delivery_address": "2 People's Avenue, Shanghai"}],
+    "origin_store_id": [{"origin_store_id": "S1"}],
+    "guide_id": [{"guide_id": "G1"}],
+    "coupon_code": [{"coupon_code": "CPN-1"}],
+    "points_to_redeem": [{"points_to_redeem": 1}],
+}
+
+
+def test_the_fingerprint_is_stable_and_ignores_the_request_id() -> None:
+    first = a_request().fingerprint()
+    assert a_request().fingerprint() == first
+    assert a_request(request_id="another-request").fingerprint() == first
+    assert re.fullmatch(r"[0-9a-f]{64}", first)
+
+
+@pytest.mark.parametrize("changes", [c for group in CHANGES.values() for c in group], ids=",".join)
+def test_the_fingerprint_changes_with_every_field_but_the_request_id(changes: dict[str, Any]) -> None:
+    assert a_request(**changes).fingerprint() != a_request().fingerprint()
+
+
+def test_every_field_of_a_request_but_its_id_is_covered_by_the_fingerprint_checks() -> None:
+    names = {f.name for f in dataclasses.fields(OrderRequest)}
+    assert names - {"request_id"} == set(CHANGES)
+
+
+def test_the_order_id_follows_from_the_request_id_alone() -> None:
+    one = a_request().order_id()
+    assert a_request(lines=(Line("other", 1, 1),), channel="CHANNEL_APP").order_id() == one
+    assert a_request(request_id="req-2").order_id() != one
+    assert re.fullmatch(r"ord_[0-9a-f]{32}", one)
+    assert len(one) <= MAX_ID_LENGTH  # every RPC accepts it back as an order id
