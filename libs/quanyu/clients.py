@@ -46,7 +46,7 @@ def retry_service_config(service: str) -> str:
                         "retryableStatusCodes": ["UNAVAILABLE"],
                     },
                 }
-            ]
+            ],
         }
     )
 

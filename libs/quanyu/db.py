@@ -134,11 +134,19 @@ class Database:
             yield connection
             tx.rollback()
 
-    def run(self, work: Callable[[Connection], T], *, attempts: int = 4) -> T:
+    def run(
+        self,
+        work: Callable[[Connection], T],
+        *,
+        attempts: int = 4,
+        retry_on: tuple[type[Exception], ...] = (),
+    ) -> T:
         """Run one use case in a write transaction, retrying it when a concurrent one won.
 
         A unique key taken by a concurrent transaction, a serialization failure or a deadlock
         means the other caller got there first: the use case runs again and sees its result.
+        So does any exception in `retry_on`, which a use case raises when a conditional update
+        found that the rows it read a moment ago have changed.
         """
         for attempt in range(1, attempts + 1):
             try:
@@ -146,6 +154,10 @@ class Database:
                     return work(connection)
             except (IntegrityError, OperationalError) as exc:
                 if attempt == attempts or not is_conflict(exc):
+                    raise
+            except retry_on:
+                # The use case saw a concurrent change it cannot work around in place.
+                if attempt == attempts:
                     raise
         raise AssertionError("unreachable")
 

@@ -169,7 +169,9 @@ class OutboxRelay:
         for effect_id, kind, payload, attempts in due:
             if self._stopping.is_set():
                 break
-            if not self._lease(effect_id, now):
+            # Leased from now, not from the start of the pass: a hung call before it may have
+            # taken longer than a lease.
+            if not self._lease(effect_id, utcnow()):
                 continue
             delivered += self._deliver_one(effect_id, kind, json.loads(payload), attempts)
         return delivered

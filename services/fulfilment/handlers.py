@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 
 from quanyu.auth import Principal
 from quanyu.db import Database, utcnow
-from quanyu.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, Violations
+from quanyu.errors import FailedPrecondition, InvalidArgument, NotFound, Violations
 from quanyu.paging import PageTokens, page_size
 from services.fulfilment.domain.assignment import (
     Assignment,
@@ -35,6 +35,7 @@ from services.fulfilment.domain.geodesy import geodesic_distance_m
 from services.fulfilment.domain.stores import Store, StoreDraft, StoreStatus, validate_store
 from services.fulfilment.metrics import ASSIGNMENTS
 from services.fulfilment.storage import (
+    Contended,
     LiveLoad,
     ReservationRepository,
     StockLevel,
@@ -283,30 +284,28 @@ class FulfilmentService:
         def work(connection: Connection) -> tuple[list[Assignment], Decision | None]:
             now = utcnow()
             reservations = ReservationRepository(connection)
-            state = reservations.lock_order(request.order_id, request.fulfilment_type.value, now)
+            state = reservations.state_of(request.order_id)
             if state is not None:
                 held = reservations.held(request.order_id)
                 if held:
                     return held, None
-            # Read, decide, then reserve with conditional updates. Another replica may take the
-            # last units between the read and the update: then decide again on fresh numbers.
-            for _ in range(5):
-                decision = decide(
-                    snapshot, request, LiveLoad(connection), pickup_radius_m=self._pickup_radius_m
+            decision = decide(snapshot, request, LiveLoad(connection), pickup_radius_m=self._pickup_radius_m)
+            if decision.assigned:
+                # Another replica may have taken the stock since it was read: then the whole
+                # transaction rolls back and runs again on fresh numbers (Contended).
+                reservations.reserve(
+                    request.order_id,
+                    decision.assignments,
+                    request.fulfilment_type.value,
+                    now,
+                    known=state is not None,
                 )
-                if not decision.assigned:
-                    reservations.record(
-                        request.order_id, request.fulfilment_type.value, request.location, decision, now
-                    )
-                    return [], decision
-                if reservations.reserve(request.order_id, decision.assignments, now):
-                    reservations.record(
-                        request.order_id, request.fulfilment_type.value, request.location, decision, now
-                    )
-                    return decision.assignments, decision
-            raise Aborted("other orders kept taking the stock chosen; retry", reason="CONTENDED")
+            reservations.record(
+                request.order_id, request.fulfilment_type.value, request.location, decision, now
+            )
+            return decision.assignments, decision
 
-        placed, decision = self._db.run(work)
+        placed, decision = self._db.run(work, retry_on=(Contended,), attempts=6)
         if decision is not None:
             ASSIGNMENTS.labels(decision.outcome.value if decision.outcome else "ASSIGNED").inc()
         if decision is not None and decision.outcome is not None:
@@ -331,7 +330,7 @@ class FulfilmentService:
 
         def work(connection: Connection) -> None:
             reservations = ReservationRepository(connection)
-            state = reservations.lock_order(order_id, "", utcnow())
+            state = reservations.state_of(order_id)
             if state is None:
                 raise NotFound("reservation", order_id, reason="RESERVATION_NOT_FOUND")
             committed, already = reservations.commit(order_id, utcnow())

@@ -300,22 +300,45 @@ class LiveLoad:
     def availability(self, store_ids: Sequence[str], skus: Sequence[str]) -> dict[str, Availability]:
         if not store_ids:
             return {}
-        opened = dict(
-            self._db.execute(
-                select(stores.c.store_id, stores.c.open_orders).where(stores.c.store_id.in_(store_ids))
-            ).all()
-        )
-        units: dict[str, dict[str, int]] = {store_id: {} for store_id in store_ids}
+        # One round trip: each store's open orders, with its stock of the wanted SKUs beside it.
         rows = self._db.execute(
-            select(stock.c.store_id, stock.c.sku, stock.c.on_hand - stock.c.reserved).where(
-                stock.c.store_id.in_(store_ids), stock.c.sku.in_(skus)
+            select(stores.c.store_id, stores.c.open_orders, stock.c.sku, stock.c.on_hand - stock.c.reserved)
+            .select_from(
+                stores.outerjoin(stock, (stock.c.store_id == stores.c.store_id) & stock.c.sku.in_(skus))
             )
+            .where(stores.c.store_id.in_(store_ids))
         )
-        for store_id, sku, available in rows:
-            units[store_id][sku] = int(available)
-        return {
-            store_id: Availability(int(opened.get(store_id, 0)), units[store_id]) for store_id in store_ids
-        }
+        opened: dict[str, int] = {}
+        units: dict[str, dict[str, int]] = {store_id: {} for store_id in store_ids}
+        for store_id, open_orders, sku, available in rows:
+            opened[store_id] = int(open_orders)
+            if sku is not None:
+                units[store_id][sku] = int(available)
+        return {store_id: Availability(opened.get(store_id, 0), units[store_id]) for store_id in store_ids}
+
+
+class Contended(Exception):
+    """Stock or capacity read a moment ago was taken by another transaction: decide again."""
+
+
+# Built once: AssignStore runs these on every call, so only their parameters change.
+_TAKE_CAPACITY = (
+    update(stores)
+    .where(
+        stores.c.store_id == bindparam("store"),
+        (stores.c.max_active_orders == 0) | (stores.c.open_orders < stores.c.max_active_orders),
+    )
+    .values(open_orders=stores.c.open_orders + 1)
+)
+_HOLD_STOCK = (
+    update(stock)
+    .where(
+        stock.c.store_id == bindparam("store"),
+        stock.c.sku == bindparam("item"),
+        stock.c.on_hand - stock.c.reserved >= bindparam("units"),
+    )
+    .values(reserved=stock.c.reserved + bindparam("units"), update_time=bindparam("at"))
+)
 
 
 class ReservationRepository:
@@ -329,21 +352,11 @@ class ReservationRepository:
             ).scalar_one()
         )
 
-    def lock_order(self, order_id: str, fulfilment_type: str, now: datetime) -> str | None:
-        """Take the order's row (creating it), serialising calls for one order; its state."""
-        state = self._db.execute(
+    def state_of(self, order_id: str) -> str | None:
+        """The order's assignment state, its row locked so calls for one order take turns."""
+        state: str | None = self._db.execute(
             select(assignments.c.state).where(assignments.c.order_id == order_id).with_for_update()
         ).scalar_one_or_none()
-        if state is None:
-            self._db.execute(
-                insert(assignments).values(
-                    order_id=order_id,
-                    state=RELEASED,
-                    fulfilment_type=fulfilment_type,
-                    create_time=now,
-                    update_time=now,
-                )
-            )
         return state
 
     def held(self, order_id: str) -> list[Assignment]:
@@ -365,61 +378,65 @@ class ReservationRepository:
             for store_id, group in by_store.items()
         ]
 
-    def reserve(self, order_id: str, plan: Sequence[Assignment], now: datetime) -> bool:
-        """Reserve every line of the plan, or nothing: False when stock or capacity ran out."""
-        with self._db.begin_nested() as savepoint:
-            for assignment in plan:
-                taken = self._db.execute(
-                    update(stores)
-                    .where(
-                        stores.c.store_id == assignment.store_id,
-                        (stores.c.max_active_orders == 0)
-                        | (stores.c.open_orders < stores.c.max_active_orders),
+    def reserve(
+        self, order_id: str, plan: Sequence[Assignment], fulfilment_type: str, now: datetime, *, known: bool
+    ) -> None:
+        """Reserve every line of the plan; Contended (the caller rolls back) when stock or capacity
+        ran out since it was read. `known`: the order was assigned before (and released)."""
+        for assignment in plan:
+            if self._db.execute(_TAKE_CAPACITY, {"store": assignment.store_id}).rowcount != 1:
+                raise Contended(assignment.store_id)
+            merged: dict[str, tuple[int, int, int]] = {}
+            for line_no, line in enumerate(assignment.lines):
+                units, price, first = merged.get(line.sku, (0, line.unit_price_cents, line_no))
+                merged[line.sku] = (units + line.quantity, price, first)
+            held = self._db.execute(
+                _HOLD_STOCK,
+                [
+                    {"store": assignment.store_id, "item": sku, "units": units, "at": now}
+                    for sku, (units, _, _) in merged.items()
+                ],
+            )
+            if held.rowcount != len(merged):
+                raise Contended(assignment.store_id)
+            if known:
+                # Lines of an earlier, released reservation at this store make way for the new.
+                self._db.execute(
+                    delete(reservations).where(
+                        reservations.c.order_id == order_id, reservations.c.store_id == assignment.store_id
                     )
-                    .values(open_orders=stores.c.open_orders + 1)
                 )
-                if taken.rowcount != 1:
-                    savepoint.rollback()
-                    return False
-                merged: dict[str, tuple[int, int, int]] = {}
-                for line_no, line in enumerate(assignment.lines):
-                    units, price, first = merged.get(line.sku, (0, line.unit_price_cents, line_no))
-                    merged[line.sku] = (units + line.quantity, price, first)
-                for sku, (units, price, line_no) in merged.items():
-                    held = self._db.execute(
-                        update(stock)
-                        .where(
-                            stock.c.store_id == assignment.store_id,
-                            stock.c.sku == sku,
-                            stock.c.on_hand - stock.c.reserved >= units,
-                        )
-                        .values(reserved=stock.c.reserved + units, update_time=now)
-                    )
-                    if held.rowcount != 1:
-                        savepoint.rollback()
-                        return False
-                    self._db.execute(
-                        delete(reservations).where(
-                            reservations.c.order_id == order_id,
-                            reservations.c.store_id == assignment.store_id,
-                            reservations.c.sku == sku,
-                        )
-                    )
-                    self._db.execute(
-                        insert(reservations).values(
-                            order_id=order_id,
-                            store_id=assignment.store_id,
-                            sku=sku,
-                            quantity=units,
-                            unit_price_cents=price,
-                            line_no=line_no,
-                            distance_m=assignment.distance_m,
-                            state=ACTIVE,
-                            update_time=now,
-                        )
-                    )
-        self._set_state(order_id, ACTIVE, now)
-        return True
+            self._db.execute(
+                insert(reservations),
+                [
+                    {
+                        "order_id": order_id,
+                        "store_id": assignment.store_id,
+                        "sku": sku,
+                        "quantity": units,
+                        "unit_price_cents": price,
+                        "line_no": line_no,
+                        "distance_m": assignment.distance_m,
+                        "state": ACTIVE,
+                        "update_time": now,
+                    }
+                    for sku, (units, price, line_no) in merged.items()
+                ],
+            )
+        if known:
+            self._set_state(order_id, ACTIVE, now)
+        else:
+            # The order's key is taken last: a concurrent call for the same order fails here and
+            # its retry finds these reservations.
+            self._db.execute(
+                insert(assignments).values(
+                    order_id=order_id,
+                    state=ACTIVE,
+                    fulfilment_type=fulfilment_type,
+                    create_time=now,
+                    update_time=now,
+                )
+            )
 
     def release(self, order_id: str, store_id: str, now: datetime) -> int:
         """Give back the order's active reservations (at one store, or all); how many lines."""

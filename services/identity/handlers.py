@@ -53,6 +53,11 @@ class IdentityService:
         unique keys let one win and the other's retry finds that customer.
         """
         phone_hash = self._phones.digest(request.phone) if request.phone else None
+        # Most calls find a customer who is already complete: answer from a read, no write lock.
+        with self._db.snapshot() as connection:
+            known = self._known(CustomerRepository(connection), request, phone_hash)
+        if known is not None:
+            return Resolved(known, created=False)
 
         def work(connection: Connection) -> Resolved:
             repo = CustomerRepository(connection)
@@ -88,6 +93,26 @@ class IdentityService:
             return Resolved(self._load(repo, customer_id), created=False)
 
         return self._db.run(work)
+
+    def _known(
+        self, repo: CustomerRepository, request: ResolveRequest, phone_hash: str | None
+    ) -> Customer | None:
+        """The customer a resolve finds, when it would write nothing (no account or phone to link,
+        no name to fill in); None when the write path must run."""
+        owner = repo.owner_of_account(request.account) if request.account is not None else None
+        if owner is None and request.account is not None:
+            return None  # a new account: it must be linked, or a customer created
+        if owner is None and phone_hash is not None:
+            owner = repo.owner_of_phone(phone_hash)
+        survivor = repo.survivor_of(owner) if owner else None
+        if survivor is None:
+            return None
+        if phone_hash is not None and repo.owner_of_phone(phone_hash) is None:
+            return None  # the profile would gain the phone
+        customer = repo.get(survivor)
+        if customer is None or (request.display_name and not customer.display_name):
+            return None
+        return customer
 
     def get_customer(self, customer_id: str) -> Customer:
         violations = Violations()

@@ -81,14 +81,27 @@ class MembershipService:
         violations.text(referrer_member_id, "referrer_member_id", max_length=MAX_ID_LENGTH, required=False)
         violations.raise_if_any()
 
-        def work(connection: Connection) -> tuple[Member, bool]:
+        def enrolled(connection: Connection) -> tuple[Member, bool] | None:
             repo = MemberRepository(connection)
             existing = repo.root_of_customer(customer_id)
-            if existing is not None:
-                # Only an enrolled customer has a member of their own to name as the referrer.
-                if referrer_member_id and repo.root_of(referrer_member_id) == existing:
-                    raise InvalidArgument("referrer_member_id", "a customer cannot refer themselves")
-                return self._load(repo, existing), False
+            if existing is None:
+                return None
+            # Only an enrolled customer has a member of their own to name as the referrer.
+            if referrer_member_id and repo.root_of(referrer_member_id) == existing:
+                raise InvalidArgument("referrer_member_id", "a customer cannot refer themselves")
+            return self._load(repo, existing), False
+
+        # Most calls (every order of a known customer) find the member: a read, no write lock.
+        with self._db.snapshot() as connection:
+            found = enrolled(connection)
+        if found is not None:
+            return found
+
+        def work(connection: Connection) -> tuple[Member, bool]:
+            found = enrolled(connection)
+            if found is not None:
+                return found
+            repo = MemberRepository(connection)
             referrer = ""
             if referrer_member_id:
                 referrer_root = repo.root_of(referrer_member_id)
@@ -127,11 +140,15 @@ class MembershipService:
 
     def _lock_root(self, connection: Connection, member_id: str) -> Member:
         repo = MemberRepository(connection)
-        root = repo.root_of(member_id)
-        member = repo.get(root, lock=True) if root else None
-        if member is None:
-            raise NotFound("member", member_id)
-        return member
+        while True:
+            root = repo.root_of(member_id)
+            member = repo.get(root, lock=True) if root else None
+            if member is None:
+                raise NotFound("member", member_id)
+            # A concurrent merge may have folded the root into another member between reading it
+            # and locking it; once locked, a member that is still its own root stays one.
+            if repo.root_of(member.member_id) == member.member_id:
+                return member
 
     # --- points -------------------------------------------------------------------------------
 
@@ -637,8 +654,14 @@ class MembershipService:
                     )
                 return self._load(repo, self._root(repo, done.survivor_member_id))
             now = self._clock()
-            survivor_root = repo.root_of_customer(survivor_customer_id)
-            merged_root = repo.root_of_customer(merged_customer_id)
+            while True:
+                survivor_root = repo.root_of_customer(survivor_customer_id)
+                merged_root = repo.root_of_customer(merged_customer_id)
+                # Lock both roots in a fixed order (two opposite merges cannot deadlock), and read
+                # again if a concurrent merge folded one of them away before it was locked.
+                roots = sorted({root for root in (survivor_root, merged_root) if root is not None})
+                if [self._lock_root(connection, root).member_id for root in roots] == roots:
+                    break
             if survivor_root is None and merged_root is None:
                 raise NotFound("member", survivor_customer_id, reason="MEMBER_NOT_FOUND")
             # A merged customer leading to another customer's member was merged before.

