@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ ISSUER = "quanyu"
 ALGORITHM = "HS256"
 MAX_TTL_SECONDS = 366 * 24 * 3600
 DEFAULT_TTL_SECONDS = 24 * 3600
+_VERIFIED_CACHE_SIZE = 10_000
 
 
 class Role(StrEnum):
@@ -58,6 +60,7 @@ class TokenCodec:
             raise ValueError("the signing key must be at least 32 bytes")
         self._key = key
         self._leeway = leeway_seconds
+        self._verified: dict[str, tuple[Principal, float]] = {}
 
     def issue(
         self,
@@ -85,6 +88,24 @@ class TokenCodec:
         return IssuedToken(jwt.encode(claims, self._key, algorithm=ALGORITHM), expires)
 
     def verify(self, token: str) -> Principal:
+        """The principal a token names; Unauthenticated when it is forged, malformed or expired.
+
+        Callers present the same token call after call (a service's token lives an hour), so a
+        verified token is remembered until it expires rather than checked again each time.
+        """
+        known = self._verified.get(token)
+        if known is not None:
+            principal, expires = known
+            if time.time() < expires + self._leeway:
+                return principal
+            self._verified.pop(token, None)
+        principal, expires = self._verify(token)
+        if len(self._verified) >= _VERIFIED_CACHE_SIZE:
+            self._verified.clear()
+        self._verified[token] = (principal, expires)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             claims = jwt.decode(
                 token,
@@ -108,7 +129,7 @@ class TokenCodec:
             validate_principal(principal)
         except (ValueError, InvalidArgument) as exc:
             raise Unauthenticated("the token names no valid role", reason="TOKEN_INVALID") from exc
-        return principal
+        return principal, float(claims["exp"])
 
 
 def validate_principal(principal: Principal) -> None:

@@ -102,14 +102,19 @@ class _OutgoingCall(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
 
 def service_channel(settings: Settings, service: str, *, caller: str) -> grpc.Channel:
     """A channel from `caller` to another Quanyu service, ready for its typed stub."""
-    channel = grpc.insecure_channel(
-        settings.target(service),
-        options=[
-            ("grpc.enable_retries", 1),
-            ("grpc.service_config", retry_service_config(SERVICE_PACKAGES[service])),
-            ("grpc.keepalive_time_ms", 30_000),
-        ],
-    )
+    options = [
+        ("grpc.enable_retries", 1),
+        ("grpc.service_config", retry_service_config(SERVICE_PACKAGES[service])),
+        ("grpc.keepalive_time_ms", 30_000),
+    ]
+    if settings.mutual_tls:
+        chain, key, authority = settings.tls_files()
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=authority, private_key=key, certificate_chain=chain
+        )
+        channel = grpc.secure_channel(settings.target(service), credentials, options=options)
+    else:
+        channel = grpc.insecure_channel(settings.target(service), options=options)
     tokens = _ServiceTokenSource(TokenCodec(settings.signing_key_bytes()), subject=caller)
     return grpc.intercept_channel(channel, _OutgoingCall(tokens, settings.call_timeout_seconds))
 

@@ -63,6 +63,15 @@ class Settings(BaseSettings):
     call_timeout_seconds: float = Field(default=5.0, gt=0)
     # Worker threads per server: each serves one call at a time.
     server_workers: int = Field(default=16, ge=1)
+    # Mutual TLS between services: PEM files of this process's certificate and key, and of the
+    # authority that signs every service's certificate. With all three set, servers require a
+    # client certificate from that authority and clients present theirs.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    # With TLS on, health is also answered in plain text on this port (0: not at all), because
+    # Kubernetes' gRPC probes cannot present a client certificate.
+    health_port: int = Field(default=0, ge=0, le=65535)
 
     identity: ServiceConfig = ServiceConfig(port=50051, metrics_port=9151)
     membership: ServiceConfig = ServiceConfig(port=50052, metrics_port=9152)
@@ -88,8 +97,21 @@ class Settings(BaseSettings):
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host  # noqa: S104
         return f"{host}:{config.port}"
 
+    @property
+    def mutual_tls(self) -> bool:
+        return bool(self.tls_cert and self.tls_key and self.tls_ca)
+
+    def tls_files(self) -> tuple[bytes, bytes, bytes]:
+        """(certificate chain, private key, authority) as PEM bytes."""
+        if not (self.tls_cert and self.tls_key and self.tls_ca):
+            raise ConfigurationError("QUANYU_TLS_CERT, QUANYU_TLS_KEY and QUANYU_TLS_CA go together")
+        return self.tls_cert.read_bytes(), self.tls_key.read_bytes(), self.tls_ca.read_bytes()
+
     def check_startable(self) -> None:
         """Refuse to start a production process that lacks any of its keys, naming them all."""
+        given = [f for f in (self.tls_cert, self.tls_key, self.tls_ca) if f]
+        if given and len(given) != 3:
+            raise ConfigurationError("QUANYU_TLS_CERT, QUANYU_TLS_KEY and QUANYU_TLS_CA go together")
         if self.env is not Environment.PRODUCTION:
             return
         missing = [

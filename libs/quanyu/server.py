@@ -245,6 +245,7 @@ class RunningServer:
     port: int
     health: health.HealthServicer
     drain: Drain
+    probes: grpc.Server | None = None
 
     def stop(self, grace: float | None) -> None:
         """Graceful: report NOT_SERVING, refuse new calls, let calls in flight finish."""
@@ -255,6 +256,8 @@ class RunningServer:
             task.stop()
         # Whatever is left now (a health Watch stream, a call past its grace) is cut short.
         self.server.stop(0).wait()
+        if self.probes is not None:
+            self.probes.stop(0).wait()
         for hook in self.app.on_stop:
             hook()
 
@@ -292,15 +295,37 @@ def start_server(app: ServiceApp, settings: Settings, *, port: int | None = None
         server,
     )
     listen = settings.service(app.name).port if port is None else port
-    bound = server.add_insecure_port(f"{settings.host}:{listen}")
+    address = f"{settings.host}:{listen}"
+    if settings.mutual_tls:
+        chain, key, authority = settings.tls_files()
+        credentials = grpc.ssl_server_credentials(
+            [(key, chain)], root_certificates=authority, require_client_auth=True
+        )
+        bound = server.add_secure_port(address, credentials)
+    else:
+        bound = server.add_insecure_port(address)
     if bound == 0:
-        raise OSError(f"{app.name} could not listen on {settings.host}:{listen}")
+        raise OSError(f"{app.name} could not listen on {address}")
     server.start()
     for name in ("", *app.service_names):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    probes = (
+        _plain_health(health_servicer, settings) if settings.mutual_tls and settings.health_port else None
+    )
     for task in app.tasks:
         task.start()
-    return RunningServer(app, server, bound, health_servicer, drain)
+    return RunningServer(app, server, bound, health_servicer, drain, probes)
+
+
+def _plain_health(servicer: health.HealthServicer, settings: Settings) -> grpc.Server:
+    """Health alone, in plain text, for probes that cannot do mutual TLS; it shares the state
+    of the main server's health, so it turns NOT_SERVING with it."""
+    probes = grpc.server(futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="health"))
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, probes)
+    if probes.add_insecure_port(f"{settings.host}:{settings.health_port}") == 0:
+        raise OSError(f"could not listen for health probes on port {settings.health_port}")
+    probes.start()
+    return probes
 
 
 def serve_until_signalled(app: ServiceApp, settings: Settings) -> None:

@@ -272,10 +272,14 @@ def test_probes_are_native_grpc_health_checks_on_the_grpc_port(variant: str) -> 
         container = server(deployment)
         ports = {port["name"]: port["containerPort"] for port in container["ports"]}
         assert ports["grpc"] == GRPC_PORTS[name]
+        # With mutual TLS the gRPC port demands a client certificate that the kubelet cannot
+        # present, so probes go to the plain-text health port the service opens then.
+        env = {item["name"]: item.get("value") for item in container.get("env", [])}
+        probed = int(env["QUANYU_HEALTH_PORT"]) if "QUANYU_HEALTH_PORT" in env else ports["grpc"]
         for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
             probe = container[kind]
             assert set(probe) & {"grpc", "httpGet", "tcpSocket", "exec"} == {"grpc"}, f"{name} {kind}"
-            assert probe["grpc"]["port"] == ports["grpc"]
+            assert probe["grpc"]["port"] == probed
             # "" asks about the whole server, which turns NOT_SERVING when it begins to drain.
             assert "service" in probe["grpc"]
 
