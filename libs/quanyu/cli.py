@@ -6,11 +6,13 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from datetime import date, datetime, time
 from pathlib import Path
 from types import ModuleType
+from zoneinfo import ZoneInfo
 
 from quanyu.auth import DEFAULT_TTL_SECONDS, Principal, Role, TokenCodec
-from quanyu.config import SERVICE_NAMES, ConfigurationError, get_settings
+from quanyu.config import SERVICE_NAMES, ConfigurationError, Settings, get_settings
 from quanyu.errors import QuanyuError
 from quanyu.logs import configure_logging
 
@@ -40,6 +42,19 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--store-id", default="", help="the store a store token is bound to")
     token.add_argument("--channel", default="", help="the channel of a channel token, e.g. CHANNEL_APP")
     token.add_argument("--ttl", type=int, default=DEFAULT_TTL_SECONDS, help="lifetime in seconds")
+    membership = commands.add_parser("membership", help="membership operations for ops")
+    expire = membership.add_subparsers(dest="action", required=True).add_parser(
+        "expire",
+        help="write off what is left of points past their expiry, once (the service also does this hourly)",
+    )
+    expire.add_argument(
+        "--as-of",
+        type=date.fromisoformat,
+        help="expire points lapsed by the start of this day (YYYY-MM-DD, programme time zone); default now",
+    )
+    expire.add_argument(
+        "--tiers", action="store_true", help="also move members to the tier their spend earns"
+    )
     for what, description in _IMPORTS.items():
         load = commands.add_parser(what, help=f"bulk-load {what} into the running fulfilment service")
         load = load.add_subparsers(dest="action", required=True).add_parser(
@@ -78,6 +93,77 @@ Exit status: 0 all loaded, 1 some rows rejected, 2 file unreadable or service un
 }
 
 
+def _expire_points(settings: Settings, as_of: date | None, *, tiers: bool) -> int:
+    module = service_module("membership")
+    module.migrate(settings)
+    service = module.build_service(settings)
+    try:
+        moment = None
+        if as_of is not None:
+            moment = datetime.combine(as_of, time(0), ZoneInfo(service.programme.timezone))
+        written = service.expire(moment)
+        print(f"points: {written} lapsed earnings written off")
+        if tiers:
+            print(f"tiers: {service.evaluate_tiers(moment)} members moved")
+    finally:
+        service.close()
+    return 0
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    settings.check_startable()
+    configure_logging(settings.log_level, service=args.service)
+    from quanyu.server import serve_until_signalled
+
+    module = service_module(args.service)
+    module.migrate(settings)
+    serve_until_signalled(module.build_app(settings), settings)
+    return 0
+
+
+def _up(args: argparse.Namespace, settings: Settings) -> int:
+    settings.check_startable()
+    from quanyu.supervisor import supervise
+
+    for name in args.services or SERVICE_NAMES:
+        service_module(name).migrate(settings)
+    return supervise(args.services or SERVICE_NAMES, settings)
+
+
+def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    for name in args.services or SERVICE_NAMES:
+        service_module(name).migrate(settings)
+        print(f"{name}: migrated")
+    return 0
+
+
+def _token(args: argparse.Namespace, settings: Settings) -> int:
+    principal = Principal(Role(args.role), args.subject or args.role, args.store_id, args.channel)
+    issued = TokenCodec(settings.signing_key_bytes()).issue(principal, args.ttl)
+    print(f"# {principal.role.value} token, expires {issued.expire_time.isoformat()}", file=sys.stderr)
+    print(issued.token)
+    return 0
+
+
+def _import(args: argparse.Namespace, settings: Settings) -> int:
+    importer = importlib.import_module("services.fulfilment.importer")
+    return int(importer.main(args.command, args.file, token=args.token, settings=settings))
+
+
+def _membership(args: argparse.Namespace, settings: Settings) -> int:
+    return _expire_points(settings, args.as_of, tiers=args.tiers)
+
+
+_COMMANDS = {
+    "serve": _serve,
+    "up": _up,
+    "migrate": _migrate,
+    "token": _token,
+    "membership": _membership,
+    **dict.fromkeys(_IMPORTS, _import),
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -86,43 +172,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown service {unknown[0]!r}; choose from {', '.join(SERVICE_NAMES)}")
     try:
         settings = get_settings()
-        if args.command in ("serve", "up"):
-            settings.check_startable()
-        if args.command == "serve":
-            configure_logging(settings.log_level, service=args.service)
-            from quanyu.server import serve_until_signalled
-
-            module = service_module(args.service)
-            module.migrate(settings)
-            serve_until_signalled(module.build_app(settings), settings)
-            return 0
-        configure_logging(settings.log_level)
-        if args.command == "up":
-            from quanyu.supervisor import supervise
-
-            for name in args.services or SERVICE_NAMES:
-                service_module(name).migrate(settings)
-            return supervise(args.services or SERVICE_NAMES, settings)
-        if args.command == "migrate":
-            for name in args.services or SERVICE_NAMES:
-                service_module(name).migrate(settings)
-                print(f"{name}: migrated")
-            return 0
-        if args.command in _IMPORTS:
-            importer = importlib.import_module("services.fulfilment.importer")
-            return int(importer.main(args.command, args.file, token=args.token, settings=settings))
-        if args.command == "token":
-            principal = Principal(Role(args.role), args.subject or args.role, args.store_id, args.channel)
-            issued = TokenCodec(settings.signing_key_bytes()).issue(principal, args.ttl)
-            print(
-                f"# {principal.role.value} token, expires {issued.expire_time.isoformat()}", file=sys.stderr
-            )
-            print(issued.token)
-            return 0
+        if args.command != "serve":
+            configure_logging(settings.log_level)
+        return _COMMANDS[args.command](args, settings)
     except (ConfigurationError, QuanyuError) as error:
         print(f"quanyu: {error}", file=sys.stderr)
         return 2
-    raise AssertionError(f"unhandled command {args.command}")
 
 
 if __name__ == "__main__":
