@@ -380,10 +380,10 @@ class FulfilmentService:
         for verdict in verdicts:
             if verdict.distance_m is None and location is not None:
                 verdict.distance_m = geodesic_distance_m(
-        # Nearest first, as the contract lists them: stores ruled out early were noted first.
-        verdicts.sort(key=lambda v: (v.distance_m if v.distance_m is not None else float("inf"), v.store_id))
                     location[0], location[1], verdict.latitude, verdict.longitude
                 )
+        # Nearest first, as the contract lists them: stores ruled out early were noted first.
+        verdicts.sort(key=lambda v: (v.distance_m if v.distance_m is not None else float("inf"), v.store_id))
         return Explanation(
             order_id, row.decide_time, row.fulfilment_type, location, placed, verdicts, row.outcome_reason
         )

@@ -529,6 +529,11 @@ class MembershipService:
                     reason="MIN_SPEND_NOT_MET",
                 )
             if not coupons.redeem(code, order_id, store_id, now):
+                # A concurrent call took the coupon since it was read: when that was a copy of this
+                # call (the same order), the redemption stands and this call answers with it.
+                taken = coupons.get(code)
+                if taken is not None and taken.redeemed_order_id == order_id:
+                    return taken, discount
                 raise FailedPrecondition(
                     "the coupon was used by another order", reason="COUPON_ALREADY_REDEEMED"
                 )
