@@ -60,6 +60,7 @@ def test_every_service_exports_its_calls_and_its_own_figures(tmp_path: Path) -> 
                 fulfilment_type=common_pb2.FULFILMENT_TYPE_DELIVERY,
                 lines=[common_pb2.Line(sku="tea", quantity=1, unit_price_cents=2500)],
                 delivery_location=common_pb2.LatLng(latitude=31.2301, longitude=121.4702),
+                delivery_address="1 Renmin Road",
             ),
             metadata=ops,
         ).order
