@@ -12,6 +12,7 @@ from pathlib import Path
 from types import ModuleType
 from zoneinfo import ZoneInfo
 
+from quanyu import tracing
 from quanyu.auth import DEFAULT_TTL_SECONDS, Principal, Role, TokenCodec
 from quanyu.config import SERVICE_NAMES, ConfigurationError, Settings, get_settings
 from quanyu.errors import QuanyuError
@@ -128,6 +129,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     module = service_module(args.service)
     module.migrate(settings)
+    tracing.configure_tracing(args.service, settings.otlp_endpoint)
     serve_until_signalled(module.build_app(settings), settings)
     return 0
 

@@ -16,6 +16,7 @@ import structlog
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from quanyu import tracing
 from quanyu.auth import Principal, Role, TokenCodec
 from quanyu.config import Settings
 from quanyu.server import REQUEST_ID_HEADER
@@ -116,7 +117,9 @@ def service_channel(settings: Settings, service: str, *, caller: str) -> grpc.Ch
     else:
         channel = grpc.insecure_channel(settings.target(service), options=options)
     tokens = _ServiceTokenSource(TokenCodec(settings.signing_key_bytes()), subject=caller)
-    return grpc.intercept_channel(channel, _OutgoingCall(tokens, settings.call_timeout_seconds))
+    return grpc.intercept_channel(
+        tracing.traced_channel(channel), _OutgoingCall(tokens, settings.call_timeout_seconds)
+    )
 
 
 def error_reason(error: grpc.RpcError) -> str:

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None
+    # OpenTelemetry: the OTLP/gRPC collector spans go to (e.g. http://otel-collector:4317); empty
+    # leaves tracing off.
+    otlp_endpoint: str = ""
     # With TLS on, health is also answered in plain text on this port (0: not at all), because
     # Kubernetes' gRPC probes cannot present a client certificate.
     health_port: int = Field(default=0, ge=0, le=65535)

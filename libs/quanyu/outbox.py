@@ -33,6 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
+from quanyu import tracing
 from quanyu.db import Database, UtcDateTime, utcnow
 
 log = structlog.get_logger("quanyu.outbox")
@@ -78,7 +79,7 @@ def add_effect(
     connection.execute(
         insert(table).values(
             kind=kind,
-            payload=json.dumps(payload, sort_keys=True),
+            payload=json.dumps({**payload, **_trace_of_now()}, sort_keys=True),
             create_time=now,
             attempts=0,
             next_attempt_time=now + delay,
@@ -88,6 +89,11 @@ def add_effect(
             last_error="",
         )
     )
+
+
+def _trace_of_now() -> dict[str, dict[str, str]]:
+    carrier = tracing.current_context()
+    return {tracing.TRACE_KEY: carrier} if carrier else {}
 
 
 @dataclass(frozen=True)
@@ -196,7 +202,8 @@ class OutboxRelay:
         try:
             if deliverer is None:
                 raise PermanentFailure(f"no deliverer for effect kind {kind!r}")
-            deliverer(payload)
+            with tracing.continued(payload.pop(tracing.TRACE_KEY, None), f"outbox {kind}"):
+                deliverer(payload)
         except PermanentFailure as refusal:
             log.error("outbox effect refused for good", effect_id=effect_id, kind=kind, error=str(refusal))
             self._finish(effect_id, failed=1, last_error=str(refusal)[:2000], attempts=attempts + 1)

@@ -22,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
+from quanyu import tracing
 from quanyu.auth import Principal, Role, TokenCodec, acting_as, bearer_token
 from quanyu.config import Settings
 from quanyu.db import is_unavailable
@@ -31,6 +32,8 @@ from quanyu.metrics import observe_call, serve_metrics
 log = structlog.get_logger("quanyu.server")
 
 REQUEST_ID_HEADER = "x-request-id"
+# How long answers already on their way out get to reach their callers once a drain is over.
+LAST_ANSWERS_SECONDS = 1.0
 # Health and reflection answer anybody: probes and grpcurl carry no token.
 OPEN_SERVICES = (
     "/grpc.health.v1.Health/",
@@ -67,23 +70,40 @@ def rpc_policy(service: Any, roles: Mapping[str, Iterable[Role]]) -> dict[str, f
 
 
 def status_for(error: QuanyuError, domain: str) -> status_pb2.Status:
-    """The rich status (Google API error model) that stands for a domain error on the wire."""
+    """The rich status (Google API error model) that stands for a domain error on the wire.
+
+    It travels in trailing metadata, which a client refuses beyond 8-16 kB (and then cannot read
+    the error at all): the message, metadata values and field violations are cut to fit, however
+    many violations a request had or however long the values it sent that an error repeats.
+    """
     _, numeric = _STATUS_CODES[error.code]
-    details = [
-        _pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=domain, metadata=error.metadata))
-    ]
+    metadata = {key: _clip(value, 100) for key, value in error.metadata.items()}
+    details = [_pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=domain, metadata=metadata))]
     if error.violations:
         details.append(
             _pack(
                 error_details_pb2.BadRequest(
                     field_violations=[
-                        error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                        for v in error.violations
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field=_clip(v.field, 100), description=_clip(v.description, 200)
+                        )
+                        for v in error.violations[:_MAX_VIOLATIONS]
                     ]
                 )
             )
         )
-    return status_pb2.Status(code=numeric, message=error.message, details=details)
+    return status_pb2.Status(code=numeric, message=_clip(error.message, 500), details=details)
+
+
+_MAX_VIOLATIONS = 10
+
+
+def _clip(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` bytes of UTF-8, marked with an ellipsis where cut."""
+    encoded = text.encode()
+    if len(encoded) <= limit:
+        return text
+    return encoded[: limit - 3].decode(errors="ignore") + "…"
 
 
 def _pack(message: Any) -> any_pb2.Any:
@@ -254,8 +274,10 @@ class RunningServer:
             log.warning("calls still in flight after the grace period", grace_s=grace)
         for task in self.app.tasks:
             task.stop()
-        # Whatever is left now (a health Watch stream, a call past its grace) is cut short.
-        self.server.stop(0).wait()
+        # The drain counts a call done when its handler returns, before its answer is sent: answers
+        # on their way out (and refusals) get a moment; whatever is left then (a health Watch
+        # stream, a call past its grace) is cut short.
+        self.server.stop(LAST_ANSWERS_SECONDS).wait()
         if self.probes is not None:
             self.probes.stop(0).wait()
         for hook in self.app.on_stop:
@@ -267,13 +289,14 @@ def start_server(app: ServiceApp, settings: Settings, *, port: int | None = None
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.server_workers, thread_name_prefix=app.name),
         interceptors=[
+            *tracing.server_interceptors(),
             CallInterceptor(
                 service=app.name,
                 domain=f"quanyu.{app.name}.v1",
                 policy=app.policy,
                 tokens=TokenCodec(settings.signing_key_bytes()),
                 drain=drain,
-            )
+            ),
         ],
         options=[
             ("grpc.so_reuseport", 0),
@@ -344,6 +367,9 @@ def serve_until_signalled(app: ServiceApp, settings: Settings) -> None:
     log.info(
         "serving", service=app.name, address=f"{settings.host}:{running.port}", metrics_port=metrics_port
     )
-    stopping.wait()
+    # Any thread may take the signal, and Python runs the handler only once the main thread runs
+    # again: a main thread blocked for good in wait() could leave a SIGTERM unhandled.
+    while not stopping.wait(timeout=0.1):
+        pass
     running.stop(settings.grace_seconds)
     log.info("stopped", service=app.name)

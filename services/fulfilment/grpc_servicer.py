@@ -244,7 +244,10 @@ class FulfilmentServicer(fulfilment_pb2_grpc.FulfilmentServiceServicer):
             violations.add("fulfilment_type", "is not a known fulfilment type")
         violations.raise_if_any()
         assert location is not None
-        at = from_timestamp(request.at_time, present=request.HasField("at_time")) or utcnow()
+        at = (
+            from_timestamp(request.at_time, field_name="at_time", present=request.HasField("at_time"))
+            or utcnow()
+        )
         matches = self._service.find_nearest(
             location,
             limit=request.limit,
@@ -292,7 +295,10 @@ class FulfilmentServicer(fulfilment_pb2_grpc.FulfilmentServiceServicer):
         lines = lines_from(list(request.lines), violations, required=True)
         violations.raise_if_any()
         assert kind is not None
-        at = from_timestamp(request.at_time, present=request.HasField("at_time")) or utcnow()
+        at = (
+            from_timestamp(request.at_time, field_name="at_time", present=request.HasField("at_time"))
+            or utcnow()
+        )
         placed = self._service.assign(
             AssignmentRequest(
                 order_id=request.order_id,
@@ -322,7 +328,10 @@ class FulfilmentServicer(fulfilment_pb2_grpc.FulfilmentServiceServicer):
     def CheckStoreOpen(
         self, request: fulfilment_pb2.CheckStoreOpenRequest, context: grpc.ServicerContext
     ) -> fulfilment_pb2.CheckStoreOpenResponse:
-        at = from_timestamp(request.at_time, present=request.HasField("at_time")) or utcnow()
+        at = (
+            from_timestamp(request.at_time, field_name="at_time", present=request.HasField("at_time"))
+            or utcnow()
+        )
         return fulfilment_pb2.CheckStoreOpenResponse(
             open=self._service.is_open(current_principal(), request.store_id, at)
         )

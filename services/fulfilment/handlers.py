@@ -340,7 +340,10 @@ class FulfilmentService:
             return ReservationRepository(connection).active_orders()
 
     def release(self, order_id: str, store_id: str) -> int:
-        _require_id(order_id, "order_id")
+        violations = Violations()
+        violations.text(order_id, "order_id", max_length=64)
+        violations.text(store_id, "store_id", max_length=64, required=False)
+        violations.raise_if_any()
         return self._db.run(lambda c: ReservationRepository(c).release(order_id, store_id, utcnow()))
 
     def commit(self, order_id: str) -> None:

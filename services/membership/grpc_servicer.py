@@ -6,7 +6,7 @@ import grpc
 
 from quanyu.auth import Role, current_principal
 from quanyu.common.v1 import common_pb2
-from quanyu.errors import InvalidArgument
+from quanyu.errors import InvalidArgument, Violations
 from quanyu.membership.v1 import membership_pb2, membership_pb2_grpc
 from quanyu.server import rpc_policy
 from quanyu.wire import from_timestamp, to_timestamp
@@ -127,8 +127,9 @@ class MembershipServicer(membership_pb2_grpc.MembershipServiceServicer):
         value = getattr(request, key) if key else ""
         if not value:
             raise InvalidArgument(key or "key", "give a member id or a customer id")
-        if len(value) > 64:
-            raise InvalidArgument(key or "key", "must be at most 64 characters")
+        violations = Violations()
+        violations.text(value, key or "key", max_length=64)
+        violations.raise_if_any()
         member = self._service.get_member(**{key: value})  # type: ignore[arg-type]
         return membership_pb2.GetMemberResponse(member=member_message(member))
 
@@ -173,7 +174,9 @@ class MembershipServicer(membership_pb2_grpc.MembershipServiceServicer):
             request.member_id,
             request.discount_cents,
             request.min_spend_cents,
-            from_timestamp(request.expire_time, present=request.HasField("expire_time")),
+            from_timestamp(
+                request.expire_time, field_name="expire_time", present=request.HasField("expire_time")
+            ),
             request.request_id,
         )
         return membership_pb2.IssueCouponResponse(coupon=coupon_message(coupon))
@@ -205,7 +208,10 @@ class MembershipServicer(membership_pb2_grpc.MembershipServiceServicer):
         ):
             raise InvalidArgument("event_type", "must be VIEW, FOLLOW, ADD_TO_CART or SHARE")
         self._service.record_event(
-            request.customer_id, from_timestamp(request.occur_time, present=request.HasField("occur_time"))
+            request.customer_id,
+            from_timestamp(
+                request.occur_time, field_name="occur_time", present=request.HasField("occur_time")
+            ),
         )
         return membership_pb2.RecordEventResponse()
 
@@ -214,9 +220,10 @@ class MembershipServicer(membership_pb2_grpc.MembershipServiceServicer):
     ) -> membership_pb2.ListMembersResponse:
         if request.stage and request.stage not in _STAGES_IN:
             raise InvalidArgument("stage", "is not a known lifecycle stage")
+        violations = Violations()
         for field_name in ("tier", "tag", "home_store_id", "guide_id"):
-            if len(getattr(request, field_name)) > 64:
-                raise InvalidArgument(field_name, "must be at most 64 characters")
+            violations.text(getattr(request, field_name), field_name, max_length=64, required=False)
+        violations.raise_if_any()
         filters: dict[str, str | int] = {
             "tier": request.tier,
             "tag": request.tag,
@@ -242,8 +249,9 @@ class MembershipServicer(membership_pb2_grpc.MembershipServiceServicer):
     def GetFunnel(
         self, request: membership_pb2.GetFunnelRequest, context: grpc.ServicerContext
     ) -> membership_pb2.GetFunnelResponse:
-        if len(request.home_store_id) > 64:
-            raise InvalidArgument("home_store_id", "must be at most 64 characters")
+        violations = Violations()
+        violations.text(request.home_store_id, "home_store_id", max_length=64, required=False)
+        violations.raise_if_any()
         funnel = self._service.funnel(current_principal(), request.home_store_id)
         return membership_pb2.GetFunnelResponse(
             stages=[membership_pb2.StageCount(stage=_STAGES[s], members=n) for s, n in funnel.counts.items()],

@@ -502,6 +502,7 @@ class MembershipService:
         _require(violations, code, "code", 32)
         _require(violations, member_id, "member_id")
         _require(violations, order_id, "order_id")
+        violations.text(store_id, "store_id", max_length=MAX_ID_LENGTH, required=False)
         violations.check(order_amount_cents >= 0, "order_amount_cents", "must not be negative")
         violations.raise_if_any()
         principal.require_store(store_id)

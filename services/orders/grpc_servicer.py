@@ -215,8 +215,10 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
         report = self._service.store_report(
             current_principal(),
             request.store_id,
-            from_timestamp(request.start_time, present=request.HasField("start_time")),
-            from_timestamp(request.end_time, present=request.HasField("end_time")),
+            from_timestamp(
+                request.start_time, field_name="start_time", present=request.HasField("start_time")
+            ),
+            from_timestamp(request.end_time, field_name="end_time", present=request.HasField("end_time")),
         )
         return orders_pb2.GetStoreReportResponse(
             orders_originated=report.originated,
@@ -232,8 +234,10 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
         figures = self._service.guide_report(
             current_principal(),
             request.guide_id,
-            from_timestamp(request.start_time, present=request.HasField("start_time")),
-            from_timestamp(request.end_time, present=request.HasField("end_time")),
+            from_timestamp(
+                request.start_time, field_name="start_time", present=request.HasField("start_time")
+            ),
+            from_timestamp(request.end_time, field_name="end_time", present=request.HasField("end_time")),
         )
         return orders_pb2.GetGuideReportResponse(
             members=figures["members"],

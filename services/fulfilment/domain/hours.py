@@ -13,7 +13,7 @@ import re
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from quanyu.errors import Violations
@@ -98,8 +98,17 @@ def local_time(at: datetime, timezone: str) -> tuple[int, int]:
         zone = _zone(timezone)
     except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
         raise ValueError(f"unknown time zone {timezone!r}") from exc
-    local = at.astimezone(zone)
+    try:
+        local = at.astimezone(zone)
+    except OverflowError:
+        # Within a day of the calendar's first or last day the wall clock falls off it; 400 years
+        # (146,097 days, a whole number of weeks) nearer the middle it shows the same weekday and
+        # time of day.
+        local = (at + _400_YEARS if at.year < 5000 else at - _400_YEARS).astimezone(zone)
     return local.isoweekday(), local.hour * 60 + local.minute
+
+
+_400_YEARS = timedelta(days=146_097)
 
 
 def _minute_of(clock: time) -> int:
