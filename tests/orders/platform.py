@@ -88,10 +88,9 @@ def platform(tmp_path: Path, **env: str) -> Iterator[Platform]:
     var = tmp_path / "var"
     logs = tmp_path / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    # No metrics endpoints: their fixed default ports would clash between platforms running at once.
-    quiet = {f"QUANYU_{name.upper()}__METRICS_PORT": "0" for name in SERVICE_NAMES}
     with ExitStack() as stack:
-        running = Platform(var, platform_env(var, **{**quiet, **env}), logs, stack)
+        # Every service on free ports, its metrics endpoint included (see platform_env).
+        running = Platform(var, platform_env(var, **env), logs, stack)
         for service in SERVICE_NAMES:
             running.start(service)
         stack.callback(running.terminate_all)  # runs first on the way out
