@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     call_timeout_seconds: float = Field(default=5.0, gt=0)
     # Worker threads per server: each serves one call at a time.
     server_workers: int = Field(default=16, ge=1)
+    # Database connections per process (and half as many again at peaks). Calls beyond it wait
+    # for a connection; keep replicas × services × this under the database's connection limit.
+    database_pool_size: int = Field(default=8, ge=1)
     # Mutual TLS between services: PEM files of this process's certificate and key, and of the
     # authority that signs every service's certificate. With all three set, servers require a
     # client certificate from that authority and clients present theirs.

@@ -101,10 +101,10 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = normalise_url(url)
         if self.url.startswith("sqlite"):
-            self.engine = _sqlite_engine(self.url, pool_size=pool_size, max_overflow=pool_size)
+            self.engine = _sqlite_engine(self.url, pool_size=pool_size, max_overflow=pool_size // 2)
         else:
             self.engine = create_engine(
-                self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+                self.url, pool_size=pool_size, max_overflow=pool_size // 2, pool_pre_ping=True
             )
         self._writer = self.engine.execution_options(**{_WRITE: True})
         # SQLite lets one writer in at a time and makes the others sleep and poll for the lock

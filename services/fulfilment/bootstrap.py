@@ -26,7 +26,7 @@ def migrate(settings: Settings) -> None:
 
 def build_app(settings: Settings, own: FulfilmentSettings | None = None) -> ServiceApp:
     own = own or FulfilmentSettings()
-    database = Database(settings.database_url(NAME), pool_size=settings.server_workers)
+    database = Database(settings.database_url(NAME), pool_size=settings.database_pool_size)
     catalogue = LiveCatalogue(database, refresh_seconds=own.catalogue_refresh_seconds)
     service = FulfilmentService(
         database,

@@ -29,7 +29,7 @@ def migrate(settings: Settings) -> None:
 
 
 def build_app(settings: Settings) -> ServiceApp:
-    database = Database(settings.database_url(NAME), pool_size=settings.server_workers)
+    database = Database(settings.database_url(NAME), pool_size=settings.database_pool_size)
     membership = membership_pb2_grpc.MembershipServiceStub(
         service_channel(settings, "membership", caller=NAME)
     )

@@ -26,7 +26,7 @@ def migrate(settings: Settings) -> None:
 
 def build_service(settings: Settings, own: MembershipSettings | None = None) -> MembershipService:
     own = own or MembershipSettings()
-    database = Database(settings.database_url(NAME), pool_size=settings.server_workers)
+    database = Database(settings.database_url(NAME), pool_size=settings.database_pool_size)
     return MembershipService(
         database, own.programme(), PageTokens(settings.signing_key_bytes(), purpose=NAME)
     )

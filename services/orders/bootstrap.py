@@ -36,7 +36,7 @@ def migrate(settings: Settings) -> None:
 
 def build_app(settings: Settings, own: OrdersSettings | None = None) -> ServiceApp:
     own = own or OrdersSettings()
-    database = Database(settings.database_url(NAME), pool_size=settings.server_workers)
+    database = Database(settings.database_url(NAME), pool_size=settings.database_pool_size)
     downstream = Downstream(
         identity_pb2_grpc.IdentityServiceStub(service_channel(settings, "identity", caller=NAME)),
         membership_pb2_grpc.MembershipServiceStub(service_channel(settings, "membership", caller=NAME)),
