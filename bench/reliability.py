@@ -13,7 +13,8 @@ temporary directory on free ports of 127.0.0.1 and runs, one after the other:
   doubled once every service is back;
 * SIGTERM to orders under load: calls that failed beyond those refused after the signal;
 * every service's database cut off under load until each service has refused calls for it:
-  answers INTERNAL or UNKNOWN, and services that did not recover;
+  answers INTERNAL or UNKNOWN, and services that did not recover (and on PostgreSQL, a call whose
+  transaction the database aborts to break a deadlock);
 * thousands of random messages to every RPC: server errors;
 * the authorisation matrix: cells checked and leaks;
 * a canary phone through every RPC that takes one: sightings in logs and databases;
@@ -41,6 +42,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import grpc
 import hypothesis
 from hypothesis.stateful import run_state_machine_as_test
 
@@ -59,7 +61,7 @@ from tests.reliability.deployment import (
 )
 from tests.reliability.faults import faults_in_the_order_flow
 from tests.reliability.fuzz import fuzz_every_rpc
-from tests.reliability.outage import Cut, database_outage, postgres_cut, sqlite_cut
+from tests.reliability.outage import Cut, database_outage, deadlock_victim, postgres_cut, sqlite_cut
 from tests.reliability.shutdown import graceful_shutdown
 
 POSTGRES_ENV = "QUANYU_BENCH_POSTGRES_URL"
@@ -121,6 +123,8 @@ def measure(table: Table, database: str, root: Path, postgres_url: str | None, s
         step("graceful shutdown", lambda: _shutdown(table, database, d, sizes), d)
         if not postgres_url:
             step("database outage", lambda: _outage(table, database, d, sqlite_cut(d), sizes, refusals=1), d)
+        if postgres_url:
+            step("deadlock", lambda: _deadlock(table, database, d), d)
         step("fuzzing", lambda: _fuzz(table, database, d, sizes), d)
         step("authorisation", lambda: _authz(table, database, d), d)
         step("canary", lambda: _canary(table, database, d), d)
@@ -224,6 +228,17 @@ def _outage(
     )
     table.put("outage-unavailable", "  calls answered UNAVAILABLE meanwhile", None, database, f.unavailable)
     table.notes += [f"{database}: {p}" for p in f.problems[:5]]
+
+
+def _deadlock(table: Table, database: str, d: Deployment) -> None:
+    first, retried = deadlock_victim(d)
+    table.put(
+        "deadlock",
+        "a call a deadlock aborted, answered other than UNAVAILABLE or failing its retry",
+        0,
+        database,
+        int(first.code is not grpc.StatusCode.UNAVAILABLE) + int(not retried.ok),
+    )
 
 
 def _postgres_outage(table: Table, database: str, root: Path, url: str, sizes: Sizes) -> None:

@@ -174,9 +174,11 @@ def is_conflict(exc: DBAPIError) -> bool:
 
 
 def is_unavailable(exc: BaseException) -> bool:
-    """True when the database cannot be reached or is too busy: the caller may retry later."""
+    """True when the database cannot be reached, is too busy, or made the transaction give way to
+    another (a deadlock or serialization failure that outlasted the retries): the caller may
+    retry later."""
     if isinstance(exc, OperationalError):
-        return not is_conflict(exc)
+        return True
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 

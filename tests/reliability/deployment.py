@@ -14,7 +14,7 @@ import json
 import signal
 import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -24,10 +24,11 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import OperationalError
 
 from quanyu.config import SERVICE_NAMES
-from quanyu.db import Database, normalise_url
+from quanyu.db import Database, is_conflict, normalise_url
 from quanyu.fulfilment.v1 import fulfilment_pb2_grpc
 from quanyu.identity.v1 import identity_pb2_grpc
 from quanyu.membership.v1 import membership_pb2_grpc
@@ -151,10 +152,15 @@ class Deployment(Platform):
         return found
 
     @contextmanager
-    def writes_held(self, service: str) -> Iterator[None]:
+    def writes_held(self, service: str, tables: Sequence[str] = ()) -> Iterator[None]:
         """Another connection keeps `service`'s writers out of its database while the block runs, as
         a stuck batch job would: SQLite's write lock (BEGIN EXCLUSIVE), or on PostgreSQL an EXCLUSIVE
-        lock on every table of the service's schema. Readers go on."""
+        lock on `tables` (every table of the service's schema when none are named). Readers go on.
+
+        On PostgreSQL, name the table a writer touches first if the writers must not fail: locks on
+        several tables are taken one after another, and a writer holding one of them while it
+        waits for another deadlocks with them (the database then aborts one side or the other).
+        """
         url = self.database_urls[service]
         if self.backend == SQLITE:
             holder = sqlite3.connect(str(make_url(url).database), timeout=30, isolation_level=None)
@@ -167,14 +173,10 @@ class Deployment(Platform):
             return
         engine = create_engine(normalise_url(url))
         try:
-            with engine.connect() as connection, connection.begin() as transaction:
-                tables = connection.execute(
-                    text("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
-                ).scalars()
-                quoted = ", ".join(f'"{table}"' for table in tables)
-                connection.execute(text(f"LOCK TABLE {quoted} IN EXCLUSIVE MODE"))
+            with engine.connect() as connection:
+                _lock(connection, tables)
                 yield
-                transaction.rollback()
+                connection.rollback()
         finally:
             engine.dispose()
 
@@ -193,16 +195,40 @@ class Deployment(Platform):
                             yield json.loads(line)
 
     def server_errors(self, since: dict[Path, int] | None = None) -> list[str]:
-        """Calls a service answered INTERNAL or UNKNOWN, and errors it did not expect, as logged."""
+        """Calls a service answered INTERNAL or UNKNOWN, and errors it did not expect, as logged
+        (with the exception, when the line carries one)."""
         found = []
         for event in self.log_events(since):
-            if (event.get("event") == "rpc" and event.get("code") in ("INTERNAL", "UNKNOWN")) or event.get(
-                "event"
-            ) == "unexpected error":
-                found.append(
-                    f"{event.get('service')} {event.get('method')}: {event.get('event')} {event.get('code')}"
+            answered = event.get("event") == "rpc" and event.get("code") in ("INTERNAL", "UNKNOWN")
+            if answered or event.get("event") == "unexpected error":
+                raised = event.get("exception")
+                last = (
+                    raised[-1] if isinstance(raised, list) and raised and isinstance(raised[-1], dict) else {}
                 )
+                cause = f"{last.get('exc_type', '')}: {last.get('exc_value', '')}"[:300]
+                found.append(f"{event.get('service')} {event.get('method')}: {event.get('event')} {cause}")
         return found
+
+
+def _lock(connection: Connection, tables: Sequence[str]) -> None:
+    """EXCLUSIVE locks on `tables` (or every table of the schema), in one transaction; taken
+    again when this side is the one a deadlock aborts."""
+    while True:
+        connection.begin()
+        if not tables:
+            tables = list(
+                connection.execute(
+                    text("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+                ).scalars()
+            )
+        quoted = ", ".join(f'"{table}"' for table in tables)
+        try:
+            connection.execute(text(f"LOCK TABLE {quoted} IN EXCLUSIVE MODE"))
+            return
+        except OperationalError as error:
+            connection.rollback()
+            if not is_conflict(error):
+                raise
 
 
 def service_env(**extra: str) -> dict[str, str]:

@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import json
 import random
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Generic, TypeVar
+from typing import TypeVar
 
 from sqlalchemy import func, select
 
@@ -36,7 +35,7 @@ from services.orders.storage import orders as orders_table
 from services.orders.storage import outbox
 from tests.membership.test_ledger_invariants import check_books
 from tests.reliability.deployment import Deployment
-from tests.reliability.world import RETRYABLE, Outcome, World, attempt, poll, retrying
+from tests.reliability.world import RETRYABLE, Background, Outcome, World, attempt, poll, retrying
 
 T = TypeVar("T")
 
@@ -225,7 +224,7 @@ def _lose_the_answer(
     relay = d.relays[service]
     relay.hold()
     try:
-        with _Background(call) as pending:
+        with Background(call) as pending:
             poll(committed, bool, f"{service} commits its work", WATCH)
             d.kill(service)
             relay.cut()
@@ -244,7 +243,7 @@ def _freeze_before_answering(
     relay = d.relays["orders"]
     relay.hold()
     try:
-        with _Background(call) as pending:
+        with Background(call) as pending:
             poll(committed, bool, "orders commits the order", WATCH)
             d.freeze("orders")
             outcome = pending.outcome()
@@ -252,26 +251,6 @@ def _freeze_before_answering(
         d.thaw("orders")
         relay.cut()
     return outcome
-
-
-class _Background(Generic[T]):
-    """A call made on a thread of its own, so the test can strike while it is under way."""
-
-    def __init__(self, call: Callable[[], T]) -> None:
-        self._result: list[Outcome[T]] = []
-        self._thread = threading.Thread(target=lambda: self._result.append(attempt(call)), daemon=True)
-
-    def __enter__(self) -> _Background[T]:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._thread.join(timeout=DEADLINE * 2)
-
-    def outcome(self) -> Outcome[T]:
-        self._thread.join(timeout=DEADLINE * 2)
-        assert self._result, "the call never ended"
-        return self._result[0]
 
 
 def _judge(hit: Outcome[orders_pb2.Order], fault: Fault, r: _Round, figures: FaultFigures) -> None:

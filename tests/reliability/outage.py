@@ -22,6 +22,7 @@ from pathlib import Path
 
 import grpc
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Connection
 
 from quanyu.config import SERVICE_NAMES
 from quanyu.db import normalise_url
@@ -30,7 +31,7 @@ from quanyu.identity.v1 import identity_pb2
 from quanyu.membership.v1 import membership_pb2
 from quanyu.orders.v1 import orders_pb2
 from tests.reliability.deployment import SQLITE, Deployment
-from tests.reliability.world import SERVER_ERRORS, Call, Load, World, poll
+from tests.reliability.world import SERVER_ERRORS, Background, Call, Load, Outcome, World, poll, retrying
 
 RECOVERY = 90.0  # how long the services may take to serve again once the database is back
 # Writers on SQLite wait this long for the lock before they are answered UNAVAILABLE.
@@ -253,3 +254,42 @@ def postgres_cut(admin_url: str, database: str) -> Iterator[Cut]:
     finally:
         give_back()
         admin.dispose()
+
+
+# --- a transaction PostgreSQL aborts to break a deadlock ----------------------------------------
+
+
+def deadlock_victim(d: Deployment) -> tuple[Outcome[object], Outcome[object]]:
+    """A CreateOrder whose transaction PostgreSQL aborts to break a deadlock: (its answer, the
+    answer to a retry with the same request id).
+
+    Another connection locks `order_lines`, so orders' transaction, once it has written its row
+    in `orders`, waits there; then it asks for `orders` too. The transaction that waited first
+    finds the deadlock first and gives way: orders'.
+    """
+    w = World(d)
+    sku = w.name("deadlock")
+    w.store("D", 0, {sku: 10})
+    request = w.delivery(w.name("deadlock"), w.name("deadlock-buyer"), {sku: 1})
+    engine = create_engine(normalise_url(d.database_urls["orders"]))
+    try:
+        with engine.connect() as connection:
+            connection.begin()
+            connection.execute(text('LOCK TABLE "order_lines" IN EXCLUSIVE MODE'))
+            with Background(lambda: d.orders.CreateOrder(request, metadata=w.app, timeout=60)) as pending:
+                poll(lambda: _waits_for(connection, "order_lines"), bool, "orders waits for order_lines")
+                connection.execute(text('LOCK TABLE "orders" IN EXCLUSIVE MODE'))
+                connection.rollback()
+                first: Outcome[object] = pending.outcome()
+    finally:
+        engine.dispose()
+    retried, _ = retrying(lambda: d.orders.CreateOrder(request, metadata=w.app, timeout=60))
+    return first, retried
+
+
+def _waits_for(connection: Connection, table: str) -> bool:
+    waiting = connection.execute(
+        text("SELECT count(*) FROM pg_locks WHERE relation = CAST(:table AS regclass) AND NOT granted"),
+        {"table": table},
+    ).scalar_one()
+    return bool(waiting)

@@ -78,7 +78,7 @@ def _one_shutdown(d: Deployment, number: int, figures: ShutdownFigures) -> None:
     log_start = _log_size(d)
     with Load(WORKERS, make) as load:
         poll(lambda: len(load.finished()), lambda n: n >= 3 * WORKERS, "the load is under way")
-        with d.writes_held("orders"):
+        with d.writes_held("orders", tables=["orders"]):
             held = poll(
                 lambda: [c for c in load.in_flight() if _waiting_to_be_stored(d, requests[c.key])],
                 lambda calls: len(calls) == WORKERS,

@@ -1,18 +1,19 @@
 """Every service's database out of reach for a while under a load of reads and writes on all four
 services: the services answer UNAVAILABLE (or hold a call until the database is back or the
 caller's deadline passes), never INTERNAL or UNKNOWN, and serve again by themselves once it
-returns."""
+returns. A transaction the database aborts to break a deadlock is answered UNAVAILABLE too."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import grpc
 import pytest
 
 from quanyu.config import SERVICE_NAMES
 from tests.conftest import POSTGRES_URL
 from tests.reliability.deployment import Deployment, deployment, throwaway_postgres, with_schema
-from tests.reliability.outage import OutageFigures, database_outage, postgres_cut, sqlite_cut
+from tests.reliability.outage import OutageFigures, database_outage, deadlock_victim, postgres_cut, sqlite_cut
 
 
 def assert_weathered(figures: OutageFigures) -> None:
@@ -42,3 +43,13 @@ def test_a_postgres_database_closed_to_connections_is_answered_unavailable_and_r
         figures = database_outage(running, cut, outages=2, refusals=3, deadline=10.0)
     assert_weathered(figures)
     assert figures.unavailable > 0
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not POSTGRES_URL, reason="QUANYU_TEST_POSTGRES_URL is not set")
+def test_a_transaction_aborted_to_break_a_deadlock_is_answered_unavailable_and_a_retry_succeeds(
+    postgres_deployment_: Deployment,
+) -> None:
+    first, retried = deadlock_victim(postgres_deployment_)
+    assert first.code is grpc.StatusCode.UNAVAILABLE, first
+    assert retried.ok, retried

@@ -83,6 +83,27 @@ def retrying(call: Callable[[], T], *, within: float = 60.0) -> tuple[Outcome[T]
         time.sleep(0.05 * min(len(failures), 10))
 
 
+class Background(Generic[T]):
+    """A call made on a thread of its own, so the test can strike while it is under way."""
+
+    def __init__(self, call: Callable[[], T], *, within: float = 120.0) -> None:
+        self._within = within
+        self._result: list[Outcome[T]] = []
+        self._thread = threading.Thread(target=lambda: self._result.append(attempt(call)), daemon=True)
+
+    def __enter__(self) -> Background[T]:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._thread.join(timeout=self._within)
+
+    def outcome(self) -> Outcome[T]:
+        self._thread.join(timeout=self._within)
+        assert self._result, "the call never ended"
+        return self._result[0]
+
+
 def poll(read: Callable[[], T], done: Callable[[T], bool], what: str, within: float = 60.0) -> T:
     """Read until `done` holds of the answer; fail after `within` seconds."""
     deadline = time.monotonic() + within
