@@ -48,6 +48,11 @@ class Funnel:
     conversions: list[tuple[Stage, Stage, float]]
 
 
+# One spend is below what an order's amount may be (orders checks the same bound), so a member's
+# totals, and two members' totals added in a merge, stay far inside a 64-bit column.
+MAX_SPEND_CENTS = 2**53
+
+
 def _require(violations: Violations, value: str, field_name: str, max_length: int = MAX_ID_LENGTH) -> None:
     violations.text(value, field_name, max_length=max_length)
 
@@ -158,6 +163,7 @@ class MembershipService:
         _require(violations, source_id, "source_id", 128)
         violations.text(store_id, "store_id", max_length=MAX_ID_LENGTH, required=False)
         violations.check(spend_cents >= 0, "spend_cents", "must not be negative")
+        violations.check(spend_cents < MAX_SPEND_CENTS, "spend_cents", "is out of range")
         violations.raise_if_any()
 
         def work(connection: Connection) -> tuple[Entry, Member]:
