@@ -282,27 +282,18 @@ class FulfilmentService:
         if request.preferred_store_id and snapshot.get(request.preferred_store_id) is None:
             raise NotFound("store", request.preferred_store_id, reason="PREFERRED_STORE_NOT_FOUND")
 
-        def attempt() -> tuple[list[Assignment], Decision | None]:
-            # Decide on a read, outside the write lock: the choice is the slow part, and the
-            # conditional updates below catch any stock or capacity taken meanwhile.
-            with self._db.snapshot() as connection:
-                reservations = ReservationRepository(connection)
-                held = reservations.held(request.order_id)
-                if held:
-                    return held, None
-                decision = decide(
-                    snapshot, request, LiveLoad(connection), pickup_radius_m=self._pickup_radius_m
-                )
-            return self._db.run(lambda connection: write(connection, decision))
-
-        def write(connection: Connection, decision: Decision) -> tuple[list[Assignment], Decision | None]:
-            now = utcnow()
+        def attempt(connection: Connection) -> tuple[list[Assignment], Decision | None]:
+            # One transaction reads, decides and writes. On SQLite it holds the write lock from the
+            # start, so nothing can change under the decision; on PostgreSQL the conditional
+            # updates in reserve() catch stock or capacity taken meanwhile (Contended: decide again).
             reservations = ReservationRepository(connection)
             state = reservations.state_of(request.order_id)
             if state is not None:
                 held = reservations.held(request.order_id)
                 if held:
-                    return held, None  # a concurrent call for the same order got there first
+                    return held, None  # asked before (or by a concurrent call that got there first)
+            decision = decide(snapshot, request, LiveLoad(connection), pickup_radius_m=self._pickup_radius_m)
+            now = utcnow()
             if decision.assigned:
                 reservations.reserve(
                     request.order_id,
@@ -316,14 +307,10 @@ class FulfilmentService:
             )
             return decision.assignments, decision
 
-        for _ in range(_ASSIGN_ATTEMPTS):
-            try:
-                placed, decision = attempt()
-                break
-            except Contended:
-                continue  # another order took what this decision counted on: decide again
-        else:
-            raise Aborted("other orders kept taking the stock chosen; retry", reason="CONTENDED")
+        try:
+            placed, decision = self._db.run(attempt, attempts=_ASSIGN_ATTEMPTS, retry_on=(Contended,))
+        except Contended as exc:
+            raise Aborted("other orders kept taking the stock chosen; retry", reason="CONTENDED") from exc
         if decision is not None:
             ASSIGNMENTS.labels(decision.outcome.value if decision.outcome else "ASSIGNED").inc()
         if decision is not None and decision.outcome is not None:
