@@ -5,13 +5,16 @@ The receiving RPCs are idempotent by the key each effect carries, so at-least-on
 exactly-once in effect. A service that is down delays an effect; it never loses it. Several
 replicas may relay one outbox: a row is leased before it is delivered, so they rarely collide,
 and when a lease runs out mid-delivery the repeat is absorbed by the idempotency key.
+
+Effects bound for different services travel in lanes of their own, each with its own thread, so
+a service that hangs (each call waiting out its deadline) holds up only the effects bound for it.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -110,7 +113,11 @@ Deliver = Callable[[dict[str, Any]], None]
 
 
 class OutboxRelay:
-    """Delivers a service's outbox in order of creation, retrying with backoff."""
+    """Delivers a service's outbox in order of creation within each lane, retrying with backoff.
+
+    `lanes` names the kinds of effect that go together (those bound for one service); kinds no
+    lane names share one more lane. Without lanes, every effect goes in one.
+    """
 
     def __init__(
         self,
@@ -118,6 +125,7 @@ class OutboxRelay:
         table: Table,
         deliverers: Mapping[str, Deliver],
         *,
+        lanes: Mapping[str, Collection[str]] | None = None,
         poll_seconds: float = 0.5,
         batch: int = 50,
     ) -> None:
@@ -126,51 +134,68 @@ class OutboxRelay:
         self._deliverers = dict(deliverers)
         self._poll_seconds = poll_seconds
         self._batch = batch
-        self._wake = threading.Event()
+        self._lanes = _lanes(lanes or {})
+        self._wakes = {name: threading.Event() for name in self._lanes}
         self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
-        self._thread.start()
+        for name in self._lanes:
+            thread = threading.Thread(
+                target=self._run, args=(name,), name=f"outbox-relay-{name}".rstrip("-"), daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
 
     def stop(self) -> None:
         self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        for wake in self._wakes.values():
+            wake.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
 
     def wake(self) -> None:
         """Deliver now rather than at the next poll (called after a commit that added effects)."""
-        self._wake.set()
+        for wake in self._wakes.values():
+            wake.set()
 
-    def _run(self) -> None:
+    def _run(self, lane: str) -> None:
+        wake = self._wakes[lane]
         while not self._stopping.is_set():
             try:
-                delivered_some = self.deliver_due() > 0
+                delivered_some = self._deliver_lane(lane) > 0
             except Exception:
-                log.exception("outbox relay pass failed; retrying")
+                log.exception("outbox relay pass failed; retrying", lane=lane)
                 delivered_some = False
             if not delivered_some:
-                self._wake.wait(self._poll_seconds)
-            self._wake.clear()
+                wake.wait(self._poll_seconds)
+            wake.clear()
 
     def deliver_due(self) -> int:
-        """One pass over the effects that are due; how many were delivered."""
+        """One pass over the effects that are due, lane after lane; how many were delivered."""
+        return sum(self._deliver_lane(lane) for lane in self._lanes)
+
+    def _deliver_lane(self, lane: str) -> int:
         now = utcnow()
         table = self._table
+        query = (
+            select(table.c.effect_id, table.c.kind, table.c.payload, table.c.attempts)
+            .where(
+                table.c.delivered_time.is_(None),
+                table.c.failed == 0,
+                table.c.next_attempt_time <= now,
+                (table.c.lease_until.is_(None)) | (table.c.lease_until < now),
+            )
+            .order_by(table.c.effect_id)
+            .limit(self._batch)
+        )
+        kinds, others = self._lanes[lane]
+        if kinds:
+            query = query.where(table.c.kind.in_(sorted(kinds)))
+        elif others:
+            query = query.where(table.c.kind.not_in(sorted(others)))
         with self._db.snapshot() as connection:
-            due = connection.execute(
-                select(table.c.effect_id, table.c.kind, table.c.payload, table.c.attempts)
-                .where(
-                    table.c.delivered_time.is_(None),
-                    table.c.failed == 0,
-                    table.c.next_attempt_time <= now,
-                    (table.c.lease_until.is_(None)) | (table.c.lease_until < now),
-                )
-                .order_by(table.c.effect_id)
-                .limit(self._batch)
-            ).all()
+            due = connection.execute(query).all()
         delivered = 0
         for effect_id, kind, payload, attempts in due:
             if self._stopping.is_set():
@@ -251,6 +276,24 @@ class OutboxRelay:
             ).one()
             failed = connection.execute(select(func.count()).where(table.c.failed == 1)).scalar_one()
         return OutboxState(int(pending[0]), int(failed), pending[1])
+
+
+def _lanes(named: Mapping[str, Collection[str]]) -> dict[str, tuple[frozenset[str], frozenset[str]]]:
+    """Each lane as (its kinds, kinds it leaves to others): a named lane takes its kinds; the
+    last, unnamed lane takes every kind no named lane takes (an unknown kind included, which is
+    then refused for good rather than left undelivered unseen)."""
+    claimed: dict[str, str] = {}
+    for name, kinds in named.items():
+        if not name or not kinds:
+            raise ValueError("a lane needs a name and at least one kind")
+        for kind in kinds:
+            if kind in claimed:
+                raise ValueError(f"effect kind {kind!r} is in lanes {claimed[kind]!r} and {name!r}")
+            claimed[kind] = name
+    taken = frozenset(claimed)
+    lanes = {name: (frozenset(kinds), frozenset[str]()) for name, kinds in named.items()}
+    lanes[""] = (frozenset(), taken)
+    return lanes
 
 
 def export_metrics(relay: OutboxRelay) -> None:

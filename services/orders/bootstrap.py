@@ -21,7 +21,7 @@ from quanyu.server import ServiceApp
 from quanyu.tasks import Periodic
 from services.orders.config import OrdersSettings
 from services.orders.downstream import Downstream
-from services.orders.effects import deliverers
+from services.orders.effects import LANES, deliverers
 from services.orders.grpc_servicer import POLICY, SERVICE, OrderServicer
 from services.orders.handlers import OrdersService
 from services.orders.storage import outbox
@@ -49,7 +49,7 @@ def build_app(settings: Settings, own: OrdersSettings | None = None) -> ServiceA
         PageTokens(settings.signing_key_bytes(), purpose=NAME),
         accept_window=timedelta(seconds=own.accept_window_seconds),
     )
-    relay = OutboxRelay(database, outbox, deliverers(service, downstream))
+    relay = OutboxRelay(database, outbox, deliverers(service, downstream), lanes=LANES)
     service.relay = relay
 
     export_metrics(relay)

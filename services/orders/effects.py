@@ -23,6 +23,13 @@ from services.orders.handlers import (
     OrdersService,
 )
 
+# Effects bound for one service travel together and in order; a hung membership then holds up
+# only points and coupons, never the stock that fulfilment should commit or release.
+LANES = {
+    "fulfilment": (ASSIGN, TAKE_IN_STORE_STOCK, COMMIT_STOCK, RELEASE_STOCK, RECORD_ORIGIN_HOURS),
+    "membership": (EARN_POINTS, REVERSE_POINTS, RELEASE_COUPON),
+}
+
 
 def _refusals_are_final(deliver: Callable[[dict[str, Any]], None]) -> Deliver:
     """Unreachable: retry later. Any other refusal will not change on retry: record it for ops."""
