@@ -41,15 +41,12 @@ import json
 import math
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -64,6 +61,7 @@ from geopy.distance import geodesic
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import insert
 
+from bench.harness import Tally, free_port, hammer, stop, wait_serving
 from quanyu.auth import Principal, Role, TokenCodec
 from quanyu.common.v1 import common_pb2
 from quanyu.config import ServiceConfig, Settings
@@ -514,13 +512,6 @@ def run_size_in_child(size: int, queries: int, brute_seconds: float, seed: int) 
 # --- over gRPC ---------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def seed_database(settings: Settings, cities: Cities, stores: StoreSet) -> int:
     """Migrate the service's database and load stores and stock in bulk; the stock rows written."""
     bootstrap.migrate(settings)
@@ -553,83 +544,11 @@ def seed_database(settings: Settings, cities: Cities, stores: StoreSet) -> int:
     return written
 
 
-def wait_serving(address: str, process: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"the fulfilment process exited with {process.returncode} before serving")
-            try:
-                answer = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if answer.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-    raise RuntimeError(f"{address} was not serving within {timeout:.0f} s")
-
-
 def process_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024.0
     return math.nan
-
-
-@dataclass
-class Tally:
-    """What one phase of calls came to: latencies of answered calls, and the other outcomes."""
-
-    latencies_ns: list[int] = field(default_factory=list)
-    refused: int = 0  # FAILED_PRECONDITION: no store could serve, a correct answer
-    errors: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    @property
-    def calls(self) -> int:
-        return len(self.latencies_ns)
-
-    @property
-    def per_second(self) -> float:
-        return self.calls / self.seconds if self.seconds else 0.0
-
-
-def hammer(call: Callable[[int, int], None], concurrency: int, seconds: float) -> Tally:
-    """`concurrency` threads calling back to back for `seconds`; every answered call is counted."""
-    tallies = [Tally() for _ in range(concurrency)]
-    deadline = time.perf_counter() + seconds
-
-    def worker(number: int) -> None:
-        tally = tallies[number]
-        sequence = 0
-        while time.perf_counter() < deadline:
-            sequence += 1
-            started = time.perf_counter_ns()
-            try:
-                call(number, sequence)
-            except grpc.RpcError as error:
-                code = error.code()
-                if code is not grpc.StatusCode.FAILED_PRECONDITION:
-                    tally.errors[code.name] = tally.errors.get(code.name, 0) + 1
-                    continue
-                tally.refused += 1
-            tally.latencies_ns.append(time.perf_counter_ns() - started)
-
-    begun = time.perf_counter()
-    threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        # Each call has its own deadline, so a worker ends soon after the phase does.
-        thread.join(timeout=seconds + 60)
-    total = Tally(seconds=time.perf_counter() - begun)
-    for tally in tallies:
-        total.latencies_ns += tally.latencies_ns
-        total.refused += tally.refused
-        for code, count in tally.errors.items():
-            total.errors[code] = total.errors.get(code, 0) + count
-    return total
 
 
 def assign_templates(cities: Cities, count: int, seed: int) -> list[fulfilment_pb2.AssignStoreRequest]:
@@ -667,16 +586,6 @@ def server_env(temporary: Path, port: int) -> dict[str, str]:
         }
     )
     return env
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
 
 
 def measure_calls(

@@ -26,18 +26,15 @@ import math
 import os
 import random
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -45,25 +42,18 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from bench.harness import CALL_TIMEOUT_S, Tally, free_port, hammer, stop, wait_serving
 from quanyu.auth import Principal, Role, TokenCodec
 from quanyu.db import normalise_url
 from quanyu.membership.v1 import membership_pb2, membership_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[1]
-CALL_TIMEOUT = 30.0
 SPEND_PER_EARN_CENTS = 12_800  # 128 points at the entry tier
 POINTS_PER_REDEMPTION = 5
 STARTING_SPEND_CENTS = 100_000_000  # 1,000,000 points each: no redemption runs short
 
 
 # --- the server --------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def server_env(var_dir: Path, port: int, database_url: str) -> dict[str, str]:
@@ -126,96 +116,7 @@ def membership_server(var_dir: Path, database_url: str) -> Iterator[str]:
         stop(process)
 
 
-def wait_serving(address: str, process: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"the membership process exited with {process.returncode} before serving")
-            try:
-                answer = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if answer.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-    raise RuntimeError(f"{address} was not serving within {timeout:.0f} s")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
-
-
 # --- calls -------------------------------------------------------------------------------------
-
-
-@dataclass
-class Tally:
-    """One phase of calls: latencies of answered calls, refusals and other errors."""
-
-    latencies_ns: list[int] = field(default_factory=list)
-    refused: int = 0  # FAILED_PRECONDITION
-    errors: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    @property
-    def calls(self) -> int:
-        return len(self.latencies_ns)
-
-    @property
-    def per_second(self) -> float:
-        return self.calls / self.seconds if self.seconds else 0.0
-
-    def percentile_ms(self, q: float) -> float:
-        if not self.latencies_ns:
-            return math.nan
-        ordered = sorted(self.latencies_ns)
-        index = min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))
-        return ordered[index] / 1e6
-
-
-def hammer(call: Callable[[int, int], None], concurrency: int, seconds: float) -> Tally:
-    """`concurrency` threads calling back to back for `seconds`; every answered call is counted."""
-    tallies = [Tally() for _ in range(concurrency)]
-    deadline = time.perf_counter() + seconds
-
-    def worker(number: int) -> None:
-        tally = tallies[number]
-        sequence = 0
-        while time.perf_counter() < deadline:
-            sequence += 1
-            started = time.perf_counter_ns()
-            try:
-                call(number, sequence)
-            except grpc.RpcError as error:
-                code = error.code()
-                if code is not grpc.StatusCode.FAILED_PRECONDITION:
-                    tally.errors[code.name] = tally.errors.get(code.name, 0) + 1
-                    continue
-                tally.refused += 1
-            tally.latencies_ns.append(time.perf_counter_ns() - started)
-
-    begun = time.perf_counter()
-    threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        # Every call has its own deadline, so a worker ends soon after the phase does.
-        thread.join(timeout=seconds + CALL_TIMEOUT + 10)
-    total = Tally(seconds=time.perf_counter() - begun)
-    for tally in tallies:
-        total.latencies_ns += tally.latencies_ns
-        total.refused += tally.refused
-        for code, count in tally.errors.items():
-            total.errors[code] = total.errors.get(code, 0) + count
-    return total
 
 
 def enrol_members(
@@ -227,7 +128,7 @@ def enrol_members(
         member = stub.Enroll(
             membership_pb2.EnrollRequest(customer_id=f"bench-customer-{number}", home_store_id="store-1"),
             metadata=metadata,
-            timeout=CALL_TIMEOUT,
+            timeout=CALL_TIMEOUT_S,
         ).member
         stub.EarnPoints(
             membership_pb2.EarnPointsRequest(
@@ -237,7 +138,7 @@ def enrol_members(
                 store_id="store-1",
             ),
             metadata=metadata,
-            timeout=CALL_TIMEOUT,
+            timeout=CALL_TIMEOUT_S,
         )
         member_id: str = member.member_id
         return member_id
@@ -279,7 +180,7 @@ def run(seconds: float, concurrency: int, member_count: int, postgres_url: str) 
             check = health_pb2.HealthCheckRequest()
 
             def health_call(_: int, __: int) -> None:
-                health.Check(check, timeout=CALL_TIMEOUT)
+                health.Check(check, timeout=CALL_TIMEOUT_S)
 
             def earn_call(thread: int, _: int) -> None:
                 membership.EarnPoints(
@@ -290,7 +191,7 @@ def run(seconds: float, concurrency: int, member_count: int, postgres_url: str) 
                         store_id="store-1",
                     ),
                     metadata=metadata,
-                    timeout=CALL_TIMEOUT,
+                    timeout=CALL_TIMEOUT_S,
                 )
 
             def redeem_call(thread: int, _: int) -> None:
@@ -302,7 +203,7 @@ def run(seconds: float, concurrency: int, member_count: int, postgres_url: str) 
                         store_id="store-1",
                     ),
                     metadata=metadata,
-                    timeout=CALL_TIMEOUT,
+                    timeout=CALL_TIMEOUT_S,
                 )
 
             phases: dict[str, Tally] = {}

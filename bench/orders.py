@@ -31,15 +31,12 @@ import math
 import os
 import random
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -50,6 +47,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from bench.harness import CALL_TIMEOUT_S, Tally, free_port, hammer, stop, wait_serving
 from quanyu.auth import Principal, Role, TokenCodec
 from quanyu.common.v1 import common_pb2
 from quanyu.db import normalise_url
@@ -69,20 +67,12 @@ KM_PER_DEGREE = 111.32
 SKUS = tuple(f"SKU-{n:03d}" for n in range(40))
 ON_HAND = 1_000_000
 TEMPLATES = 4096
-CALL_TIMEOUT_S = 30.0
 START_TIMEOUT_S = 60.0
 POSTGRES_ENV = "QUANYU_BENCH_POSTGRES_URL"
 LOCAL_HOSTS = (None, "127.0.0.1", "localhost", "::1")  # None: a Unix socket
 
 
 # --- the platform ------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def schema_url(url: str, schema: str) -> str:
@@ -150,33 +140,6 @@ def deployment_env(var: Path, database_urls: dict[str, str]) -> dict[str, str]:
         if service in database_urls:
             env[prefix + "DATABASE_URL"] = database_urls[service]
     return env
-
-
-def wait_serving(address: str, process: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"{address}: the process exited with {process.returncode} before serving")
-            try:
-                answer = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if answer.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.1)
-    raise RuntimeError(f"{address} was not serving within {timeout:.0f} s")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
 
 
 @contextmanager
@@ -295,64 +258,6 @@ def order_templates(
 # --- measuring ---------------------------------------------------------------------------------
 
 
-@dataclass
-class Tally:
-    """One phase of calls: latencies of the successful ones, the failed ones by code."""
-
-    latencies_ns: list[int] = field(default_factory=list)
-    errors: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    @property
-    def calls(self) -> int:
-        return len(self.latencies_ns)
-
-    @property
-    def per_second(self) -> float:
-        return self.calls / self.seconds if self.seconds else 0.0
-
-    def percentile_ms(self, q: float) -> float:
-        if not self.latencies_ns:
-            return math.nan
-        ordered = sorted(self.latencies_ns)
-        index = min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))
-        return ordered[index] / 1e6
-
-
-def hammer(call: Callable[[int, int], None], concurrency: int, seconds: float) -> Tally:
-    """`concurrency` threads calling back to back for `seconds`."""
-    tallies = [Tally() for _ in range(concurrency)]
-    deadline = time.perf_counter() + seconds
-
-    def worker(number: int) -> None:
-        tally = tallies[number]
-        sequence = 0
-        while time.perf_counter() < deadline:
-            sequence += 1
-            started = time.perf_counter_ns()
-            try:
-                call(number, sequence)
-            except grpc.RpcError as error:
-                name = error.code().name
-                tally.errors[name] = tally.errors.get(name, 0) + 1
-                continue
-            tally.latencies_ns.append(time.perf_counter_ns() - started)
-
-    begun = time.perf_counter()
-    threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        # Every call has a deadline, so a worker ends soon after the phase does.
-        thread.join(timeout=seconds + CALL_TIMEOUT_S + 10)
-    total = Tally(seconds=time.perf_counter() - begun)
-    for tally in tallies:
-        total.latencies_ns += tally.latencies_ns
-        for name, count in tally.errors.items():
-            total.errors[name] = total.errors.get(name, 0) + count
-    return total
-
-
 @dataclass(frozen=True)
 class Result:
     database: str
@@ -405,7 +310,8 @@ def measure(
                 first.result(timeout=CALL_TIMEOUT_S * customers)
         hammer(health_call, concurrency, min(2.0, seconds / 3))
         health_tally = hammer(health_call, concurrency, seconds)
-        create_tally = hammer(create_call, concurrency, seconds)
+        # Every order here can be served: a refusal is a failure like any other.
+        create_tally = hammer(create_call, concurrency, seconds, refusals=())
     return health_tally, create_tally
 
 

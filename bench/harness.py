@@ -1,0 +1,133 @@
+"""What every benchmark over gRPC shares: free ports, a server process started and stopped, and a
+phase of calls made back to back from a few threads and tallied."""
+
+from __future__ import annotations
+
+import math
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+# How long one call may take before it counts as failed (DEADLINE_EXCEEDED).
+CALL_TIMEOUT_S = 30.0
+# Answers that are correct refusals (no store can serve, not enough points), not failures.
+REFUSALS = frozenset({grpc.StatusCode.FAILED_PRECONDITION})
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def wait_serving(address: str, process: subprocess.Popen[bytes], timeout: float) -> None:
+    """Until `address` answers SERVING; RuntimeError if the process exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{address}: the process exited with {process.returncode} before serving")
+            try:
+                answer = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+    raise RuntimeError(f"{address} was not serving within {timeout:.0f} s")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (a graceful shutdown), then SIGKILL if it has not ended within 30 s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
+
+
+@dataclass
+class Tally:
+    """One phase of calls: latencies of the answered ones, correct refusals, other errors by code."""
+
+    latencies_ns: list[int] = field(default_factory=list)
+    refused: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def calls(self) -> int:
+        """Calls answered: served, or refused as the contract says."""
+        return len(self.latencies_ns)
+
+    @property
+    def per_second(self) -> float:
+        return self.calls / self.seconds if self.seconds else 0.0
+
+    def percentile_ms(self, q: float) -> float:
+        if not self.latencies_ns:
+            return math.nan
+        ordered = sorted(self.latencies_ns)
+        index = min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))
+        return ordered[index] / 1e6
+
+    def add(self, other: Tally) -> None:
+        self.latencies_ns += other.latencies_ns
+        self.refused += other.refused
+        for code, count in other.errors.items():
+            self.errors[code] = self.errors.get(code, 0) + count
+
+
+def hammer(
+    call: Callable[[int, int], None],
+    concurrency: int,
+    seconds: float,
+    *,
+    refusals: Collection[grpc.StatusCode] = REFUSALS,
+) -> Tally:
+    """`concurrency` threads calling back to back for `seconds`, each call given (thread, sequence).
+
+    A call answered with one of `refusals` counts as answered (and refused); any other error is
+    counted by its code and not timed.
+    """
+    tallies = [Tally() for _ in range(concurrency)]
+    deadline = time.perf_counter() + seconds
+
+    def worker(number: int) -> None:
+        tally = tallies[number]
+        sequence = 0
+        while time.perf_counter() < deadline:
+            sequence += 1
+            started = time.perf_counter_ns()
+            try:
+                call(number, sequence)
+            except grpc.RpcError as error:
+                code = error.code()
+                if code not in refusals:
+                    tally.errors[code.name] = tally.errors.get(code.name, 0) + 1
+                    continue
+                tally.refused += 1
+            tally.latencies_ns.append(time.perf_counter_ns() - started)
+
+    begun = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        # Every call has its own deadline, so a worker ends soon after the phase does.
+        thread.join(timeout=seconds + CALL_TIMEOUT_S + 10)
+    total = Tally(seconds=time.perf_counter() - begun)
+    for tally in tallies:
+        total.add(tally)
+    return total
