@@ -136,23 +136,30 @@ def _play(d: Deployment, w: World, r: _Round, figures: FaultFigures) -> None:
     if fault.during == "creation":
         hit = _create_under(d, w, r)
     else:
-        _create(d, w, r, figures)
+        _until_assigned(w, r, _create(d, w, r, figures))
         _step(d, w, r, "AcceptOrder")
         _step(d, w, r, "MarkOrderReady")
         hit = _complete_under(d, w, r)
     _judge(hit, fault, r, figures)
     # The caller retries with the same request id and gets the same order, then finishes the flow.
-    order = _create(d, w, r, figures)
-    if order.status == S.ORDER_STATUS_PENDING_ASSIGNMENT:
-        order = poll(
-            lambda: w.order(r.order_id), lambda o: o.status != S.ORDER_STATUS_PENDING_ASSIGNMENT, "assigned"
-        )
+    order = _until_assigned(w, r, _create(d, w, r, figures))
     if order.status == S.ORDER_STATUS_ASSIGNED:
         _step(d, w, r, "AcceptOrder")
         order = _step(d, w, r, "MarkOrderReady")
     if order.status == S.ORDER_STATUS_READY:
         order = _step(d, w, r, "CompleteOrder")
     assert order.status == S.ORDER_STATUS_COMPLETED, f"the order ended {S.OrderStatus.Name(order.status)}"
+
+
+def _until_assigned(w: World, r: _Round, order: orders_pb2.Order) -> orders_pb2.Order:
+    """The order once a store has it. A service still catching up after the last round's fault
+    may not answer orders in time, which then keeps the order PENDING_ASSIGNMENT for its relay
+    to assign, as it should."""
+    if order.status != S.ORDER_STATUS_PENDING_ASSIGNMENT:
+        return order
+    return poll(
+        lambda: w.order(r.order_id), lambda o: o.status != S.ORDER_STATUS_PENDING_ASSIGNMENT, "assigned"
+    )
 
 
 def _create_under(d: Deployment, w: World, r: _Round) -> Outcome[orders_pb2.Order]:
