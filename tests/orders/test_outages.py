@@ -400,6 +400,9 @@ def test_the_outbox_status_shows_the_lag_while_fulfilment_is_down_and_none_once_
         timeout=PROMPTLY,
     ).order
     assert sale.status == orders_pb2.ORDER_STATUS_COMPLETED
+    # Membership is up, and its effects travel apart from fulfilment's: the points arrive while
+    # the stock waits.
+    assert eventually(order_of(p, ops, sale.order_id), lambda o: o.points_earned > 0, "the points arrive")
     first = outbox(p, ops)
     assert first.undelivered > 0
     assert first.lag_seconds > 0
@@ -415,7 +418,6 @@ def test_the_outbox_status_shows_the_lag_while_fulfilment_is_down_and_none_once_
     assert_drained(p, ops)
     level = stock(p, ops, "OUT-TILL-1", "baozi")
     assert (level.on_hand, level.reserved) == (15, 0)
-    assert eventually(order_of(p, ops, sale.order_id), lambda o: o.points_earned > 0, "the points arrive")
 
 
 # --- the relay behind a hung service ---------------------------------------------------------
