@@ -128,6 +128,7 @@ def unmasked(national: str) -> re.Pattern[str]:
 def canary_sightings(d: Deployment, national: str) -> list[str]:
     """Every place the canary's digits appear unmasked: log lines, table cells, database bytes."""
     pattern = unmasked(national)
+    d.logs_written()
     found = [f"log {path.name}: {match.group()!r}" for path, match in _log_matches(d.logs, pattern)]
     for service in SERVICE_NAMES:
         found += [f"{service} table {cell}" for cell in _table_matches(d, service, pattern)]

@@ -13,6 +13,7 @@ import contextlib
 import json
 import signal
 import sqlite3
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -33,6 +34,7 @@ from quanyu.fulfilment.v1 import fulfilment_pb2_grpc
 from quanyu.identity.v1 import identity_pb2_grpc
 from quanyu.membership.v1 import membership_pb2_grpc
 from quanyu.orders.v1 import orders_pb2_grpc
+from quanyu.server import REQUEST_ID_HEADER
 from tests.orders.platform import Platform
 from tests.processes import free_port, health_status, platform_env, started, target, wait_serving
 from tests.reliability.relay import Relay
@@ -184,6 +186,30 @@ class Deployment(Platform):
         """Where every log file ends now, to read only what is written after."""
         return {path: path.stat().st_size for path in self.logs.glob("*.log")}
 
+    def logs_written(self, within: float = 30.0) -> None:
+        """Wait until every line the running services have logged so far is in their files.
+
+        A service writes its log from a thread of its own, a moment after each call. So a call
+        marked with a request id of its own goes to each running service (refused, as it carries
+        no token, and logged like every call); its line in the file means every earlier one is
+        there too.
+        """
+        marker = f"logs-written-{uuid.uuid4().hex}"
+        marks = self.log_marks()
+        for service, method in _MARKED_CALLS.items():
+            if not self.alive(service):
+                continue
+            with contextlib.suppress(grpc.RpcError):
+                self.channel(service).unary_unary(method)(
+                    b"", metadata=((REQUEST_ID_HEADER, marker),), timeout=10
+                )
+            log = self.logs / f"{service}.{self.starts[service]}.log"
+            deadline = time.monotonic() + within
+            while not _holds(log, marks.get(log, 0), marker):
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{service} did not write out its log within {within:.0f} s")
+                time.sleep(0.01)
+
     def log_events(self, since: dict[Path, int] | None = None) -> Iterator[dict[str, Any]]:
         """The services' JSON log lines written since `since` (all of them without it)."""
         for path in sorted(self.logs.glob("*.log")):
@@ -208,6 +234,22 @@ class Deployment(Platform):
                 cause = f"{last.get('exc_type', '')}: {last.get('exc_value', '')}"[:300]
                 found.append(f"{event.get('service')} {event.get('method')}: {event.get('event')} {cause}")
         return found
+
+
+# A method of each service, called without a token to leave a marked line in its log.
+_MARKED_CALLS = {
+    "identity": "/quanyu.identity.v1.IdentityService/GetCustomer",
+    "membership": "/quanyu.membership.v1.MembershipService/GetMember",
+    "orders": "/quanyu.orders.v1.OrderService/GetOrder",
+    "fulfilment": "/quanyu.fulfilment.v1.FulfilmentService/GetStore",
+}
+
+
+def _holds(log: Path, offset: int, text: str) -> bool:
+    """`text` is in the log file past `offset`."""
+    with log.open("rb") as lines:
+        lines.seek(offset)
+        return text.encode() in lines.read()
 
 
 def _lock(connection: Connection, tables: Sequence[str]) -> None:

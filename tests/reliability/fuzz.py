@@ -117,6 +117,7 @@ def fuzz_every_rpc(d: Deployment, *, cases: int, seed: int = 1) -> FuzzFigures:
                 f"case {number} {method.full_name}: {crashed} died; request {_brief(request)}"
             )
             d.restore()
+    d.logs_written()
     for event in d.log_events(marks):
         if event.get("event") == "outbox effect refused for good":
             figures.effects_given_up += 1

@@ -72,6 +72,7 @@ def database_outage(
         for number in range(outages):
             _one_outage(d, cut, load, workload, refusals=refusals, figures=figures, number=number)
     _judge(load.calls, figures)
+    d.logs_written()
     for error in d.server_errors(marks):
         figures.server_errors += 1
         figures.problems.append(f"logged: {error}")
