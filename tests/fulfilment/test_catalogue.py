@@ -68,8 +68,8 @@ def reference_distance(point: Point, store: Store) -> float:
 
 
 def exact_distance(point: Point, store: Store) -> float:
-    """The same geodesic in metres without geopy's detour through kilometres, which can move
-    the last bit: the measure a limit "exactly at" a store's distance is taken in."""
+    """The geodesic in metres as the index measures it (geopy's number, without geopy's per-call
+    overhead): the measure a limit "exactly at" a store's distance is taken in."""
     return geodesic_distance_m(point[0], point[1], store.latitude, store.longitude)
 
 
