@@ -593,11 +593,13 @@ def measure_calls(
     token: str,
     templates: Sequence[fulfilment_pb2.AssignStoreRequest],
     *,
+    server_pid: int,
     store_count: int,
     seconds: float,
     concurrency: int,
 ) -> tuple[Tally, Tally, Tally]:
-    """Health/Check, CheckStoreOpen, then AssignStore, each after a short warm-up, on one channel."""
+    """Health/Check, CheckStoreOpen, then AssignStore, each after a short warm-up, on one channel,
+    with the server's CPU over each measured phase."""
     metadata = (("authorization", f"Bearer {token}"),)
     run = f"{os.getpid()}-{int(time.time())}"
     with grpc.insecure_channel(address) as channel:
@@ -621,11 +623,11 @@ def measure_calls(
 
         warm = min(2.0, seconds / 3)
         hammer(health_call, concurrency, warm)
-        health_tally = hammer(health_call, concurrency, seconds)
+        health_tally = hammer(health_call, concurrency, seconds, server_pid=server_pid)
         hammer(open_call, concurrency, warm)
-        open_tally = hammer(open_call, concurrency, seconds)
+        open_tally = hammer(open_call, concurrency, seconds, server_pid=server_pid)
         hammer(assign_call, concurrency, warm)
-        assign_tally = hammer(assign_call, concurrency, seconds)
+        assign_tally = hammer(assign_call, concurrency, seconds, server_pid=server_pid)
     return health_tally, open_tally, assign_tally
 
 
@@ -671,6 +673,7 @@ def run_grpc(store_count: int, seconds: float, concurrency: int, seed: int) -> d
             address,
             token,
             assign_templates(cities, 4096, seed),
+            server_pid=process.pid,
             store_count=store_count,
             seconds=seconds,
             concurrency=concurrency,
@@ -706,6 +709,7 @@ def tally_summary(tally: Tally) -> dict[str, Any]:
         "p99_ms": percentile_ms(tally.latencies_ns, 99) if tally.calls else math.nan,
         "refused": tally.refused,
         "errors": tally.errors,
+        "server_cpu_ms": tally.server_cpu_ms_per_call,
     }
 
 
@@ -863,11 +867,21 @@ def grpc_report(result: dict[str, Any], seconds: float) -> str:
             f"{tally['per_second']:,.0f}",
             ms(tally["p50_ms"]),
             ms(tally["p99_ms"]),
+            ms(tally["server_cpu_ms"]),
             f"{tally['refused']:,}",
             errors,
         ]
 
-    headers = ["call", "answered", "calls/s", "p50 ms", "p99 ms", "no store (FAILED_PRECONDITION)", "errors"]
+    headers = [
+        "call",
+        "answered",
+        "calls/s",
+        "p50 ms",
+        "p99 ms",
+        "server CPU ms/call",
+        "no store (FAILED_PRECONDITION)",
+        "errors",
+    ]
     return "\n".join(
         [
             f"Over gRPC: one fulfilment process on SQLite, {result['stores']:,} stores, "
@@ -894,7 +908,8 @@ def grpc_report(result: dict[str, Any], seconds: float) -> str:
             ),
             "",
             "CheckStoreOpen does no work of its own beyond a token check, the call log and a lookup in"
-            " memory: its rate is the most any authenticated call can reach on this server.",
+            " memory: its rate is the most any authenticated call can reach on this server. Server CPU:"
+            " the server process's user and system time over the phase (/proc/PID/stat), per answered call.",
             "",
             f"Each AssignStore is a fresh order: it reads live load, reserves stock and records its decision."
             f" Server RSS after start {result['server_rss_mib']:,.0f} MiB; serving after "

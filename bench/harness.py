@@ -4,6 +4,7 @@ phase of calls made back to back from a few threads and tallied."""
 from __future__ import annotations
 
 import math
+import os
 import signal
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -57,6 +59,13 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=30)
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time, user and system, that a process (all its threads) has used so far."""
+    # Past the command name in parentheses, utime and stime are the 12th and 13th fields.
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Tally:
     """One phase of calls: latencies of the answered ones, correct refusals, other errors by code."""
@@ -65,11 +74,17 @@ class Tally:
     refused: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    server_cpu_s: float = math.nan  # CPU the server process used meanwhile, when it was watched
 
     @property
     def calls(self) -> int:
         """Calls answered: served, or refused as the contract says."""
         return len(self.latencies_ns)
+
+    @property
+    def server_cpu_ms_per_call(self) -> float:
+        """The server's CPU per answered call: what a call costs it, whatever the client's share."""
+        return 1000 * self.server_cpu_s / self.calls if self.calls else math.nan
 
     @property
     def per_second(self) -> float:
@@ -95,11 +110,13 @@ def hammer(
     seconds: float,
     *,
     refusals: Collection[grpc.StatusCode] = REFUSALS,
+    server_pid: int | None = None,
 ) -> Tally:
     """`concurrency` threads calling back to back for `seconds`, each call given (thread, sequence).
 
     A call answered with one of `refusals` counts as answered (and refused); any other error is
-    counted by its code and not timed.
+    counted by its code and not timed. With `server_pid`, the CPU that process used meanwhile is
+    read from /proc.
     """
     tallies = [Tally() for _ in range(concurrency)]
     deadline = time.perf_counter() + seconds
@@ -120,6 +137,7 @@ def hammer(
                 tally.refused += 1
             tally.latencies_ns.append(time.perf_counter_ns() - started)
 
+    cpu_before = cpu_seconds(server_pid) if server_pid is not None else math.nan
     begun = time.perf_counter()
     threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(concurrency)]
     for thread in threads:
@@ -128,6 +146,8 @@ def hammer(
         # Every call has its own deadline, so a worker ends soon after the phase does.
         thread.join(timeout=seconds + CALL_TIMEOUT_S + 10)
     total = Tally(seconds=time.perf_counter() - begun)
+    if server_pid is not None:
+        total.server_cpu_s = cpu_seconds(server_pid) - cpu_before
     for tally in tallies:
         total.add(tally)
     return total
