@@ -15,6 +15,7 @@ exists before the clock starts. Then, at a fixed concurrency, one phase after th
 
 It prints one table with a row per database: CreateOrder calls per second, p50 and p99 latency,
 Health/Check calls per second, and the ratio of the two, held against a target of 15 % on SQLite.
+A second table splits what a CreateOrder costs by service: each process's CPU per order placed.
 
     .venv/bin/python -m bench.orders [--seconds 15] [--concurrency 8] [--stores 300]
         [--customers 300] [--postgres postgresql://user@127.0.0.1:5432/db]
@@ -47,7 +48,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from bench.harness import CALL_TIMEOUT_S, Tally, free_port, hammer, stop, wait_serving
+from bench.harness import CALL_TIMEOUT_S, Tally, cpu_seconds, free_port, hammer, stop, wait_serving
 from quanyu.auth import Principal, Role, TokenCodec
 from quanyu.common.v1 import common_pb2
 from quanyu.db import normalise_url
@@ -266,6 +267,8 @@ class Result:
     concurrency: int
     create: Tally
     health: Tally
+    # Each service's CPU (user and system) per answered CreateOrder over the measured phase.
+    cpu_ms_per_order: dict[str, float]
 
     @property
     def ratio(self) -> float:
@@ -278,8 +281,9 @@ def measure(
     customers: int,
     seconds: float,
     concurrency: int,
-) -> tuple[Tally, Tally]:
-    """Every customer's first order (unmeasured), then Health/Check and CreateOrder phases."""
+) -> tuple[Tally, Tally, dict[str, float]]:
+    """Every customer's first order (unmeasured), then Health/Check and CreateOrder phases, with
+    the CPU each service process spent per CreateOrder."""
     channel_token = running.token(Principal(Role.CHANNEL, "bench-orders", channel="CHANNEL_APP"))
     run = uuid.uuid4().hex[:8]
     with grpc.insecure_channel(running.address("orders")) as channel:
@@ -310,9 +314,14 @@ def measure(
                 first.result(timeout=CALL_TIMEOUT_S * customers)
         hammer(health_call, concurrency, min(2.0, seconds / 3))
         health_tally = hammer(health_call, concurrency, seconds)
+        pids = {service: process.pid for service, process in running.processes.items()}
+        before = {service: cpu_seconds(pid) for service, pid in pids.items()}
         # Every order here can be served: a refusal is a failure like any other.
         create_tally = hammer(create_call, concurrency, seconds, refusals=())
-    return health_tally, create_tally
+        spent = {service: cpu_seconds(pid) - before[service] for service, pid in pids.items()}
+    calls = create_tally.calls
+    per_order = {service: 1000 * used / calls if calls else math.nan for service, used in spent.items()}
+    return health_tally, create_tally, per_order
 
 
 def run(
@@ -330,8 +339,8 @@ def run(
             flush=True,
         )
         templates = order_templates(places, customers, seed=7)
-        health, create = measure(running, templates, customers, seconds, concurrency)
-    return Result(database, stores, customers, concurrency, create, health)
+        health, create, cpu = measure(running, templates, customers, seconds, concurrency)
+    return Result(database, stores, customers, concurrency, create, health, cpu)
 
 
 # --- printing ----------------------------------------------------------------------------------
@@ -387,7 +396,21 @@ def report(results: Sequence[Result], seconds: float) -> str:
         f"CreateOrder (delivery, {first.stores} stores, {first.customers} customers) against Health/Check"
         f" on the orders server: {first.concurrency} threads, {seconds:.0f} s per phase"
     )
-    return heading + "\n\n" + table(headers, rows)
+    cpu_headers = ["database", *SERVICES, "all four"]
+    cpu_rows = [
+        [
+            result.database,
+            *(f"{result.cpu_ms_per_order[service]:.2f}" for service in SERVICES),
+            f"{sum(result.cpu_ms_per_order.values()):.2f}",
+        ]
+        for result in results
+    ]
+    cpu_note = (
+        "Server CPU per CreateOrder, ms: each service process's user and system time over the"
+        " CreateOrder phase (/proc/PID/stat), per answered call. The client's own CPU is not counted;"
+        " on this machine all of it shares the same cores."
+    )
+    return "\n\n".join([heading, table(headers, rows), cpu_note, table(cpu_headers, cpu_rows)])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
