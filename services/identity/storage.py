@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, ForeignKey, Index, String, Table, insert, select, update
+from sqlalchemy import Column, ForeignKey, Index, String, Table, bindparam, insert, select, update
 from sqlalchemy.engine import Connection
 
 from quanyu.db import UtcDateTime, new_metadata
@@ -54,6 +54,23 @@ class CorruptMergeChain(RuntimeError):
     pass
 
 
+# The reads every resolve and lookup makes, built once: only their parameters change per call,
+# and a statement built per call costs more to construct and key for the cache than to run.
+_MERGED_INTO = select(customers.c.merged_into).where(customers.c.customer_id == bindparam("customer"))
+_MERGED_INTO_LOCKED = _MERGED_INTO.with_for_update()
+_CUSTOMER = select(customers).where(customers.c.customer_id == bindparam("customer"))
+_ACCOUNTS_OF = (
+    select(channel_accounts.c.channel, channel_accounts.c.external_id)
+    .where(channel_accounts.c.customer_id == bindparam("customer"))
+    .order_by(channel_accounts.c.link_time, channel_accounts.c.channel, channel_accounts.c.external_id)
+)
+_ACCOUNT_OWNER = select(channel_accounts.c.customer_id).where(
+    channel_accounts.c.channel == bindparam("channel"),
+    channel_accounts.c.external_id == bindparam("external_id"),
+)
+_PHONE_OWNER = select(customer_phones.c.customer_id).where(customer_phones.c.phone_hash == bindparam("hash"))
+
+
 class CustomerRepository:
     """Customers as the domain sees them, on the connection of the current transaction."""
 
@@ -63,11 +80,9 @@ class CustomerRepository:
     def survivor_of(self, customer_id: str, *, lock: bool = False) -> str | None:
         """The customer an id stands for today: itself, or the end of its chain of merges."""
         current = customer_id
+        query = _MERGED_INTO_LOCKED if lock else _MERGED_INTO
         for _ in range(MAX_MERGE_CHAIN):
-            query = select(customers.c.merged_into).where(customers.c.customer_id == current)
-            if lock:
-                query = query.with_for_update()
-            row = self._db.execute(query).one_or_none()
+            row = self._db.execute(query, {"customer": current}).one_or_none()
             if row is None:
                 return None if current == customer_id else current
             if row.merged_into is None:
@@ -76,16 +91,10 @@ class CustomerRepository:
         raise CorruptMergeChain(f"merge chain from {customer_id} is longer than {MAX_MERGE_CHAIN}")
 
     def get(self, customer_id: str) -> Customer | None:
-        row = self._db.execute(select(customers).where(customers.c.customer_id == customer_id)).one_or_none()
+        row = self._db.execute(_CUSTOMER, {"customer": customer_id}).one_or_none()
         if row is None:
             return None
-        accounts = self._db.execute(
-            select(channel_accounts.c.channel, channel_accounts.c.external_id)
-            .where(channel_accounts.c.customer_id == customer_id)
-            .order_by(
-                channel_accounts.c.link_time, channel_accounts.c.channel, channel_accounts.c.external_id
-            )
-        ).all()
+        accounts = self._db.execute(_ACCOUNTS_OF, {"customer": customer_id}).all()
         return Customer(
             customer_id=row.customer_id,
             display_name=row.display_name,
@@ -95,17 +104,14 @@ class CustomerRepository:
         )
 
     def owner_of_account(self, account: ChannelAccount) -> str | None:
-        return self._db.execute(
-            select(channel_accounts.c.customer_id).where(
-                channel_accounts.c.channel == account.channel,
-                channel_accounts.c.external_id == account.external_id,
-            )
+        owner: str | None = self._db.execute(
+            _ACCOUNT_OWNER, {"channel": account.channel, "external_id": account.external_id}
         ).scalar_one_or_none()
+        return owner
 
     def owner_of_phone(self, phone_hash: str) -> str | None:
-        return self._db.execute(
-            select(customer_phones.c.customer_id).where(customer_phones.c.phone_hash == phone_hash)
-        ).scalar_one_or_none()
+        owner: str | None = self._db.execute(_PHONE_OWNER, {"hash": phone_hash}).scalar_one_or_none()
+        return owner
 
     def create(self, customer_id: str, display_name: str, now: datetime) -> None:
         self._db.execute(
