@@ -12,6 +12,7 @@ a service that hangs (each call waiting out its deadline) holds up only the effe
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Callable, Collection, Mapping
@@ -24,6 +25,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Index,
+    Insert,
     Integer,
     MetaData,
     String,
@@ -80,18 +82,25 @@ def add_effect(
     """Record an effect in the caller's transaction: it is delivered only if that commits,
     and not before `delay` has passed."""
     connection.execute(
-        insert(table).values(
-            kind=kind,
-            payload=json.dumps({**payload, **_trace_of_now()}, sort_keys=True),
-            create_time=now,
-            attempts=0,
-            next_attempt_time=now + delay,
-            lease_until=None,
-            delivered_time=None,
-            failed=0,
-            last_error="",
-        )
+        _insert_into(table),
+        {
+            "kind": kind,
+            "payload": json.dumps({**payload, **_trace_of_now()}, sort_keys=True),
+            "create_time": now,
+            "attempts": 0,
+            "next_attempt_time": now + delay,
+            "lease_until": None,
+            "delivered_time": None,
+            "failed": 0,
+            "last_error": "",
+        },
     )
+
+
+@functools.cache
+def _insert_into(table: Table) -> Insert:
+    # One statement per outbox table, built once: every state change with an effect adds a row.
+    return insert(table)
 
 
 def _trace_of_now() -> dict[str, dict[str, str]]:

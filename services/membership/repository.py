@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from quanyu.ids import new_id
@@ -119,6 +119,22 @@ _STAGE_TIME_COLUMN = {
 }
 
 
+# The reads behind every enrolment, lookup and points movement, built once: only their
+# parameters change per call, and a statement built per call costs more to construct and key for
+# the cache than to run.
+_ROOT_OF = select(members.c.root_member_id).where(members.c.member_id == bindparam("member"))
+_MEMBER_OF_CUSTOMER = select(member_customers.c.member_id).where(
+    member_customers.c.customer_id == bindparam("customer")
+)
+_MEMBER = select(members).where(members.c.member_id == bindparam("member"))
+_MEMBER_LOCKED = _MEMBER.with_for_update()
+_TAGS_OF = (
+    select(member_tags.c.tag)
+    .where(member_tags.c.member_id == bindparam("member"))
+    .order_by(member_tags.c.tag)
+)
+
+
 class MemberRepository:
     def __init__(self, connection: Connection) -> None:
         self._db = connection
@@ -126,30 +142,18 @@ class MemberRepository:
     # --- finding -------------------------------------------------------------------------------
 
     def root_of(self, member_id: str) -> str | None:
-        return self._db.execute(
-            select(members.c.root_member_id).where(members.c.member_id == member_id)
-        ).scalar_one_or_none()
+        root: str | None = self._db.execute(_ROOT_OF, {"member": member_id}).scalar_one_or_none()
+        return root
 
     def root_of_customer(self, customer_id: str) -> str | None:
-        member_id = self._db.execute(
-            select(member_customers.c.member_id).where(member_customers.c.customer_id == customer_id)
-        ).scalar_one_or_none()
+        member_id = self._db.execute(_MEMBER_OF_CUSTOMER, {"customer": customer_id}).scalar_one_or_none()
         return self.root_of(member_id) if member_id else None
 
     def get(self, member_id: str, *, lock: bool = False) -> Member | None:
-        query = select(members).where(members.c.member_id == member_id)
-        if lock:
-            query = query.with_for_update()
-        row = self._db.execute(query).one_or_none()
+        row = self._db.execute(_MEMBER_LOCKED if lock else _MEMBER, {"member": member_id}).one_or_none()
         if row is None:
             return None
-        tags = list(
-            self._db.execute(
-                select(member_tags.c.tag)
-                .where(member_tags.c.member_id == member_id)
-                .order_by(member_tags.c.tag)
-            ).scalars()
-        )
+        tags = list(self._db.execute(_TAGS_OF, {"member": member_id}).scalars())
         return _member(row, tags)
 
     def group(self, root_member_id: str) -> list[str]:
