@@ -128,6 +128,8 @@ _MEMBER_OF_CUSTOMER = select(member_customers.c.member_id).where(
 )
 _MEMBER = select(members).where(members.c.member_id == bindparam("member"))
 _MEMBER_LOCKED = _MEMBER.with_for_update()
+# Sets the columns named by the parameters it is given (all but the key).
+_SAVE_MEMBER = update(members).where(members.c.member_id == bindparam("saved_member"))
 _TAGS_OF = (
     select(member_tags.c.tag)
     .where(member_tags.c.member_id == bindparam("member"))
@@ -216,7 +218,7 @@ class MemberRepository:
         }
         for stage, column in _STAGE_TIME_COLUMN.items():
             values[column] = member.stage_times.get(stage)
-        self._db.execute(update(members).where(members.c.member_id == member.member_id).values(**values))
+        self._db.execute(_SAVE_MEMBER, {**values, "saved_member": member.member_id})
 
     def add_tags(self, member_id: str, tags: Sequence[str]) -> None:
         have = set(
@@ -315,14 +317,26 @@ class MemberRepository:
         return {Stage(stage): int(count) for stage, count in self._db.execute(query)}
 
 
+# Every points movement looks its key up, appends an entry and opens or draws on lots.
+_ENTRY_BY_KEY = select(ledger_entries).where(ledger_entries.c.idempotency_key == bindparam("key"))
+_NEW_ENTRY = insert(ledger_entries)
+_NEW_LOT = insert(point_lots)
+_OPEN_LOTS = select(point_lots.c.lot_id, point_lots.c.expire_time, point_lots.c.remaining).where(
+    point_lots.c.root_member_id == bindparam("root"), point_lots.c.remaining > 0
+)
+_TAKE_FROM_LOT = (
+    update(point_lots)
+    .where(point_lots.c.lot_id == bindparam("lot"), point_lots.c.remaining >= bindparam("points"))
+    .values(remaining=point_lots.c.remaining - bindparam("points"))
+)
+
+
 class LedgerRepository:
     def __init__(self, connection: Connection) -> None:
         self._db = connection
 
     def by_key(self, key: str) -> Entry | None:
-        row = self._db.execute(
-            select(ledger_entries).where(ledger_entries.c.idempotency_key == key)
-        ).one_or_none()
+        row = self._db.execute(_ENTRY_BY_KEY, {"key": key}).one_or_none()
         return _entry(row) if row else None
 
     def by_source(self, source_id: str, kinds: Sequence[EntryKind]) -> list[Entry]:
@@ -354,22 +368,23 @@ class LedgerRepository:
     ) -> Entry:
         entry_id = new_id("led")
         self._db.execute(
-            insert(ledger_entries).values(
-                entry_id=entry_id,
-                member_id=member_id,
-                kind=kind.value,
-                points=points,
-                balance_after=balance_after,
-                source_id=source_id,
-                store_id=store_id,
-                create_time=now,
-                expire_time=expire_time,
-                spend_cents=spend_cents,
-                spend_time=spend_time,
-                reverses_entry_id=reverses,
-                shortfall_points=shortfall,
-                idempotency_key=key,
-            )
+            _NEW_ENTRY,
+            {
+                "entry_id": entry_id,
+                "member_id": member_id,
+                "kind": kind.value,
+                "points": points,
+                "balance_after": balance_after,
+                "source_id": source_id,
+                "store_id": store_id,
+                "create_time": now,
+                "expire_time": expire_time,
+                "spend_cents": spend_cents,
+                "spend_time": spend_time,
+                "reverses_entry_id": reverses,
+                "shortfall_points": shortfall,
+                "idempotency_key": key,
+            },
         )
         entry = self.by_key(key)
         assert entry is not None
@@ -405,21 +420,18 @@ class LedgerRepository:
 
     def open_lot(self, lot_id: str, root_member_id: str, points: int, expire_time: datetime) -> None:
         self._db.execute(
-            insert(point_lots).values(
-                lot_id=lot_id,
-                root_member_id=root_member_id,
-                expire_time=expire_time,
-                original=points,
-                remaining=points,
-            )
+            _NEW_LOT,
+            {
+                "lot_id": lot_id,
+                "root_member_id": root_member_id,
+                "expire_time": expire_time,
+                "original": points,
+                "remaining": points,
+            },
         )
 
     def lots(self, root_member_id: str) -> list[Lot]:
-        rows = self._db.execute(
-            select(point_lots.c.lot_id, point_lots.c.expire_time, point_lots.c.remaining).where(
-                point_lots.c.root_member_id == root_member_id, point_lots.c.remaining > 0
-            )
-        )
+        rows = self._db.execute(_OPEN_LOTS, {"root": root_member_id})
         return [Lot(r.lot_id, r.expire_time, r.remaining) for r in rows]
 
     def lot(self, lot_id: str) -> Lot | None:
@@ -427,11 +439,7 @@ class LedgerRepository:
         return Lot(row.lot_id, row.expire_time, row.remaining) if row else None
 
     def take_from_lot(self, lot_id: str, points: int) -> None:
-        taken = self._db.execute(
-            update(point_lots)
-            .where(point_lots.c.lot_id == lot_id, point_lots.c.remaining >= points)
-            .values(remaining=point_lots.c.remaining - points)
-        )
+        taken = self._db.execute(_TAKE_FROM_LOT, {"lot": lot_id, "points": points})
         if taken.rowcount != 1:
             raise RuntimeError(f"lot {lot_id} holds fewer than {points} points")
 
