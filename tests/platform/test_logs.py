@@ -1,8 +1,10 @@
 """Phone numbers never reach a log line unmasked, whatever shape they arrive in."""
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
-from quanyu.logs import mask_phones
+from quanyu.logs import _PHONE, _masked, mask_phones
 
 
 @pytest.mark.parametrize(
@@ -13,6 +15,9 @@ from quanyu.logs import mask_phones
         ("8613800138000", "138****8000"),
         ("+86 138 0013 8000", "138****8000"),
         ("call +1 650-253-0000", "call +1****0000"),
+        # The shortest text of each shape: 11 characters.
+        ("+1234567890", "+1****7890"),
+        ("19912345678", "199****5678"),
     ],
 )
 def test_phone_numbers_are_masked_in_free_text(text: str, masked: str) -> None:
@@ -24,3 +29,11 @@ def test_phone_numbers_are_masked_in_free_text(text: str, masked: str) -> None:
 )
 def test_text_without_phone_numbers_is_left_alone(text: str) -> None:
     assert mask_phones(text) == text
+
+
+@given(st.text(alphabet="+-86 1390x", max_size=16))
+@example("+1234567890")
+@example("1391234567")
+def test_short_text_is_skipped_only_where_no_number_can_fit(text: str) -> None:
+    # Skipping the pattern for short text must never leave a number unmasked.
+    assert mask_phones(text) == _PHONE.sub(_masked, text)
