@@ -61,7 +61,7 @@ from geopy.distance import geodesic
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import insert
 
-from bench.harness import Tally, free_port, hammer, stop, wait_serving
+from bench.harness import Tally, hammer, stop, wait_serving
 from quanyu.auth import Principal, Role, TokenCodec
 from quanyu.common.v1 import common_pb2
 from quanyu.config import ServiceConfig, Settings
@@ -79,6 +79,7 @@ from services.fulfilment.domain.assignment import (
 from services.fulfilment.domain.catalogue import StoreCatalogue
 from services.fulfilment.domain.hours import is_open, parse_hours, valid_timezone
 from services.fulfilment.domain.stores import StoreStatus
+from tests.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 FULL_SIZES = (1_000, 10_000, 100_000, 1_000_000)

@@ -1,12 +1,10 @@
-"""What every benchmark over gRPC shares: free ports, a server process started and stopped, and a
+"""What every benchmark over gRPC shares: a server process waited for and stopped, and a
 phase of calls made back to back from a few threads and tallied."""
 
 from __future__ import annotations
 
 import math
 import os
-import signal
-import socket
 import subprocess
 import threading
 import time
@@ -15,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from quanyu.supervisor import is_serving, terminate
 
 # How long one call may take before it counts as failed (DEADLINE_EXCEEDED).
 CALL_TIMEOUT_S = 30.0
@@ -23,40 +22,21 @@ CALL_TIMEOUT_S = 30.0
 REFUSALS = frozenset({grpc.StatusCode.FAILED_PRECONDITION})
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def wait_serving(address: str, process: subprocess.Popen[bytes], timeout: float) -> None:
     """Until `address` answers SERVING; RuntimeError if the process exits or time runs out."""
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"{address}: the process exited with {process.returncode} before serving")
-            try:
-                answer = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if answer.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.1)
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{address}: the process exited with {process.returncode} before serving")
+        if is_serving(address):
+            return
+        time.sleep(0.1)
     raise RuntimeError(f"{address} was not serving within {timeout:.0f} s")
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM (a graceful shutdown), then SIGKILL if it has not ended within 30 s."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
+    terminate(process, timeout=30)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -42,10 +42,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from bench.harness import CALL_TIMEOUT_S, Tally, free_port, hammer, stop, wait_serving
+from bench.harness import CALL_TIMEOUT_S, Tally, hammer, stop, wait_serving
 from quanyu.auth import Principal, Role, TokenCodec
 from quanyu.db import normalise_url
 from quanyu.membership.v1 import membership_pb2, membership_pb2_grpc
+from tests.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEND_PER_EARN_CENTS = 12_800  # 128 points at the entry tier

@@ -48,12 +48,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from bench.harness import CALL_TIMEOUT_S, Tally, cpu_seconds, free_port, hammer, stop, wait_serving
+from bench.harness import CALL_TIMEOUT_S, Tally, cpu_seconds, hammer, stop, wait_serving
 from quanyu.auth import Principal, Role, TokenCodec
 from quanyu.common.v1 import common_pb2
 from quanyu.db import normalise_url
 from quanyu.fulfilment.v1 import fulfilment_pb2, fulfilment_pb2_grpc
 from quanyu.orders.v1 import orders_pb2, orders_pb2_grpc
+from tests.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 # Started in this order: orders calls the other three.

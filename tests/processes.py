@@ -1,23 +1,39 @@
-"""Real Quanyu processes for cross-process tests: free ports, environments, readiness."""
+"""Real Quanyu processes for cross-process tests: free ports, environments, readiness, and
+polling with a deadline for what they do in the background."""
 
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from quanyu.config import SERVICE_NAMES
+from quanyu.supervisor import terminate
 
 QUANYU = [sys.executable, "-m", "quanyu.cli"]
+
+T = TypeVar("T")
+
+
+def poll(read: Callable[[], T], done: Callable[[T], bool], what: str, within: float = 60.0) -> T:
+    """Read until `done` holds of the answer; fail after `within` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        value = read()
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {within:.0f} s; last seen {value!r}")
+        time.sleep(0.05)
 
 
 def free_port() -> int:
@@ -79,13 +95,7 @@ def started(args: list[str], env: Mapping[str, str], log_path: Path) -> Iterator
         try:
             yield process
         finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            terminate(process, timeout=20)
 
 
 def children_of(pid: int) -> list[int]:

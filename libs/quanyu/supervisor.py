@@ -50,6 +50,17 @@ def is_serving(target: str, timeout: float = 1.0) -> bool:
     return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
 
 
+def terminate(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM, so the process shuts down gracefully; SIGKILL if it has not ended within `timeout`."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def supervise(services: Sequence[str], settings: Settings) -> int:
     stopping = threading.Event()
 

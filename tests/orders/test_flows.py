@@ -30,6 +30,7 @@ from quanyu.identity.v1 import identity_pb2, identity_pb2_grpc
 from quanyu.membership.v1 import membership_pb2, membership_pb2_grpc
 from quanyu.orders.v1 import orders_pb2, orders_pb2_grpc
 from tests.orders.platform import Metadata, Platform, platform
+from tests.processes import poll
 
 T = TypeVar("T")
 
@@ -316,15 +317,8 @@ def failure(call: Callable[..., Any], *args: Any, **kwargs: Any) -> grpc.RpcErro
 
 
 def eventually(read: Callable[[], T], done: Callable[[T], bool], what: str, within: float = RELAY) -> T:
-    """Poll `read` until `done` holds of its answer; fail after `within` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        value = read()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {within:.0f} s; last seen {value!r}")
-        time.sleep(0.1)
+    """Poll `read` until `done` holds of its answer; fail after `within` (RELAY unless told)."""
+    return poll(read, done, what, within)
 
 
 def retried(call: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:

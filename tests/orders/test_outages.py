@@ -27,6 +27,7 @@ from quanyu.orders.v1 import orders_pb2
 from services.orders.handlers import EARN_POINTS
 from services.orders.storage import outbox as outbox_table
 from tests.orders.platform import Metadata, Platform, platform
+from tests.processes import poll
 
 T = TypeVar("T")
 
@@ -67,15 +68,8 @@ def ops(p: Platform) -> Metadata:
 
 
 def eventually(read: Callable[[], T], done: Callable[[T], bool], what: str, within: float = RECOVERY) -> T:
-    """Poll `read` until `done` holds of its answer; fail after `within` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        value = read()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {within:.0f} s; last seen {value!r}")
-        time.sleep(0.1)
+    """Poll `read` until `done` holds of its answer; fail after `within` (RECOVERY unless told)."""
+    return poll(read, done, what, within)
 
 
 def where(lat: float, lng: float) -> common_pb2.LatLng:

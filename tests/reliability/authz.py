@@ -34,9 +34,10 @@ from quanyu.fulfilment.v1 import fulfilment_pb2
 from quanyu.membership.v1 import membership_pb2
 from quanyu.orders.v1 import orders_pb2
 from tests.orders.platform import Metadata
+from tests.processes import poll
 from tests.reliability.deployment import Deployment
 from tests.reliability.fuzz import SERVICES
-from tests.reliability.world import Outcome, World, attempt, poll
+from tests.reliability.world import Outcome, World, attempt
 
 PROTOS = Path(__file__).resolve().parents[2] / "protos"
 DEADLINE = 20.0

@@ -24,8 +24,9 @@ from services.membership.storage import coupons, ledger_entries
 from services.orders.handlers import RELEASE_COUPON, REVERSE_POINTS
 from services.orders.storage import orders as orders_table
 from services.orders.storage import outbox
+from tests.processes import poll
 from tests.reliability.deployment import Deployment
-from tests.reliability.world import Outcome, World, attempt, poll
+from tests.reliability.world import Outcome, World, attempt
 
 CALL_DEADLINE = 120.0
 DRAIN = 120.0  # how long effects may take to settle once the rush is over

@@ -10,10 +10,10 @@ that was killed are kept for the scans that read them afterwards.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import signal
 import sqlite3
-import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -36,7 +36,7 @@ from quanyu.membership.v1 import membership_pb2_grpc
 from quanyu.orders.v1 import orders_pb2_grpc
 from quanyu.server import REQUEST_ID_HEADER
 from tests.orders.platform import Platform
-from tests.processes import free_port, health_status, platform_env, started, target, wait_serving
+from tests.processes import free_port, health_status, platform_env, poll, started, target, wait_serving
 from tests.reliability.relay import Relay
 
 SQLITE = "sqlite"
@@ -204,11 +204,8 @@ class Deployment(Platform):
                     b"", metadata=((REQUEST_ID_HEADER, marker),), timeout=10
                 )
             log = self.logs / f"{service}.{self.starts[service]}.log"
-            deadline = time.monotonic() + within
-            while not _holds(log, marks.get(log, 0), marker):
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"{service} did not write out its log within {within:.0f} s")
-                time.sleep(0.01)
+            written = functools.partial(_holds, log, marks.get(log, 0), marker)
+            poll(written, bool, f"{service} writes out its log", within)
 
     def log_events(self, since: dict[Path, int] | None = None) -> Iterator[dict[str, Any]]:
         """The services' JSON log lines written since `since` (all of them without it)."""

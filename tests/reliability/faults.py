@@ -34,8 +34,9 @@ from services.orders.handlers import EARN_POINTS
 from services.orders.storage import orders as orders_table
 from services.orders.storage import outbox
 from tests.membership.test_ledger_invariants import check_books
+from tests.processes import poll
 from tests.reliability.deployment import Deployment
-from tests.reliability.world import RETRYABLE, Background, Outcome, World, attempt, poll, retrying
+from tests.reliability.world import RETRYABLE, Background, Outcome, World, attempt, retrying
 
 T = TypeVar("T")
 

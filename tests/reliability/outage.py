@@ -30,8 +30,9 @@ from quanyu.fulfilment.v1 import fulfilment_pb2
 from quanyu.identity.v1 import identity_pb2
 from quanyu.membership.v1 import membership_pb2
 from quanyu.orders.v1 import orders_pb2
+from tests.processes import poll
 from tests.reliability.deployment import SQLITE, Deployment
-from tests.reliability.world import SERVER_ERRORS, Background, Call, Load, Outcome, World, poll, retrying
+from tests.reliability.world import SERVER_ERRORS, Background, Call, Load, Outcome, World, retrying
 
 RECOVERY = 90.0  # how long the services may take to serve again once the database is back
 # Writers on SQLite wait this long for the lock before they are answered UNAVAILABLE.

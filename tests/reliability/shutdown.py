@@ -30,9 +30,9 @@ from quanyu.server import REQUEST_ID_HEADER
 from services.fulfilment.storage import reservations
 from services.orders.grpc_servicer import request_from
 from services.orders.storage import orders as orders_table
-from tests.processes import health_status, target
+from tests.processes import health_status, poll, target
 from tests.reliability.deployment import Deployment
-from tests.reliability.world import Call, Load, World, attempt, poll, retrying
+from tests.reliability.world import Call, Load, World, attempt, retrying
 
 WORKERS = 6  # fewer than the server's threads, so a health check always finds one free
 DEADLINE = 60.0

@@ -1,6 +1,6 @@
 """What the reliability checks set up and how they call: an area of their own with stores and
 stock, customers enrolled with points and coupons, tokens, the outcome of a call whether it worked
-or not, and polling with a deadline."""
+or not."""
 
 from __future__ import annotations
 
@@ -102,18 +102,6 @@ class Background(Generic[T]):
         self._thread.join(timeout=self._within)
         assert self._result, "the call never ended"
         return self._result[0]
-
-
-def poll(read: Callable[[], T], done: Callable[[T], bool], what: str, within: float = 60.0) -> T:
-    """Read until `done` holds of the answer; fail after `within` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        value = read()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {within:.0f} s; last seen {value!r}")
-        time.sleep(0.05)
 
 
 @dataclass
