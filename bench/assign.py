@@ -335,11 +335,13 @@ class HashedLoad:
 # --- the in-process part, one store count per process ---------------------------------------
 
 
-def rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def rss_mib(pid: int | None = None) -> float:
+    """Resident memory of a process (this one by default), from /proc."""
+    status = Path(f"/proc/{pid or 'self'}/status")
+    for line in status.read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024.0
-    raise RuntimeError("no VmRSS in /proc/self/status")
+    raise RuntimeError(f"no VmRSS in {status}")
 
 
 def percentile_ms(samples_ns: Sequence[int], q: float) -> float:
@@ -545,13 +547,6 @@ def seed_database(settings: Settings, cities: Cities, stores: StoreSet) -> int:
     return written
 
 
-def process_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    return math.nan
-
-
 def assign_templates(cities: Cities, count: int, seed: int) -> list[fulfilment_pb2.AssignStoreRequest]:
     templates = []
     for order in generate_orders(cities, count, seed + 3, GRPC_SKU_COUNT):
@@ -573,9 +568,10 @@ def assign_templates(cities: Cities, count: int, seed: int) -> list[fulfilment_p
     return templates
 
 
-def server_env(temporary: Path, port: int) -> dict[str, str]:
+def server_env(temporary: Path, port: int, workers: int | None = None) -> dict[str, str]:
     """The server's environment: none of the caller's QUANYU_* settings, so its database is the
-    SQLite file under `temporary` and it listens on loopback only."""
+    SQLite file under `temporary` and it listens on loopback only; `workers` sizes its thread
+    pool (None: the service's default)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUANYU_")}
     env.update(
         {
@@ -586,6 +582,8 @@ def server_env(temporary: Path, port: int) -> dict[str, str]:
             "QUANYU_GRACE_SECONDS": "3",
         }
     )
+    if workers is not None:
+        env["QUANYU_SERVER_WORKERS"] = str(workers)
     return env
 
 
@@ -632,7 +630,9 @@ def measure_calls(
     return health_tally, open_tally, assign_tally
 
 
-def run_grpc(store_count: int, seconds: float, concurrency: int, seed: int) -> dict[str, Any]:
+def run_grpc(
+    store_count: int, seconds: float, concurrency: int, seed: int, workers: int | None = None
+) -> dict[str, Any]:
     """A real fulfilment process on SQLite with `store_count` stores: AssignStore against Health/Check."""
     cities = load_cities()
     stores = generate_stores(cities, store_count, seed)
@@ -659,14 +659,14 @@ def run_grpc(store_count: int, seconds: float, concurrency: int, seed: int) -> d
             process = subprocess.Popen(
                 [sys.executable, "-m", "quanyu.cli", "serve", "fulfilment"],
                 cwd=ROOT,
-                env=server_env(temporary, port),
+                env=server_env(temporary, port, workers),
                 stdout=log,
                 stderr=log,
             )
         started = time.perf_counter()
         wait_serving(address, process, timeout=600)
         start_s = time.perf_counter() - started
-        server_rss = process_rss_mib(process.pid)
+        server_rss = rss_mib(process.pid)
         # The key the server created for this deployment on start.
         key = (temporary / "signing.key").read_bytes().strip()
         token = TokenCodec(key).issue(Principal(Role.SERVICE, "bench-assign"), ttl_seconds=3600).token
@@ -686,6 +686,7 @@ def run_grpc(store_count: int, seconds: float, concurrency: int, seed: int) -> d
             "start_s": start_s,
             "server_rss_mib": server_rss,
             "concurrency": concurrency,
+            "workers": workers or Settings.model_fields["server_workers"].default,
             "health": tally_summary(health_tally),
             "open": tally_summary(open_tally),
             "assign": tally_summary(assign_tally),
@@ -886,7 +887,8 @@ def grpc_report(result: dict[str, Any], seconds: float) -> str:
     return "\n".join(
         [
             f"Over gRPC: one fulfilment process on SQLite, {result['stores']:,} stores, "
-            f"{result['stock_rows']:,} stock rows, {result['concurrency']} client threads, "
+            f"{result['stock_rows']:,} stock rows, server threads {result['workers']}, "
+            f"client threads {result['concurrency']}, "
             f"{seconds:g} s per call",
             "",
             table(
@@ -931,6 +933,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--grpc-seconds", type=float, help="seconds of calls per measured phase (default 15)")
     parser.add_argument("--concurrency", type=int, default=8, help="client threads over gRPC (default 8)")
+    parser.add_argument(
+        "--server-workers",
+        type=int,
+        help="the gRPC server's worker threads (default: the service's, QUANYU_SERVER_WORKERS)",
+    )
     parser.add_argument("--brute-seconds", type=float, help="brute-force budget per size (default 120)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
@@ -961,7 +968,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     grpc_result = None
     if grpc_stores > 0:
         print(f"gRPC with {grpc_stores:,} stores ...", file=sys.stderr, flush=True)
-        grpc_result = run_grpc(grpc_stores, grpc_seconds, args.concurrency, args.seed)
+        grpc_result = run_grpc(grpc_stores, grpc_seconds, args.concurrency, args.seed, args.server_workers)
 
     print("$ python -m bench.assign " + " ".join(sys.argv[1:] if argv is None else argv))
     # Other work on the machine shows in the tails; say how busy it was.
