@@ -32,6 +32,21 @@ _NEW_CHANGE = insert(status_changes)
 _FINGERPRINT = select(orders.c.order_id, orders.c.request_fingerprint).where(
     orders.c.request_id == bindparam("request")
 )
+# And what every read of an order and every change of its status runs (each store's queue reads
+# a page of orders one by one). The updates name no values: each call's parameters besides `key`
+# and `was` are the columns it sets.
+_ORDER = select(orders).where(orders.c.order_id == bindparam("key"))
+_ORDER_LOCKED = _ORDER.with_for_update()
+_LINES = select(order_lines).where(order_lines.c.order_id == bindparam("key")).order_by(order_lines.c.line_no)
+_REJECTED = (
+    select(order_rejections.c.store_id)
+    .where(order_rejections.c.order_id == bindparam("key"))
+    .order_by(order_rejections.c.reject_time, order_rejections.c.store_id)
+)
+_POINTS_EARNED = select(orders.c.points_earned).where(orders.c.order_id == bindparam("key"))
+_FULFILLING_STORE = select(orders.c.fulfilling_store_id).where(orders.c.order_id == bindparam("key"))
+_SET_FIELDS = update(orders).where(orders.c.order_id == bindparam("key"))
+_MOVE = _SET_FIELDS.where(orders.c.status == bindparam("was"))
 
 
 class OrderRepository:
@@ -100,30 +115,16 @@ class OrderRepository:
         return (row.order_id, row.request_fingerprint) if row else None
 
     def get(self, order_id: str, *, lock: bool = False) -> Order | None:
-        query = select(orders).where(orders.c.order_id == order_id)
-        if lock:
-            query = query.with_for_update()
-        row = self._db.execute(query).one_or_none()
+        key = {"key": order_id}
+        row = self._db.execute(_ORDER_LOCKED if lock else _ORDER, key).one_or_none()
         if row is None:
             return None
-        lines = self._db.execute(
-            select(order_lines).where(order_lines.c.order_id == order_id).order_by(order_lines.c.line_no)
-        ).all()
-        rejected = (
-            self._db.execute(
-                select(order_rejections.c.store_id)
-                .where(order_rejections.c.order_id == order_id)
-                .order_by(order_rejections.c.reject_time, order_rejections.c.store_id)
-            )
-            .scalars()
-            .all()
-        )
+        lines = self._db.execute(_LINES, key).all()
+        rejected = self._db.execute(_REJECTED, key).scalars().all()
         return _order(row, [Line(ln.sku, ln.quantity, ln.unit_price_cents) for ln in lines], list(rejected))
 
     def points_earned(self, order_id: str) -> int:
-        return int(
-            self._db.execute(select(orders.c.points_earned).where(orders.c.order_id == order_id)).scalar_one()
-        )
+        return int(self._db.execute(_POINTS_EARNED, {"key": order_id}).scalar_one())
 
     def move(
         self,
@@ -138,24 +139,28 @@ class OrderRepository:
     ) -> bool:
         """Change status only if the order is still where the caller saw it; False otherwise."""
         moved = self._db.execute(
-            update(orders)
-            .where(orders.c.order_id == order_id, orders.c.status == from_status.value)
-            .values(status=to_status.value, status_reason=reason, update_time=now, **fields)
+            _MOVE,
+            {
+                "key": order_id,
+                "was": from_status.value,
+                "status": to_status.value,
+                "status_reason": reason,
+                "update_time": now,
+                **fields,
+            },
         )
         if moved.rowcount != 1:
             return False
         store = fields.get("fulfilling_store_id")
         if store is None:
-            store = self._db.execute(
-                select(orders.c.fulfilling_store_id).where(orders.c.order_id == order_id)
-            ).scalar_one()
+            store = self._db.execute(_FULFILLING_STORE, {"key": order_id}).scalar_one()
         self.record_change(
             order_id, from_status.value, to_status.value, actor=actor, reason=reason, store_id=store, now=now
         )
         return True
 
     def set_fields(self, order_id: str, **fields: Any) -> None:
-        self._db.execute(update(orders).where(orders.c.order_id == order_id).values(**fields))
+        self._db.execute(_SET_FIELDS, {"key": order_id, **fields})
 
     def reject(self, order_id: str, store_id: str, reason: str, now: datetime) -> None:
         self._db.execute(
