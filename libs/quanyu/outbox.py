@@ -28,9 +28,11 @@ from sqlalchemy import (
     Insert,
     Integer,
     MetaData,
+    Select,
     String,
     Table,
     Text,
+    bindparam,
     func,
     insert,
     select,
@@ -144,6 +146,13 @@ class OutboxRelay:
         self._poll_seconds = poll_seconds
         self._batch = batch
         self._lanes = _lanes(lanes or {})
+        # Built once per relay, as each pass and each effect runs them: only parameters change.
+        self._due = {name: self._due_query(kinds, others) for name, (kinds, others) in self._lanes.items()}
+        self._one = update(table).where(table.c.effect_id == bindparam("effect"))
+        self._lease_one = self._one.where(
+            table.c.delivered_time.is_(None),
+            (table.c.lease_until.is_(None)) | (table.c.lease_until < bindparam("now")),
+        )
         self._wakes = {name: threading.Event() for name in self._lanes}
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -184,27 +193,29 @@ class OutboxRelay:
         """One pass over the effects that are due, lane after lane; how many were delivered."""
         return sum(self._deliver_lane(lane) for lane in self._lanes)
 
-    def _deliver_lane(self, lane: str) -> int:
-        now = utcnow()
+    def _due_query(self, kinds: Collection[str], others: Collection[str]) -> Select[Any]:
+        """A lane's effects due at `now`, oldest first: undelivered, not failed, not leased."""
         table = self._table
         query = (
             select(table.c.effect_id, table.c.kind, table.c.payload, table.c.attempts)
             .where(
                 table.c.delivered_time.is_(None),
                 table.c.failed == 0,
-                table.c.next_attempt_time <= now,
-                (table.c.lease_until.is_(None)) | (table.c.lease_until < now),
+                table.c.next_attempt_time <= bindparam("now"),
+                (table.c.lease_until.is_(None)) | (table.c.lease_until < bindparam("now")),
             )
             .order_by(table.c.effect_id)
             .limit(self._batch)
         )
-        kinds, others = self._lanes[lane]
         if kinds:
-            query = query.where(table.c.kind.in_(sorted(kinds)))
-        elif others:
-            query = query.where(table.c.kind.not_in(sorted(others)))
+            return query.where(table.c.kind.in_(sorted(kinds)))
+        if others:
+            return query.where(table.c.kind.not_in(sorted(others)))
+        return query
+
+    def _deliver_lane(self, lane: str) -> int:
         with self._db.snapshot() as connection:
-            due = connection.execute(query).all()
+            due = connection.execute(self._due[lane], {"now": utcnow()}).all()
         delivered = 0
         for effect_id, kind, payload, attempts in due:
             if self._stopping.is_set():
@@ -217,21 +228,13 @@ class OutboxRelay:
         return delivered
 
     def _lease(self, effect_id: int, now: datetime) -> bool:
-        table = self._table
         with self._db.transaction() as connection:
             taken = connection.execute(
-                update(table)
-                .where(
-                    table.c.effect_id == effect_id,
-                    table.c.delivered_time.is_(None),
-                    (table.c.lease_until.is_(None)) | (table.c.lease_until < now),
-                )
-                .values(lease_until=now + LEASE)
+                self._lease_one, {"effect": effect_id, "now": now, "lease_until": now + LEASE}
             )
         return bool(taken.rowcount == 1)
 
     def _deliver_one(self, effect_id: int, kind: str, payload: dict[str, Any], attempts: int) -> int:
-        table = self._table
         deliverer = self._deliverers.get(kind)
         try:
             if deliverer is None:
@@ -254,14 +257,14 @@ class OutboxRelay:
             )
             with self._db.transaction() as connection:
                 connection.execute(
-                    update(table)
-                    .where(table.c.effect_id == effect_id)
-                    .values(
-                        attempts=attempts + 1,
-                        next_attempt_time=utcnow() + timedelta(seconds=backoff),
-                        lease_until=None,
-                        last_error=str(error)[:2000],
-                    )
+                    self._one,
+                    {
+                        "effect": effect_id,
+                        "attempts": attempts + 1,
+                        "next_attempt_time": utcnow() + timedelta(seconds=backoff),
+                        "lease_until": None,
+                        "last_error": str(error)[:2000],
+                    },
                 )
             return 0
         self._finish(effect_id, delivered_time=utcnow(), attempts=attempts + 1)
@@ -269,11 +272,7 @@ class OutboxRelay:
 
     def _finish(self, effect_id: int, **values: Any) -> None:
         with self._db.transaction() as connection:
-            connection.execute(
-                update(self._table)
-                .where(self._table.c.effect_id == effect_id)
-                .values(lease_until=None, **values)
-            )
+            connection.execute(self._one, {"effect": effect_id, "lease_until": None, **values})
 
     def state(self) -> OutboxState:
         table = self._table
