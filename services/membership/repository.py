@@ -135,6 +135,7 @@ _TAGS_OF = (
     .where(member_tags.c.member_id == bindparam("member"))
     .order_by(member_tags.c.tag)
 )
+_GROUP = select(members.c.member_id).where(members.c.root_member_id == bindparam("root"))
 
 
 class MemberRepository:
@@ -160,11 +161,7 @@ class MemberRepository:
 
     def group(self, root_member_id: str) -> list[str]:
         """The survivor and every member merged into it: whose entries make up its ledger."""
-        return list(
-            self._db.execute(
-                select(members.c.member_id).where(members.c.root_member_id == root_member_id)
-            ).scalars()
-        )
+        return list(self._db.execute(_GROUP, {"root": root_member_id}).scalars())
 
     # --- writing -------------------------------------------------------------------------------
 
@@ -329,6 +326,34 @@ _TAKE_FROM_LOT = (
     .where(point_lots.c.lot_id == bindparam("lot"), point_lots.c.remaining >= bindparam("points"))
     .values(remaining=point_lots.c.remaining - bindparam("points"))
 )
+# And what earning (the tier's rolling spend, the first earn) and reversing a movement read.
+_ENTRIES_OF_SOURCE = (
+    select(ledger_entries)
+    .where(
+        ledger_entries.c.source_id == bindparam("source"),
+        ledger_entries.c.kind.in_(bindparam("kinds", expanding=True)),
+    )
+    .order_by(ledger_entries.c.seq)
+)
+_ROLLING_SPEND = select(func.coalesce(func.sum(ledger_entries.c.spend_cents), 0)).where(
+    ledger_entries.c.member_id.in_(bindparam("members", expanding=True)),
+    ledger_entries.c.spend_time >= bindparam("since"),
+)
+_EARNS = (
+    select(func.count())
+    .select_from(ledger_entries)
+    .where(
+        ledger_entries.c.member_id.in_(bindparam("members", expanding=True)),
+        ledger_entries.c.kind == EntryKind.EARN.value,
+    )
+)
+_LOT = select(point_lots).where(point_lots.c.lot_id == bindparam("lot"))
+_NEW_DRAWS = insert(lot_draws)
+_DRAWS_OF_ENTRY = (
+    select(point_lots.c.lot_id, point_lots.c.expire_time, point_lots.c.remaining, lot_draws.c.points)
+    .join(point_lots, point_lots.c.lot_id == lot_draws.c.lot_id)
+    .where(lot_draws.c.entry_id == bindparam("entry"))
+)
 
 
 class LedgerRepository:
@@ -340,13 +365,7 @@ class LedgerRepository:
         return _entry(row) if row else None
 
     def by_source(self, source_id: str, kinds: Sequence[EntryKind]) -> list[Entry]:
-        rows = self._db.execute(
-            select(ledger_entries)
-            .where(
-                ledger_entries.c.source_id == source_id, ledger_entries.c.kind.in_([k.value for k in kinds])
-            )
-            .order_by(ledger_entries.c.seq)
-        )
+        rows = self._db.execute(_ENTRIES_OF_SOURCE, {"source": source_id, "kinds": [k.value for k in kinds]})
         return [_entry(r) for r in rows]
 
     def append(
@@ -398,23 +417,11 @@ class LedgerRepository:
         return [_entry(r) for r in rows]
 
     def rolling_spend(self, member_ids: Sequence[str], since: datetime) -> int:
-        total = self._db.execute(
-            select(func.coalesce(func.sum(ledger_entries.c.spend_cents), 0)).where(
-                ledger_entries.c.member_id.in_(member_ids), ledger_entries.c.spend_time >= since
-            )
-        ).scalar_one()
+        total = self._db.execute(_ROLLING_SPEND, {"members": list(member_ids), "since": since}).scalar_one()
         return int(total)
 
     def earns(self, member_ids: Sequence[str]) -> int:
-        return int(
-            self._db.execute(
-                select(func.count())
-                .select_from(ledger_entries)
-                .where(
-                    ledger_entries.c.member_id.in_(member_ids), ledger_entries.c.kind == EntryKind.EARN.value
-                )
-            ).scalar_one()
-        )
+        return int(self._db.execute(_EARNS, {"members": list(member_ids)}).scalar_one())
 
     # --- lots ----------------------------------------------------------------------------------
 
@@ -435,7 +442,7 @@ class LedgerRepository:
         return [Lot(r.lot_id, r.expire_time, r.remaining) for r in rows]
 
     def lot(self, lot_id: str) -> Lot | None:
-        row = self._db.execute(select(point_lots).where(point_lots.c.lot_id == lot_id)).one_or_none()
+        row = self._db.execute(_LOT, {"lot": lot_id}).one_or_none()
         return Lot(row.lot_id, row.expire_time, row.remaining) if row else None
 
     def take_from_lot(self, lot_id: str, points: int) -> None:
@@ -445,16 +452,11 @@ class LedgerRepository:
 
     def record_draws(self, entry_id: str, draws: Sequence[tuple[str, int]]) -> None:
         if draws:
-            self._db.execute(
-                insert(lot_draws), [{"entry_id": entry_id, "lot_id": lot, "points": p} for lot, p in draws]
-            )
+            rows = [{"entry_id": entry_id, "lot_id": lot, "points": p} for lot, p in draws]
+            self._db.execute(_NEW_DRAWS, rows)
 
     def draws(self, entry_id: str) -> list[tuple[Lot, int]]:
-        rows = self._db.execute(
-            select(point_lots.c.lot_id, point_lots.c.expire_time, point_lots.c.remaining, lot_draws.c.points)
-            .join(point_lots, point_lots.c.lot_id == lot_draws.c.lot_id)
-            .where(lot_draws.c.entry_id == entry_id)
-        )
+        rows = self._db.execute(_DRAWS_OF_ENTRY, {"entry": entry_id})
         return [(Lot(r.lot_id, r.expire_time, r.remaining), r.points) for r in rows]
 
     def lapsed_lots(
