@@ -30,7 +30,6 @@ from sqlalchemy import (
     func,
     insert,
     select,
-    tuple_,
     update,
 )
 from sqlalchemy.engine import Connection
@@ -354,6 +353,55 @@ _HOLD_STOCK = (
     )
     .values(reserved=stock.c.reserved + bindparam("units"), update_time=bindparam("at"))
 )
+# And what committing or releasing a reservation runs (each order's completion or cancellation).
+_COMMITTED_LINES = (
+    select(func.count())
+    .select_from(reservations)
+    .where(reservations.c.order_id == bindparam("order"), reservations.c.state == COMMITTED)
+)
+_ACTIVE_LINES = select(reservations).where(
+    reservations.c.order_id == bindparam("order"), reservations.c.state == ACTIVE
+)
+_ACTIVE_LINES_AT_STORE = _ACTIVE_LINES.where(reservations.c.store_id == bindparam("store"))
+_STOCK_OF_LINE = (
+    stock.c.store_id == bindparam("store"),
+    stock.c.sku == bindparam("item"),
+)
+_RELEASE_STOCK = (
+    update(stock)
+    .where(*_STOCK_OF_LINE)
+    .values(reserved=stock.c.reserved - bindparam("units"), update_time=bindparam("at"))
+)
+_SHIP_STOCK = (
+    update(stock)
+    .where(*_STOCK_OF_LINE)
+    .values(
+        reserved=stock.c.reserved - bindparam("units"),
+        on_hand=stock.c.on_hand - bindparam("units"),
+        update_time=bindparam("at"),
+    )
+)
+_GIVE_BACK_CAPACITY = (
+    update(stores).where(stores.c.store_id == bindparam("store")).values(open_orders=stores.c.open_orders - 1)
+)
+_FINISH_LINE = (
+    update(reservations)
+    .where(
+        reservations.c.order_id == bindparam("order"),
+        reservations.c.state == ACTIVE,
+        reservations.c.store_id == bindparam("store"),
+        reservations.c.sku == bindparam("item"),
+    )
+    .values(state=bindparam("to"), update_time=bindparam("at"))
+)
+_LINES_NOT_RELEASED = select(reservations.c.state).where(
+    reservations.c.order_id == bindparam("order"), reservations.c.state != RELEASED
+)
+_SET_STATE = (
+    update(assignments)
+    .where(assignments.c.order_id == bindparam("order"))
+    .values(state=bindparam("to"), update_time=bindparam("at"))
+)
 
 
 class ReservationRepository:
@@ -454,59 +502,38 @@ class ReservationRepository:
 
     def commit(self, order_id: str, now: datetime) -> tuple[int, int]:
         """Stock leaves the shelf for every active line; (lines committed, lines already committed)."""
-        already = self._db.execute(
-            select(func.count())
-            .select_from(reservations)
-            .where(reservations.c.order_id == order_id, reservations.c.state == COMMITTED)
-        ).scalar_one()
+        already = self._db.execute(_COMMITTED_LINES, {"order": order_id}).scalar_one()
         return self._finish(order_id, "", COMMITTED, now), int(already)
 
     def _finish(self, order_id: str, store_id: str, state: str, now: datetime) -> int:
-        query = select(reservations).where(
-            reservations.c.order_id == order_id, reservations.c.state == ACTIVE
-        )
         if store_id:
-            query = query.where(reservations.c.store_id == store_id)
-        rows = self._db.execute(query).all()
-        for row in rows:
-            change: dict[str, Any] = {"reserved": stock.c.reserved - row.quantity, "update_time": now}
-            if state == COMMITTED:
-                change["on_hand"] = stock.c.on_hand - row.quantity
-            self._db.execute(
-                update(stock).where(stock.c.store_id == row.store_id, stock.c.sku == row.sku).values(**change)
-            )
-        for store in {row.store_id for row in rows}:
-            self._db.execute(
-                update(stores).where(stores.c.store_id == store).values(open_orders=stores.c.open_orders - 1)
-            )
+            rows = self._db.execute(_ACTIVE_LINES_AT_STORE, {"order": order_id, "store": store_id}).all()
+        else:
+            rows = self._db.execute(_ACTIVE_LINES, {"order": order_id}).all()
         if rows:
-            keys = [(r.store_id, r.sku) for r in rows]
+            # Store, then SKU: two orders finishing at once lock the stock rows they share in
+            # the same order.
+            ordered = sorted(rows, key=lambda r: (r.store_id, r.sku))
             self._db.execute(
-                update(reservations)
-                .where(
-                    reservations.c.order_id == order_id,
-                    reservations.c.state == ACTIVE,
-                    tuple_(reservations.c.store_id, reservations.c.sku).in_(keys),
-                )
-                .values(state=state, update_time=now)
+                _SHIP_STOCK if state == COMMITTED else _RELEASE_STOCK,
+                [{"store": r.store_id, "item": r.sku, "units": r.quantity, "at": now} for r in ordered],
             )
-        remaining = (
+            stores_left = sorted({r.store_id for r in rows})
+            self._db.execute(_GIVE_BACK_CAPACITY, [{"store": store} for store in stores_left])
             self._db.execute(
-                select(reservations.c.state).where(
-                    reservations.c.order_id == order_id, reservations.c.state != RELEASED
-                )
+                _FINISH_LINE,
+                [
+                    {"order": order_id, "store": r.store_id, "item": r.sku, "to": state, "at": now}
+                    for r in ordered
+                ],
             )
-            .scalars()
-            .all()
-        )
+        remaining = self._db.execute(_LINES_NOT_RELEASED, {"order": order_id}).scalars().all()
         overall = COMMITTED if COMMITTED in remaining else (ACTIVE if ACTIVE in remaining else RELEASED)
         self._set_state(order_id, overall, now)
         return len(rows)
 
     def _set_state(self, order_id: str, state: str, now: datetime) -> None:
-        self._db.execute(
-            update(assignments).where(assignments.c.order_id == order_id).values(state=state, update_time=now)
-        )
+        self._db.execute(_SET_STATE, {"order": order_id, "to": state, "at": now})
 
     def record(
         self,
