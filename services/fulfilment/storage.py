@@ -254,22 +254,35 @@ class StoreRepository:
         return [store_from_row(r) for r in rows], max((r.revision for r in rows), default=0)
 
 
+# Stock as a till or ERP sets it and reads it back.
+_LEVELS = select(stock).where(stock.c.store_id == bindparam("store")).order_by(stock.c.sku)
+_LEVELS_OF = _LEVELS.where(stock.c.sku.in_(bindparam("items", expanding=True)))
+# Locked while the new counts are checked against what is reserved and written, so that no
+# reservation lands in between (on SQLite the write lock already keeps it out).
+_LEVELS_OF_LOCKED = _LEVELS_OF.with_for_update()
+_NEW_LEVELS = insert(stock)
+_SET_ON_HAND = (
+    update(stock)
+    .where(stock.c.store_id == bindparam("store"), stock.c.sku == bindparam("item"))
+    .values(on_hand=bindparam("units"), update_time=bindparam("at"))
+)
+
+
 class StockRepository:
     def __init__(self, connection: Connection) -> None:
         self._db = connection
 
-    def levels(self, store_id: str, skus: Sequence[str] = ()) -> list[StockLevel]:
-        query = select(stock).where(stock.c.store_id == store_id)
+    def levels(self, store_id: str, skus: Sequence[str] = (), *, lock: bool = False) -> list[StockLevel]:
         if skus:
-            query = query.where(stock.c.sku.in_(skus))
-        return [
-            StockLevel(r.store_id, r.sku, r.on_hand, r.reserved)
-            for r in self._db.execute(query.order_by(stock.c.sku))
-        ]
+            query = _LEVELS_OF_LOCKED if lock else _LEVELS_OF
+            rows = self._db.execute(query, {"store": store_id, "items": list(skus)})
+        else:
+            rows = self._db.execute(_LEVELS, {"store": store_id})
+        return [StockLevel(r.store_id, r.sku, r.on_hand, r.reserved) for r in rows]
 
     def set_on_hand(self, store_id: str, on_hand: Mapping[str, int], now: datetime) -> list[str]:
         """Set absolute on-hand counts; the SKUs whose count would fall below what is reserved."""
-        current = {lvl.sku: lvl for lvl in self.levels(store_id, list(on_hand))}
+        current = {lvl.sku: lvl for lvl in self.levels(store_id, list(on_hand), lock=True)}
         below = [sku for sku, units in on_hand.items() if sku in current and units < current[sku].reserved]
         if below:
             return below
@@ -279,14 +292,14 @@ class StockRepository:
             if sku not in current
         ]
         if new:
-            self._db.execute(insert(stock), new)
-        for sku, units in on_hand.items():
-            if sku in current:
-                self._db.execute(
-                    update(stock)
-                    .where(stock.c.store_id == store_id, stock.c.sku == sku, stock.c.reserved <= units)
-                    .values(on_hand=units, update_time=now)
-                )
+            self._db.execute(_NEW_LEVELS, new)
+        known = [
+            {"store": store_id, "item": sku, "units": units, "at": now}
+            for sku, units in sorted(on_hand.items())
+            if sku in current
+        ]
+        if known:
+            self._db.execute(_SET_ON_HAND, known)
         return []
 
 
