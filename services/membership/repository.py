@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from quanyu.ids import new_id
@@ -474,16 +474,36 @@ class LedgerRepository:
         ]
 
 
+# An order with a coupon takes it, and gives it back when the order is cancelled.
+_COUPON = select(coupons).where(coupons.c.code == bindparam("coupon"))
+_COUPON_OF_REQUEST = select(coupons).where(coupons.c.request_id == bindparam("request"))
+_NEW_COUPON = insert(coupons)
+_TAKE_COUPON = (
+    update(coupons)
+    .where(coupons.c.code == bindparam("coupon"), coupons.c.redeemed_order_id.is_(None))
+    .values(
+        redeemed_order_id=bindparam("order"),
+        redeemed_store_id=bindparam("store"),
+        redeemed_time=bindparam("at"),
+    )
+)
+_GIVE_BACK_COUPON = (
+    update(coupons)
+    .where(coupons.c.code == bindparam("coupon"), coupons.c.redeemed_order_id == bindparam("order"))
+    .values(redeemed_order_id=None, redeemed_store_id="", redeemed_time=None)
+)
+
+
 class CouponRepository:
     def __init__(self, connection: Connection) -> None:
         self._db = connection
 
     def get(self, code: str) -> Coupon | None:
-        row = self._db.execute(select(coupons).where(coupons.c.code == code)).one_or_none()
+        row = self._db.execute(_COUPON, {"coupon": code}).one_or_none()
         return self._coupon(row) if row else None
 
     def by_request(self, request_id: str) -> Coupon | None:
-        row = self._db.execute(select(coupons).where(coupons.c.request_id == request_id)).one_or_none()
+        row = self._db.execute(_COUPON_OF_REQUEST, {"request": request_id}).one_or_none()
         return self._coupon(row) if row else None
 
     @staticmethod
@@ -500,33 +520,28 @@ class CouponRepository:
 
     def issue(self, coupon: Coupon, request_id: str, now: datetime) -> None:
         self._db.execute(
-            insert(coupons).values(
-                code=coupon.code,
-                member_id=coupon.member_id,
-                discount_cents=coupon.discount_cents,
-                min_spend_cents=coupon.min_spend_cents,
-                expire_time=coupon.expire_time,
-                redeemed_order_id=None,
-                redeemed_store_id="",
-                redeemed_time=None,
-                request_id=request_id,
-                request_fingerprint=coupon.request_fingerprint,
-                create_time=now,
-            )
+            _NEW_COUPON,
+            {
+                "code": coupon.code,
+                "member_id": coupon.member_id,
+                "discount_cents": coupon.discount_cents,
+                "min_spend_cents": coupon.min_spend_cents,
+                "expire_time": coupon.expire_time,
+                "redeemed_order_id": None,
+                "redeemed_store_id": "",
+                "redeemed_time": None,
+                "request_id": request_id,
+                "request_fingerprint": coupon.request_fingerprint,
+                "create_time": now,
+            },
         )
 
     def redeem(self, code: str, order_id: str, store_id: str, now: datetime) -> bool:
         """Take an unredeemed coupon for an order; False when another order has it already."""
         taken = self._db.execute(
-            update(coupons)
-            .where(coupons.c.code == code, coupons.c.redeemed_order_id.is_(None))
-            .values(redeemed_order_id=order_id, redeemed_store_id=store_id, redeemed_time=now)
+            _TAKE_COUPON, {"coupon": code, "order": order_id, "store": store_id, "at": now}
         )
         return taken.rowcount == 1
 
     def release(self, code: str, order_id: str) -> None:
-        self._db.execute(
-            update(coupons)
-            .where(and_(coupons.c.code == code, coupons.c.redeemed_order_id == order_id))
-            .values(redeemed_order_id=None, redeemed_store_id="", redeemed_time=None)
-        )
+        self._db.execute(_GIVE_BACK_COUPON, {"coupon": code, "order": order_id})
