@@ -460,11 +460,13 @@ class ReservationRepository:
             for line_no, line in enumerate(assignment.lines):
                 units, price, first = merged.get(line.sku, (0, line.unit_price_cents, line_no))
                 merged[line.sku] = (units + line.quantity, price, first)
+            # By SKU, as finishing a reservation takes them: transactions that lock shared stock
+            # rows in one order cannot each wait on the other (PostgreSQL would end one of them).
             held = self._db.execute(
                 _HOLD_STOCK,
                 [
                     {"store": assignment.store_id, "item": sku, "units": units, "at": now}
-                    for sku, (units, _, _) in merged.items()
+                    for sku, (units, _, _) in sorted(merged.items())
                 ],
             )
             if held.rowcount != len(merged):
@@ -524,8 +526,7 @@ class ReservationRepository:
         else:
             rows = self._db.execute(_ACTIVE_LINES, {"order": order_id}).all()
         if rows:
-            # Store, then SKU: two orders finishing at once lock the stock rows they share in
-            # the same order.
+            # Store, then SKU: within a store, the order reserve() takes them in.
             ordered = sorted(rows, key=lambda r: (r.store_id, r.sku))
             self._db.execute(
                 _SHIP_STOCK if state == COMMITTED else _RELEASE_STOCK,
