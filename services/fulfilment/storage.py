@@ -460,8 +460,8 @@ class ReservationRepository:
             for line_no, line in enumerate(assignment.lines):
                 units, price, first = merged.get(line.sku, (0, line.unit_price_cents, line_no))
                 merged[line.sku] = (units + line.quantity, price, first)
-            # By SKU, as finishing a reservation takes them: transactions that lock shared stock
-            # rows in one order cannot each wait on the other (PostgreSQL would end one of them).
+            # By SKU, as finishing a reservation takes them (after the store's row, above):
+            # transactions that lock shared rows in one order cannot each wait on the other.
             held = self._db.execute(
                 _HOLD_STOCK,
                 [
@@ -526,14 +526,16 @@ class ReservationRepository:
         else:
             rows = self._db.execute(_ACTIVE_LINES, {"order": order_id}).all()
         if rows:
-            # Store, then SKU: within a store, the order reserve() takes them in.
+            # The store's row first, then its stock rows by SKU: the order reserve() takes them
+            # in, so a reservation and a release at one store never each hold what the other
+            # waits for.
+            stores_left = sorted({r.store_id for r in rows})
+            self._db.execute(_GIVE_BACK_CAPACITY, [{"store": store} for store in stores_left])
             ordered = sorted(rows, key=lambda r: (r.store_id, r.sku))
             self._db.execute(
                 _SHIP_STOCK if state == COMMITTED else _RELEASE_STOCK,
                 [{"store": r.store_id, "item": r.sku, "units": r.quantity, "at": now} for r in ordered],
             )
-            stores_left = sorted({r.store_id for r in rows})
-            self._db.execute(_GIVE_BACK_CAPACITY, [{"store": store} for store in stores_left])
             self._db.execute(
                 _FINISH_LINE,
                 [
