@@ -17,7 +17,6 @@ import hashlib
 import os
 import random
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -49,7 +48,7 @@ from quanyu.demo.chain import (
 from quanyu.fulfilment.v1 import fulfilment_pb2, fulfilment_pb2_grpc
 from quanyu.membership.v1 import membership_pb2, membership_pb2_grpc
 from quanyu.orders.v1 import orders_pb2, orders_pb2_grpc
-from quanyu.supervisor import is_serving
+from quanyu.supervisor import is_serving, terminate
 
 T = TypeVar("T")
 Metadata = tuple[tuple[str, str], ...]
@@ -144,7 +143,7 @@ def running_platform(settings: Settings, say: Callable[[str], None], deadline: D
             _wait_serving(settings, missing, process, deadline.left(START_SECONDS))
             yield
         finally:
-            _stop(process, settings.grace_seconds + 10)
+            terminate(process, settings.grace_seconds + 10)
 
 
 def _wait_serving(
@@ -163,16 +162,6 @@ def _wait_serving(
         waiting = [name for name in waiting if not is_serving(settings.target(name))]
         if waiting:
             time.sleep(0.2)
-
-
-def _stop(process: subprocess.Popen[bytes], wait_seconds: float) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=wait_seconds)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 # --- calling the services -------------------------------------------------------------------
