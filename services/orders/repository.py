@@ -49,6 +49,15 @@ _SET_FIELDS = update(orders).where(orders.c.order_id == bindparam("key"))
 _MOVE = _SET_FIELDS.where(orders.c.status == bindparam("was"))
 
 
+def _columns(fields: dict[str, Any]) -> dict[str, Any]:
+    """`fields`, each named after a column of orders: the updates above would leave a misspelt
+    one out of their SET clause without a word."""
+    unknown = fields.keys() - orders.c.keys()
+    if unknown:
+        raise TypeError(f"orders has no column {', '.join(sorted(unknown))}")
+    return fields
+
+
 class OrderRepository:
     def __init__(self, connection: Connection) -> None:
         self._db = connection
@@ -146,7 +155,7 @@ class OrderRepository:
                 "status": to_status.value,
                 "status_reason": reason,
                 "update_time": now,
-                **fields,
+                **_columns(fields),
             },
         )
         if moved.rowcount != 1:
@@ -160,7 +169,7 @@ class OrderRepository:
         return True
 
     def set_fields(self, order_id: str, **fields: Any) -> None:
-        self._db.execute(_SET_FIELDS, {"key": order_id, **fields})
+        self._db.execute(_SET_FIELDS, {"key": order_id, **_columns(fields)})
 
     def reject(self, order_id: str, store_id: str, reason: str, now: datetime) -> None:
         self._db.execute(

@@ -1,0 +1,121 @@
+"""Orders' repository on a real database (SQLite, and PostgreSQL when reachable): an order read
+back as stored, and its status moved only from where the caller saw it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy.engine import Connection
+
+from quanyu.db import Database, migrate
+from services.orders.bootstrap import MIGRATIONS
+from services.orders.domain import FulfilmentType, Line, Order, Price, Status
+from services.orders.repository import OrderRepository
+
+PLACED = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def database(database_url: str) -> Iterator[Database]:
+    db = Database(database_url)
+    migrate(db, MIGRATIONS)
+    with db.transaction() as connection:
+        OrderRepository(connection).insert(
+            Order(
+                order_id="ord-1",
+                request_id="req-1",
+                customer_id="cust-1",
+                member_id="mem-1",
+                channel="CHANNEL_APP",
+                fulfilment_type=FulfilmentType.DELIVERY,
+                lines=[Line("TEA", 2, 1_500), Line("CAKE", 1, 3_000)],
+                price=Price(6_000, 500, 100),
+                delivery_location=(31.2304, 121.4737, 1),
+                delivery_address="People's Square",
+                origin_store_id="",
+                fulfilling_store_id="SH-001",
+                guide_id="",
+                status=Status.ASSIGNED,
+                status_reason="",
+                coupon_code="",
+                points_earned=0,
+                create_time=PLACED,
+                update_time=PLACED,
+                accept_deadline=PLACED + timedelta(seconds=120),
+            ),
+            "fingerprint-1",
+            actor="system",
+        )
+    yield db
+    db.dispose()
+
+
+def read(connection: Connection) -> Order:
+    order = OrderRepository(connection).get("ord-1")
+    assert order is not None
+    return order
+
+
+def test_an_order_reads_back_as_it_was_stored(database: Database) -> None:
+    with database.snapshot() as connection:
+        order = read(connection)
+        assert OrderRepository(connection).get("ord-2") is None
+    assert (order.status, order.fulfilling_store_id, order.price.total_cents) == (
+        Status.ASSIGNED,
+        "SH-001",
+        5_400,
+    )
+    assert order.lines == [Line("TEA", 2, 1_500), Line("CAKE", 1, 3_000)]
+    assert order.accept_deadline == PLACED + timedelta(seconds=120)
+
+
+def test_a_status_moves_only_from_where_the_caller_saw_it(database: Database) -> None:
+    later = PLACED + timedelta(minutes=1)
+    with database.transaction() as connection:
+        repo = OrderRepository(connection)
+        assert repo.move("ord-1", Status.ASSIGNED, Status.ACCEPTED, actor="store", reason="", now=later)
+        assert not repo.move("ord-1", Status.ASSIGNED, Status.ACCEPTED, actor="store", reason="", now=later)
+        assert repo.move(
+            "ord-1",
+            Status.ACCEPTED,
+            Status.ASSIGNED,
+            actor="ops",
+            reason="re-routed",
+            now=later,
+            fulfilling_store_id="SH-002",
+        )
+    with database.snapshot() as connection:
+        order = read(connection)
+        history = OrderRepository(connection).history("ord-1")
+    assert (order.status, order.status_reason, order.fulfilling_store_id) == (
+        Status.ASSIGNED,
+        "re-routed",
+        "SH-002",
+    )
+    assert [(c.from_status, c.to_status, c.store_id) for c in history][-2:] == [
+        ("ASSIGNED", "ACCEPTED", "SH-001"),
+        ("ACCEPTED", "ASSIGNED", "SH-002"),
+    ]
+
+
+def test_a_misspelt_field_is_refused_rather_than_left_out(database: Database) -> None:
+    with database.transaction() as connection:
+        repo = OrderRepository(connection)
+        with pytest.raises(TypeError, match="no column points_earnt"):
+            repo.set_fields("ord-1", points_earned=120, points_earnt=120)
+        with pytest.raises(TypeError, match="no column fulfiling_store_id"):
+            repo.move(
+                "ord-1",
+                Status.ASSIGNED,
+                Status.ACCEPTED,
+                actor="store",
+                reason="",
+                now=PLACED,
+                fulfiling_store_id="SH-002",
+            )
+        repo.set_fields("ord-1", points_earned=120)
+    with database.snapshot() as connection:
+        order = read(connection)
+    assert (order.points_earned, order.status) == (120, Status.ASSIGNED)
