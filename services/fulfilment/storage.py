@@ -272,31 +272,31 @@ class StockRepository:
     def __init__(self, connection: Connection) -> None:
         self._db = connection
 
-    def levels(self, store_id: str, skus: Sequence[str] = (), *, lock: bool = False) -> list[StockLevel]:
+    def levels(self, store_id: str, skus: Sequence[str] = ()) -> list[StockLevel]:
         if skus:
-            query = _LEVELS_OF_LOCKED if lock else _LEVELS_OF
-            rows = self._db.execute(query, {"store": store_id, "items": list(skus)})
+            rows = self._db.execute(_LEVELS_OF, {"store": store_id, "items": list(skus)})
         else:
             rows = self._db.execute(_LEVELS, {"store": store_id})
         return [StockLevel(r.store_id, r.sku, r.on_hand, r.reserved) for r in rows]
 
     def set_on_hand(self, store_id: str, on_hand: Mapping[str, int], now: datetime) -> list[str]:
         """Set absolute on-hand counts; the SKUs whose count would fall below what is reserved."""
-        current = {lvl.sku: lvl for lvl in self.levels(store_id, list(on_hand), lock=True)}
-        below = [sku for sku, units in on_hand.items() if sku in current and units < current[sku].reserved]
+        locked = self._db.execute(_LEVELS_OF_LOCKED, {"store": store_id, "items": list(on_hand)})
+        reserved = {row.sku: row.reserved for row in locked}
+        below = [sku for sku, units in on_hand.items() if sku in reserved and units < reserved[sku]]
         if below:
             return below
         new = [
             {"store_id": store_id, "sku": sku, "on_hand": u, "reserved": 0, "update_time": now}
             for sku, u in on_hand.items()
-            if sku not in current
+            if sku not in reserved
         ]
         if new:
             self._db.execute(_NEW_LEVELS, new)
         known = [
             {"store": store_id, "item": sku, "units": units, "at": now}
             for sku, units in sorted(on_hand.items())
-            if sku in current
+            if sku in reserved
         ]
         if known:
             self._db.execute(_SET_ON_HAND, known)

@@ -13,8 +13,11 @@ from sqlalchemy.exc import OperationalError
 
 from quanyu.db import Database, migrate
 from services.fulfilment.bootstrap import MIGRATIONS
-from services.fulfilment.storage import StockRepository, stock, stores
+from services.fulfilment.domain.assignment import Assignment, Line
+from services.fulfilment.domain.stores import validate_store
+from services.fulfilment.storage import ReservationRepository, StockRepository, StoreRepository, stock
 from tests.conftest import POSTGRES_URL, postgres_schema_url
+from tests.fulfilment.test_stores import VALID
 
 pytestmark = [
     pytest.mark.postgres,
@@ -31,28 +34,11 @@ def database() -> Iterator[Database]:
         db = Database(url)
         migrate(db, MIGRATIONS)
         with db.transaction() as connection:
-            connection.execute(
-                stores.insert().values(
-                    store_id="SH-001",
-                    name="People's Square",
-                    latitude=31.2304,
-                    longitude=121.4737,
-                    status="ACTIVE",
-                    delivery_radius_m=5000.0,
-                    delivery_zone_geojson="",
-                    opening_hours="[]",
-                    timezone="Asia/Shanghai",
-                    max_active_orders=0,
-                    priority=0,
-                    open_orders=0,
-                    revision=1,
-                    create_time=NOW,
-                    update_time=NOW,
-                )
-            )
-            connection.execute(
-                stock.insert().values(store_id="SH-001", sku="TEA", on_hand=10, reserved=4, update_time=NOW)
-            )
+            StoreRepository(connection).upsert([validate_store(VALID)], NOW)
+            StockRepository(connection).set_on_hand(VALID.store_id, {"TEA": 10}, NOW)
+            # An order already holds 4 of the 10.
+            held = Assignment(VALID.store_id, 0.0, (Line("TEA", 4, 1_500),))
+            ReservationRepository(connection).reserve("ord-1", [held], "DELIVERY", NOW, known=False)
         yield db
         db.dispose()
 
@@ -71,7 +57,7 @@ def test_no_reservation_slips_between_checking_new_stock_and_writing_it(database
             try:
                 other.execute(
                     update(stock)
-                    .where(stock.c.store_id == "SH-001", stock.c.sku == "TEA")
+                    .where(stock.c.store_id == VALID.store_id, stock.c.sku == "TEA")
                     .values(reserved=stock.c.reserved + 3)
                 )
                 others.append("reserved")
@@ -80,19 +66,19 @@ def test_no_reservation_slips_between_checking_new_stock_and_writing_it(database
 
     with database.transaction() as connection:
         event.listen(connection, "before_cursor_execute", reserve_meanwhile)
-        below = StockRepository(connection).set_on_hand("SH-001", {"TEA": 6}, NOW)
+        below = StockRepository(connection).set_on_hand(VALID.store_id, {"TEA": 6}, NOW)
 
     assert below == []
     assert others == [LOCK_NOT_AVAILABLE]
     with database.snapshot() as connection:
-        [level] = StockRepository(connection).levels("SH-001", ["TEA"])
+        [level] = StockRepository(connection).levels(VALID.store_id, ["TEA"])
     assert (level.on_hand, level.reserved) == (6, 4)
 
 
 def test_a_count_below_what_is_reserved_is_refused_and_changes_nothing(database: Database) -> None:
     with database.transaction() as connection:
-        below = StockRepository(connection).set_on_hand("SH-001", {"TEA": 3, "MILK": 8}, NOW)
+        below = StockRepository(connection).set_on_hand(VALID.store_id, {"TEA": 3, "MILK": 8}, NOW)
     assert below == ["TEA"]
     with database.snapshot() as connection:
-        levels = StockRepository(connection).levels("SH-001")
+        levels = StockRepository(connection).levels(VALID.store_id)
     assert [(lv.sku, lv.on_hand, lv.reserved) for lv in levels] == [("TEA", 10, 4)]
