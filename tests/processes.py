@@ -4,10 +4,13 @@ polling with a deadline for what they do in the background."""
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,11 +39,43 @@ def poll(read: Callable[[], T], done: Callable[[T], bool], what: str, within: fl
         time.sleep(0.05)
 
 
+def _outgoing_ports() -> range:
+    """The ports the kernel gives outgoing connections (Linux's default when it does not say)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
+_OUTGOING = _outgoing_ports()
+# Listening ports come from outside the kernel's range for outgoing connections: a port taken from
+# inside it could be handed to some client's connection between the pick and the server's bind.
+_LISTENING = [port for port in range(10_000, 65_536) if port not in _OUTGOING]
+_handed_out: set[int] = set()
+_picking = threading.Lock()
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    """A port of 127.0.0.1 that nothing listens on, for a server about to start.
+
+    Never the same one twice in this process, so two servers of one test never pick alike; the
+    walk starts at a random place, so two test or bench processes rarely walk the same ports.
+    """
+    with _picking:
+        start = random.randrange(len(_LISTENING))
+        for step in range(len(_LISTENING)):
+            port = _LISTENING[(start + step) % len(_LISTENING)]
+            if port in _handed_out:
+                continue
+            with socket.socket() as probe:
+                try:
+                    probe.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _handed_out.add(port)
+            return port
+    raise OSError("no free port left on 127.0.0.1")
 
 
 def platform_env(var_dir: Path, **extra: str) -> dict[str, str]:
@@ -74,7 +109,10 @@ def wait_serving(address: str, process: subprocess.Popen[bytes] | None = None, t
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         if process is not None and process.poll() is not None:
-            raise AssertionError(f"process exited with {process.returncode} before serving {address}")
+            raise AssertionError(
+                f"process exited with {process.returncode} before serving {address}; "
+                f"its log ends:\n{_log_tail(process)}"
+            )
         if health_status(address) == health_pb2.HealthCheckResponse.SERVING:
             return time.monotonic() - started
         time.sleep(0.1)
@@ -87,11 +125,23 @@ def run_cli(args: list[str], env: Mapping[str, str], timeout: float = 60) -> sub
     )
 
 
+# Where each process of started() writes, so a failure to start can show why.
+_logs: weakref.WeakKeyDictionary[subprocess.Popen[bytes], Path] = weakref.WeakKeyDictionary()
+
+
+def _log_tail(process: subprocess.Popen[bytes], limit: int = 4000) -> str:
+    log = _logs.get(process)
+    if log is None:
+        return "(not logged)"
+    return log.read_bytes()[-limit:].decode(errors="replace")
+
+
 @contextmanager
 def started(args: list[str], env: Mapping[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A `quanyu` command in the background, its standard error in `log_path`; stopped after."""
     with log_path.open("wb") as log:
         process = subprocess.Popen([*QUANYU, *args], env=dict(env), stdout=log, stderr=log)
+        _logs[process] = log_path
         try:
             yield process
         finally:
