@@ -258,8 +258,15 @@ class StoreRepository:
 _LEVELS = select(stock).where(stock.c.store_id == bindparam("store")).order_by(stock.c.sku)
 _LEVELS_OF = _LEVELS.where(stock.c.sku.in_(bindparam("items", expanding=True)))
 # Locked while the new counts are checked against what is reserved and written, so that no
-# reservation lands in between (on SQLite the write lock already keeps it out).
-_LEVELS_OF_LOCKED = _LEVELS_OF.with_for_update()
+# reservation lands in between (on SQLite the write lock already keeps it out). In code-point
+# order of SKU, as reserve() takes them: a database collated for a language (en_US) would sort
+# "a" before "B", and two transactions taking the same rows in different orders can deadlock.
+_LEVELS_OF_LOCKED = (
+    select(stock)
+    .where(stock.c.store_id == bindparam("store"), stock.c.sku.in_(bindparam("items", expanding=True)))
+    .order_by(stock.c.sku.collate("C"))
+    .with_for_update()
+)
 _NEW_LEVELS = insert(stock)
 _SET_ON_HAND = (
     update(stock)
@@ -281,7 +288,8 @@ class StockRepository:
 
     def set_on_hand(self, store_id: str, on_hand: Mapping[str, int], now: datetime) -> list[str]:
         """Set absolute on-hand counts; the SKUs whose count would fall below what is reserved."""
-        locked = self._db.execute(_LEVELS_OF_LOCKED, {"store": store_id, "items": list(on_hand)})
+        locking = _LEVELS_OF_LOCKED if self._db.dialect.name == "postgresql" else _LEVELS_OF
+        locked = self._db.execute(locking, {"store": store_id, "items": list(on_hand)})
         reserved = {row.sku: row.reserved for row in locked}
         below = [sku for sku, units in on_hand.items() if sku in reserved and units < reserved[sku]]
         if below:

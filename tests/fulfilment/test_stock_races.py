@@ -3,6 +3,7 @@ one writer in at a time)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +19,7 @@ from services.fulfilment.domain.stores import validate_store
 from services.fulfilment.storage import ReservationRepository, StockRepository, StoreRepository, stock
 from tests.conftest import POSTGRES_URL, postgres_schema_url
 from tests.fulfilment.test_stores import VALID
+from tests.processes import poll
 
 pytestmark = [
     pytest.mark.postgres,
@@ -82,3 +84,57 @@ def test_a_count_below_what_is_reserved_is_refused_and_changes_nothing(database:
     with database.snapshot() as connection:
         levels = StockRepository(connection).levels(VALID.store_id)
     assert [(lv.sku, lv.on_hand, lv.reserved) for lv in levels] == [("TEA", 10, 4)]
+
+
+def test_a_till_setting_stock_takes_the_rows_in_the_order_an_order_reserves_them(database: Database) -> None:
+    """Reserving takes stock rows in code-point order of SKU ("B1" before "a1"). A database collated
+    for a language sorts "a1" first; were SetStock to lock in that order, it could hold "a1" while
+    waiting for "B1" from an order that waits for "a1": a deadlock. It must take "B1" first too."""
+    with database.transaction() as connection:
+        connection.execute(text('ALTER TABLE stock ALTER COLUMN sku TYPE VARCHAR(64) COLLATE "en-US-x-icu"'))
+        StockRepository(connection).set_on_hand(VALID.store_id, {"a1": 5, "B1": 5}, NOW)
+    outcome: list[str] = []
+    with database.engine.connect() as order, order.begin():
+        # An order reserving holds "B1" and is about to take "a1".
+        order.execute(text("SET LOCAL lock_timeout = '500ms'"))
+        order.execute(_reserve_one("B1"))
+        till_pid = threading.Event()
+        pids: list[int] = []
+
+        def set_stock() -> None:
+            with database.transaction() as connection:
+                pids.append(connection.execute(text("SELECT pg_backend_pid()")).scalar_one())
+                till_pid.set()
+                StockRepository(connection).set_on_hand(VALID.store_id, {"a1": 7, "B1": 7}, NOW)
+
+        till = threading.Thread(target=set_stock)
+        till.start()
+        assert till_pid.wait(timeout=10)
+        with database.engine.connect() as watcher:
+            poll(
+                lambda: watcher.execute(
+                    text("SELECT wait_event_type FROM pg_stat_activity WHERE pid = :pid"), {"pid": pids[0]}
+                ).scalar(),
+                lambda waiting: waiting == "Lock",
+                "the till waiting for the order's row",
+                within=10,
+            )
+        try:
+            order.execute(_reserve_one("a1"))
+            outcome.append("reserved")
+        except OperationalError as error:
+            outcome.append(getattr(error.orig, "sqlstate", "") or "")
+            order.rollback()
+    till.join(timeout=30)
+    assert outcome == ["reserved"]
+    with database.snapshot() as connection:
+        levels = StockRepository(connection).levels(VALID.store_id, ["B1", "a1"])
+    assert sorted((lv.sku, lv.on_hand) for lv in levels) == [("B1", 7), ("a1", 7)]
+
+
+def _reserve_one(sku: str) -> Any:
+    return (
+        update(stock)
+        .where(stock.c.store_id == VALID.store_id, stock.c.sku == sku)
+        .values(reserved=stock.c.reserved + 1)
+    )
