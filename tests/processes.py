@@ -51,7 +51,8 @@ def _outgoing_ports() -> range:
 _OUTGOING = _outgoing_ports()
 # Listening ports come from outside the kernel's range for outgoing connections: a port taken from
 # inside it could be handed to some client's connection between the pick and the server's bind.
-_LISTENING = [port for port in range(10_000, 65_536) if port not in _OUTGOING]
+# (A machine that gives outgoing connections every port leaves only the check below.)
+_LISTENING = [port for port in range(10_000, 65_536) if port not in _OUTGOING] or list(range(10_000, 65_536))
 _handed_out: set[int] = set()
 _picking = threading.Lock()
 
