@@ -712,6 +712,8 @@ def tally_summary(tally: Tally) -> dict[str, Any]:
         "refused": tally.refused,
         "errors": tally.errors,
         "server_cpu_ms": tally.server_cpu_ms_per_call,
+        "server_cores": tally.server_cores,
+        "machine_busy": tally.machine_busy,
     }
 
 
@@ -870,6 +872,8 @@ def grpc_report(result: dict[str, Any], seconds: float) -> str:
             ms(tally["p50_ms"]),
             ms(tally["p99_ms"]),
             ms(tally["server_cpu_ms"]),
+            f"{tally['server_cores']:.2f}",
+            f"{100 * tally['machine_busy']:.0f}%",
             f"{tally['refused']:,}",
             errors,
         ]
@@ -881,6 +885,8 @@ def grpc_report(result: dict[str, Any], seconds: float) -> str:
         "p50 ms",
         "p99 ms",
         "server CPU ms/call",
+        "server cores",
+        "machine busy",
         "no store (FAILED_PRECONDITION)",
         "errors",
     ]
@@ -912,7 +918,9 @@ def grpc_report(result: dict[str, Any], seconds: float) -> str:
             "",
             "CheckStoreOpen does no work of its own beyond a token check, the call log and a lookup in"
             " memory: its rate is the most any authenticated call can reach on this server. Server CPU:"
-            " the server process's user and system time over the phase (/proc/PID/stat), per answered call.",
+            " the server process's user and system time over the phase (/proc/PID/stat), per answered call;"
+            " server cores: the same over the phase's length (one Python process runs Python on one core at"
+            " a time); machine busy: all cores, client included (/proc/stat).",
             "",
             f"Each AssignStore is a fresh order: it reads live load, reserves stock and records its decision."
             f" Server RSS after start {result['server_rss_mib']:,.0f} MiB; serving after "

@@ -46,6 +46,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(all, idle) clock ticks of every core so far, from /proc/stat."""
+    ticks = [int(t) for t in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(ticks), ticks[3] + ticks[4]  # idle, and idle waiting on I/O
+
+
 @dataclass
 class Tally:
     """One phase of calls: latencies of the answered ones, correct refusals, other errors by code."""
@@ -55,6 +61,7 @@ class Tally:
     errors: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     server_cpu_s: float = math.nan  # CPU the server process used meanwhile, when it was watched
+    machine_busy: float = math.nan  # share of all the machine's cores busy meanwhile (0-1)
 
     @property
     def calls(self) -> int:
@@ -65,6 +72,11 @@ class Tally:
     def server_cpu_ms_per_call(self) -> float:
         """The server's CPU per answered call: what a call costs it, whatever the client's share."""
         return 1000 * self.server_cpu_s / self.calls if self.calls else math.nan
+
+    @property
+    def server_cores(self) -> float:
+        """How many cores the server kept busy: a Python process serves on about one at most."""
+        return self.server_cpu_s / self.seconds if self.seconds else math.nan
 
     @property
     def per_second(self) -> float:
@@ -118,6 +130,7 @@ def hammer(
             tally.latencies_ns.append(time.perf_counter_ns() - started)
 
     cpu_before = cpu_seconds(server_pid) if server_pid is not None else math.nan
+    machine_before = machine_ticks()
     begun = time.perf_counter()
     threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(concurrency)]
     for thread in threads:
@@ -126,6 +139,10 @@ def hammer(
         # Every call has its own deadline, so a worker ends soon after the phase does.
         thread.join(timeout=seconds + CALL_TIMEOUT_S + 10)
     total = Tally(seconds=time.perf_counter() - begun)
+    machine_after = machine_ticks()
+    all_ticks = machine_after[0] - machine_before[0]
+    if all_ticks:
+        total.machine_busy = 1 - (machine_after[1] - machine_before[1]) / all_ticks
     if server_pid is not None:
         total.server_cpu_s = cpu_seconds(server_pid) - cpu_before
     for tally in tallies:

@@ -375,6 +375,7 @@ def report(results: Sequence[Result], seconds: float) -> str:
         "ratio",
         f"target ≥ {TARGET_RATIO:.0%}",
         "create errors",
+        "machine busy",
     ]
     rows: list[list[str]] = []
     for result in results:
@@ -390,6 +391,7 @@ def report(results: Sequence[Result], seconds: float) -> str:
                 f"{result.ratio:.1%}",
                 ("met" if result.ratio >= TARGET_RATIO else "missed") if result.database == "sqlite" else "-",
                 errors(create),
+                f"{create.machine_busy:.0%}",
             ]
         )
     first = results[0]
@@ -409,7 +411,8 @@ def report(results: Sequence[Result], seconds: float) -> str:
     cpu_note = (
         "Server CPU per CreateOrder, ms: each service process's user and system time over the"
         " CreateOrder phase (/proc/PID/stat), per answered call. The client's own CPU is not counted;"
-        " on this machine all of it shares the same cores."
+        " on this machine all of it shares the same cores. Machine busy: every core, client included,"
+        " over the CreateOrder phase (/proc/stat)."
     )
     return "\n\n".join([heading, table(headers, rows), cpu_note, table(cpu_headers, cpu_rows)])
 
