@@ -47,9 +47,10 @@ def cpu_seconds(pid: int) -> float:
 
 
 def machine_ticks() -> tuple[int, int]:
-    """(all, idle) clock ticks of every core so far, from /proc/stat."""
-    ticks = [int(t) for t in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return sum(ticks), ticks[3] + ticks[4]  # idle, and idle waiting on I/O
+    """(all, not busy) clock ticks of every core so far, from /proc/stat."""
+    # user nice system idle iowait irq softirq steal; guest time is inside user and nice already.
+    ticks = [int(t) for t in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return sum(ticks), ticks[3] + ticks[4] + ticks[7]  # idle, waiting on I/O, taken by the host
 
 
 @dataclass

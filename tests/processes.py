@@ -55,6 +55,9 @@ _OUTGOING = _outgoing_ports()
 _LISTENING = [port for port in range(10_000, 65_536) if port not in _OUTGOING] or list(range(10_000, 65_536))
 _handed_out: set[int] = set()
 _picking = threading.Lock()
+# Not the global generator, which tests may seed (Hypothesis does): two processes would then
+# start their walks at the same port.
+_start = random.SystemRandom()
 
 
 def free_port() -> int:
@@ -64,7 +67,7 @@ def free_port() -> int:
     walk starts at a random place, so two test or bench processes rarely walk the same ports.
     """
     with _picking:
-        start = random.randrange(len(_LISTENING))
+        start = _start.randrange(len(_LISTENING))
         for step in range(len(_LISTENING)):
             port = _LISTENING[(start + step) % len(_LISTENING)]
             if port in _handed_out:

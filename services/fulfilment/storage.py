@@ -261,6 +261,7 @@ _LEVELS_OF = _LEVELS.where(stock.c.sku.in_(bindparam("items", expanding=True)))
 # reservation lands in between (on SQLite the write lock already keeps it out). In code-point
 # order of SKU, as reserve() takes them: a database collated for a language (en_US) would sort
 # "a" before "B", and two transactions taking the same rows in different orders can deadlock.
+# ("C" is code-point order on a UTF-8 database, as Python's sorted() is.)
 _LEVELS_OF_LOCKED = (
     select(stock)
     .where(stock.c.store_id == bindparam("store"), stock.c.sku.in_(bindparam("items", expanding=True)))
@@ -288,6 +289,7 @@ class StockRepository:
 
     def set_on_hand(self, store_id: str, on_hand: Mapping[str, int], now: datetime) -> list[str]:
         """Set absolute on-hand counts; the SKUs whose count would fall below what is reserved."""
+        # SQLite has no "C" collation and no row locks, and its write lock already keeps orders out.
         locking = _LEVELS_OF_LOCKED if self._db.dialect.name == "postgresql" else _LEVELS_OF
         locked = self._db.execute(locking, {"store": store_id, "items": list(on_hand)})
         reserved = {row.sku: row.reserved for row in locked}

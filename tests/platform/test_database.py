@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -14,21 +15,61 @@ REPLICAS = 4
 
 def open_and_write(url: str, replica: int, together: threading.Barrier, failures: list[Exception]) -> None:
     """One replica's first moments: its own engine, then a write as soon as all are ready."""
-    database = Database(url, pool_size=1)
+    database = None
     try:
+        database = Database(url, pool_size=1)
         together.wait(timeout=10)
         with database.transaction() as connection:
             connection.execute(text("CREATE TABLE IF NOT EXISTS opened (replica INTEGER)"))
             connection.execute(text("INSERT INTO opened VALUES (:replica)"), {"replica": replica})
     except Exception as error:
         failures.append(error)
+        together.abort()  # the others stop waiting for this one
+    finally:
+        if database is not None:
+            database.dispose()
+
+
+def opened_by(url: str) -> tuple[str, int]:
+    """The file's journal mode and how many replicas wrote to it."""
+    database = Database(url, pool_size=1)
+    try:
+        with database.snapshot() as connection:
+            mode = connection.execute(text("PRAGMA journal_mode")).scalar_one()
+            return str(mode), int(connection.execute(text("SELECT count(*) FROM opened")).scalar_one())
     finally:
         database.dispose()
 
 
+def test_a_replica_opening_a_new_file_while_another_holds_the_write_lock_waits_its_turn(
+    tmp_path: Path,
+) -> None:
+    # SQLite refuses to switch a file to WAL at once, without waiting out its busy timeout,
+    # while another connection holds the write lock: a second replica starting just then died.
+    path = tmp_path / "new.db"
+    first = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    first.execute("CREATE TABLE opened (replica INTEGER)")
+    first.execute("BEGIN IMMEDIATE")
+    first.execute("INSERT INTO opened VALUES (0)")
+    failures: list[Exception] = []
+    second = threading.Thread(
+        target=open_and_write, args=(f"sqlite:///{path}", 1, threading.Barrier(1), failures)
+    )
+    second.start()
+    try:
+        second.join(timeout=0.5)
+        # Without waiting its turn, it would have given up by now.
+        assert second.is_alive(), f"the second replica gave up: {failures!r}"
+    finally:
+        first.execute("COMMIT")
+        first.close()
+        second.join(timeout=30)
+    assert not second.is_alive()
+    assert not failures
+    assert opened_by(f"sqlite:///{path}") == ("wal", 2)
+
+
 def test_replicas_opening_a_new_sqlite_file_together_all_get_in(tmp_path: Path) -> None:
-    # The first connection of each replica switches the new file to WAL; SQLite refuses a switch
-    # at once while another holds the write lock, which once stopped a replica from starting.
     for round_no in range(60):
         url = f"sqlite:///{tmp_path / f'round-{round_no}.db'}"
         together = threading.Barrier(REPLICAS)
@@ -42,10 +83,4 @@ def test_replicas_opening_a_new_sqlite_file_together_all_get_in(tmp_path: Path) 
         for thread in threads:
             thread.join()
         assert not failures, f"round {round_no}: {failures[0]!r}"
-        check = Database(url, pool_size=1)
-        try:
-            with check.snapshot() as connection:
-                assert connection.execute(text("PRAGMA journal_mode")).scalar_one() == "wal"
-                assert connection.execute(text("SELECT count(*) FROM opened")).scalar_one() == REPLICAS
-        finally:
-            check.dispose()
+        assert opened_by(url) == ("wal", REPLICAS)
