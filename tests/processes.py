@@ -39,7 +39,7 @@ def poll(read: Callable[[], T], done: Callable[[T], bool], what: str, within: fl
         time.sleep(0.05)
 
 
-def _outgoing_ports() -> range:
+def outgoing_ports() -> range:
     """The ports the kernel gives outgoing connections (Linux's default when it does not say)."""
     try:
         low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
@@ -48,7 +48,7 @@ def _outgoing_ports() -> range:
     return range(low, high + 1)
 
 
-_OUTGOING = _outgoing_ports()
+_OUTGOING = outgoing_ports()
 # Listening ports come from outside the kernel's range for outgoing connections: a port taken from
 # inside it could be handed to some client's connection between the pick and the server's bind.
 # (A machine that gives outgoing connections every port leaves only the check below.)

@@ -262,12 +262,7 @@ _LEVELS_OF = _LEVELS.where(stock.c.sku.in_(bindparam("items", expanding=True)))
 # order of SKU, as reserve() takes them: a database collated for a language (en_US) would sort
 # "a" before "B", and two transactions taking the same rows in different orders can deadlock.
 # ("C" is code-point order on a UTF-8 database, as Python's sorted() is.)
-_LEVELS_OF_LOCKED = (
-    select(stock)
-    .where(stock.c.store_id == bindparam("store"), stock.c.sku.in_(bindparam("items", expanding=True)))
-    .order_by(stock.c.sku.collate("C"))
-    .with_for_update()
-)
+_LEVELS_OF_LOCKED = _LEVELS_OF.order_by(None).order_by(stock.c.sku.collate("C")).with_for_update()
 _NEW_LEVELS = insert(stock)
 _SET_ON_HAND = (
     update(stock)

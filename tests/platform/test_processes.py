@@ -18,7 +18,16 @@ from quanyu.config import SERVICE_NAMES
 from quanyu.identity.v1 import identity_pb2, identity_pb2_grpc
 from quanyu.server import REQUEST_ID_HEADER
 from tests.conftest import bearer
-from tests.processes import children_of, free_port, platform_env, run_cli, started, target, wait_serving
+from tests.processes import (
+    children_of,
+    free_port,
+    outgoing_ports,
+    platform_env,
+    run_cli,
+    started,
+    target,
+    wait_serving,
+)
 
 
 def reflected_services(address: str) -> set[str]:
@@ -131,11 +140,11 @@ def test_quanyu_migrate_prepares_every_database(tmp_path: Path) -> None:
 def test_free_ports_are_never_handed_out_twice_and_stay_clear_of_outgoing_connections() -> None:
     # A test starts many servers, each told its port before it binds: a port handed out twice, or
     # one the kernel may give a client connection meanwhile, makes a server fail to start.
-    low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    outgoing = outgoing_ports()
     ports = [free_port() for _ in range(300)]
     assert len(set(ports)) == len(ports)
-    if low > 10_000 or high < 65_535:  # some ports are left to listen on
-        assert not [port for port in ports if low <= port <= high]
+    if outgoing.start > 10_000 or outgoing.stop <= 65_535:  # some ports are left to listen on
+        assert not [port for port in ports if port in outgoing]
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", ports[-1]))
         listener.listen()
