@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -15,7 +16,7 @@ from pydantic import SecretStr
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from quanyu.auth import Principal, Role, TokenCodec
+from quanyu.auth import Role, TokenCodec, caller
 from quanyu.config import SERVICE_NAMES, Settings
 from quanyu.db import normalise_url
 from quanyu.server import ServiceApp, start_server
@@ -73,7 +74,7 @@ def token(settings: Settings) -> TokenFactory:
     codec = TokenCodec(settings.signing_key_bytes())
 
     def make(role: Role, *, store_id: str = "", channel: str = "", ttl: int = 600, subject: str = "") -> str:
-        return codec.issue(Principal(role, subject or role.value, store_id, channel), ttl).token
+        return codec.issue(caller(role, store_id=store_id, channel=channel, subject=subject), ttl).token
 
     return make
 
@@ -82,13 +83,27 @@ def bearer(token: str) -> tuple[tuple[str, str]]:
     return (("authorization", f"Bearer {token}"),)
 
 
+@dataclass(frozen=True)
+class Served:
+    channel: grpc.Channel
+    target: str  # host:port, for another service's settings to dial
+
+
 @contextmanager
-def running(app: ServiceApp, settings: Settings) -> Iterator[grpc.Channel]:
-    """Serve an app on a free port of this machine and give a channel to it."""
+def served(app: ServiceApp, settings: Settings) -> Iterator[Served]:
+    """Serve an app on a free port of this machine: a channel to it, and where it listens."""
     server = start_server(app, settings, port=0)
-    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    target = f"127.0.0.1:{server.port}"
+    channel = grpc.insecure_channel(target)
     try:
-        yield channel
+        yield Served(channel, target)
     finally:
         channel.close()
         server.stop(grace=1)
+
+
+@contextmanager
+def running(app: ServiceApp, settings: Settings) -> Iterator[grpc.Channel]:
+    """Serve an app on a free port of this machine and give a channel to it."""
+    with served(app, settings) as serving:
+        yield serving.channel

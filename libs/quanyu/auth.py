@@ -3,22 +3,32 @@
 from __future__ import annotations
 
 import contextvars
+import getpass
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import cached_property
 
 import jwt
 
-from quanyu.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from quanyu.common.v1 import common_pb2
+from quanyu.errors import InvalidArgument, PermissionDenied, Unauthenticated, Violations
 
 ISSUER = "quanyu"
 ALGORITHM = "HS256"
 MAX_TTL_SECONDS = 366 * 24 * 3600
 DEFAULT_TTL_SECONDS = 24 * 3600
+MAX_SUBJECT_LENGTH = 128
+MAX_STORE_ID_LENGTH = 64
 _VERIFIED_CACHE_SIZE = 10_000
+
+# The till's own channel: its customers are reached through a store token, never a channel token.
+STORE_POS = "CHANNEL_STORE_POS"
+CHANNELS = frozenset(name for name in common_pb2.Channel.keys() if name != "CHANNEL_UNSPECIFIED")  # noqa: SIM118
+TOKEN_CHANNELS = CHANNELS - {STORE_POS}
 
 
 class Role(StrEnum):
@@ -40,10 +50,79 @@ class Principal:
     store_id: str = ""
     channel: str = ""  # a common.v1.Channel value name, e.g. CHANNEL_WECHAT_MINI_PROGRAM
 
+    @cached_property
+    def tenant(self) -> str:
+        """What the caller acts for: `store:SH-001`, `channel:CHANNEL_TMALL`, or the role for the
+        platform's own callers (ops and services act for the whole chain)."""
+        if self.role is Role.STORE:
+            return f"store:{self.store_id}"
+        if self.role is Role.CHANNEL:
+            return f"channel:{self.channel}"
+        return self.role.value
+
+    @cached_property
+    def name(self) -> str:
+        """The caller as history, logs and quotas name it: the tenant, then the terminal or backend
+        the subject names (`store:SH-001/till-3`). A subject that already starts with the tenant
+        is taken as it is, so a subject can never pass for another store or channel."""
+        tenant, subject = self.tenant, self.subject
+        if subject == tenant or subject.startswith(f"{tenant}/"):
+            return subject
+        return f"{tenant}/{subject}"
+
+    @cached_property
+    def owner(self) -> str:
+        """The namespace of the caller's idempotency keys (AIP-155 request ids, source ids).
+
+        A store's tills share one, as do a channel backend's replicas, so a retry from another
+        terminal or pod of the same client is still a retry; two stores or two channels never
+        share one, so no store or channel can learn or block another's keys. Ops and the
+        platform's services are the platform: they share the empty namespace, which is also
+        where every key written before keys had owners lives.
+        """
+        return self.tenant if self.role in (Role.STORE, Role.CHANNEL) else ""
+
     def require_store(self, store_id: str) -> None:
         """A store terminal acts only for its own store; other roles are not bound to one."""
         if self.role is Role.STORE and store_id != self.store_id:
             raise PermissionDenied("a store terminal may act only for its own store", reason="OTHER_STORE")
+
+
+def default_subject(role: Role, store_id: str = "", channel: str = "") -> str:
+    """What a token names when its issuer names no terminal: at least the store or channel, and
+    for ops the person at the keyboard."""
+    if role is Role.STORE:
+        return f"store:{store_id}"
+    if role is Role.CHANNEL:
+        return f"channel:{channel}"
+    if role is Role.OPS:
+        try:
+            return f"ops/{getpass.getuser()}"
+        except (KeyError, OSError):
+            return "ops"
+    return role.value
+
+
+def caller(role: Role, *, store_id: str = "", channel: str = "", subject: str = "") -> Principal:
+    """The principal a new token is for, checked and named: the subject given names the terminal or
+    backend within its store or channel (`till-3` of a store token for SH-001 becomes
+    `store:SH-001/till-3`); none given names at least the store or channel."""
+    draft = Principal(role, subject or default_subject(role, store_id, channel), store_id, channel)
+    validate_principal(draft)
+    principal = Principal(role, draft.name, store_id, channel)
+    validate_principal(principal)
+    return principal
+
+
+def channel_named(text: str, field_name: str = "channel") -> str:
+    """A channel as callers spell it: CHANNEL_TMALL, TMALL or tmall are one channel; anything
+    else is refused, listing what exists."""
+    candidate = text.strip().upper()
+    if candidate and not candidate.startswith("CHANNEL_"):
+        candidate = f"CHANNEL_{candidate}"
+    if candidate not in CHANNELS:
+        raise InvalidArgument(field_name, f"{text!r} is not a channel; one of {', '.join(sorted(CHANNELS))}")
+    return candidate
 
 
 @dataclass(frozen=True)
@@ -119,30 +198,39 @@ class TokenCodec:
             raise Unauthenticated("the token has expired", reason="TOKEN_EXPIRED") from exc
         except jwt.InvalidTokenError as exc:
             raise Unauthenticated("the token is not valid", reason="TOKEN_INVALID") from exc
+        # A token signed with the deployment's key may still carry claims no issuer of ours writes
+        # (an old release, a hand-made token): each is checked for its type and value, so nothing
+        # a verified token says can reach the services as a value they do not expect.
+        role, subject = claims.get("role"), claims.get("sub")
+        store_id, channel = claims.get("store_id", ""), claims.get("channel", "")
+        if not all(isinstance(value, str) for value in (role, subject, store_id, channel)):
+            raise Unauthenticated("the token's claims are not valid", reason="TOKEN_INVALID")
         try:
-            principal = Principal(
-                role=Role(str(claims.get("role"))),
-                subject=str(claims["sub"]),
-                store_id=str(claims.get("store_id", "")),
-                channel=str(claims.get("channel", "")),
-            )
+            principal = Principal(Role(str(role)), str(subject), str(store_id), str(channel))
             validate_principal(principal)
         except (ValueError, InvalidArgument) as exc:
-            raise Unauthenticated("the token names no valid role", reason="TOKEN_INVALID") from exc
+            raise Unauthenticated("the token names no valid caller", reason="TOKEN_INVALID") from exc
         return principal, float(claims["exp"])
 
 
 def validate_principal(principal: Principal) -> None:
-    if not principal.subject or len(principal.subject) > 128:
-        raise InvalidArgument("subject", "must be 1 to 128 characters")
-    if principal.role is Role.STORE and not principal.store_id:
-        raise InvalidArgument("store_id", "a store token needs its store id")
-    if principal.role is not Role.STORE and principal.store_id:
-        raise InvalidArgument("store_id", "only a store token is bound to a store")
-    if principal.role is Role.CHANNEL and not principal.channel:
-        raise InvalidArgument("channel", "a channel token needs its channel")
-    if principal.role is not Role.CHANNEL and principal.channel:
-        raise InvalidArgument("channel", "only a channel token is bound to a channel")
+    """The shape a caller must have: a store token names one store id, a channel token one channel
+    a backend can speak for (the till's own channel belongs to store tokens), others neither."""
+    violations = Violations()
+    violations.text(principal.subject, "subject", max_length=MAX_SUBJECT_LENGTH)
+    if principal.role is Role.STORE:
+        violations.text(principal.store_id, "store_id", max_length=MAX_STORE_ID_LENGTH)
+    elif principal.store_id:
+        violations.add("store_id", "only a store token is bound to a store")
+    if principal.role is Role.CHANNEL:
+        if principal.channel not in TOKEN_CHANNELS:
+            violations.add(
+                "channel",
+                "a channel token needs a channel other than CHANNEL_STORE_POS (the till's, for store tokens)",
+            )
+    elif principal.channel:
+        violations.add("channel", "only a channel token is bound to a channel")
+    violations.raise_if_any()
 
 
 def bearer_token(authorization: str | None) -> str:

@@ -13,7 +13,7 @@ from types import ModuleType
 from zoneinfo import ZoneInfo
 
 from quanyu import tracing
-from quanyu.auth import DEFAULT_TTL_SECONDS, Principal, Role, TokenCodec
+from quanyu.auth import DEFAULT_TTL_SECONDS, Role, TokenCodec, caller, channel_named
 from quanyu.config import SERVICE_NAMES, ConfigurationError, Settings, get_settings
 from quanyu.errors import QuanyuError
 from quanyu.logs import configure_logging
@@ -40,9 +40,17 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("services", nargs="*", metavar="SERVICE", help="which services (default: all)")
     token = commands.add_parser("token", help="print a bearer token signed with this deployment's key")
     token.add_argument("--role", required=True, choices=[r.value for r in Role])
-    token.add_argument("--subject", help="who the token names (default: the role)")
-    token.add_argument("--store-id", default="", help="the store a store token is bound to")
-    token.add_argument("--channel", default="", help="the channel of a channel token, e.g. CHANNEL_APP")
+    token.add_argument(
+        "--subject",
+        help="the terminal or backend the token is for, e.g. till-3 (named within its store or channel: "
+        "store:SH-001/till-3); default: the store, the channel, or ops/<your user name>",
+    )
+    token.add_argument(
+        "--store-id", default="", help="the store a store token is bound to; it must exist in fulfilment"
+    )
+    token.add_argument(
+        "--channel", default="", help="the channel of a channel token, e.g. CHANNEL_APP (or APP)"
+    )
     token.add_argument("--ttl", type=int, default=DEFAULT_TTL_SECONDS, help="lifetime in seconds")
     membership = commands.add_parser("membership", help="membership operations for ops")
     expire = membership.add_subparsers(dest="action", required=True).add_parser(
@@ -151,11 +159,38 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _token(args: argparse.Namespace, settings: Settings) -> int:
-    principal = Principal(Role(args.role), args.subject or args.role, args.store_id, args.channel)
+    role = Role(args.role)
+    channel = channel_named(args.channel, "--channel") if args.channel else ""
+    principal = caller(role, store_id=args.store_id, channel=channel, subject=args.subject or "")
+    if role is Role.STORE:
+        _require_store(settings, principal.store_id)
     issued = TokenCodec(settings.signing_key_bytes()).issue(principal, args.ttl)
-    print(f"# {principal.role.value} token, expires {issued.expire_time.isoformat()}", file=sys.stderr)
+    print(
+        f"# {principal.role.value} token for {principal.name}, expires {issued.expire_time.isoformat()}",
+        file=sys.stderr,
+    )
     print(issued.token)
     return 0
+
+
+def _require_store(settings: Settings, store_id: str) -> None:
+    """A store token for a store the chain does not have would act for nothing: ask fulfilment,
+    which keeps the stores, before signing one."""
+    from quanyu.clients import service_channel, store_exists
+    from quanyu.fulfilment.v1 import fulfilment_pb2_grpc
+
+    with service_channel(settings, "fulfilment", caller="quanyu-cli") as channel:
+        try:
+            exists = store_exists(fulfilment_pb2_grpc.FulfilmentServiceStub(channel), store_id)
+        except QuanyuError as error:
+            raise ConfigurationError(
+                f"{error.message} at {settings.target('fulfilment')}: start the platform (make run) "
+                "or point QUANYU_FULFILMENT__TARGET at it"
+            ) from error
+    if not exists:
+        raise ConfigurationError(
+            f"there is no store {store_id!r}: add it first (quanyu stores import, or UpsertStore)"
+        )
 
 
 def _import(args: argparse.Namespace, settings: Settings) -> int:

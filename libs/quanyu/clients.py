@@ -122,6 +122,24 @@ def service_channel(settings: Settings, service: str, *, caller: str) -> grpc.Ch
     )
 
 
+def store_exists(fulfilment: Any, store_id: str) -> bool:
+    """Whether the chain has the store, as fulfilment (which keeps the stores) says; Unavailable
+    when it cannot say."""
+    from quanyu.errors import Unavailable
+    from quanyu.fulfilment.v1 import fulfilment_pb2
+
+    try:
+        fulfilment.GetStore(fulfilment_pb2.GetStoreRequest(store_id=store_id))
+    except grpc.RpcError as error:
+        if error.code() is grpc.StatusCode.NOT_FOUND:
+            return False
+        raise Unavailable(
+            f"cannot tell whether store {store_id!r} exists: fulfilment answered {error.code().name}",
+            reason="FULFILMENT_UNAVAILABLE",
+        ) from error
+    return True
+
+
 def error_reason(error: grpc.RpcError) -> str:
     """The ErrorInfo reason a Quanyu service attached to a failed call, or ''."""
     info = error_info(error)

@@ -36,6 +36,41 @@ class ServiceConfig(BaseModel):
     metrics_port: int = Field(default=0, ge=0, le=65535)
 
 
+class RateConfig(BaseModel):
+    """A caller's quota: `per_second` sustained (0: no limit), up to `burst` calls at once."""
+
+    per_second: float = Field(ge=0)
+    burst: int = Field(ge=1)
+
+
+class RoleRates(BaseModel):
+    """One quota per role; every caller (token subject) of the role has a bucket of its own."""
+
+    ops: RateConfig
+    service: RateConfig
+    channel: RateConfig
+    store: RateConfig
+
+
+# A till makes a sale every few seconds at its busiest and polls its queue; a channel backend
+# speaks for a whole channel's customers; ops tools import in batches; services are the platform.
+DEFAULT_CALL_QUOTA = RoleRates(
+    ops=RateConfig(per_second=500, burst=1000),
+    service=RateConfig(per_second=10_000, burst=20_000),
+    channel=RateConfig(per_second=2_000, burst=4_000),
+    store=RateConfig(per_second=20, burst=100),
+)
+# Finding a customer by phone tells whether a number is a customer's: a till needs it once per
+# customer at the counter, a channel once per sign-up. Services resolve the phones a till's sale
+# carries, already counted against that till's calls.
+DEFAULT_PHONE_LOOKUP_QUOTA = RoleRates(
+    ops=RateConfig(per_second=20, burst=100),
+    service=RateConfig(per_second=0, burst=1),
+    channel=RateConfig(per_second=50, burst=200),
+    store=RateConfig(per_second=0.2, burst=20),
+)
+
+
 class Settings(BaseSettings):
     """Everything a Quanyu process reads from its environment.
 
@@ -78,6 +113,10 @@ class Settings(BaseSettings):
     # With TLS on, health is also answered in plain text on this port (0: not at all), because
     # Kubernetes' gRPC probes cannot present a client certificate.
     health_port: int = Field(default=0, ge=0, le=65535)
+
+    # Per-caller quotas (see quanyu.quota): QUANYU_CALL_QUOTA__STORE__PER_SECOND=5 and so on.
+    call_quota: RoleRates = DEFAULT_CALL_QUOTA
+    phone_lookup_quota: RoleRates = DEFAULT_PHONE_LOOKUP_QUOTA
 
     identity: ServiceConfig = ServiceConfig(port=50051, metrics_port=9151)
     membership: ServiceConfig = ServiceConfig(port=50052, metrics_port=9152)

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, text
+from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, func, text
 from sqlalchemy.engine import Connection, Dialect, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.types import TypeDecorator
@@ -199,8 +199,33 @@ def is_unavailable(exc: BaseException) -> bool:
     another (a deadlock or serialization failure that outlasted the retries): the caller may
     retry later."""
     if isinstance(exc, OperationalError):
-        return True
+        # SQLite's generic error (too many variables, an integer overflow) is a statement the
+        # code should never have sent: a bug, not a reason to tell the caller to retry.
+        original = exc.orig
+        return not (
+            isinstance(original, sqlite3.Error)
+            and getattr(original, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_ERROR
+        )
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+# Sums of money are taken in two halves that each stay far inside 64 bits (a half of every
+# amount summed over fewer than 2^32 rows), then joined in Python, whose integers have no limit:
+# SQLite's SUM fails on overflow where PostgreSQL widens to numeric.
+_HALF = 2**31
+
+
+def wide_sum(amount: Any) -> tuple[Any, Any]:
+    """The two halves of SUM(amount) for non-negative integer amounts; join them with
+    `joined_sum`."""
+    return (
+        func.coalesce(func.sum(amount // _HALF), 0),
+        func.coalesce(func.sum(amount % _HALF), 0),
+    )
+
+
+def joined_sum(high: Any, low: Any) -> int:
+    return int(high) * _HALF + int(low)
 
 
 def migrate(database: Database, script_location: Path) -> None:

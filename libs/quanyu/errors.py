@@ -22,6 +22,7 @@ class Code(StrEnum):
     UNAUTHENTICATED = "UNAUTHENTICATED"
     UNAVAILABLE = "UNAVAILABLE"
     ABORTED = "ABORTED"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
 
 
 @dataclass(frozen=True)
@@ -42,12 +43,15 @@ class QuanyuError(Exception):
         reason: str,
         metadata: Mapping[str, str] | None = None,
         violations: tuple[FieldViolation, ...] = (),
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.reason = reason
         self.metadata = dict(metadata or {})
         self.violations = violations
+        # Seconds after which a retry may succeed (google.rpc.RetryInfo); None when it may not.
+        self.retry_after = retry_after
 
 
 class InvalidArgument(QuanyuError):
@@ -111,6 +115,17 @@ class Unavailable(QuanyuError):
     code = Code.UNAVAILABLE
 
 
+class ResourceExhausted(QuanyuError):
+    """The caller used up its quota; `retry_after` says when the next call would be let in."""
+
+    code = Code.RESOURCE_EXHAUSTED
+
+    def __init__(
+        self, message: str, *, reason: str, retry_after: float, metadata: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message, reason=reason, metadata=metadata, retry_after=retry_after)
+
+
 class Aborted(QuanyuError):
     """A concurrent change won; the caller may retry the whole request."""
 
@@ -161,6 +176,7 @@ _BY_CODE: dict[Code, type[QuanyuError]] = {
     Code.UNAUTHENTICATED: Unauthenticated,
     Code.UNAVAILABLE: Unavailable,
     Code.ABORTED: Aborted,
+    Code.RESOURCE_EXHAUSTED: ResourceExhausted,
 }
 
 

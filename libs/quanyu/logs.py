@@ -5,38 +5,15 @@ from __future__ import annotations
 import atexit
 import logging
 import queue
-import re
 import sys
 import threading
 from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
+from structlog.tracebacks import ExceptionDictTransformer
 
-# Mainland mobile numbers in any of the shapes callers send (+86 138-0013-8000, 8613800138000,
-# 13800138000) and any other international number written with a leading "+".
-_PHONE = re.compile(
-    r"(?<!\d)(?:\+?86[\s-]?)?(1[3-9]\d)[\s-]?\d{4}[\s-]?(\d{4})(?!\d)"
-    r"|\+(\d{1,3})[\d\s-]{5,}(\d{4})(?!\d)"
-)
-
-
-# Both shapes above need at least 11 characters: shorter text (a status code, a role, a level)
-# cannot hold a number, and most values of a log line are that short.
-_SHORTEST_PHONE = 11
-
-
-def _masked(match: re.Match[str]) -> str:
-    if match.group(1):
-        return f"{match.group(1)}****{match.group(2)}"
-    return f"+{match.group(3)}****{match.group(4)}"
-
-
-def mask_phones(text: str) -> str:
-    """Replace every phone number in free text by its masked form (138****8000)."""
-    if len(text) < _SHORTEST_PHONE:
-        return text
-    return _PHONE.sub(_masked, text)
+from quanyu.phones import mask_phones
 
 
 def _mask_value(value: Any) -> Any:
@@ -50,11 +27,16 @@ def _mask_value(value: Any) -> Any:
 
 
 def _mask_phone_numbers(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    # Runs last, after tracebacks are rendered, so an exception message quoting a number is
-    # masked too.
+    # Runs after tracebacks are rendered, so an exception message quoting a number is masked too,
+    # and before the time stamp is added, which holds digits enough to look like one.
     for key, value in event.items():
         event[key] = _mask_value(value)
     return event
+
+
+# A traceback names each frame and line, never the values of its local variables: a frame of a
+# use case holds the request, phone and all, and a log line is no place for it.
+_tracebacks = structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False))
 
 
 def configure_logging(level: str = "INFO", *, service: str | None = None) -> None:
@@ -66,15 +48,16 @@ def configure_logging(level: str = "INFO", *, service: str | None = None) -> Non
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     if service:
         shared.insert(0, _bind_service(service))
+    stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
     structlog.configure(
         processors=[
             *shared,
-            structlog.processors.dict_tracebacks,
+            _tracebacks,
             _mask_phone_numbers,
+            stamp,
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
@@ -88,8 +71,9 @@ def configure_logging(level: str = "INFO", *, service: str | None = None) -> Non
             foreign_pre_chain=shared,
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.processors.dict_tracebacks,
+                _tracebacks,
                 _mask_phone_numbers,
+                stamp,
                 structlog.processors.JSONRenderer(),
             ],
         )

@@ -16,7 +16,8 @@ from typing import Any, Protocol
 
 import grpc
 import structlog
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -26,8 +27,9 @@ from quanyu import tracing
 from quanyu.auth import Principal, Role, TokenCodec, acting_as, bearer_token
 from quanyu.config import Settings
 from quanyu.db import is_unavailable
-from quanyu.errors import Code, PermissionDenied, QuanyuError
+from quanyu.errors import Code, InvalidArgument, PermissionDenied, QuanyuError
 from quanyu.metrics import observe_call, serve_metrics
+from quanyu.quota import Quota, quota_from
 
 log = structlog.get_logger("quanyu.server")
 
@@ -50,6 +52,7 @@ _STATUS_CODES: Mapping[Code, tuple[grpc.StatusCode, int]] = {
     Code.UNAUTHENTICATED: (grpc.StatusCode.UNAUTHENTICATED, code_pb2.UNAUTHENTICATED),
     Code.UNAVAILABLE: (grpc.StatusCode.UNAVAILABLE, code_pb2.UNAVAILABLE),
     Code.ABORTED: (grpc.StatusCode.ABORTED, code_pb2.ABORTED),
+    Code.RESOURCE_EXHAUSTED: (grpc.StatusCode.RESOURCE_EXHAUSTED, code_pb2.RESOURCE_EXHAUSTED),
 }
 
 Policy = Mapping[str, frozenset[Role]]
@@ -92,6 +95,10 @@ def status_for(error: QuanyuError, domain: str) -> status_pb2.Status:
                 )
             )
         )
+    if error.retry_after is not None:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(int(error.retry_after * 1e9))
+        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
     return status_pb2.Status(code=numeric, message=_clip(error.message, 500), details=details)
 
 
@@ -147,13 +154,21 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     """Wraps every unary call of a service: the cross-cutting concerns, written once."""
 
     def __init__(
-        self, *, service: str, domain: str, policy: Policy, tokens: TokenCodec, drain: Drain
+        self,
+        *,
+        service: str,
+        domain: str,
+        policy: Policy,
+        tokens: TokenCodec,
+        drain: Drain,
+        quota: Quota | None = None,
     ) -> None:
         self._service = service
         self._domain = domain
         self._policy = policy
         self._tokens = tokens
         self._drain = drain
+        self._quota = quota
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         handler = continuation(details)
@@ -166,7 +181,7 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         roles = self._policy.get(method)
         return grpc.unary_unary_rpc_method_handler(
             self._wrap(method, roles, handler.unary_unary),
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
 
@@ -195,6 +210,10 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                     raise PermissionDenied(
                         f"role {principal.role.value!r} may not call {method.rsplit('/', 1)[-1]}"
                     )
+                if self._quota is not None:
+                    self._quota.take(principal)
+                if isinstance(request, _Malformed):
+                    raise InvalidArgument("request", f"is not a valid message: {request.problem}")
                 with acting_as(principal):
                     return behaviour(request, context)
             except QuanyuError as error:
@@ -224,11 +243,32 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                     code=status.name,
                     duration_ms=round(elapsed * 1000, 3),
                     role=principal.role.value if principal else None,
-                    subject=principal.subject if principal else None,
+                    caller=principal.name if principal else None,
                 )
                 structlog.contextvars.clear_contextvars()
 
         return call
+
+
+@dataclass(frozen=True)
+class _Malformed:
+    """Bytes that do not parse as the method's request: answered INVALID_ARGUMENT once the caller
+    is known, instead of the INTERNAL gRPC gives a deserializer that raises."""
+
+    problem: str
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def parse(raw: bytes) -> Any:
+        try:
+            return deserialize(raw)
+        except (DecodeError, ValueError, TypeError, RecursionError) as error:
+            return _Malformed(str(error)[:200] or type(error).__name__)
+
+    return parse
 
 
 @dataclass(frozen=True)
@@ -296,6 +336,7 @@ def start_server(app: ServiceApp, settings: Settings, *, port: int | None = None
                 policy=app.policy,
                 tokens=TokenCodec(settings.signing_key_bytes()),
                 drain=drain,
+                quota=quota_from("calls", settings.call_quota),
             ),
         ],
         options=[

@@ -7,12 +7,14 @@ from pathlib import Path
 import grpc
 
 from quanyu.auth import TokenCodec
-from quanyu.clients import service_channel
+from quanyu.clients import service_channel, store_exists
 from quanyu.config import Settings
 from quanyu.db import Database, migrate_url
+from quanyu.fulfilment.v1 import fulfilment_pb2_grpc
 from quanyu.identity.v1 import identity_pb2_grpc
 from quanyu.membership.v1 import membership_pb2_grpc
 from quanyu.outbox import OutboxRelay, export_metrics
+from quanyu.quota import quota_from
 from quanyu.server import ServiceApp
 from services.identity.domain import PhoneHasher
 from services.identity.effects import merge_members
@@ -33,12 +35,19 @@ def build_app(settings: Settings) -> ServiceApp:
     membership = membership_pb2_grpc.MembershipServiceStub(
         service_channel(settings, "membership", caller=NAME)
     )
+    fulfilment = fulfilment_pb2_grpc.FulfilmentServiceStub(
+        service_channel(settings, "fulfilment", caller=NAME)
+    )
     relay = OutboxRelay(database, outbox, {CUSTOMERS_MERGED: merge_members(membership)})
     service = IdentityService(
         database,
         PhoneHasher(settings.phone_hash_key_bytes()),
         TokenCodec(settings.signing_key_bytes()),
         on_effects=relay.wake,
+        phone_lookups=quota_from(
+            "phone look-ups", settings.phone_lookup_quota, reason="PHONE_LOOKUP_QUOTA_EXCEEDED"
+        ),
+        store_exists=lambda store_id: store_exists(fulfilment, store_id),
     )
 
     export_metrics(relay)

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-import phonenumbers
+from quanyu.auth import STORE_POS, Principal, Role
+from quanyu.errors import InvalidArgument, PermissionDenied, Violations
+from quanyu.phones import Phone
 
-from quanyu.errors import InvalidArgument, Violations
-
-DEFAULT_REGION = "CN"
 MAX_EXTERNAL_ID_LENGTH = 128
 MAX_DISPLAY_NAME_LENGTH = 64
 MAX_CUSTOMER_ID_LENGTH = 64
-MAX_PHONE_INPUT_LENGTH = 32
 # Merges form chains (A into B, B into C); a longer one than this means corrupt data.
 MAX_MERGE_CHAIN = 64
 
@@ -26,35 +24,6 @@ class ChannelAccount:
 
     channel: str  # a common.v1.Channel value name, e.g. CHANNEL_TMALL
     external_id: str
-
-
-@dataclass(frozen=True)
-class Phone:
-    """A phone number in E.164 form, with the masked form that is all anyone is shown."""
-
-    e164: str
-    masked: str
-
-    @classmethod
-    def parse(cls, raw: str, *, field_name: str = "phone", region: str = DEFAULT_REGION) -> Phone:
-        """ "+86 138-0013-8000", "13800138000" and "8613800138000" are one number."""
-        if len(raw) > MAX_PHONE_INPUT_LENGTH:
-            raise InvalidArgument(field_name, f"must be at most {MAX_PHONE_INPUT_LENGTH} characters")
-        try:
-            number = phonenumbers.parse(raw, region)
-        except phonenumbers.NumberParseException as exc:
-            raise InvalidArgument(field_name, "is not a phone number") from exc
-        if not phonenumbers.is_valid_number(number):
-            raise InvalidArgument(field_name, "is not a valid phone number")
-        e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-        return cls(e164=e164, masked=mask_national(str(number.national_number), number.country_code or 0))
-
-
-def mask_national(national: str, country_code: int) -> str:
-    """138****8000 for a mainland number; other countries keep their calling code in front."""
-    keep_head = 3 if len(national) >= 9 else 1
-    masked = f"{national[:keep_head]}****{national[-4:]}"
-    return masked if country_code == 86 else f"+{country_code} {masked}"
 
 
 class PhoneHasher:
@@ -74,6 +43,49 @@ class Customer:
     phone_masked: str
     create_time: datetime
     accounts: list[ChannelAccount] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Reach:
+    """How far a caller reaches into the customers: the one channel whose accounts it names,
+    links and is shown (None: every channel), and whether it acts only for customers holding
+    one of them.
+
+    A channel backend acts for the customers who hold an account on its channel and sees only
+    those accounts: another channel's openid or buyer id is nothing to it. A till serves every
+    customer of the chain at the counter, but the accounts it names, links and sees are till
+    accounts (member cards). Ops and the platform's services reach everything.
+    """
+
+    channel: str | None
+    needs_account: bool
+
+    @classmethod
+    def of(cls, principal: Principal) -> Reach:
+        if principal.role is Role.CHANNEL:
+            return cls(principal.channel, needs_account=True)
+        if principal.role is Role.STORE:
+            return cls(STORE_POS, needs_account=False)
+        return cls(None, needs_account=False)
+
+    def names(self, account: ChannelAccount) -> bool:
+        return self.channel is None or account.channel == self.channel
+
+    def require_own(self, account: ChannelAccount, field_name: str = "account") -> None:
+        """Linking or creating with another channel's account is taking over its customer."""
+        if not self.names(account):
+            raise PermissionDenied(
+                f"{field_name}: this caller names and links {self.channel} accounts only",
+                reason="OTHER_CHANNEL",
+            )
+
+    def acts_for(self, customer: Customer) -> bool:
+        return not self.needs_account or any(self.names(account) for account in customer.accounts)
+
+    def view(self, customer: Customer) -> Customer:
+        if self.channel is None:
+            return customer
+        return replace(customer, accounts=[a for a in customer.accounts if self.names(a)])
 
 
 def validate_account(account: ChannelAccount | None, field_name: str, violations: Violations) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from quanyu.auth import DEFAULT_TTL_SECONDS, Principal, Role
+from quanyu.auth import DEFAULT_TTL_SECONDS, Role, caller, current_principal
 from quanyu.common.v1 import common_pb2
 from quanyu.errors import InvalidArgument
 from quanyu.identity.v1 import identity_pb2, identity_pb2_grpc
@@ -67,7 +67,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     ) -> identity_pb2.ResolveCustomerResponse:
         account = account_from(request.account) if request.HasField("account") else None
         resolved = self._service.resolve_customer(
-            ResolveRequest.checked(account, request.phone, request.display_name)
+            current_principal(), ResolveRequest.checked(account, request.phone, request.display_name)
         )
         return identity_pb2.ResolveCustomerResponse(
             customer=customer_message(resolved.customer), created=resolved.created
@@ -77,7 +77,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         self, request: identity_pb2.GetCustomerRequest, context: grpc.ServicerContext
     ) -> identity_pb2.GetCustomerResponse:
         return identity_pb2.GetCustomerResponse(
-            customer=customer_message(self._service.get_customer(request.customer_id))
+            customer=customer_message(self._service.get_customer(current_principal(), request.customer_id))
         )
 
     def LookupCustomer(
@@ -85,9 +85,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     ) -> identity_pb2.LookupCustomerResponse:
         key = request.WhichOneof("key")
         if key == "account":
-            customer = self._service.lookup_by_account(account_from(request.account))
+            customer = self._service.lookup_by_account(current_principal(), account_from(request.account))
         else:
-            customer = self._service.lookup_by_phone(request.phone)
+            customer = self._service.lookup_by_phone(current_principal(), request.phone)
         return identity_pb2.LookupCustomerResponse(customer=customer_message(customer))
 
     def LinkAccount(
@@ -95,7 +95,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     ) -> identity_pb2.LinkAccountResponse:
         if not request.HasField("account"):
             raise InvalidArgument("account", "is required")
-        customer = self._service.link_account(request.customer_id, account_from(request.account))
+        customer = self._service.link_account(
+            current_principal(), request.customer_id, account_from(request.account)
+        )
         return identity_pb2.LinkAccountResponse(customer=customer_message(customer))
 
     def MergeCustomers(
@@ -113,7 +115,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         channel = ""
         if request.channel != common_pb2.CHANNEL_UNSPECIFIED:
             channel = channel_name(request.channel, "channel")
-        principal = Principal(role, request.subject or role.value, request.store_id, channel)
+        if request.ttl_seconds < 0:
+            raise InvalidArgument("ttl_seconds", "must not be negative")
+        principal = caller(role, store_id=request.store_id, channel=channel, subject=request.subject)
         issued = self._service.issue_token(principal, request.ttl_seconds or DEFAULT_TTL_SECONDS)
         return identity_pb2.IssueTokenResponse(
             token=issued.token, expire_time=to_timestamp(issued.expire_time)

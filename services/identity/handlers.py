@@ -7,16 +7,18 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import Connection
 
-from quanyu.auth import IssuedToken, Principal, TokenCodec
+from quanyu.auth import IssuedToken, Principal, Role, TokenCodec
 from quanyu.db import Database, utcnow
 from quanyu.errors import AlreadyExists, InvalidArgument, NotFound, Violations
 from quanyu.ids import new_id
 from quanyu.outbox import add_effect
+from quanyu.phones import Phone
+from quanyu.quota import Quota
 from services.identity.domain import (
     ChannelAccount,
     Customer,
-    Phone,
     PhoneHasher,
+    Reach,
     ResolveRequest,
     check_merge,
     validate_account,
@@ -40,18 +42,40 @@ class IdentityService:
         phones: PhoneHasher,
         tokens: TokenCodec,
         on_effects: Callable[[], None] = lambda: None,
+        *,
+        phone_lookups: Quota | None = None,
+        store_exists: Callable[[str], bool] = lambda _: True,
     ) -> None:
         self._db = database
         self._phones = phones
         self._tokens = tokens
         self._on_effects = on_effects
+        self._phone_lookups = phone_lookups
+        self._store_exists = store_exists
 
-    def resolve_customer(self, request: ResolveRequest) -> Resolved:
+    def _looking_up_phone(self, principal: Principal) -> None:
+        """Whether a number is a customer's is itself worth stealing: each caller may ask only so
+        often."""
+        if self._phone_lookups is not None:
+            self._phone_lookups.take(principal)
+
+    def resolve_customer(self, principal: Principal, request: ResolveRequest) -> Resolved:
         """Find by account, else by phone, else create; link what the caller told us.
 
         Two channels resolving the same new person at once both try to create; the database's
         unique keys let one win and the other's retry finds that customer.
         """
+        reach = Reach.of(principal)
+        if request.account is None and reach.needs_account:
+            raise InvalidArgument("account", f"a channel names its customer by a {reach.channel} account")
+        if request.account is not None:
+            reach.require_own(request.account)
+        if request.phone is not None:
+            self._looking_up_phone(principal)
+        resolved = self._resolve(request)
+        return Resolved(reach.view(resolved.customer), resolved.created)
+
+    def _resolve(self, request: ResolveRequest) -> Resolved:
         phone_hash = self._phones.digest(request.phone) if request.phone else None
         # Most calls find a customer who is already complete: answer from a read, no write lock.
         with self._db.snapshot() as connection:
@@ -114,52 +138,66 @@ class IdentityService:
             return None
         return customer
 
-    def get_customer(self, customer_id: str) -> Customer:
+    def get_customer(self, principal: Principal, customer_id: str) -> Customer:
         violations = Violations()
         validate_customer_id(customer_id, "customer_id", violations)
         violations.raise_if_any()
+        reach = Reach.of(principal)
         with self._db.snapshot() as connection:
             repo = CustomerRepository(connection)
             survivor = repo.survivor_of(customer_id)
-            if survivor is None:
-                raise NotFound("customer", customer_id)
-            return self._load(repo, survivor)
+            customer = repo.get(survivor) if survivor else None
+        # A customer the caller does not act for is answered as one that does not exist.
+        if customer is None or not reach.acts_for(customer):
+            raise NotFound("customer", customer_id)
+        return reach.view(customer)
 
-    def lookup_by_account(self, account: ChannelAccount) -> Customer:
+    def lookup_by_account(self, principal: Principal, account: ChannelAccount) -> Customer:
         violations = Violations()
         validate_account(account, "account", violations)
         violations.raise_if_any()
+        reach = Reach.of(principal)
+        missing = NotFound("customer", f"{account.channel}:{account.external_id}")
+        if not reach.names(account):
+            raise missing  # another channel's account is nothing to this caller, not even known
         with self._db.snapshot() as connection:
             repo = CustomerRepository(connection)
             owner = repo.owner_of_account(account)
             survivor = repo.survivor_of(owner) if owner else None
-            if survivor is None:
-                raise NotFound("customer", f"{account.channel}:{account.external_id}")
-            return self._load(repo, survivor)
+            customer = repo.get(survivor) if survivor else None
+        if customer is None:
+            raise missing
+        return reach.view(customer)
 
-    def lookup_by_phone(self, raw_phone: str) -> Customer:
+    def lookup_by_phone(self, principal: Principal, raw_phone: str) -> Customer:
         if not raw_phone:
             raise InvalidArgument("phone", "give a channel account or a phone")
         phone = Phone.parse(raw_phone)
+        self._looking_up_phone(principal)
+        reach = Reach.of(principal)
         with self._db.snapshot() as connection:
             repo = CustomerRepository(connection)
             owner = repo.owner_of_phone(self._phones.digest(phone))
             survivor = repo.survivor_of(owner) if owner else None
-            if survivor is None:
-                # The masked form only: the key of a failed lookup must not leak the number.
-                raise NotFound("customer", phone.masked)
-            return self._load(repo, survivor)
+            customer = repo.get(survivor) if survivor else None
+        if customer is None or not reach.acts_for(customer):
+            # The masked form only: the key of a failed lookup must not leak the number.
+            raise NotFound("customer", phone.masked)
+        return reach.view(customer)
 
-    def link_account(self, customer_id: str, account: ChannelAccount) -> Customer:
+    def link_account(self, principal: Principal, customer_id: str, account: ChannelAccount) -> Customer:
         violations = Violations()
         validate_customer_id(customer_id, "customer_id", violations)
         validate_account(account, "account", violations)
         violations.raise_if_any()
+        reach = Reach.of(principal)
+        reach.require_own(account)
 
         def work(connection: Connection) -> Customer:
             repo = CustomerRepository(connection)
             survivor = repo.survivor_of(customer_id)
-            if survivor is None:
+            found = repo.get(survivor) if survivor else None
+            if survivor is None or found is None or not reach.acts_for(found):
                 raise NotFound("customer", customer_id)
             owner = repo.owner_of_account(account)
             if owner is None:
@@ -170,7 +208,7 @@ class IdentityService:
                     reason="ACCOUNT_LINKED_ELSEWHERE",
                     metadata={"channel": account.channel},
                 )
-            return self._load(repo, survivor)
+            return reach.view(self._load(repo, survivor))
 
         return self._db.run(work)
 
@@ -210,6 +248,9 @@ class IdentityService:
         return customer
 
     def issue_token(self, principal: Principal, ttl_seconds: int) -> IssuedToken:
+        """A token for a caller that exists: a store token for a store fulfilment knows."""
+        if principal.role is Role.STORE and not self._store_exists(principal.store_id):
+            raise NotFound("store", principal.store_id)
         return self._tokens.issue(principal, ttl_seconds)
 
     @staticmethod

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import grpc
 
+from quanyu.clients import service_channel
 from quanyu.config import Settings
 from quanyu.db import Database, migrate_url
+from quanyu.identity.v1 import identity_pb2_grpc
 from quanyu.membership.v1 import membership_pb2_grpc
 from quanyu.paging import PageTokens
 from quanyu.server import ServiceApp
 from quanyu.tasks import Periodic
 from services.membership.config import MembershipSettings
+from services.membership.customers import CustomerChannels
 from services.membership.grpc_servicer import POLICY, SERVICE, MembershipServicer
 from services.membership.handlers import MembershipService
 
@@ -27,8 +31,13 @@ def migrate(settings: Settings) -> None:
 def build_service(settings: Settings, own: MembershipSettings | None = None) -> MembershipService:
     own = own or MembershipSettings()
     database = Database(settings.database_url(NAME), pool_size=settings.database_pool_size)
+    identity = identity_pb2_grpc.IdentityServiceStub(service_channel(settings, "identity", caller=NAME))
     return MembershipService(
-        database, own.programme(), PageTokens(settings.signing_key_bytes(), purpose=NAME)
+        database,
+        own.programme(),
+        PageTokens(settings.signing_key_bytes(), purpose=NAME),
+        CustomerChannels(identity),
+        member_code_ttl=timedelta(seconds=own.member_code_ttl_seconds),
     )
 
 

@@ -20,6 +20,13 @@ class MembershipSettings(BaseSettings):
     redemption_windows: str = ""
     referral_bonus_points: int = Field(default=100, ge=0)
     timezone: str = "Asia/Shanghai"
+    # Bounds against amounts no real sale has: a larger spend is refused, points beyond the caps
+    # are not credited.
+    max_spend_cents: int = Field(default=100_000_000, ge=1, le=10**12)
+    max_points_per_earn: int = Field(default=500_000, ge=0, le=10**10)
+    max_points_per_member_day: int = Field(default=1_000_000, ge=0, le=10**10)
+    # How long a member code (会员码) is accepted at the till after the member's app asked for it.
+    member_code_ttl_seconds: float = Field(default=120.0, gt=0, le=3600)
     # How often the service writes off lapsed points and re-evaluates tiers.
     expiry_interval_seconds: float = Field(default=3600.0, gt=0)
     tier_evaluation_interval_seconds: float = Field(default=86400.0, gt=0)
@@ -45,6 +52,9 @@ class MembershipSettings(BaseSettings):
             redemption_windows=parse_windows(self.redemption_windows),
             referral_bonus_points=self.referral_bonus_points,
             timezone=self.timezone,
+            max_spend_cents=self.max_spend_cents,
+            max_points_per_earn=self.max_points_per_earn,
+            max_points_per_member_day=self.max_points_per_member_day,
         )
 
 

@@ -4,16 +4,20 @@ expiry, redemption windows, referrals), the AIPL stages, and how points are spen
 from __future__ import annotations
 
 import calendar
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import IntEnum, StrEnum
 from zoneinfo import ZoneInfo
 
-from quanyu.errors import Violations
+from quanyu.auth import Principal, Role
+from quanyu.errors import PermissionDenied, Violations
 
 MAX_TAG_LENGTH = 64
+MAX_TAGS_PER_CALL = 50
 MAX_ID_LENGTH = 64
+MAX_SOURCE_ID_LENGTH = 128
+MAX_MEMBER_CODE_LENGTH = 32
 CENTS_PER_YUAN = 100
 
 
@@ -91,6 +95,11 @@ class Programme:
     redemption_windows: tuple[RedemptionWindow, ...] = ()  # none = redeem any day
     referral_bonus_points: int = 100
     timezone: str = "Asia/Shanghai"
+    # Bounds that keep a wrong or forged amount from minting points: one spend at most this much
+    # (any real order is far below), points of one earn and of one member's day at most these.
+    max_spend_cents: int = 100_000_000
+    max_points_per_earn: int = 500_000
+    max_points_per_member_day: int = 1_000_000
 
     def __post_init__(self) -> None:
         if not self.tiers or self.tiers[0].threshold_cents != 0:
@@ -134,6 +143,16 @@ class Programme:
         # Integer arithmetic on the multiplier in hundredths avoids 1.2 * 5 = 5.999… rounding down.
         points = whole_yuan * round(self.tier(tier_name).multiplier * 100) // 100
         return points * 2 if self.is_member_day(at) else points
+
+    def earnable(self, points: int, earned_today: int) -> int:
+        """Points an earn credits: what the spend earns, within the caps of one earn and of what
+        is left of the member's day."""
+        return max(0, min(points, self.max_points_per_earn, self.max_points_per_member_day - earned_today))
+
+    def day_start(self, at: datetime) -> datetime:
+        """Midnight of `at`'s day in the programme's time zone: a member's day of earning."""
+        local = self.local(at)
+        return local.replace(hour=0, minute=0, second=0, microsecond=0)
 
     def expiry(self, earned_at: datetime) -> datetime:
         return add_months(earned_at, self.validity_months)
@@ -224,6 +243,9 @@ class TagChange:
     def checked(cls, add: Sequence[str], remove: Sequence[str]) -> TagChange:
         violations = Violations()
         for name, tags in (("add_tags", add), ("remove_tags", remove)):
+            if len(tags) > MAX_TAGS_PER_CALL:
+                violations.add(name, f"at most {MAX_TAGS_PER_CALL} tags a call")
+                continue
             for index, tag in enumerate(tags):
                 violations.text(tag, f"{name}[{index}]", max_length=MAX_TAG_LENGTH)
         both = sorted(set(add) & set(remove))
@@ -246,3 +268,70 @@ def conversion_rates(counts: dict[Stage, int]) -> list[tuple[Stage, Stage, float
 
 def since(at: datetime, days: int) -> datetime:
     return at - timedelta(days=days)
+
+
+# --- who reaches a member ------------------------------------------------------------------------
+
+
+def sees(principal: Principal, home_store_id: str, *, holds_channel_account: Callable[[], bool]) -> bool:
+    """Whether a caller may read a member (balance, ledger, coupons) without the member's code.
+
+    A channel backend reads the members of its own customers (a customer holding an account on its
+    channel); a store reads its own members (whose home store it is); ops and services read all.
+    Whether the customer holds the account is asked only of a channel, and only when needed.
+    """
+    if principal.role is Role.CHANNEL:
+        return holds_channel_account()
+    if principal.role is Role.STORE:
+        return bool(home_store_id) and home_store_id == principal.store_id
+    return True
+
+
+def require_code_to_spend(principal: Principal, member_code: str) -> None:
+    """A till spends a member's points or coupons only with the code the member's app shows:
+    a store token alone, whoever's member it is, never spends anyone's value."""
+    if principal.role is Role.STORE and not member_code:
+        raise PermissionDenied(
+            "spending a member's points or coupons at the till needs the member code their app shows",
+            reason="MEMBER_CODE_REQUIRED",
+        )
+
+
+def invalid_member_code() -> PermissionDenied:
+    """One answer for every way a code can fail (unknown, expired, another member's, shown at
+    another store), so that trying codes teaches nothing."""
+    return PermissionDenied(
+        "the member code is not valid for this member here; ask the member to show a fresh one",
+        reason="MEMBER_CODE_INVALID",
+    )
+
+
+@dataclass(frozen=True)
+class MemberCode:
+    """A short-lived code a member's own app shows at the till (会员码): it lets that till, and
+    only the first till it is shown at, read the member and spend their value until it expires."""
+
+    member_id: str
+    expire_time: datetime
+    store_id: str  # the store it was first used at; empty until then
+
+    def admits(self, member_root: str, code_root: str | None, store_id: str, now: datetime) -> bool:
+        if code_root is None or code_root != member_root or self.expire_time <= now:
+            return False
+        return not self.store_id or not store_id or self.store_id == store_id
+
+
+@dataclass(frozen=True)
+class Guide:
+    """A store's guide (导购): members and orders are credited only to a guide of their store."""
+
+    guide_id: str
+    store_id: str
+    name: str
+    active: bool
+
+
+def validate_guide(guide: Guide, violations: Violations) -> None:
+    violations.text(guide.guide_id, "guide.guide_id", max_length=MAX_ID_LENGTH)
+    violations.text(guide.store_id, "guide.store_id", max_length=MAX_ID_LENGTH)
+    violations.text(guide.name, "guide.name", max_length=MAX_ID_LENGTH, required=False)

@@ -10,31 +10,34 @@ from quanyu.errors import InvalidArgument, Violations
 from quanyu.membership.v1 import membership_pb2, membership_pb2_grpc
 from quanyu.server import rpc_policy
 from quanyu.wire import from_timestamp, to_timestamp
-from services.membership.domain import EntryKind, Stage
+from services.membership.domain import EntryKind, Guide, Stage
 from services.membership.handlers import MembershipService
 from services.membership.repository import Coupon, Entry, Member
 
 SERVICE = membership_pb2.DESCRIPTOR.services_by_name["MembershipService"]
 _FRONT = (Role.CHANNEL, Role.STORE, Role.SERVICE, Role.OPS)
 _BACK = (Role.SERVICE, Role.OPS)
-_TILL = (Role.STORE, Role.SERVICE, Role.OPS)
 POLICY = rpc_policy(
     SERVICE,
     {
         "Enroll": _FRONT,
         "GetMember": _FRONT,
+        "CreateMemberCode": (Role.CHANNEL, Role.OPS),
         "EarnPoints": _BACK,
-        "RedeemPoints": _TILL,
+        "RedeemPoints": _FRONT,
         "ReversePoints": _BACK,
         "ListLedgerEntries": _FRONT,
         "IssueCoupon": _BACK,
-        "RedeemCoupon": _TILL,
+        "RedeemCoupon": _FRONT,
         "ReleaseCoupon": _BACK,
         "RecordEvent": _FRONT,
         "ListMembers": (Role.OPS, Role.STORE),
         "UpdateTags": _BACK,
         "GetFunnel": (Role.OPS, Role.STORE),
         "MergeMembers": _BACK,
+        "UpsertGuide": (Role.OPS, Role.STORE),
+        "GetGuide": (Role.OPS, Role.SERVICE, Role.STORE),
+        "ListGuides": (Role.OPS, Role.STORE),
     },
 )
 
@@ -96,6 +99,12 @@ def coupon_message(coupon: Coupon) -> membership_pb2.Coupon:
     )
 
 
+def guide_message(guide: Guide) -> membership_pb2.Guide:
+    return membership_pb2.Guide(
+        guide_id=guide.guide_id, store_id=guide.store_id, name=guide.name, active=guide.active
+    )
+
+
 def channel_name(value: int) -> str:
     if value == common_pb2.CHANNEL_UNSPECIFIED:
         return ""
@@ -112,11 +121,12 @@ class MembershipServicer(membership_pb2_grpc.MembershipServiceServicer):
         self, request: membership_pb2.EnrollRequest, context: grpc.ServicerContext
     ) -> membership_pb2.EnrollResponse:
         member, created = self._service.enroll(
+            current_principal(),
             request.customer_id,
-            request.home_store_id,
-            request.guide_id,
-            channel_name(request.channel),
-            request.referrer_member_id,
+            home_store_id=request.home_store_id,
+            guide_id=request.guide_id,
+            channel=channel_name(request.channel),
+            referrer_member_id=request.referrer_member_id,
         )
         return membership_pb2.EnrollResponse(member=member_message(member), created=created)
 
@@ -130,8 +140,14 @@ class MembershipServicer(membership_pb2_grpc.MembershipServiceServicer):
         violations = Violations()
         violations.text(value, key or "key", max_length=64)
         violations.raise_if_any()
-        member = self._service.get_member(**{key: value})  # type: ignore[arg-type]
+        member = self._service.get_member(current_principal(), **{key: value})  # type: ignore[arg-type]
         return membership_pb2.GetMemberResponse(member=member_message(member))
+
+    def CreateMemberCode(
+        self, request: membership_pb2.CreateMemberCodeRequest, context: grpc.ServicerContext
+    ) -> membership_pb2.CreateMemberCodeResponse:
+        code, expire = self._service.create_member_code(current_principal(), request.member_id)
+        return membership_pb2.CreateMemberCodeResponse(code=code, expire_time=to_timestamp(expire))
 
     def EarnPoints(
         self, request: membership_pb2.EarnPointsRequest, context: grpc.ServicerContext
@@ -145,7 +161,12 @@ class MembershipServicer(membership_pb2_grpc.MembershipServiceServicer):
         self, request: membership_pb2.RedeemPointsRequest, context: grpc.ServicerContext
     ) -> membership_pb2.RedeemPointsResponse:
         entry, member = self._service.redeem(
-            current_principal(), request.member_id, request.points, request.source_id, request.store_id
+            current_principal(),
+            request.member_id,
+            request.points,
+            request.source_id,
+            store_id=request.store_id,
+            member_code=request.member_code,
         )
         return membership_pb2.RedeemPointsResponse(entry=entry_message(entry), member=member_message(member))
 
@@ -154,14 +175,14 @@ class MembershipServicer(membership_pb2_grpc.MembershipServiceServicer):
     ) -> membership_pb2.ReversePointsResponse:
         if len(request.reason) > 256:
             raise InvalidArgument("reason", "must be at most 256 characters")
-        entries = self._service.reverse(request.source_id)
+        entries = self._service.reverse(current_principal(), request.source_id)
         return membership_pb2.ReversePointsResponse(entries=[entry_message(e) for e in entries])
 
     def ListLedgerEntries(
         self, request: membership_pb2.ListLedgerEntriesRequest, context: grpc.ServicerContext
     ) -> membership_pb2.ListLedgerEntriesResponse:
         entries, token = self._service.list_entries(
-            current_principal(), request.member_id, request.page_size, request.page_token
+            current_principal(), request.member_id, request.page_size, request.page_token, request.member_code
         )
         return membership_pb2.ListLedgerEntriesResponse(
             entries=[entry_message(e) for e in entries], next_page_token=token
@@ -191,6 +212,7 @@ class MembershipServicer(membership_pb2_grpc.MembershipServiceServicer):
             order_id=request.order_id,
             order_amount_cents=request.order_amount_cents,
             store_id=request.store_id,
+            member_code=request.member_code,
         )
         return membership_pb2.RedeemCouponResponse(coupon=coupon_message(coupon), discount_cents=discount)
 
@@ -208,7 +230,9 @@ class MembershipServicer(membership_pb2_grpc.MembershipServiceServicer):
         ):
             raise InvalidArgument("event_type", "must be VIEW, FOLLOW, ADD_TO_CART or SHARE")
         self._service.record_event(
+            current_principal(),
             request.customer_id,
+            request.store_id,
             from_timestamp(
                 request.occur_time, field_name="occur_time", present=request.HasField("occur_time")
             ),
@@ -268,3 +292,30 @@ class MembershipServicer(membership_pb2_grpc.MembershipServiceServicer):
             request.survivor_customer_id, request.merged_customer_id, request.request_id
         )
         return membership_pb2.MergeMembersResponse(member=member_message(member))
+
+    def UpsertGuide(
+        self, request: membership_pb2.UpsertGuideRequest, context: grpc.ServicerContext
+    ) -> membership_pb2.UpsertGuideResponse:
+        if not request.HasField("guide"):
+            raise InvalidArgument("guide", "is required")
+        given = request.guide
+        guide = self._service.upsert_guide(
+            current_principal(), Guide(given.guide_id, given.store_id, given.name, given.active)
+        )
+        return membership_pb2.UpsertGuideResponse(guide=guide_message(guide))
+
+    def GetGuide(
+        self, request: membership_pb2.GetGuideRequest, context: grpc.ServicerContext
+    ) -> membership_pb2.GetGuideResponse:
+        guide = self._service.get_guide(current_principal(), request.guide_id)
+        return membership_pb2.GetGuideResponse(guide=guide_message(guide))
+
+    def ListGuides(
+        self, request: membership_pb2.ListGuidesRequest, context: grpc.ServicerContext
+    ) -> membership_pb2.ListGuidesResponse:
+        guides, token = self._service.list_guides(
+            current_principal(), request.store_id, request.page_size, request.page_token
+        )
+        return membership_pb2.ListGuidesResponse(
+            guides=[guide_message(g) for g in guides], next_page_token=token
+        )

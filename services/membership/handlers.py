@@ -8,33 +8,50 @@ import hashlib
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy.engine import Connection
 
-from quanyu.auth import Principal, Role
+from quanyu.auth import STORE_POS, Principal, Role
 from quanyu.db import Database, utcnow
-from quanyu.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Violations
+from quanyu.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Violations,
+)
 from quanyu.paging import PageTokens, page_size
 from services.membership.domain import (
     MAX_ID_LENGTH,
+    MAX_MEMBER_CODE_LENGTH,
+    MAX_SOURCE_ID_LENGTH,
     EntryKind,
+    Guide,
     Programme,
     Stage,
     TagChange,
     claw_back,
     conversion_rates,
     draw_oldest_first,
+    invalid_member_code,
+    require_code_to_spend,
+    sees,
     stage_after_event,
     stage_after_purchase,
+    validate_guide,
 )
 from services.membership.metrics import POINTS_EARNED, POINTS_EXPIRED, POINTS_REDEEMED
 from services.membership.repository import (
     Coupon,
     CouponRepository,
     Entry,
+    GuideRepository,
     LedgerRepository,
     Member,
+    MemberCodeRepository,
     MemberRepository,
 )
 
@@ -48,9 +65,29 @@ class Funnel:
     conversions: list[tuple[Stage, Stage, float]]
 
 
-# One spend is below what an order's amount may be (orders checks the same bound), so a member's
-# totals, and two members' totals added in a merge, stay far inside a 64-bit column.
-MAX_SPEND_CENTS = 2**53
+DEFAULT_MEMBER_CODE_TTL = timedelta(minutes=2)
+
+
+class Customers(Protocol):
+    """What identity says of customers (see services.membership.customers)."""
+
+    def exists(self, customer_id: str) -> bool: ...
+
+    def holds(self, customer_id: str, channel: str) -> bool: ...
+
+
+def _code_hash(code: str) -> str:
+    return hashlib.sha256(f"member-code|{code}".encode()).hexdigest()
+
+
+# One redemption spends at most this many points (1,000,000 fen of value): above any real order.
+MAX_POINTS_PER_CALL = 100_000_000
+
+
+def _source_key(kind: str, owner: str, source_id: str) -> str:
+    """The ledger key of a caller's source id: the platform's own keep the shape they always had;
+    a till's or a channel's carry their owner, so one caller's ids never name another's entries."""
+    return f"{kind}:{source_id}" if not owner else f"{kind}@{owner}:{source_id}"
 
 
 def _require(violations: Violations, value: str, field_name: str, max_length: int = MAX_ID_LENGTH) -> None:
@@ -63,13 +100,17 @@ class MembershipService:
         database: Database,
         programme: Programme,
         page_tokens: PageTokens,
+        customers: Customers,
         *,
         clock: Callable[[], datetime] = utcnow,
+        member_code_ttl: timedelta = DEFAULT_MEMBER_CODE_TTL,
     ) -> None:
         self._db = database
         self.programme = programme
         self._pages = page_tokens
+        self._customers = customers
         self._clock = clock
+        self._code_ttl = member_code_ttl
 
     def close(self) -> None:
         self._db.dispose()
@@ -77,7 +118,14 @@ class MembershipService:
     # --- members ------------------------------------------------------------------------------
 
     def enroll(
-        self, customer_id: str, home_store_id: str, guide_id: str, channel: str, referrer_member_id: str
+        self,
+        principal: Principal,
+        customer_id: str,
+        *,
+        home_store_id: str,
+        guide_id: str,
+        channel: str,
+        referrer_member_id: str,
     ) -> tuple[Member, bool]:
         violations = Violations()
         _require(violations, customer_id, "customer_id")
@@ -85,6 +133,17 @@ class MembershipService:
         violations.text(guide_id, "guide_id", max_length=MAX_ID_LENGTH, required=False)
         violations.text(referrer_member_id, "referrer_member_id", max_length=MAX_ID_LENGTH, required=False)
         violations.raise_if_any()
+        home_store_id, channel = self._enrolling_as(principal, home_store_id, channel)
+        if principal.role in (Role.CHANNEL, Role.STORE):
+            # A till or channel enrols a customer identity knows (a channel, one of its own), never
+            # an id it made up.
+            known = (
+                self._customers.holds(customer_id, principal.channel)
+                if principal.role is Role.CHANNEL
+                else self._customers.exists(customer_id)
+            )
+            if not known:
+                raise NotFound("customer", customer_id)
 
         def enrolled(connection: Connection) -> tuple[Member, bool] | None:
             repo = MemberRepository(connection)
@@ -94,10 +153,19 @@ class MembershipService:
             # Only an enrolled customer has a member of their own to name as the referrer.
             if referrer_member_id and repo.root_of(referrer_member_id) == existing:
                 raise InvalidArgument("referrer_member_id", "a customer cannot refer themselves")
-            return self._load(repo, existing), False
+            member = self._load(repo, existing)
+            if principal.role is Role.STORE and member.home_store_id != principal.store_id:
+                raise PermissionDenied(
+                    "the customer is a member already, of another store or of none; their member code "
+                    "shows them at this till",
+                    reason="MEMBER_OF_ANOTHER_STORE",
+                )
+            return member, False
 
         # Most calls (every order of a known customer) find the member: a read, no write lock.
         with self._db.snapshot() as connection:
+            # A guide is checked even for a member who exists: orders credits the guide it names.
+            home_store_id = self._guide_home(connection, principal, guide_id, home_store_id)
             found = enrolled(connection)
         if found is not None:
             return found
@@ -129,13 +197,152 @@ class MembershipService:
 
         return self._db.run(work)
 
-    def get_member(self, *, member_id: str = "", customer_id: str = "") -> Member:
+    @staticmethod
+    def _enrolling_as(principal: Principal, home_store_id: str, channel: str) -> tuple[str, str]:
+        """The home store and channel an enrolment records: a till enrols with itself as home
+        through its own channel, a channel backend through its own channel."""
+        if principal.role is Role.STORE:
+            if home_store_id and home_store_id != principal.store_id:
+                raise PermissionDenied("a store enrols members with itself as home", reason="OTHER_STORE")
+            if channel and channel != STORE_POS:
+                raise PermissionDenied("a store enrols through its till", reason="OTHER_CHANNEL")
+            return principal.store_id, STORE_POS
+        if principal.role is Role.CHANNEL:
+            if channel and channel != principal.channel:
+                raise PermissionDenied("a channel enrols through itself", reason="OTHER_CHANNEL")
+            return home_store_id, principal.channel
+        return home_store_id, channel
+
+    def _guide_home(
+        self, connection: Connection, principal: Principal, guide_id: str, home_store_id: str
+    ) -> str:
+        """The home store once the guide is checked: a member is looked after only by a guide of
+        their home store (given, or the guide's own when none is), and a till names only its own
+        store's guides. A guide that does not exist, is inactive or is another store's is
+        answered alike."""
+        if not guide_id:
+            return home_store_id
+        guide = GuideRepository(connection).get(guide_id)
+        if (
+            guide is None
+            or not guide.active
+            or (home_store_id and guide.store_id != home_store_id)
+            or (principal.role is Role.STORE and guide.store_id != principal.store_id)
+        ):
+            raise NotFound("guide", guide_id)
+        return home_store_id or guide.store_id
+
+    def get_member(
+        self, principal: Principal, *, member_id: str = "", customer_id: str = "", member_code: str = ""
+    ) -> Member:
+        if member_code:
+            return self._db.run(
+                lambda c: self._load(MemberRepository(c), self._admit(c, principal, member_code))
+            )
         with self._db.snapshot() as connection:
             repo = MemberRepository(connection)
             root = repo.root_of(member_id) if member_id else repo.root_of_customer(customer_id)
-            if root is None:
-                raise NotFound("member", member_id or customer_id)
-            return self._load(repo, root)
+            member = repo.get(root) if root else None
+        if member is None or not self._sees(principal, member):
+            raise NotFound("member", member_id or customer_id)
+        return member
+
+    def _sees(self, principal: Principal, member: Member) -> bool:
+        return sees(
+            principal,
+            member.home_store_id,
+            holds_channel_account=lambda: self._customers.holds(member.customer_id, principal.channel),
+        )
+
+    def _admit(self, connection: Connection, principal: Principal, code: str, member_root: str = "") -> str:
+        """The member a code stands for (their root), once the code is found valid here: unexpired,
+        `member_root`'s when one is named, and shown at this store (the first store it is shown
+        at keeps it). Every failure is one answer."""
+        if len(code) > MAX_MEMBER_CODE_LENGTH:
+            raise InvalidArgument("member_code", f"must be at most {MAX_MEMBER_CODE_LENGTH} characters")
+        codes, repo = MemberCodeRepository(connection), MemberRepository(connection)
+        key = _code_hash(code)
+        found = codes.get(key)
+        store_id = principal.store_id
+        if found is not None and store_id and not found.store_id and found.expire_time > self._clock():
+            found = codes.bind(key, store_id)
+        if found is None:
+            raise invalid_member_code()
+        code_root = repo.root_of(found.member_id)
+        if not found.admits(member_root or code_root or "", code_root, store_id, self._clock()):
+            raise invalid_member_code()
+        assert code_root is not None
+        return code_root
+
+    def create_member_code(self, principal: Principal, member_id: str) -> tuple[str, datetime]:
+        """A fresh code for the member's app to show at a till, valid for a few minutes."""
+        violations = Violations()
+        _require(violations, member_id, "member_id")
+        violations.raise_if_any()
+        member = self.get_member(principal, member_id=member_id)
+        code = f"{secrets.randbelow(10**18):018d}"
+        now = self._clock()
+        expire = now + self._code_ttl
+        self._db.run(lambda c: MemberCodeRepository(c).add(_code_hash(code), member.member_id, now, expire))
+        return code, expire
+
+    # --- guides -------------------------------------------------------------------------------
+
+    def upsert_guide(self, principal: Principal, guide: Guide) -> Guide:
+        violations = Violations()
+        validate_guide(guide, violations)
+        violations.raise_if_any()
+        principal.require_store(guide.store_id)
+
+        def work(connection: Connection) -> Guide:
+            guides = GuideRepository(connection)
+            existing = guides.get(guide.guide_id)
+            if (
+                principal.role is Role.STORE
+                and existing is not None
+                and existing.store_id != principal.store_id
+            ):
+                # Another store's guide id: taken, and nothing of its owner is told.
+                raise AlreadyExists("a guide of another store has this id", reason="GUIDE_ID_TAKEN")
+            guides.save(guide, self._clock())
+            saved = guides.get(guide.guide_id)
+            assert saved is not None
+            return saved
+
+        return self._db.run(work)
+
+    def get_guide(self, principal: Principal, guide_id: str) -> Guide:
+        violations = Violations()
+        _require(violations, guide_id, "guide_id")
+        violations.raise_if_any()
+        with self._db.snapshot() as connection:
+            guide = GuideRepository(connection).get(guide_id)
+        if guide is None or (principal.role is Role.STORE and guide.store_id != principal.store_id):
+            raise NotFound("guide", guide_id)
+        return guide
+
+    def list_guides(
+        self, principal: Principal, store_id: str, requested: int, token: str
+    ) -> tuple[list[Guide], str]:
+        violations = Violations()
+        violations.text(store_id, "store_id", max_length=MAX_ID_LENGTH, required=False)
+        violations.raise_if_any()
+        store_id = self._own_store(principal, store_id)
+        size = page_size(requested)
+        query = {"store": store_id}
+        position = self._pages.decode(token, query=query, caller=principal.name)
+        with self._db.snapshot() as connection:
+            found = GuideRepository(connection).page(
+                store_id, str(position["after"]) if position else "", size + 1
+            )
+        more = len(found) > size
+        found = found[:size]
+        next_token = (
+            self._pages.encode({"after": found[-1].guide_id}, query=query, caller=principal.name)
+            if more
+            else ""
+        )
+        return found, next_token
 
     def _load(self, repo: MemberRepository, member_id: str) -> Member:
         member = repo.get(member_id)
@@ -160,10 +367,14 @@ class MembershipService:
     def earn(self, member_id: str, source_id: str, spend_cents: int, store_id: str) -> tuple[Entry, Member]:
         violations = Violations()
         _require(violations, member_id, "member_id")
-        _require(violations, source_id, "source_id", 128)
+        _require(violations, source_id, "source_id", MAX_SOURCE_ID_LENGTH)
         violations.text(store_id, "store_id", max_length=MAX_ID_LENGTH, required=False)
         violations.check(spend_cents >= 0, "spend_cents", "must not be negative")
-        violations.check(spend_cents < MAX_SPEND_CENTS, "spend_cents", "is out of range")
+        violations.check(
+            spend_cents <= self.programme.max_spend_cents,
+            "spend_cents",
+            f"must be at most {self.programme.max_spend_cents}",
+        )
         violations.raise_if_any()
 
         def work(connection: Connection) -> tuple[Entry, Member]:
@@ -178,7 +389,10 @@ class MembershipService:
             self._expire_lapsed(connection, member, now)
             group = repo.group(member.member_id)
             first_earn = ledger.earns(group) == 0
-            points = self.programme.points_for(spend_cents, member.tier, now)
+            points = self.programme.earnable(
+                self.programme.points_for(spend_cents, member.tier, now),
+                ledger.earned_since(group, self.programme.day_start(now)),
+            )
             member.points_balance += points
             rolling = ledger.rolling_spend(group, self.programme.spend_window_start(now)) + spend_cents
             member.tier = self.programme.upgraded(member.tier, rolling)
@@ -237,21 +451,32 @@ class MembershipService:
         MemberRepository(connection).save(referrer, now)
 
     def redeem(
-        self, principal: Principal, member_id: str, points: int, source_id: str, store_id: str
+        self,
+        principal: Principal,
+        member_id: str,
+        points: int,
+        source_id: str,
+        *,
+        store_id: str,
+        member_code: str = "",
     ) -> tuple[Entry, Member]:
         if principal.role is Role.STORE:
             store_id = store_id or principal.store_id
         violations = Violations()
         _require(violations, member_id, "member_id")
-        _require(violations, source_id, "source_id", 128)
+        _require(violations, source_id, "source_id", MAX_SOURCE_ID_LENGTH)
         violations.text(store_id, "store_id", max_length=MAX_ID_LENGTH, required=False)
         violations.check(points > 0, "points", "must be greater than zero")
+        violations.check(points <= MAX_POINTS_PER_CALL, "points", f"must be at most {MAX_POINTS_PER_CALL}")
         violations.raise_if_any()
         principal.require_store(store_id)
+        require_code_to_spend(principal, member_code)
+        owner = principal.owner
 
         def work(connection: Connection) -> tuple[Entry, Member]:
             ledger, repo = LedgerRepository(connection), MemberRepository(connection)
-            key = f"redeem:{source_id}"
+            self._may_spend(connection, principal, member_id, member_code)
+            key = _source_key("redeem", owner, source_id)
             done = ledger.by_key(key)
             if done is not None:
                 self._same_source(repo, done, member_id, points=-points)
@@ -281,6 +506,7 @@ class MembershipService:
                 store_id=store_id,
                 key=key,
                 now=now,
+                owner=owner,
             )
             for lot_id, taken in draws:
                 ledger.take_from_lot(lot_id, taken)
@@ -291,18 +517,19 @@ class MembershipService:
 
         return self._db.run(work)
 
-    def reverse(self, source_id: str) -> list[Entry]:
+    def reverse(self, principal: Principal, source_id: str) -> list[Entry]:
         """Undo what a source did: earns (and the referral bonus they paid) are clawed back as far
-        as their points are unspent, redemptions are given back. Once per entry."""
+        as their points are unspent, redemptions are given back. Once per entry. The source is the
+        caller's own: its namespace of source ids (Principal.owner)."""
         violations = Violations()
-        _require(violations, source_id, "source_id", 128)
+        _require(violations, source_id, "source_id", MAX_SOURCE_ID_LENGTH)
         violations.raise_if_any()
 
         def work(connection: Connection) -> list[Entry]:
             ledger = LedgerRepository(connection)
             reversals = []
             for entry in ledger.by_source(
-                source_id, (EntryKind.EARN, EntryKind.REFERRAL_BONUS, EntryKind.REDEEM)
+                principal.owner, source_id, (EntryKind.EARN, EntryKind.REFERRAL_BONUS, EntryKind.REDEEM)
             ):
                 done = ledger.by_key(f"reverse:{entry.entry_id}")
                 reversals.append(done if done is not None else self._reverse_one(connection, entry))
@@ -323,6 +550,7 @@ class MembershipService:
             store_id=entry.store_id,
             key=f"reverse:{entry.entry_id}",
             now=now,
+            owner=entry.owner,
             reverses=entry.entry_id,
         )
         if entry.kind is EntryKind.REDEEM:
@@ -351,14 +579,20 @@ class MembershipService:
         return reversal
 
     def list_entries(
-        self, principal: Principal, member_id: str, requested: int, token: str
+        self, principal: Principal, member_id: str, requested: int, token: str, member_code: str = ""
     ) -> tuple[list[Entry], str]:
         violations = Violations()
         _require(violations, member_id, "member_id")
         violations.raise_if_any()
         size = page_size(requested)
-        caller = f"{principal.role.value}:{principal.subject}"
+        caller = principal.name
         position = self._pages.decode(token, query={"member": member_id}, caller=caller)
+        if member_code:
+            self._db.run(
+                lambda c: self._admit(c, principal, member_code, self._root(MemberRepository(c), member_id))
+            )
+        else:
+            self.get_member(principal, member_id=member_id)
         with self._db.snapshot() as connection:
             repo = MemberRepository(connection)
             root = repo.root_of(member_id)
@@ -501,6 +735,7 @@ class MembershipService:
         order_id: str,
         order_amount_cents: int,
         store_id: str,
+        member_code: str = "",
     ) -> tuple[Coupon, int]:
         if principal.role is Role.STORE:
             store_id = store_id or principal.store_id
@@ -510,18 +745,25 @@ class MembershipService:
         _require(violations, order_id, "order_id")
         violations.text(store_id, "store_id", max_length=MAX_ID_LENGTH, required=False)
         violations.check(order_amount_cents >= 0, "order_amount_cents", "must not be negative")
+        violations.check(
+            order_amount_cents <= self.programme.max_spend_cents,
+            "order_amount_cents",
+            f"must be at most {self.programme.max_spend_cents}",
+        )
         violations.raise_if_any()
         principal.require_store(store_id)
+        require_code_to_spend(principal, member_code)
 
         def work(connection: Connection) -> tuple[Coupon, int]:
             coupons, repo = CouponRepository(connection), MemberRepository(connection)
+            self._may_spend(connection, principal, member_id, member_code)
             coupon = coupons.get(code)
             if coupon is None:
                 raise NotFound("coupon", code)
             if repo.root_of(coupon.member_id) != repo.root_of(member_id):
                 raise FailedPrecondition("the coupon belongs to another member", reason="COUPON_NOT_OWNED")
             discount = min(coupon.discount_cents, order_amount_cents)
-            if coupon.redeemed_order_id == order_id:
+            if coupon.redeemed_order_id == order_id and coupon.redeemed_store_id == store_id:
                 return coupon, discount
             if coupon.redeemed_order_id is not None:
                 raise FailedPrecondition(
@@ -569,20 +811,30 @@ class MembershipService:
 
     # --- engagement, tags, segments ---------------------------------------------------------
 
-    def record_event(self, customer_id: str, occur_time: datetime | None) -> None:
+    def record_event(
+        self, principal: Principal, customer_id: str, store_id: str, occur_time: datetime | None
+    ) -> None:
         violations = Violations()
         _require(violations, customer_id, "customer_id")
+        violations.text(store_id, "store_id", max_length=MAX_ID_LENGTH, required=False)
         violations.raise_if_any()
+        if principal.role is Role.STORE:
+            principal.require_store(store_id or principal.store_id)
+        with self._db.snapshot() as connection:
+            repo = MemberRepository(connection)
+            root = repo.root_of_customer(customer_id)
+            member = repo.get(root) if root else None
+        # Not a member, or not one the caller reaches: accepted alike, with nothing moved.
+        if member is None or member.stage >= Stage.INTEREST or not self._sees(principal, member):
+            return
 
         def work(connection: Connection) -> None:
-            root = MemberRepository(connection).root_of_customer(customer_id)
-            if root is None:
-                return  # not a member (yet): nothing to move
-            member = self._lock_root(connection, root)
+            member = self._lock_root(connection, customer_root)
             if member.stage < Stage.INTEREST:
                 self._enter(member, stage_after_event(member.stage), occur_time or self._clock())
                 MemberRepository(connection).save(member, self._clock())
 
+        customer_root = member.member_id
         self._db.run(work)
 
     @staticmethod
@@ -614,7 +866,7 @@ class MembershipService:
         filters = dict(filters)
         filters["home_store_id"] = self._own_store(principal, str(filters.get("home_store_id", "")))
         size = page_size(requested)
-        caller = f"{principal.role.value}:{principal.subject}"
+        caller = principal.name
         position = self._pages.decode(token, query=filters, caller=caller)
         with self._db.snapshot() as connection:
             repo = MemberRepository(connection)
@@ -739,6 +991,20 @@ class MembershipService:
         repo.save(survivor, now)
 
     # --- helpers ------------------------------------------------------------------------------
+
+    def _may_spend(
+        self, connection: Connection, principal: Principal, member_id: str, member_code: str
+    ) -> None:
+        """Spending needs the member: their code (a till's only way, checked for this member and
+        store), or a channel acting for its own customer; ops and services act for the chain.
+        A member the caller does not reach is answered as one that does not exist."""
+        repo = MemberRepository(connection)
+        root = self._root(repo, member_id)
+        if member_code:
+            self._admit(connection, principal, member_code, root)
+            return
+        if not self._sees(principal, self._load(repo, root)):
+            raise NotFound("member", member_id)
 
     @staticmethod
     def _root(repo: MemberRepository, member_id: str) -> str:

@@ -10,12 +10,15 @@ from typing import Any
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 
+from quanyu.db import joined_sum, wide_sum
 from quanyu.ids import new_id
-from services.membership.domain import EntryKind, Lot, Stage
+from services.membership.domain import EntryKind, Guide, Lot, MemberCode, Stage
 from services.membership.storage import (
     coupons,
+    guides,
     ledger_entries,
     lot_draws,
+    member_codes,
     member_customers,
     member_merges,
     member_tags,
@@ -57,6 +60,7 @@ class Entry:
     spend_time: datetime | None
     shortfall_points: int
     seq: int
+    owner: str = ""
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,7 @@ class Coupon:
     expire_time: datetime
     redeemed_order_id: str | None
     request_fingerprint: str
+    redeemed_store_id: str = ""
 
 
 def _member(row: Any, tags: list[str]) -> Member:
@@ -109,6 +114,7 @@ def _entry(row: Any) -> Entry:
         spend_time=row.spend_time,
         shortfall_points=row.shortfall_points,
         seq=row.seq,
+        owner=row.source_owner,
     )
 
 
@@ -331,13 +337,21 @@ _ENTRIES_OF_SOURCE = (
     select(ledger_entries)
     .where(
         ledger_entries.c.source_id == bindparam("source"),
+        ledger_entries.c.source_owner == bindparam("owner"),
         ledger_entries.c.kind.in_(bindparam("kinds", expanding=True)),
     )
     .order_by(ledger_entries.c.seq)
 )
+# Spend, net of reversals, can be negative in a window; only its total is non-negative, so it is
+# summed as it is (spend per earn is bounded, which keeps the sum far inside 64 bits).
 _ROLLING_SPEND = select(func.coalesce(func.sum(ledger_entries.c.spend_cents), 0)).where(
     ledger_entries.c.member_id.in_(bindparam("members", expanding=True)),
     ledger_entries.c.spend_time >= bindparam("since"),
+)
+_EARNED_SINCE = select(*wide_sum(ledger_entries.c.points)).where(
+    ledger_entries.c.member_id.in_(bindparam("members", expanding=True)),
+    ledger_entries.c.kind == EntryKind.EARN.value,
+    ledger_entries.c.create_time >= bindparam("since"),
 )
 _EARNS = (
     select(func.count())
@@ -364,8 +378,10 @@ class LedgerRepository:
         row = self._db.execute(_ENTRY_BY_KEY, {"key": key}).one_or_none()
         return _entry(row) if row else None
 
-    def by_source(self, source_id: str, kinds: Sequence[EntryKind]) -> list[Entry]:
-        rows = self._db.execute(_ENTRIES_OF_SOURCE, {"source": source_id, "kinds": [k.value for k in kinds]})
+    def by_source(self, owner: str, source_id: str, kinds: Sequence[EntryKind]) -> list[Entry]:
+        rows = self._db.execute(
+            _ENTRIES_OF_SOURCE, {"source": source_id, "owner": owner, "kinds": [k.value for k in kinds]}
+        )
         return [_entry(r) for r in rows]
 
     def append(
@@ -379,6 +395,7 @@ class LedgerRepository:
         store_id: str,
         key: str,
         now: datetime,
+        owner: str = "",
         expire_time: datetime | None = None,
         spend_cents: int = 0,
         spend_time: datetime | None = None,
@@ -395,6 +412,7 @@ class LedgerRepository:
                 "points": points,
                 "balance_after": balance_after,
                 "source_id": source_id,
+                "source_owner": owner,
                 "store_id": store_id,
                 "create_time": now,
                 "expire_time": expire_time,
@@ -419,6 +437,11 @@ class LedgerRepository:
     def rolling_spend(self, member_ids: Sequence[str], since: datetime) -> int:
         total = self._db.execute(_ROLLING_SPEND, {"members": list(member_ids), "since": since}).scalar_one()
         return int(total)
+
+    def earned_since(self, member_ids: Sequence[str], since: datetime) -> int:
+        """Points the members' earns credited from `since` on (a member's day, for its cap)."""
+        row = self._db.execute(_EARNED_SINCE, {"members": list(member_ids), "since": since}).one()
+        return joined_sum(*row)
 
     def earns(self, member_ids: Sequence[str]) -> int:
         return int(self._db.execute(_EARNS, {"members": list(member_ids)}).scalar_one())
@@ -516,6 +539,7 @@ class CouponRepository:
             row.expire_time,
             row.redeemed_order_id,
             row.request_fingerprint,
+            row.redeemed_store_id,
         )
 
     def issue(self, coupon: Coupon, request_id: str, now: datetime) -> None:
@@ -545,3 +569,71 @@ class CouponRepository:
 
     def release(self, code: str, order_id: str) -> None:
         self._db.execute(_GIVE_BACK_COUPON, {"coupon": code, "order": order_id})
+
+
+_CODE = select(member_codes).where(member_codes.c.code_hash == bindparam("code"))
+_BIND_CODE = (
+    update(member_codes)
+    .where(member_codes.c.code_hash == bindparam("code"), member_codes.c.store_id == "")
+    .values(store_id=bindparam("store"))
+)
+
+
+class MemberCodeRepository:
+    def __init__(self, connection: Connection) -> None:
+        self._db = connection
+
+    def add(self, code_hash: str, member_id: str, now: datetime, expire_time: datetime) -> None:
+        # A member's lapsed codes go as a new one comes: the table holds a few rows per member.
+        self._db.execute(
+            member_codes.delete().where(
+                member_codes.c.member_id == member_id, member_codes.c.expire_time <= now
+            )
+        )
+        self._db.execute(
+            insert(member_codes).values(
+                code_hash=code_hash,
+                member_id=member_id,
+                store_id="",
+                create_time=now,
+                expire_time=expire_time,
+            )
+        )
+
+    def get(self, code_hash: str) -> MemberCode | None:
+        row = self._db.execute(_CODE, {"code": code_hash}).one_or_none()
+        return MemberCode(row.member_id, row.expire_time, row.store_id) if row else None
+
+    def bind(self, code_hash: str, store_id: str) -> MemberCode | None:
+        """Tie a code to the store it is first shown at; the code as it stands afterwards (tied to
+        whichever store got there first, when two tried at once)."""
+        self._db.execute(_BIND_CODE, {"code": code_hash, "store": store_id})
+        return self.get(code_hash)
+
+
+_GUIDE = select(guides).where(guides.c.guide_id == bindparam("guide"))
+
+
+def _guide(row: Any) -> Guide:
+    return Guide(row.guide_id, row.store_id, row.name, row.active)
+
+
+class GuideRepository:
+    def __init__(self, connection: Connection) -> None:
+        self._db = connection
+
+    def get(self, guide_id: str) -> Guide | None:
+        row = self._db.execute(_GUIDE, {"guide": guide_id}).one_or_none()
+        return _guide(row) if row else None
+
+    def save(self, guide: Guide, now: datetime) -> None:
+        values = {"store_id": guide.store_id, "name": guide.name, "active": guide.active, "update_time": now}
+        changed = self._db.execute(update(guides).where(guides.c.guide_id == guide.guide_id).values(**values))
+        if changed.rowcount == 0:
+            self._db.execute(insert(guides).values(guide_id=guide.guide_id, create_time=now, **values))
+
+    def page(self, store_id: str, after: str, limit: int) -> list[Guide]:
+        query = select(guides).where(guides.c.guide_id > after)
+        if store_id:
+            query = query.where(guides.c.store_id == store_id)
+        return [_guide(r) for r in self._db.execute(query.order_by(guides.c.guide_id).limit(limit))]

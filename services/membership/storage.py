@@ -82,6 +82,10 @@ ledger_entries = Table(
     Column("points", BigInteger, nullable=False),
     Column("balance_after", BigInteger, nullable=False),
     Column("source_id", String(128), nullable=False, index=True),
+    # Whose source id it is (quanyu.auth.Principal.owner): empty for the platform's own callers,
+    # `store:<id>` or `channel:<name>` for a till's or a channel's, so one caller's ids are never
+    # another's.
+    Column("source_owner", String(80), nullable=False, server_default=""),
     Column("store_id", String(64), nullable=False),
     Column("create_time", UtcDateTime(), nullable=False),
     Column("expire_time", UtcDateTime(), nullable=True),
@@ -92,8 +96,8 @@ ledger_entries = Table(
     Column("reverses_entry_id", String(64), nullable=True),
     # Points a reversal could not take back because they were already spent or expired.
     Column("shortfall_points", BigInteger, nullable=False),
-    # What makes a write happen once: earn:<source>, redeem:<source>, reverse:<entry>,
-    # expire:<lot>, referral:<member>.
+    # What makes a write happen once: earn:<source>, redeem:<source> (redeem@<owner>:<source> for a
+    # till's or a channel's), reverse:<entry>, expire:<lot>, referral:<member>.
     Column("idempotency_key", String(200), nullable=False, unique=True),
     Index("ix_ledger_entries_member_id_seq", "member_id", "seq"),
 )
@@ -136,6 +140,33 @@ coupons = Table(
     Column("request_fingerprint", String(64), nullable=False),
     Column("create_time", UtcDateTime(), nullable=False),
     CheckConstraint("discount_cents > 0", name="discount_positive"),
+)
+
+# Member codes (会员码) a member's app shows at a till, kept as a hash only: a code is as good as
+# the member's wallet for a few minutes.
+member_codes = Table(
+    "member_codes",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),
+    Column("member_id", String(64), nullable=False, index=True),
+    # The store the code was first shown at: it works there alone from then on.
+    Column("store_id", String(64), nullable=False),
+    Column("create_time", UtcDateTime(), nullable=False),
+    Column("expire_time", UtcDateTime(), nullable=False),
+)
+
+# Guides (导购), each of one store: enrolments and orders are credited only to a guide of the
+# store they belong to.
+guides = Table(
+    "guides",
+    metadata,
+    Column("guide_id", String(64), primary_key=True),
+    Column("store_id", String(64), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("create_time", UtcDateTime(), nullable=False),
+    Column("update_time", UtcDateTime(), nullable=False),
+    Index("ix_guides_store_id_guide_id", "store_id", "guide_id"),
 )
 
 member_merges = Table(

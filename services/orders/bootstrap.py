@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import timedelta
 from pathlib import Path
 
@@ -47,6 +48,7 @@ def build_app(settings: Settings, own: OrdersSettings | None = None) -> ServiceA
         database,
         downstream,
         PageTokens(settings.signing_key_bytes(), purpose=NAME),
+        fingerprint_key=hashlib.sha256(settings.phone_hash_key_bytes() + b"|order-request").digest(),
         accept_window=timedelta(seconds=own.accept_window_seconds),
     )
     relay = OutboxRelay(database, outbox, deliverers(service, downstream), lanes=LANES)
@@ -56,7 +58,7 @@ def build_app(settings: Settings, own: OrdersSettings | None = None) -> ServiceA
     labelled_gauge_from("quanyu_orders", "Orders by status", "status", service.orders_by_status)
 
     def register(server: grpc.Server) -> None:
-        orders_pb2_grpc.add_OrderServiceServicer_to_server(OrderServicer(service), server)
+        orders_pb2_grpc.add_OrderServiceServicer_to_server(OrderServicer(service, own.limits()), server)
 
     return ServiceApp(
         name=NAME,

@@ -4,6 +4,7 @@ state machine every order follows from placement to completion or cancellation."
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import math
 from dataclasses import dataclass, field
@@ -11,13 +12,29 @@ from datetime import datetime
 from enum import StrEnum
 from typing import ClassVar
 
-from quanyu.errors import FailedPrecondition, Violations
+from quanyu.auth import STORE_POS, Principal, Role
+from quanyu.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Violations
 
 MAX_ID_LENGTH = 64
 MAX_REQUEST_ID_LENGTH = 128
 MAX_LINES = 200
 MAX_ADDRESS_LENGTH = 512
 MAX_PHONE_LENGTH = 32
+MAX_MEMBER_CODE_LENGTH = 32
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one order may amount to. A price no shop charges is a mistake or an attack: it would
+    mint points, inflate reports and overflow sums, so it is refused at the door."""
+
+    max_unit_price_cents: int = 10_000_000  # ¥100,000
+    max_quantity: int = 9_999
+    max_line_cents: int = 10_000_000
+    max_order_cents: int = 10_000_000
+
+
+DEFAULT_LIMITS = Limits()
 
 
 class Status(StrEnum):
@@ -120,6 +137,8 @@ class OrderRequest:
     """A CreateOrder request, checked before any other service is called."""
 
     request_id: str
+    # Whose request id it is (quanyu.auth.Principal.owner): two stores' or channels' ids never meet.
+    owner: str
     customer: CustomerRef
     channel: str
     fulfilment_type: FulfilmentType
@@ -130,9 +149,13 @@ class OrderRequest:
     guide_id: str
     coupon_code: str
     points_to_redeem: int
+    member_code: str = ""
 
-    def fingerprint(self) -> str:
-        """What makes a retry the same request: everything but the request id."""
+    def fingerprint(self, key: bytes) -> str:
+        """What makes a retry the same request: everything but the request id (and the member
+        code, a fresh one on each scan). Keyed with the deployment's secret: the payload holds
+        the customer's phone, which a plain hash would give back to anyone trying the 10^4
+        numbers behind a masked one."""
         body = {
             "customer": [
                 self.customer.customer_id,
@@ -150,19 +173,22 @@ class OrderRequest:
             "coupon": self.coupon_code,
             "points": self.points_to_redeem,
         }
-        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        return hmac.new(key, json.dumps(body, sort_keys=True).encode(), hashlib.sha256).hexdigest()
 
     def order_id(self) -> str:
-        """The order's id follows from the request id, so concurrent retries of one request name
-        one order in every service they reach, and every effect is keyed alike."""
-        return "ord_" + hashlib.sha256(f"order|{self.request_id}".encode()).hexdigest()[:32]
+        """The order's id follows from the caller's request id, so concurrent retries of one
+        request name one order in every service they reach, and every effect is keyed alike."""
+        name = f"order|{self.request_id}" if not self.owner else f"order|{self.owner}|{self.request_id}"
+        return "ord_" + hashlib.sha256(name.encode()).hexdigest()[:32]
 
     @property
     def subtotal_cents(self) -> int:
         return sum(line.amount_cents for line in self.lines)
 
 
-def check_request(request: OrderRequest, *, channel_known: bool, type_known: bool) -> None:
+def check_request(
+    request: OrderRequest, *, channel_known: bool, type_known: bool, limits: Limits = DEFAULT_LIMITS
+) -> None:
     """Every problem with a CreateOrder request, reported at once, before any call is made."""
     v = Violations()
     v.text(request.request_id, "request_id", max_length=MAX_REQUEST_ID_LENGTH)
@@ -180,11 +206,30 @@ def check_request(request: OrderRequest, *, channel_known: bool, type_known: boo
         v.add("lines", "name at least one line")
     if len(request.lines) > MAX_LINES:
         v.add("lines", f"at most {MAX_LINES} lines")
+    lines_fit = True
     for index, line in enumerate(request.lines[:MAX_LINES]):
         v.text(line.sku, f"lines[{index}].sku", max_length=MAX_ID_LENGTH)
         v.check(line.quantity > 0, f"lines[{index}].quantity", "must be greater than zero")
+        v.check(
+            line.quantity <= limits.max_quantity,
+            f"lines[{index}].quantity",
+            f"must be at most {limits.max_quantity}",
+        )
         v.check(line.unit_price_cents >= 0, f"lines[{index}].unit_price_cents", "must not be negative")
-    v.check(request.subtotal_cents < 2**53, "lines", "the order's amount is out of range")
+        v.check(
+            line.unit_price_cents <= limits.max_unit_price_cents,
+            f"lines[{index}].unit_price_cents",
+            f"must be at most {limits.max_unit_price_cents}",
+        )
+        fits = line.amount_cents <= limits.max_line_cents
+        v.check(fits, f"lines[{index}]", f"quantity × unit price must be at most {limits.max_line_cents}")
+        lines_fit = lines_fit and fits
+    if lines_fit and len(request.lines) <= MAX_LINES:
+        v.check(
+            request.subtotal_cents <= limits.max_order_cents,
+            "lines",
+            f"the order's amount must be at most {limits.max_order_cents}",
+        )
     if request.delivery_location is not None:
         lat, lng, _ = request.delivery_location
         v.check(
@@ -211,8 +256,53 @@ def check_request(request: OrderRequest, *, channel_known: bool, type_known: boo
     v.text(request.origin_store_id, "origin_store_id", max_length=MAX_ID_LENGTH, required=False)
     v.text(request.guide_id, "guide_id", max_length=MAX_ID_LENGTH, required=False)
     v.text(request.coupon_code, "coupon_code", max_length=32, required=False)
+    v.text(request.member_code, "member_code", max_length=MAX_MEMBER_CODE_LENGTH, required=False)
     v.check(request.points_to_redeem >= 0, "points_to_redeem", "must not be negative")
+    v.check(
+        request.points_to_redeem <= limits.max_order_cents,
+        "points_to_redeem",
+        f"must be at most {limits.max_order_cents} (1 point = 1 fen)",
+    )
     v.raise_if_any()
+
+
+def check_caller(principal: Principal, request: OrderRequest) -> None:
+    """Who may place what. A till sells at its own store, to customers it names by phone, till
+    account or id, and spends a member's value only with their member code. A channel places
+    online orders for its own customers, named by an account of its channel (or an id that holds
+    one), and never a till sale: that would take another store's stock at its till price."""
+    if principal.role is Role.STORE:
+        if (
+            request.fulfilment_type is not FulfilmentType.IN_STORE
+            or request.origin_store_id != principal.store_id
+        ):
+            raise PermissionDenied(
+                "a store terminal places in-store orders for its own store only", reason="OTHER_STORE"
+            )
+        if request.channel != STORE_POS or (
+            request.customer.account_channel and request.customer.account_channel != STORE_POS
+        ):
+            raise PermissionDenied(
+                "a till sells through its own channel and till accounts", reason="OTHER_CHANNEL"
+            )
+        if (request.coupon_code or request.points_to_redeem) and not request.member_code:
+            raise PermissionDenied(
+                "spending a member's points or coupons at the till needs the member code their app shows",
+                reason="MEMBER_CODE_REQUIRED",
+            )
+    if principal.role is Role.CHANNEL:
+        if request.channel != principal.channel or (
+            request.customer.account_channel and request.customer.account_channel != principal.channel
+        ):
+            raise PermissionDenied("a channel places orders for its own channel only", reason="OTHER_CHANNEL")
+        if request.fulfilment_type is FulfilmentType.IN_STORE:
+            raise PermissionDenied(
+                "in-store orders are placed by the store's till", reason="IN_STORE_AT_TILL_ONLY"
+            )
+        if not (request.customer.account_external_id or request.customer.customer_id):
+            raise InvalidArgument(
+                "account", f"a channel names its customer by a {principal.channel} account or a customer_id"
+            )
 
 
 @dataclass(frozen=True)

@@ -35,13 +35,21 @@ _UNREACHABLE = {
     grpc.StatusCode.INTERNAL,
     # Our own token refused: a deployment fault (keys out of step), not the caller's; retry later.
     grpc.StatusCode.UNAUTHENTICATED,
-    grpc.StatusCode.PERMISSION_DENIED,
 }
+# PERMISSION_DENIED for the role of orders' own token is the same deployment fault; any other
+# PERMISSION_DENIED (a member code the till passed on, refused) is the caller's to hear.
+_ROLE_REFUSED = "PERMISSION_DENIED"
 _TYPES = {
     FulfilmentType.DELIVERY: common_pb2.FULFILMENT_TYPE_DELIVERY,
     FulfilmentType.PICKUP: common_pb2.FULFILMENT_TYPE_PICKUP,
     FulfilmentType.IN_STORE: common_pb2.FULFILMENT_TYPE_IN_STORE,
 }
+
+
+@dataclass(frozen=True)
+class CustomerInfo:
+    customer_id: str
+    channels: frozenset[str]  # the channels the customer holds accounts on
 
 
 @dataclass(frozen=True)
@@ -86,22 +94,26 @@ class Downstream:
 
     # --- identity -----------------------------------------------------------------------------
 
-    def resolve_customer(self, ref: CustomerRef) -> str:
+    def resolve_customer(self, ref: CustomerRef) -> CustomerInfo:
         if ref.customer_id:
-            answer = self._call(
+            found = self._call(
                 "identity",
                 self._identity.GetCustomer,
                 identity_pb2.GetCustomerRequest(customer_id=ref.customer_id),
-            )
-            return str(answer.customer.customer_id)
-        request = identity_pb2.ResolveCustomerRequest(phone=ref.phone)
-        if ref.account_external_id:
-            request.account.CopyFrom(
-                common_pb2.ChannelAccount(
-                    channel=common_pb2.Channel.Value(ref.account_channel), external_id=ref.account_external_id
+            ).customer
+        else:
+            request = identity_pb2.ResolveCustomerRequest(phone=ref.phone)
+            if ref.account_external_id:
+                request.account.CopyFrom(
+                    common_pb2.ChannelAccount(
+                        channel=common_pb2.Channel.Value(ref.account_channel),
+                        external_id=ref.account_external_id,
+                    )
                 )
-            )
-        return str(self._call("identity", self._identity.ResolveCustomer, request).customer.customer_id)
+            found = self._call("identity", self._identity.ResolveCustomer, request).customer
+        return CustomerInfo(
+            str(found.customer_id), frozenset(common_pb2.Channel.Name(a.channel) for a in found.accounts)
+        )
 
     # --- membership ---------------------------------------------------------------------------
 
@@ -120,7 +132,7 @@ class Downstream:
         return MemberInfo(member.member_id, member.home_store_id, member.guide_id)
 
     def redeem_coupon(
-        self, code: str, member_id: str, order_id: str, amount_cents: int, store_id: str
+        self, code: str, member_id: str, order_id: str, amount_cents: int, *, store_id: str, member_code: str
     ) -> int:
         answer = self._call(
             "membership",
@@ -131,16 +143,23 @@ class Downstream:
                 order_id=order_id,
                 order_amount_cents=amount_cents,
                 store_id=store_id,
+                member_code=member_code,
             ),
         )
         return int(answer.discount_cents)
 
-    def redeem_points(self, member_id: str, points: int, source_id: str, store_id: str) -> None:
+    def redeem_points(
+        self, member_id: str, points: int, source_id: str, *, store_id: str, member_code: str
+    ) -> None:
         self._call(
             "membership",
             self._membership.RedeemPoints,
             membership_pb2.RedeemPointsRequest(
-                member_id=member_id, points=points, source_id=source_id, store_id=store_id
+                member_id=member_id,
+                points=points,
+                source_id=source_id,
+                store_id=store_id,
+                member_code=member_code,
             ),
         )
 
@@ -233,12 +252,14 @@ class Downstream:
 
 def translate(service: str, error: grpc.RpcError) -> QuanyuError:
     code = error.code()
-    if code in _UNREACHABLE:
+    info = error_info(error)
+    if code in _UNREACHABLE or (
+        code is grpc.StatusCode.PERMISSION_DENIED and (info is None or info.reason == _ROLE_REFUSED)
+    ):
         return Unavailable(
             f"{service} is unavailable ({code.name}); retry with the same request id",
             reason=f"{service.upper()}_UNAVAILABLE",
         )
-    info = error_info(error)
     violations = tuple(FieldViolation(f, d) for f, d in field_violations(error))
     try:
         ours = Code(code.name)

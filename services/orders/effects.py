@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from quanyu.errors import QuanyuError, Unavailable
+from quanyu.errors import NotFound, QuanyuError, Unavailable
 from quanyu.outbox import Deliver, PermanentFailure
 from services.orders.domain import FulfilmentType
 from services.orders.downstream import Downstream
@@ -86,8 +86,12 @@ def deliverers(orders: OrdersService, downstream: Downstream) -> dict[str, Deliv
             downstream.reverse_points(payload["order_id"], payload.get("reason", ""))
 
     def release_coupon(payload: dict[str, Any]) -> None:
-        if not unless_stored(payload):
+        if unless_stored(payload):
+            return
+        try:
             downstream.release_coupon(payload["code"], payload["order_id"])
+        except NotFound:
+            return  # no coupon has the code: nothing was taken, nothing to give back
 
     def origin_hours(payload: dict[str, Any]) -> None:
         was_open = downstream.is_open(payload["store_id"], datetime.fromisoformat(payload["at"]))

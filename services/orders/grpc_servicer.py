@@ -12,8 +12,10 @@ from quanyu.orders.v1 import orders_pb2, orders_pb2_grpc
 from quanyu.server import rpc_policy
 from quanyu.wire import from_timestamp, to_timestamp
 from services.orders.domain import (
+    DEFAULT_LIMITS,
     CustomerRef,
     FulfilmentType,
+    Limits,
     Line,
     Order,
     OrderRequest,
@@ -61,7 +63,13 @@ def default_channel(principal: Principal) -> str:
     return ""
 
 
-def request_from(message: orders_pb2.CreateOrderRequest, *, default_channel: str = "") -> OrderRequest:
+def request_from(
+    message: orders_pb2.CreateOrderRequest,
+    *,
+    owner: str = "",
+    default_channel: str = "",
+    limits: Limits = DEFAULT_LIMITS,
+) -> OrderRequest:
     channel_known = message.channel in common_pb2.Channel.values() and message.channel != 0
     channel = common_pb2.Channel.Name(message.channel) if channel_known else ""
     if message.channel == 0 and default_channel:
@@ -83,6 +91,7 @@ def request_from(message: orders_pb2.CreateOrderRequest, *, default_channel: str
         location = (where.latitude, where.longitude, int(where.system))
     request = OrderRequest(
         request_id=message.request_id,
+        owner=owner,
         customer=CustomerRef(
             customer_id=message.customer_id,
             account_channel=account_channel,
@@ -98,8 +107,9 @@ def request_from(message: orders_pb2.CreateOrderRequest, *, default_channel: str
         guide_id=message.guide_id,
         coupon_code=message.coupon_code,
         points_to_redeem=message.points_to_redeem,
+        member_code=message.member_code,
     )
-    check_request(request, channel_known=channel_known, type_known=kind is not None)
+    check_request(request, channel_known=channel_known, type_known=kind is not None, limits=limits)
     return request
 
 
@@ -142,15 +152,22 @@ def order_message(order: Order) -> orders_pb2.Order:
 
 
 class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
-    def __init__(self, service: OrdersService) -> None:
+    def __init__(self, service: OrdersService, limits: Limits = DEFAULT_LIMITS) -> None:
         self._service = service
+        self._limits = limits
 
     def CreateOrder(
         self, request: orders_pb2.CreateOrderRequest, context: grpc.ServicerContext
     ) -> orders_pb2.CreateOrderResponse:
         principal = current_principal()
         order = self._service.create(
-            principal, request_from(request, default_channel=default_channel(principal))
+            principal,
+            request_from(
+                request,
+                owner=principal.owner,
+                default_channel=default_channel(principal),
+                limits=self._limits,
+            ),
         )
         return orders_pb2.CreateOrderResponse(order=order_message(order))
 
@@ -189,6 +206,9 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
         self, request: orders_pb2.RejectOrderRequest, context: grpc.ServicerContext
     ) -> orders_pb2.RejectOrderResponse:
         order = self._service.reject(current_principal(), request.order_id, request.reason, request.store_id)
+        if order is None:
+            # The order went on to another store: the till that rejected it learns that it stood.
+            return orders_pb2.RejectOrderResponse(order=orders_pb2.Order(order_id=request.order_id))
         return orders_pb2.RejectOrderResponse(order=order_message(order))
 
     def MarkOrderReady(

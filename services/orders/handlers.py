@@ -3,7 +3,8 @@ transaction (the outbox); only placing an order calls other services before it a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,6 +34,7 @@ from services.orders.domain import (
     OrderStateMachine,
     Price,
     Status,
+    check_caller,
     points_to_spend,
 )
 from services.orders.downstream import Downstream, MemberInfo, Placement
@@ -58,9 +60,11 @@ ACCEPT_TIMEOUT = "ACCEPT_TIMEOUT"
 
 
 def actor_of(principal: Principal) -> str:
+    """Who did it, for the order's history: the terminal or backend, within its store or channel
+    (`store:SH-001/till-3`)."""
     if principal is _SYSTEM_PRINCIPAL:
         return SYSTEM  # an automatic change, such as an accept timeout
-    return f"{principal.role.value}:{principal.subject}"
+    return principal.name
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,7 @@ class OrdersService:
         downstream: Downstream,
         page_tokens: PageTokens,
         *,
+        fingerprint_key: bytes,
         accept_window: timedelta,
         relay: OutboxRelay | None = None,
         clock: Callable[[], datetime] = utcnow,
@@ -86,6 +91,7 @@ class OrdersService:
         self._db = database
         self._downstream = downstream
         self._pages = page_tokens
+        self._fingerprint_key = fingerprint_key
         self._accept_window = accept_window
         self.relay = relay
         self._clock = clock
@@ -100,46 +106,64 @@ class OrdersService:
     # --- placing ------------------------------------------------------------------------------
 
     def create(self, principal: Principal, request: OrderRequest) -> Order:
-        self._may_place(principal, request)
+        check_caller(principal, request)
         existing = self._existing(request)
         if existing is not None:
             return existing
         order_id = request.order_id()
         kind = request.fulfilment_type
         in_store = kind is FulfilmentType.IN_STORE
-        customer_id = self._downstream.resolve_customer(request.customer)
-        # Paying at the till makes a member, with that store and guide as home.
+        customer = self._downstream.resolve_customer(request.customer)
+        if principal.role is Role.CHANNEL and principal.channel not in customer.channels:
+            # A customer known only through other channels is not this channel's to order for.
+            raise NotFound("customer", request.customer.customer_id)
+        # Paying at the till makes a member, with that store and guide as home; a guide named on
+        # an online order is checked too (membership knows the guides and their stores).
         member = self._downstream.enroll(
-            customer_id,
+            customer.customer_id,
             home_store_id=request.origin_store_id if in_store else "",
-            guide_id=request.guide_id if in_store else "",
+            guide_id=request.guide_id,
             channel=request.channel,
         )
-        till_store = request.origin_store_id if in_store else ""
-        subtotal = request.subtotal_cents
-        discount = 0
-        points = 0
+        held = _Held()
         try:
-            if request.coupon_code:
-                discount = self._downstream.redeem_coupon(
-                    request.coupon_code, member.member_id, order_id, subtotal, till_store
-                )
-            points = points_to_spend(subtotal, discount, request.points_to_redeem)
-            if points:
-                self._downstream.redeem_points(member.member_id, points, order_id, till_store)
+            discount, points = self._spend(request, member.member_id, order_id, held)
             placed = self._place(request, order_id)
         except QuanyuError:
-            if request.coupon_code or request.points_to_redeem:
-                self._give_back(order_id, request.coupon_code)
+            if held.coupon or held.points:
+                self._give_back(order_id, request.coupon_code if held.coupon else "", points=held.points)
             raise
         return self._store(
             request,
             order_id=order_id,
-            customer_id=customer_id,
+            customer_id=customer.customer_id,
             member=member,
-            price=Price(subtotal, discount, points),
+            price=Price(request.subtotal_cents, discount, points),
             placed=placed,
         )
+
+    def _spend(self, request: OrderRequest, member_id: str, order_id: str, held: _Held) -> tuple[int, int]:
+        """The coupon, then the points, taken for the order: (discount, points spent). A till
+        passes the member code on; membership checks it for this member at this store."""
+        till_store = request.origin_store_id if request.fulfilment_type is FulfilmentType.IN_STORE else ""
+        discount = 0
+        if request.coupon_code:
+            with held.taking("coupon"):
+                discount = self._downstream.redeem_coupon(
+                    request.coupon_code,
+                    member_id,
+                    order_id,
+                    request.subtotal_cents,
+                    store_id=till_store,
+                    member_code=request.member_code,
+                )
+        points = points_to_spend(request.subtotal_cents, discount, request.points_to_redeem)
+        if points:
+            with held.taking("points"):
+                self._downstream.redeem_points(
+                    member_id, points, order_id, store_id=till_store, member_code=request.member_code
+                )
+        return discount, points
 
     def _place(self, request: OrderRequest, order_id: str) -> list[Placement] | None:
         """The store(s) fulfilment reserved for the order; None when fulfilment is unreachable."""
@@ -203,7 +227,7 @@ class OrdersService:
 
         def work(connection: Connection) -> Order:
             repo = OrderRepository(connection)
-            repo.insert(order, request.fingerprint(), actor=SYSTEM)
+            repo.insert(order, request.fingerprint(self._fingerprint_key), owner=request.owner, actor=SYSTEM)
             if in_store:
                 add_effect(
                     connection,
@@ -252,7 +276,7 @@ class OrdersService:
             now,
         )
 
-    def _give_back(self, order_id: str, coupon_code: str) -> None:
+    def _give_back(self, order_id: str, coupon_code: str, *, points: bool) -> None:
         """A refused order leaves nothing behind: the coupon and points go back, through the
         outbox so an unreachable membership delays them but cannot lose them.
 
@@ -270,7 +294,8 @@ class OrdersService:
                 "reason": "ORDER_REFUSED",
                 "unless_stored": True,
             }
-            add_effect(connection, outbox, REVERSE_POINTS, payload, now, delay=GIVE_BACK_DELAY)
+            if points:
+                add_effect(connection, outbox, REVERSE_POINTS, payload, now, delay=GIVE_BACK_DELAY)
             if coupon_code:
                 add_effect(connection, outbox, RELEASE_COUPON, payload, now, delay=GIVE_BACK_DELAY)
 
@@ -279,27 +304,17 @@ class OrdersService:
     def _existing(self, request: OrderRequest) -> Order | None:
         with self._db.snapshot() as connection:
             repo = OrderRepository(connection)
-            found = repo.fingerprint(request.request_id)
+            found = repo.fingerprint(request.owner, request.request_id)
             if found is None:
                 return None
             order_id, fingerprint = found
-            if fingerprint != request.fingerprint():
+            # An order stored before fingerprints were keyed has none left to compare (the old one
+            # gave phones away): its retry is answered with it.
+            if fingerprint and fingerprint != request.fingerprint(self._fingerprint_key):
                 raise InvalidArgument(
                     "request_id", "was used for a different order", reason="REQUEST_ID_REUSED"
                 )
             return repo.get(order_id)
-
-    @staticmethod
-    def _may_place(principal: Principal, request: OrderRequest) -> None:
-        if principal.role is Role.STORE and (
-            request.fulfilment_type is not FulfilmentType.IN_STORE
-            or request.origin_store_id != principal.store_id
-        ):
-            raise PermissionDenied(
-                "a store terminal places in-store orders for its own store only", reason="OTHER_STORE"
-            )
-        if principal.role is Role.CHANNEL and request.channel != principal.channel:
-            raise PermissionDenied("a channel places orders for its own channel only", reason="OTHER_CHANNEL")
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -350,7 +365,7 @@ class OrdersService:
             "channel": channel,
             "statuses": sorted(s.value for s in statuses),
         }
-        caller = actor_of(principal)
+        caller = principal.name
         position = self._pages.decode(token, query=query, caller=caller)
         before = (datetime.fromisoformat(position["time"]), str(position["order"])) if position else None
         with self._db.snapshot() as connection:
@@ -453,8 +468,13 @@ class OrdersService:
             raise NotFound("order", order_id)
         return order
 
-    def reject(self, principal: Principal, order_id: str, reason: str, store_id: str) -> Order:
-        """The store turns the order down: release its stock and route the order on."""
+    def reject(self, principal: Principal, order_id: str, reason: str, store_id: str) -> Order | None:
+        """The store turns the order down: release its stock and route the order on.
+
+        The answer is the order after rerouting, when the caller may still read it; None when the
+        order has moved on to a store that is not the caller (a till retrying its rejection
+        learns only that it stood).
+        """
         _require_order_id(order_id)
         _check_reason(reason, required=True)
         if principal.role is Role.STORE:
@@ -495,7 +515,10 @@ class OrdersService:
                 log.warning(
                     "fulfilment unavailable; the rejected order waits for its next store", order_id=order_id
                 )
-        return self.get(_SYSTEM_PRINCIPAL, order_id)
+        after = self.get(_SYSTEM_PRINCIPAL, order_id)
+        if principal.role is Role.STORE and not after.is_for_store(principal.store_id):
+            return None
+        return after
 
     def reroute(self, order_id: str, release_store_id: str) -> None:
         """Give a waiting order its store (after a rejection, or once fulfilment is back).
@@ -627,6 +650,26 @@ class OrdersService:
 
 
 _SYSTEM_PRINCIPAL = Principal(Role.SERVICE, SYSTEM)
+
+
+@dataclass
+class _Held:
+    """What membership may hold for an order being placed, should placing it fail: a refusal
+    took nothing, an unanswered call may have taken it."""
+
+    coupon: bool = False
+    points: bool = False
+
+    @contextmanager
+    def taking(self, what: str) -> Iterator[None]:
+        setattr(self, what, True)
+        try:
+            yield
+        except Unavailable:
+            raise
+        except QuanyuError:
+            setattr(self, what, False)
+            raise
 
 
 def _require_order_id(order_id: str) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import bindparam, case, func, insert, select, update
 from sqlalchemy.engine import Connection
 
+from quanyu.db import joined_sum, wide_sum
 from services.orders.domain import FulfilmentType, Line, Order, Price, Status
 from services.orders.storage import order_lines, order_rejections, orders, status_changes
 
@@ -30,7 +31,7 @@ _NEW_ORDER = insert(orders)
 _NEW_LINES = insert(order_lines)
 _NEW_CHANGE = insert(status_changes)
 _FINGERPRINT = select(orders.c.order_id, orders.c.request_fingerprint).where(
-    orders.c.request_id == bindparam("request")
+    orders.c.request_owner == bindparam("owner"), orders.c.request_id == bindparam("request")
 )
 # And what every read of an order and every change of its status runs (each store's queue reads
 # a page of orders one by one). The updates name no values: each call's parameters besides `key`
@@ -62,12 +63,13 @@ class OrderRepository:
     def __init__(self, connection: Connection) -> None:
         self._db = connection
 
-    def insert(self, order: Order, fingerprint: str, *, actor: str) -> None:
+    def insert(self, order: Order, fingerprint: str, *, owner: str, actor: str) -> None:
         location = order.delivery_location
         self._db.execute(
             _NEW_ORDER,
             {
                 "order_id": order.order_id,
+                "request_owner": owner,
                 "request_id": order.request_id,
                 "request_fingerprint": fingerprint,
                 "customer_id": order.customer_id,
@@ -119,8 +121,8 @@ class OrderRepository:
             now=order.create_time,
         )
 
-    def fingerprint(self, request_id: str) -> tuple[str, str] | None:
-        row = self._db.execute(_FINGERPRINT, {"request": request_id}).one_or_none()
+    def fingerprint(self, owner: str, request_id: str) -> tuple[str, str] | None:
+        row = self._db.execute(_FINGERPRINT, {"owner": owner, "request": request_id}).one_or_none()
         return (row.order_id, row.request_fingerprint) if row else None
 
     def get(self, order_id: str, *, lock: bool = False) -> Order | None:
@@ -287,11 +289,13 @@ class OrderRepository:
                 func.coalesce(
                     func.sum(case((originated & (orders.c.origin_open.is_(False)), 1), else_=0)), 0
                 ),
-                func.coalesce(func.sum(case((fulfilled, orders.c.total_cents), else_=0)), 0),
+                *wide_sum(case((fulfilled, orders.c.total_cents), else_=0)),
             ).where(live, originated | (orders.c.fulfilling_store_id == store_id))
         ).one()
-        keys = ("originated", "fulfilled", "for_others", "while_closed", "revenue")
-        return {key: int(value) for key, value in zip(keys, row, strict=True)}
+        keys = ("originated", "fulfilled", "for_others", "while_closed")
+        figures = {key: int(value) for key, value in zip(keys, row[:4], strict=True)}
+        figures["revenue"] = joined_sum(*row[4:])
+        return figures
 
     def guide_report(
         self, guide_id: str, start: datetime, end: datetime, origin_store_id: str
@@ -305,7 +309,7 @@ class OrderRepository:
             func.coalesce(
                 func.sum(case((orders.c.fulfilment_type == FulfilmentType.IN_STORE.value, 1), else_=0)), 0
             ),
-            func.coalesce(func.sum(orders.c.total_cents), 0),
+            *wide_sum(orders.c.total_cents),
         ).where(
             orders.c.guide_id == guide_id,
             orders.c.create_time >= start,
@@ -315,8 +319,10 @@ class OrderRepository:
         if origin_store_id:
             query = query.where(orders.c.origin_store_id == origin_store_id)
         row = self._db.execute(query).one()
-        keys = ("members", "orders", "online", "in_store", "revenue")
-        return {key: int(value) for key, value in zip(keys, row, strict=True)}
+        keys = ("members", "orders", "online", "in_store")
+        figures = {key: int(value) for key, value in zip(keys, row[:4], strict=True)}
+        figures["revenue"] = joined_sum(*row[4:])
+        return figures
 
 
 def _order(row: Any, lines: list[Line], rejected: list[str]) -> Order:

@@ -3,7 +3,7 @@ and the outbox of effects on the other services."""
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, Float, Index, Integer, String, Table
+from sqlalchemy import BigInteger, Boolean, Column, Float, Index, Integer, String, Table, UniqueConstraint
 
 from quanyu.db import UtcDateTime, new_metadata
 from quanyu.outbox import outbox_table
@@ -16,8 +16,11 @@ orders = Table(
     "orders",
     metadata,
     Column("order_id", String(64), primary_key=True),
-    # The caller's idempotency key; kept as long as the order, so far beyond the 7 days promised.
-    Column("request_id", String(128), nullable=False, unique=True),
+    # The caller's idempotency key, in the caller's own namespace (quanyu.auth.Principal.owner:
+    # empty for the platform's callers); kept as long as the order, far beyond the 7 days promised.
+    Column("request_owner", String(80), nullable=False, server_default=""),
+    Column("request_id", String(128), nullable=False),
+    # A keyed hash (HMAC) of the request: the payload holds the customer's phone.
     Column("request_fingerprint", String(64), nullable=False),
     Column("customer_id", String(64), nullable=False, index=True),
     Column("member_id", String(64), nullable=False),
@@ -44,6 +47,7 @@ orders = Table(
     Column("create_time", UtcDateTime(), nullable=False),
     Column("update_time", UtcDateTime(), nullable=False),
     Column("complete_time", UtcDateTime(), nullable=True),
+    UniqueConstraint("request_owner", "request_id"),
     # A store's queue: its orders in a status, newest first.
     Index("ix_orders_fulfilling_store_id_status_create_time", "fulfilling_store_id", "status", "create_time"),
     Index("ix_orders_origin_store_id_create_time", "origin_store_id", "create_time"),

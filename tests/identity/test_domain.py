@@ -3,7 +3,8 @@
 import pytest
 
 from quanyu.errors import InvalidArgument
-from services.identity.domain import ChannelAccount, Phone, PhoneHasher, ResolveRequest, check_merge
+from quanyu.phones import Phone
+from services.identity.domain import ChannelAccount, PhoneHasher, ResolveRequest, check_merge
 
 
 @pytest.mark.parametrize("raw", ["+86 138-0013-8000", "13800138000", "8613800138000", "008613800138000"])

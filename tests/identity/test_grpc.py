@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import grpc
 import pytest
@@ -12,9 +13,11 @@ from quanyu.auth import Principal, Role, TokenCodec
 from quanyu.clients import error_reason, field_violations
 from quanyu.common.v1 import common_pb2
 from quanyu.config import Settings
+from quanyu.fulfilment.v1 import fulfilment_pb2, fulfilment_pb2_grpc
 from quanyu.identity.v1 import identity_pb2, identity_pb2_grpc
+from services.fulfilment import bootstrap as fulfilment_bootstrap
 from services.identity import bootstrap
-from tests.conftest import TokenFactory, bearer, running
+from tests.conftest import TokenFactory, bearer, running, served
 
 WECHAT = common_pb2.CHANNEL_WECHAT_MINI_PROGRAM
 
@@ -58,8 +61,8 @@ def test_a_channel_resolves_a_customer_and_a_till_finds_them_by_phone(
     )
     assert not found.created
     assert found.customer.customer_id == created.customer.customer_id
+    # The till is shown till accounts only; the WeChat openid stays the mini-program's.
     assert {(a.channel, a.external_id) for a in found.customer.accounts} == {
-        (WECHAT, "openid-1"),
         (common_pb2.CHANNEL_STORE_POS, "pos-77"),
     }
     looked_up = stub.LookupCustomer(
@@ -124,12 +127,22 @@ def test_link_to_another_customers_account_is_already_exists(
     assert caught.value.code() is grpc.StatusCode.ALREADY_EXISTS
     assert error_reason(caught.value) == "ACCOUNT_LINKED_ELSEWHERE"
     linked = stub.LinkAccount(
-        identity_pb2.LinkAccountRequest(
-            customer_id=alice.customer_id, account=account("a-app", common_pb2.CHANNEL_APP)
-        ),
+        identity_pb2.LinkAccountRequest(customer_id=alice.customer_id, account=account("alice-2")),
         metadata=meta,
     )
     assert len(linked.customer.accounts) == 2
+    # Another channel's account is not the mini-program's to link.
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.LinkAccount(
+            identity_pb2.LinkAccountRequest(
+                customer_id=alice.customer_id, account=account("a-app", common_pb2.CHANNEL_APP)
+            ),
+            metadata=meta,
+        )
+    assert (caught.value.code(), error_reason(caught.value)) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "OTHER_CHANNEL",
+    )
 
 
 def test_ops_merge_customers_and_the_merged_id_leads_to_the_survivor(
@@ -137,7 +150,7 @@ def test_ops_merge_customers_and_the_merged_id_leads_to_the_survivor(
 ) -> None:
     meta = bearer(channel_token)
     first = stub.ResolveCustomer(
-        identity_pb2.ResolveCustomerRequest(phone="13800138000"), metadata=meta
+        identity_pb2.ResolveCustomerRequest(phone="13800138000"), metadata=bearer(token(Role.OPS))
     ).customer
     second = stub.ResolveCustomer(
         identity_pb2.ResolveCustomerRequest(account=account("w")), metadata=meta
@@ -164,15 +177,42 @@ def test_ops_merge_customers_and_the_merged_id_leads_to_the_survivor(
     assert [f for f, _ in field_violations(caught.value)] == ["merged_customer_id"]
 
 
+@pytest.fixture
+def with_stores(
+    settings: Settings, database_url: str, tmp_path: Path, token: TokenFactory
+) -> Iterator[identity_pb2_grpc.IdentityServiceStub]:
+    """Identity beside a fulfilment that has one store, store-9: tokens are issued only for stores
+    that exist."""
+    settings.fulfilment.database_url = f"sqlite:///{tmp_path / 'fulfilment.db'}"
+    fulfilment_bootstrap.migrate(settings)
+    with served(fulfilment_bootstrap.build_app(settings), settings) as fulfilment:
+        fulfilment_pb2_grpc.FulfilmentServiceStub(fulfilment.channel).UpsertStore(
+            fulfilment_pb2.UpsertStoreRequest(
+                store=fulfilment_pb2.Store(
+                    store_id="store-9",
+                    name="Nine",
+                    location=common_pb2.LatLng(latitude=31.2, longitude=121.4),
+                )
+            ),
+            metadata=bearer(token(Role.OPS)),
+        )
+        settings.fulfilment.target = fulfilment.target
+        settings.identity.database_url = database_url
+        bootstrap.migrate(settings)
+        with running(bootstrap.build_app(settings), settings) as channel:
+            yield identity_pb2_grpc.IdentityServiceStub(channel)
+
+
 def test_ops_issue_tokens_that_the_platform_accepts(
-    stub: identity_pb2_grpc.IdentityServiceStub, token: TokenFactory, settings: Settings
+    with_stores: identity_pb2_grpc.IdentityServiceStub, token: TokenFactory, settings: Settings
 ) -> None:
+    stub = with_stores
     answer = stub.IssueToken(
         identity_pb2.IssueTokenRequest(role=identity_pb2.ROLE_STORE, store_id="store-9", ttl_seconds=120),
         metadata=bearer(token(Role.OPS)),
     )
     principal = TokenCodec(settings.signing_key_bytes()).verify(answer.token)
-    assert (principal.role, principal.store_id) == (Role.STORE, "store-9")
+    assert (principal.role, principal.store_id, principal.subject) == (Role.STORE, "store-9", "store:store-9")
     assert answer.expire_time.seconds > 0
     # The issued token works: a till can resolve customers with it.
     stub.ResolveCustomer(
@@ -183,11 +223,38 @@ def test_ops_issue_tokens_that_the_platform_accepts(
         (identity_pb2.IssueTokenRequest(role=identity_pb2.ROLE_STORE), "store_id"),
         (identity_pb2.IssueTokenRequest(role=identity_pb2.ROLE_CHANNEL), "channel"),
         (identity_pb2.IssueTokenRequest(role=identity_pb2.ROLE_OPS, ttl_seconds=-5), "ttl_seconds"),
+        (
+            identity_pb2.IssueTokenRequest(
+                role=identity_pb2.ROLE_CHANNEL, channel=common_pb2.CHANNEL_STORE_POS
+            ),
+            "channel",
+        ),
+        (
+            identity_pb2.IssueTokenRequest(
+                role=identity_pb2.ROLE_CHANNEL, channel=common_pb2.Channel.ValueType(99)
+            ),
+            "channel",
+        ),
     ]:
         with pytest.raises(grpc.RpcError) as caught:
             stub.IssueToken(bad, metadata=bearer(token(Role.OPS)))
         assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
         assert [f for f, _ in field_violations(caught.value)] == [field]
+    # A store the chain does not have gets no token.
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.IssueToken(
+            identity_pb2.IssueTokenRequest(role=identity_pb2.ROLE_STORE, store_id="store-404"),
+            metadata=bearer(token(Role.OPS)),
+        )
+    assert (caught.value.code(), error_reason(caught.value)) == (
+        grpc.StatusCode.NOT_FOUND,
+        "STORE_NOT_FOUND",
+    )
+    named = stub.IssueToken(
+        identity_pb2.IssueTokenRequest(role=identity_pb2.ROLE_STORE, store_id="store-9", subject="till-3"),
+        metadata=bearer(token(Role.OPS)),
+    )
+    assert TokenCodec(settings.signing_key_bytes()).verify(named.token).subject == "store:store-9/till-3"
 
 
 # --- Authentication and authorisation, for every RPC -------------------------------------
@@ -252,10 +319,13 @@ def test_every_rpc_admits_only_its_roles(
 ) -> None:
     try:
         getattr(stub, method)(CALLS[method], metadata=bearer(role_token(token, role)))
-        code = grpc.StatusCode.OK
+        code, reason = grpc.StatusCode.OK, ""
     except grpc.RpcError as error:
-        code = error.code()
+        code, reason = error.code(), error_reason(error)
     if role in ALLOWED[method]:
-        assert code not in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
+        # Admitted: whatever the answer, it is not a refusal of the role (a till may still be
+        # refused another channel's account, with a reason of its own).
+        assert (code, reason) != (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED")
+        assert code is not grpc.StatusCode.UNAUTHENTICATED
     else:
-        assert code is grpc.StatusCode.PERMISSION_DENIED
+        assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED")

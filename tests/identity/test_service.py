@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import func, select
 
-from quanyu.auth import TokenCodec
+from quanyu.auth import Principal, Role, TokenCodec
 from quanyu.db import Database, migrate
 from quanyu.errors import AlreadyExists, InvalidArgument, NotFound
 from services.identity.bootstrap import MIGRATIONS
@@ -16,6 +16,7 @@ from services.identity.domain import ChannelAccount, PhoneHasher, ResolveRequest
 from services.identity.handlers import IdentityService, Resolved
 from services.identity.storage import customer_phones, customers
 
+OPS = Principal(Role.OPS, "ops")
 WECHAT = "CHANNEL_WECHAT_MINI_PROGRAM"
 TMALL = "CHANNEL_TMALL"
 
@@ -37,7 +38,7 @@ def resolve(
     identity: IdentityService, channel: str = "", external_id: str = "", phone: str = "", name: str = ""
 ) -> Resolved:
     account = ChannelAccount(channel, external_id) if channel else None
-    return identity.resolve_customer(ResolveRequest.checked(account, phone, name))
+    return identity.resolve_customer(OPS, ResolveRequest.checked(account, phone, name))
 
 
 def test_resolving_a_new_account_creates_a_customer_and_again_finds_it(identity: IdentityService) -> None:
@@ -75,26 +76,28 @@ def test_phones_are_stored_only_as_keyed_hashes(identity: IdentityService, datab
 
 def test_lookup_finds_by_account_or_phone_and_otherwise_is_not_found(identity: IdentityService) -> None:
     created = resolve(identity, WECHAT, "openid-1", phone="13800138000").customer
-    assert identity.lookup_by_account(ChannelAccount(WECHAT, "openid-1")).customer_id == created.customer_id
-    assert identity.lookup_by_phone("+86 138 0013 8000").customer_id == created.customer_id
+    assert (
+        identity.lookup_by_account(OPS, ChannelAccount(WECHAT, "openid-1")).customer_id == created.customer_id
+    )
+    assert identity.lookup_by_phone(OPS, "+86 138 0013 8000").customer_id == created.customer_id
     with pytest.raises(NotFound):
-        identity.lookup_by_phone("13900139000")
+        identity.lookup_by_phone(OPS, "13900139000")
     with pytest.raises(NotFound):
-        identity.lookup_by_account(ChannelAccount(TMALL, "nobody"))
+        identity.lookup_by_account(OPS, ChannelAccount(TMALL, "nobody"))
 
 
 def test_linking_an_account_owned_by_another_customer_is_already_exists(identity: IdentityService) -> None:
     alice = resolve(identity, WECHAT, "alice").customer
     bob = resolve(identity, WECHAT, "bob").customer
-    linked = identity.link_account(alice.customer_id, ChannelAccount(TMALL, "alice-tmall"))
+    linked = identity.link_account(OPS, alice.customer_id, ChannelAccount(TMALL, "alice-tmall"))
     assert ChannelAccount(TMALL, "alice-tmall") in linked.accounts
     # Linking the same account again to its owner changes nothing.
-    assert identity.link_account(alice.customer_id, ChannelAccount(TMALL, "alice-tmall")) == linked
+    assert identity.link_account(OPS, alice.customer_id, ChannelAccount(TMALL, "alice-tmall")) == linked
     with pytest.raises(AlreadyExists) as caught:
-        identity.link_account(bob.customer_id, ChannelAccount(TMALL, "alice-tmall"))
+        identity.link_account(OPS, bob.customer_id, ChannelAccount(TMALL, "alice-tmall"))
     assert caught.value.reason == "ACCOUNT_LINKED_ELSEWHERE"
     with pytest.raises(NotFound):
-        identity.link_account("cus_missing", ChannelAccount(TMALL, "x"))
+        identity.link_account(OPS, "cus_missing", ChannelAccount(TMALL, "x"))
 
 
 def test_a_merged_customer_leads_to_its_survivor_through_chains(identity: IdentityService) -> None:
@@ -105,12 +108,12 @@ def test_a_merged_customer_leads_to_its_survivor_through_chains(identity: Identi
     assert merged.customer_id == b.customer_id
     assert merged.phone_masked == "138****8000"
     identity.merge_customers(c.customer_id, b.customer_id)
-    survivor = identity.get_customer(a.customer_id)
+    survivor = identity.get_customer(OPS, a.customer_id)
     assert survivor.customer_id == c.customer_id
     assert {x.external_id for x in survivor.accounts} == {"a", "b", "c"}
     assert survivor.phone_masked == "139****9000"
     # The merged customer's phone and accounts now find the survivor.
-    assert identity.lookup_by_phone("13800138000").customer_id == c.customer_id
+    assert identity.lookup_by_phone(OPS, "13800138000").customer_id == c.customer_id
     assert resolve(identity, WECHAT, "a").customer.customer_id == c.customer_id
 
 
@@ -159,4 +162,4 @@ def test_two_channels_resolving_one_new_person_at_once_make_one_customer(
     assert len(set(results)) == 1
     with database.snapshot() as connection:
         assert connection.execute(select(func.count()).select_from(customers)).scalar_one() == 1
-    assert len(identity.get_customer(results[0]).accounts) == callers
+    assert len(identity.get_customer(OPS, results[0]).accounts) == callers

@@ -39,8 +39,20 @@ class Replicas:
     def service(self) -> Metadata:
         return bearer(self.codec.issue(Principal(Role.SERVICE, "orders")).token)
 
-    def till(self, store_id: str) -> Metadata:
-        return bearer(self.codec.issue(Principal(Role.STORE, f"till-{store_id}", store_id=store_id)).token)
+    def till(self, store_id: str, terminal: str = "till-1") -> Metadata:
+        return bearer(self.codec.issue(Principal(Role.STORE, terminal, store_id=store_id)).token)
+
+    def ops(self) -> Metadata:
+        return bearer(self.codec.issue(Principal(Role.OPS, "ops")).token)
+
+
+def member_code(stub: Stub, replicas: Replicas, member_id: str) -> str:
+    """A code the member's app would show at the till (asked for here by ops)."""
+    answer = stub.CreateMemberCode(
+        membership_pb2.CreateMemberCodeRequest(member_id=member_id), metadata=replicas.ops()
+    )
+    code: str = answer.code
+    return code
 
 
 @pytest.fixture
@@ -116,14 +128,18 @@ def test_forty_redemptions_of_one_balance_from_two_processes_spend_it_exactly_on
         metadata=service,
     )
     assert earned.member.points_balance == 1_000
-    tills = [(a, replicas.till("store-a")), (b, replicas.till("store-b"))]
+    # Two tills of one store, each served by another process, with the code the member shows.
+    code = member_code(a, replicas, member_id)
+    tills = [(a, replicas.till("store-a", "till-1")), (b, replicas.till("store-a", "till-2"))]
+
+    def request(number: int) -> membership_pb2.RedeemPointsRequest:
+        return membership_pb2.RedeemPointsRequest(
+            member_id=member_id, points=100, source_id=f"basket-{number}", member_code=code
+        )
 
     def redeem(number: int) -> Callable[[], membership_pb2.RedeemPointsResponse]:
         stub, metadata = tills[number % 2]
-        request = membership_pb2.RedeemPointsRequest(
-            member_id=member_id, points=100, source_id=f"basket-{number}"
-        )
-        return lambda: stub.RedeemPoints(request, metadata=metadata, timeout=CALL_TIMEOUT)
+        return lambda: stub.RedeemPoints(request(number), metadata=metadata, timeout=CALL_TIMEOUT)
 
     outcomes = at_once([redeem(n) for n in range(40)])
 
@@ -145,14 +161,12 @@ def test_forty_redemptions_of_one_balance_from_two_processes_spend_it_exactly_on
     assert [e.kind for e in entries].count(membership_pb2.ENTRY_KIND_REDEEM) == 10
     assert all(e.balance_after >= 0 for e in entries)
     assert sum(e.points for e in entries) == 0
-    # A winner retried at the other process gets its first answer; nothing more is spent.
+    # A winner retried by the other till at the other process gets its first answer (the store's
+    # tills share its source ids); nothing more is spent.
     winners = [n for n, o in enumerate(outcomes) if not isinstance(o, str)]
     for number in winners:
-        stub = tills[(number + 1) % 2][0]
-        again = stub.RedeemPoints(
-            membership_pb2.RedeemPointsRequest(member_id=member_id, points=100, source_id=f"basket-{number}"),
-            metadata=service,
-        )
+        stub, metadata = tills[(number + 1) % 2]
+        again = stub.RedeemPoints(request(number), metadata=metadata)
         first = outcomes[number]
         assert isinstance(first, membership_pb2.RedeemPointsResponse)
         assert again.entry == first.entry
@@ -183,8 +197,14 @@ def test_one_coupon_at_two_tills_at_once_pays_for_exactly_one_order(replicas: Re
             metadata=service,
         ).coupon.code
 
+        # The member shows a code at each till (one on the phone, one printed, say).
+        shown = {store: member_code(a, replicas, member_id) for _, _, store in tills}
+
         def redeem(
-            till: tuple[Stub, Metadata, str], code: str = code, round_number: int = round_number
+            till: tuple[Stub, Metadata, str],
+            code: str = code,
+            round_number: int = round_number,
+            shown: dict[str, str] = shown,
         ) -> Callable[[], membership_pb2.RedeemCouponResponse]:
             stub, metadata, store = till
             request = membership_pb2.RedeemCouponRequest(
@@ -192,6 +212,7 @@ def test_one_coupon_at_two_tills_at_once_pays_for_exactly_one_order(replicas: Re
                 member_id=member_id,
                 order_id=f"order-{round_number}-{store}",
                 order_amount_cents=3_000,
+                member_code=shown[store],
             )
             return lambda: stub.RedeemCoupon(request, metadata=metadata, timeout=CALL_TIMEOUT)
 

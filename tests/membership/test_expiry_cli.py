@@ -9,13 +9,17 @@ from quanyu.config import Settings
 from services.membership import bootstrap
 from tests.processes import platform_env, run_cli
 
+OPS = Principal(Role.OPS, "ops")
+
 
 def test_the_expiry_command_writes_lapsed_points_off_exactly_once(tmp_path: Path) -> None:
     env = platform_env(tmp_path / "var")
     settings = Settings(var_dir=tmp_path / "var")
     bootstrap.migrate(settings)
     service = bootstrap.build_service(settings)
-    member, _ = service.enroll("cus_expiring", "SH-001", "", "CHANNEL_APP", "")
+    member, _ = service.enroll(
+        OPS, "cus_expiring", home_store_id="SH-001", guide_id="", channel="CHANNEL_APP", referrer_member_id=""
+    )
     service.earn(member.member_id, "order-1", 25_000, "SH-001")
     service.close()
 
@@ -31,8 +35,8 @@ def test_the_expiry_command_writes_lapsed_points_off_exactly_once(tmp_path: Path
 
     service = bootstrap.build_service(settings)
     try:
-        after = service.get_member(member_id=member.member_id)
-        entries, _ = service.list_entries(Principal(Role.OPS, "ops"), member.member_id, 50, "")
+        after = service.get_member(OPS, member_id=member.member_id)
+        entries, _ = service.list_entries(OPS, member.member_id, 50, "")
     finally:
         service.close()
     assert after.points_balance == 0

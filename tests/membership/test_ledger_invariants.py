@@ -51,6 +51,20 @@ from tests.conftest import POSTGRES_URL, postgres_schema_url
 
 T = TypeVar("T")
 SERVICE = Principal(Role.SERVICE, "ledger-test")
+
+
+class _PlatformCallersOnly:
+    """Identity, for a service only the platform's own callers (ops, services) call: they reach
+    every customer, so membership never asks."""
+
+    def exists(self, customer_id: str) -> bool:
+        raise AssertionError("only a channel's or a till's calls ask identity")
+
+    def holds(self, customer_id: str, channel: str) -> bool:
+        raise AssertionError("only a channel's or a till's calls ask identity")
+
+
+NO_CHANNEL_CALLERS = _PlatformCallersOnly()
 CUSTOMERS = tuple(f"cust-{n}" for n in range(6))
 
 
@@ -223,6 +237,7 @@ def service_on_clock(
         Database(settings.database_url(bootstrap.NAME), pool_size=settings.server_workers),
         programme,
         PageTokens(settings.signing_key_bytes(), purpose=bootstrap.NAME),
+        NO_CHANNEL_CALLERS,
         clock=clock,
     )
 
@@ -308,7 +323,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def member_of(self, customer_id: str) -> str | None:
         try:
-            return self.service.get_member(customer_id=customer_id).member_id
+            return self.service.get_member(SERVICE, customer_id=customer_id).member_id
         except NotFound:
             return None
 
@@ -365,7 +380,16 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def enrol_customer(self, customer: str, referrer: str | None) -> str:
         own = self.member_of(customer)
-        result = outcome(lambda: self.service.enroll(customer, "store-1", "", "CHANNEL_APP", referrer or ""))
+        result = outcome(
+            lambda: self.service.enroll(
+                SERVICE,
+                customer,
+                home_store_id="store-1",
+                guide_id="",
+                channel="CHANNEL_APP",
+                referrer_member_id=referrer or "",
+            )
+        )
         if isinstance(result, QuanyuError):
             # Nobody refers themselves, enrolled already or not.
             assert isinstance(result, InvalidArgument), result
@@ -415,7 +439,7 @@ class LedgerMachine(RuleBasedStateMachine):
             member, points = before.member_id, before.points
         root = self.root_of(member)
         live, entries = self.live_points(root), self.entry_count()
-        result = outcome(lambda: self.service.redeem(SERVICE, member, points, source, "store-1"))
+        result = outcome(lambda: self.service.redeem(SERVICE, member, points, source, store_id="store-1"))
         if before is not None:
             if (root, points) != (self.root_of(before.member_id), before.points):
                 hypothesis.event("redeem: source reused for another member or amount")
@@ -447,7 +471,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def reverse(self, data: st.DataObject) -> None:
         source = data.draw(st.sampled_from(self.sources), label="source")
         expected = self.reversible_entries(source)
-        reversals = self.service.reverse(source)
+        reversals = self.service.reverse(SERVICE, source)
         ids = [entry.entry_id for entry in reversals]
         assert len(ids) == expected, f"{len(ids)} reversals for {expected} entries"
         assert all(entry.kind is EntryKind.REVERSAL for entry in reversals)
@@ -487,7 +511,7 @@ class LedgerMachine(RuleBasedStateMachine):
             # The merged customer stands for a member that was merged into another's before.
             hypothesis.event("merge: refused, merged before")
             assert result.reason == "MEMBER_ALREADY_MERGED"
-            owner = self.service.get_member(customer_id=merged)
+            owner = self.service.get_member(SERVICE, customer_id=merged)
             assert owner.customer_id != merged
             assert owner.member_id != self.member_of(survivor)
             return
@@ -496,7 +520,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.merges[request] = (survivor, merged)
         self.known_customers |= {survivor, merged}
         for customer in (survivor, merged):
-            assert self.service.get_member(customer_id=customer).member_id == result.member_id
+            assert self.service.get_member(SERVICE, customer_id=customer).member_id == result.member_id
 
     # --- after every step ---
 
@@ -543,11 +567,22 @@ def test_members_worked_from_many_threads_at_once_keep_balances_equal_to_ledger_
     service = bootstrap.build_service(settings)
     database = Database(database_url, pool_size=1)
     try:
-        first, _ = service.enroll(CUSTOMERS[0], "store-1", "", "", "")
+        first, _ = service.enroll(
+            SERVICE, CUSTOMERS[0], home_store_id="store-1", guide_id="", channel="", referrer_member_id=""
+        )
         ids = [first.member_id]
         for number, customer in enumerate(CUSTOMERS[1:], start=1):
             referrer = ids[number // 2] if number % 2 else ""
-            ids.append(service.enroll(customer, "store-1", "", "", referrer)[0].member_id)
+            ids.append(
+                service.enroll(
+                    SERVICE,
+                    customer,
+                    home_store_id="store-1",
+                    guide_id="",
+                    channel="",
+                    referrer_member_id=referrer,
+                )[0].member_id
+            )
         for number, member_id in enumerate(ids):
             service.earn(member_id, f"seed-{number}", 80_000, "store-1")
         check_books(database)
@@ -568,9 +603,11 @@ def test_members_worked_from_many_threads_at_once_keep_balances_equal_to_ledger_
                 service.earn(rng.choice(ids), source, 1_000 * (1 + int(source[-1]) % 7), "store-1")
             elif action == "redeem":
                 source = shared if rng.random() < 0.4 else own
-                service.redeem(SERVICE, rng.choice(ids), 50 * (1 + int(source[-1]) % 9), source, "store-1")
+                service.redeem(
+                    SERVICE, rng.choice(ids), 50 * (1 + int(source[-1]) % 9), source, store_id="store-1"
+                )
             elif action == "reverse":
-                service.reverse(rng.choice([shared, f"seed-{rng.randrange(len(ids))}"]))
+                service.reverse(SERVICE, rng.choice([shared, f"seed-{rng.randrange(len(ids))}"]))
             elif action == "expire":
                 service.expire(as_of=utcnow() + timedelta(days=rng.choice([1, 200, 370, 400])))
             else:
@@ -611,7 +648,7 @@ def test_members_worked_from_many_threads_at_once_keep_balances_equal_to_ledger_
         assert len(books.survivor_balances) < len(CUSTOMERS)
         # Every customer leads to a member that survives, and every survivor's answer agrees.
         for customer in CUSTOMERS:
-            member = service.get_member(customer_id=customer)
+            member = service.get_member(SERVICE, customer_id=customer)
             assert books.survivor_balances[member.member_id] == member.points_balance
         # What is left can all be written off in one run, after which nothing is left to spend.
         far = utcnow() + timedelta(days=800)

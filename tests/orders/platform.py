@@ -11,7 +11,7 @@ from pathlib import Path
 
 import grpc
 
-from quanyu.auth import Principal, Role, TokenCodec
+from quanyu.auth import Role, TokenCodec, caller
 from quanyu.config import SERVICE_NAMES
 from quanyu.fulfilment.v1 import fulfilment_pb2_grpc
 from quanyu.identity.v1 import identity_pb2_grpc
@@ -60,7 +60,7 @@ class Platform:
     def token(self, role: Role, *, store_id: str = "", channel: str = "", subject: str = "") -> Metadata:
         if self.codec is None:
             self.codec = TokenCodec((self.var / "signing.key").read_bytes().strip())
-        principal = Principal(role, subject or role.value, store_id, channel)
+        principal = caller(role, store_id=store_id, channel=channel, subject=subject)
         return (("authorization", f"Bearer {self.codec.issue(principal, 3600).token}"),)
 
     def channel(self, service: str) -> grpc.Channel:

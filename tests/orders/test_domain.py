@@ -4,6 +4,8 @@ order is priced, and the keys that make placing an order idempotent. No gRPC, no
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import re
 from typing import Any
 
@@ -81,6 +83,7 @@ def a_request(**changes: Any) -> OrderRequest:
     """A valid delivery order; each test changes what it is about."""
     request = OrderRequest(
         request_id="req-1",
+        owner="channel:CHANNEL_WECHAT_MINI_PROGRAM",
         customer=CustomerRef(account_channel="CHANNEL_WECHAT_MINI_PROGRAM", account_external_id="openid-1"),
         channel="CHANNEL_WECHAT_MINI_PROGRAM",
         fulfilment_type=FulfilmentType.DELIVERY,
@@ -281,26 +284,57 @@ CHANGES: dict[str, list[dict[str, Any]]] = {
 }
 
 
-def test_the_fingerprint_is_stable_and_ignores_the_request_id() -> None:
-    first = a_request().fingerprint()
-    assert a_request().fingerprint() == first
-    assert a_request(request_id="another-request").fingerprint() == first
+KEY = b"the deployment's key, 32 bytes.."
+
+
+def test_the_fingerprint_is_stable_and_ignores_the_request_id_and_member_code() -> None:
+    first = a_request().fingerprint(KEY)
+    assert a_request().fingerprint(KEY) == first
+    assert a_request(request_id="another-request").fingerprint(KEY) == first
+    # A till scans a fresh code for each try: the retry is still the same sale.
+    assert a_request(member_code="123456789012345678").fingerprint(KEY) == first
     assert re.fullmatch(r"[0-9a-f]{64}", first)
+
+
+def test_the_fingerprint_is_keyed_so_a_phone_cannot_be_recovered_from_it() -> None:
+    """A plain hash of the payload gives the phone back to whoever tries the 10^4 numbers behind
+    its masked form; without the deployment's key, no guess can be checked."""
+    request = a_request(customer=CustomerRef(phone="13912345678"))
+    assert request.fingerprint(KEY) != request.fingerprint(b"another deployment's key, 32 b..")
+    payload = json.dumps(
+        {
+            "customer": ["", "", "", "13912345678"],
+            "channel": request.channel,
+            "type": request.fulfilment_type.value,
+            "lines": [[ln.sku, ln.quantity, ln.unit_price_cents] for ln in request.lines],
+            "location": list(request.delivery_location or ()),
+            "address": request.delivery_address,
+            "origin": "",
+            "guide": "",
+            "coupon": "",
+            "points": 0,
+        },
+        sort_keys=True,
+    )
+    assert request.fingerprint(KEY) != hashlib.sha256(payload.encode()).hexdigest()
 
 
 @pytest.mark.parametrize("changes", [c for group in CHANGES.values() for c in group], ids=",".join)
 def test_the_fingerprint_changes_with_every_field_but_the_request_id(changes: dict[str, Any]) -> None:
-    assert a_request(**changes).fingerprint() != a_request().fingerprint()
+    assert a_request(**changes).fingerprint(KEY) != a_request().fingerprint(KEY)
 
 
-def test_every_field_of_a_request_but_its_id_is_covered_by_the_fingerprint_checks() -> None:
+def test_every_field_of_a_request_but_its_keys_is_covered_by_the_fingerprint_checks() -> None:
     names = {f.name for f in dataclasses.fields(OrderRequest)}
-    assert names - {"request_id"} == set(CHANGES)
+    assert names - {"request_id", "owner", "member_code"} == set(CHANGES)
 
 
-def test_the_order_id_follows_from_the_request_id_alone() -> None:
+def test_the_order_id_follows_from_the_callers_request_id_alone() -> None:
     one = a_request().order_id()
     assert a_request(lines=(Line("other", 1, 1),), channel="CHANNEL_APP").order_id() == one
     assert a_request(request_id="req-2").order_id() != one
+    # Another caller's request id of the same spelling names another order.
+    assert a_request(owner="channel:CHANNEL_TMALL").order_id() != one
+    assert a_request(owner="store:SH-001").order_id() != one
     assert re.fullmatch(r"ord_[0-9a-f]{32}", one)
     assert len(one) <= MAX_ID_LENGTH  # every RPC accepts it back as an order id

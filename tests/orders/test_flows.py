@@ -154,9 +154,14 @@ class World:
     def member(
         self, *, home_store_id: str = "", guide_id: str = "", referrer: str = ""
     ) -> tuple[str, membership_pb2.Member]:
-        """A customer (by a fresh phone) enrolled as a member: (customer id, member)."""
+        """A customer of the mini-program (a fresh openid and phone) enrolled as a member:
+        (customer id, member)."""
+        openid = common_pb2.ChannelAccount(
+            channel=common_pb2.CHANNEL_WECHAT_MINI_PROGRAM,
+            external_id=self.name(f"openid-{uuid.uuid4().hex[:6]}"),
+        )
         customer = self.identity.ResolveCustomer(
-            identity_pb2.ResolveCustomerRequest(phone=self.phone()), metadata=self.service
+            identity_pb2.ResolveCustomerRequest(account=openid, phone=self.phone()), metadata=self.service
         ).customer
         member = self.membership.Enroll(
             membership_pb2.EnrollRequest(
@@ -169,6 +174,20 @@ class World:
             metadata=self.service,
         ).member
         return customer.customer_id, member
+
+    def guide(self, store_id: str, name: str = "guide") -> str:
+        """A guide of the store: only a store's own guides are credited with its members and sales."""
+        guide_id = self.name(f"{name}-{store_id}")
+        guide = membership_pb2.Guide(guide_id=guide_id, store_id=store_id, active=True)
+        self.membership.UpsertGuide(membership_pb2.UpsertGuideRequest(guide=guide), metadata=self.ops)
+        return guide_id
+
+    def code(self, member_id: str) -> str:
+        """The member code the member's app shows at the till, as the mini-program gets it."""
+        answer = self.membership.CreateMemberCode(
+            membership_pb2.CreateMemberCodeRequest(member_id=member_id), metadata=self.mini
+        )
+        return str(answer.code)
 
     def earn(self, member_id: str, spend_cents: int) -> None:
         self.membership.EarnPoints(
@@ -227,6 +246,17 @@ class World:
         """A delivery order through the mini-program to the area's centre; fields override."""
         fields.setdefault("request_id", self.name(f"req-{uuid.uuid4().hex[:8]}"))
         fields.setdefault("channel", common_pb2.CHANNEL_WECHAT_MINI_PROGRAM)
+        fields.setdefault("fulfilment_type", DELIVERY)
+        if (
+            fields["channel"] in (0, common_pb2.CHANNEL_WECHAT_MINI_PROGRAM)
+            and fields["fulfilment_type"] != IN_STORE
+            and not (fields.get("customer_id") or fields.get("account"))
+        ):
+            # The mini-program names its customer by their openid (with the phone they verified).
+            fields["account"] = common_pb2.ChannelAccount(
+                channel=common_pb2.CHANNEL_WECHAT_MINI_PROGRAM,
+                external_id=self.name(f"openid-{uuid.uuid4().hex[:6]}"),
+            )
         fields.setdefault("fulfilment_type", DELIVERY)
         if fields["fulfilment_type"] == DELIVERY:
             fields.setdefault("delivery_location", self.here())
@@ -481,7 +511,7 @@ def test_an_in_store_order_enrols_the_customer_with_the_till_store_and_guide_com
 ) -> None:
     sku = w.name("tea")
     till = w.store("T", 0, {sku: 5})
-    guide = w.name("guide")
+    guide = w.guide(till)
     phone = w.phone()
 
     order = w.place(
@@ -587,7 +617,10 @@ def test_a_rejected_order_moves_to_the_next_nearest_store_never_back_and_at_last
     order = w.place(phone=w.phone(), lines=[line(sku, 2)])
     assert order.fulfilling_store_id == a
 
-    moved = w.reject(order.order_id, w.store_token(a), "no staff")
+    # The store that rejects learns that its rejection stood, and nothing of where the order went.
+    answer = w.reject(order.order_id, w.store_token(a), "no staff")
+    assert answer == orders_pb2.Order(order_id=order.order_id)
+    moved = w.get(order.order_id)
     assert moved.status == S.ORDER_STATUS_ASSIGNED
     assert moved.fulfilling_store_id == b
     assert list(moved.rejected_store_ids) == [a]
@@ -595,14 +628,16 @@ def test_a_rejected_order_moves_to_the_next_nearest_store_never_back_and_at_last
     assert (w.stock(a, sku).reserved, w.stock(b, sku).reserved) == (0, 2)
 
     # The rejecting store asks again (a retry): nothing changes, and it is not routed back there.
-    again = w.reject(order.order_id, w.store_token(a), "no staff")
+    assert w.reject(order.order_id, w.store_token(a), "no staff") == answer
+    again = w.get(order.order_id)
     assert again.fulfilling_store_id == b
     assert list(again.rejected_store_ids) == [a]
     assert w.stock(b, sku).reserved == 2
 
     # Accepted and then rejected: to the next, still never back to A, which has stock.
     w.accept(order.order_id, w.store_token(b))
-    moved = w.reject(order.order_id, w.store_token(b), "damaged stock")
+    w.reject(order.order_id, w.store_token(b), "damaged stock")
+    moved = w.get(order.order_id)
     assert (moved.status, moved.fulfilling_store_id) == (S.ORDER_STATUS_ASSIGNED, c)
     assert list(moved.rejected_store_ids) == [a, b]
     assert (w.stock(a, sku).reserved, w.stock(b, sku).reserved, w.stock(c, sku).reserved) == (0, 0, 2)
@@ -616,7 +651,10 @@ def test_a_rejected_order_moves_to_the_next_nearest_store_never_back_and_at_last
     assert w.stock(c, sku).reserved == 0
     # Retries by ops and by the last store change nothing.
     assert w.reject(order.order_id, w.ops, "closing early", store_id=c) == stuck
-    assert w.reject(order.order_id, w.store_token(c), "closing early") == stuck
+    assert w.reject(order.order_id, w.store_token(c), "closing early") == orders_pb2.Order(
+        order_id=order.order_id
+    )
+    assert w.get(order.order_id) == stuck
 
     changes = w.history(order.order_id)
     rejected = [ch for ch in changes if ch.to_status == S.ORDER_STATUS_PENDING_ASSIGNMENT]
@@ -662,6 +700,14 @@ def test_a_store_lists_its_queue_by_status_page_by_page_and_a_channel_lists_a_cu
     customer_id, _ = w.member()
     placed = [w.place(customer_id=customer_id, lines=[line(sku)]) for _ in range(3)]
     w.accept(placed[0].order_id, w.store_token(q))
+    # The customer signs in to the app too: the app orders for them from then on.
+    w.identity.LinkAccount(
+        identity_pb2.LinkAccountRequest(
+            customer_id=customer_id,
+            account=common_pb2.ChannelAccount(channel=common_pb2.CHANNEL_APP, external_id=w.name("app-user")),
+        ),
+        metadata=w.ops,
+    )
     from_app = w.place(
         w.p.token(Role.CHANNEL, channel=APP),
         customer_id=customer_id,
@@ -726,9 +772,9 @@ def test_only_the_fulfilling_store_or_ops_moves_an_order_along_and_the_history_s
     changes = w.history(order.order_id)
     assert [(c.from_status, c.to_status, c.actor, c.store_id) for c in changes] == [
         (S.ORDER_STATUS_UNSPECIFIED, S.ORDER_STATUS_ASSIGNED, changes[0].actor, a),
-        (S.ORDER_STATUS_ASSIGNED, S.ORDER_STATUS_ACCEPTED, "store:tablet-1", a),
-        (S.ORDER_STATUS_ACCEPTED, S.ORDER_STATUS_READY, "ops:alice", a),
-        (S.ORDER_STATUS_READY, S.ORDER_STATUS_COMPLETED, "store:tablet-1", a),
+        (S.ORDER_STATUS_ASSIGNED, S.ORDER_STATUS_ACCEPTED, f"store:{a}/tablet-1", a),
+        (S.ORDER_STATUS_ACCEPTED, S.ORDER_STATUS_READY, "ops/alice", a),
+        (S.ORDER_STATUS_READY, S.ORDER_STATUS_COMPLETED, f"store:{a}/tablet-1", a),
     ]
     stamps = [c.change_time.ToDatetime(tzinfo=UTC) for c in changes]
     assert stamps == sorted(stamps)
@@ -831,7 +877,7 @@ def test_cancelling_before_completion_releases_the_stock_and_gives_back_the_coup
     assert (last.to_status, last.reason, last.actor) == (
         S.ORDER_STATUS_CANCELLED,
         "changed my mind",
-        "channel:channel",
+        "channel:CHANNEL_WECHAT_MINI_PROGRAM",
     )
 
 
@@ -970,7 +1016,7 @@ def test_store_and_guide_reports_count_origin_fulfilment_and_the_increments_in_s
     sku = w.name("tea")
     home = w.store("H", 100, {}, opening_hours=closed_now(), timezone="UTC")
     far = w.store("F", 800, {sku: 10})
-    guide, till_guide = w.name("guide"), w.name("till-guide")
+    guide, till_guide = w.guide(home), w.guide(far, "till-guide")
     customer_id, member = w.member(home_store_id=home, guide_id=guide)
 
     # The member orders while the home store is closed; the other store delivers.

@@ -46,6 +46,7 @@ def database(database_url: str) -> Iterator[Database]:
                 accept_deadline=PLACED + timedelta(seconds=120),
             ),
             "fingerprint-1",
+            owner="",
             actor="system",
         )
     yield db

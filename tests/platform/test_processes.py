@@ -14,7 +14,9 @@ import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from quanyu.auth import Principal, Role, TokenCodec
+from quanyu.common.v1 import common_pb2
 from quanyu.config import SERVICE_NAMES
+from quanyu.fulfilment.v1 import fulfilment_pb2, fulfilment_pb2_grpc
 from quanyu.identity.v1 import identity_pb2, identity_pb2_grpc
 from quanyu.server import REQUEST_ID_HEADER
 from tests.conftest import bearer
@@ -53,9 +55,37 @@ def test_quanyu_up_serves_all_four_restarts_a_crashed_one_and_stops_on_ctrl_c(tm
         channel_token = printed.stdout.strip().splitlines()[-1]
         with grpc.insecure_channel(target(env, "identity")) as channel:
             answer = identity_pb2_grpc.IdentityServiceStub(channel).ResolveCustomer(
-                identity_pb2.ResolveCustomerRequest(phone="13800138000"), metadata=bearer(channel_token)
+                identity_pb2.ResolveCustomerRequest(
+                    account=common_pb2.ChannelAccount(
+                        channel=common_pb2.CHANNEL_APP, external_id="app-user-1"
+                    ),
+                    phone="13800138000",
+                ),
+                metadata=bearer(channel_token),
             )
         assert answer.created
+
+        # A store token is signed only for a store the chain has, and names its terminal.
+        key = (tmp_path / "var" / "signing.key").read_bytes().strip()
+        ops = bearer(TokenCodec(key).issue(Principal(Role.OPS, "ops")).token)
+        with grpc.insecure_channel(target(env, "fulfilment")) as channel:
+            fulfilment_pb2_grpc.FulfilmentServiceStub(channel).UpsertStore(
+                fulfilment_pb2.UpsertStoreRequest(
+                    store=fulfilment_pb2.Store(
+                        store_id="store-7",
+                        name="Seven",
+                        location=common_pb2.LatLng(latitude=31.2, longitude=121.4),
+                    )
+                ),
+                metadata=ops,
+            )
+        printed = run_cli(["token", "--role", "store", "--store-id", "store-7", "--subject", "till-3"], env)
+        assert printed.returncode == 0, printed.stderr
+        principal = TokenCodec(key).verify(printed.stdout.strip().splitlines()[-1])
+        assert (principal.store_id, principal.subject) == ("store-7", "store:store-7/till-3")
+        nowhere = run_cli(["token", "--role", "store", "--store-id", "store-404"], env)
+        assert nowhere.returncode == 2
+        assert "there is no store 'store-404'" in nowhere.stderr
 
         # A service that crashes is started again.
         before = set(children_of(up.pid))
@@ -120,14 +150,31 @@ def test_production_without_a_signing_key_refuses_to_start(tmp_path: Path) -> No
 
 def test_quanyu_token_prints_a_token_signed_with_the_local_key_as_its_last_line(tmp_path: Path) -> None:
     env = platform_env(tmp_path / "var")
-    result = run_cli(["token", "--role", "store", "--store-id", "store-7", "--ttl", "60"], env)
+    result = run_cli(["token", "--role", "channel", "--channel", "TMALL", "--ttl", "60"], env)
     assert result.returncode == 0, result.stderr
     key = (tmp_path / "var" / "signing.key").read_bytes().strip()
     principal = TokenCodec(key).verify(result.stdout.strip().splitlines()[-1])
-    assert (principal.role, principal.store_id) == (Role.STORE, "store-7")
-    refused = run_cli(["token", "--role", "store"], env)
-    assert refused.returncode == 2
-    assert "store_id" in refused.stderr
+    # Named at least by its channel, never by the bare role.
+    assert (principal.role, principal.channel, principal.subject) == (
+        Role.CHANNEL,
+        "CHANNEL_TMALL",
+        "channel:CHANNEL_TMALL",
+    )
+    for refused_args, named in [
+        (["--role", "store"], "store_id"),
+        (["--role", "channel", "--channel", "WECHAT"], "not a channel"),
+        (["--role", "channel"], "channel"),
+        (["--role", "channel", "--channel", "CHANNEL_STORE_POS"], "CHANNEL_STORE_POS"),
+        (["--role", "ops", "--store-id", "s1"], "store_id"),
+    ]:
+        refused = run_cli(["token", *refused_args], env)
+        assert refused.returncode == 2, refused_args
+        assert named in refused.stderr
+    # A store token asks fulfilment whether the store exists: with no platform running, it says so.
+    unchecked = run_cli(["token", "--role", "store", "--store-id", "store-7"], env)
+    assert unchecked.returncode == 2
+    assert "cannot tell whether store 'store-7' exists" in unchecked.stderr
+    assert "make run" in unchecked.stderr
 
 
 def test_quanyu_migrate_prepares_every_database(tmp_path: Path) -> None:

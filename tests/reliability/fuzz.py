@@ -31,7 +31,7 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
 
-from quanyu.auth import Role
+from quanyu.auth import TOKEN_CHANNELS, Role
 from quanyu.common.v1 import common_pb2
 from quanyu.config import SERVICE_NAMES
 from quanyu.fulfilment.v1 import fulfilment_pb2
@@ -72,7 +72,7 @@ DEADLINE = 20.0
 MAX_DEPTH = 4
 BIG = 100_000  # characters in a "100 kB" string
 MESSAGE_BUDGET = 3_000_000  # bytes of strings one request may carry
-CHANNELS = [value.name for value in common_pb2.Channel.DESCRIPTOR.values if value.number]
+CHANNELS = sorted(TOKEN_CHANNELS)  # every channel a channel token may name
 # Field descriptors come as pure-Python or upb objects, which the stubs type apart.
 Field = Any
 

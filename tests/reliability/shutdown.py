@@ -192,7 +192,7 @@ def _log_size(d: Deployment) -> int:
 
 def _waiting_to_be_stored(d: Deployment, request: orders_pb2.CreateOrderRequest) -> bool:
     """Orders has the order's stock reserved and has not stored it: the call is in flight there."""
-    order_id = request_from(request).order_id()
+    order_id = request_from(request, owner="channel:CHANNEL_APP").order_id()  # placed by the app
     with d.databases["fulfilment"].snapshot() as db:
         reserved = db.execute(
             select(func.count()).select_from(reservations).where(reservations.c.order_id == order_id)

@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from quanyu.auth import Principal, Role, TokenCodec
+from quanyu.auth import Role, TokenCodec, caller
 from quanyu.clients import error_reason
 from quanyu.common.v1 import common_pb2
 from quanyu.config import SERVICE_NAMES, Environment, Settings
@@ -201,7 +201,7 @@ class Calls:
     def token(self, role: Role, *, store_id: str = "", channel: str = "", subject: str = "") -> Metadata:
         key = (role.value, store_id, channel)
         if key not in self._tokens:
-            principal = Principal(role, subject or f"quanyu-demo-{role.value}", store_id, channel)
+            principal = caller(role, store_id=store_id, channel=channel, subject=subject or "quanyu-demo")
             issued = self._codec.issue(principal, 3600)
             self._tokens[key] = (("authorization", f"Bearer {issued.token}"),)
         return self._tokens[key]
@@ -256,13 +256,15 @@ class Calls:
         return done
 
     def reject(self, order: orders_pb2.Order, reason: str) -> orders_pb2.Order:
+        """The fulfilling store turns the order down; where it went next, as ops see it (the store
+        that rejected it is told only that its rejection stood)."""
         store_id = order.fulfilling_store_id
-        rerouted: orders_pb2.Order = self.orders.RejectOrder(
+        self.orders.RejectOrder(
             orders_pb2.RejectOrderRequest(order_id=order.order_id, reason=reason, store_id=store_id),
             metadata=self.store(store_id),
             timeout=self.deadline.left(),
-        ).order
-        return rerouted
+        )
+        return self.order(order.order_id)
 
 
 def eventually(read: Callable[[], T], done: Callable[[T], bool], within: float) -> T:
@@ -399,6 +401,15 @@ def load_chain(calls: Calls, chain: Chain, story: Story) -> None:
             kept.append(store_id)
             continue
         changed += len(differ)
+    # The till's guide, whom its sales are credited to: only a store's own guides may be.
+    guide_id, name = TILL_GUIDE
+    calls.membership.UpsertGuide(
+        membership_pb2.UpsertGuideRequest(
+            guide=membership_pb2.Guide(guide_id=guide_id, store_id=TILL_STORE, name=name, active=True)
+        ),
+        metadata=calls.ops,
+        timeout=calls.deadline.left(),
+    )
     cities = [c.name for c in CITIES]
     zones = sum(1 for s in chain.stores if s.zone)
     story.say(
