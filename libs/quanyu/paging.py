@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from quanyu.errors import InvalidArgument
+from quanyu.errors import InvalidArgument, Violations
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -24,6 +24,13 @@ def page_size(requested: int, *, default: int = DEFAULT_PAGE_SIZE, maximum: int 
     if requested < 0:
         raise InvalidArgument("page_size", "must not be negative")
     return min(requested or default, maximum)
+
+
+def check_page_token(token: str, violations: Violations) -> None:
+    """A token longer than any this service hands out is refused with the request's other problems."""
+    violations.check(
+        len(token) <= MAX_TOKEN_LENGTH, "page_token", f"must be at most {MAX_TOKEN_LENGTH} characters"
+    )
 
 
 class PageTokens:

@@ -16,7 +16,7 @@ from quanyu.wire import from_timestamp, to_timestamp
 from services.fulfilment.domain.assignment import Assignment, AssignmentRequest, FulfilmentType, Line
 from services.fulfilment.domain.coordinates import CoordinateSystem, to_wgs84
 from services.fulfilment.domain.stores import Store, StoreDraft, StoreStatus
-from services.fulfilment.handlers import MAX_LINES, MAX_SKU_LENGTH, FulfilmentService
+from services.fulfilment.handlers import MAX_EXCLUDED_STORES, MAX_LINES, MAX_SKU_LENGTH, FulfilmentService
 from services.fulfilment.storage import StockLevel
 
 SERVICE = fulfilment_pb2.DESCRIPTOR.services_by_name["FulfilmentService"]
@@ -290,8 +290,11 @@ class FulfilmentServicer(fulfilment_pb2_grpc.FulfilmentServiceServicer):
         ):
             violations.add("location", "give the customer's location or a preferred store for pickup")
         violations.text(request.preferred_store_id, "preferred_store_id", max_length=64, required=False)
-        for index, store_id in enumerate(request.exclude_store_ids):
-            violations.text(store_id, f"exclude_store_ids[{index}]", max_length=64)
+        if len(request.exclude_store_ids) > MAX_EXCLUDED_STORES:
+            violations.add("exclude_store_ids", f"at most {MAX_EXCLUDED_STORES} stores")
+        else:
+            for index, store_id in enumerate(request.exclude_store_ids):
+                violations.text(store_id, f"exclude_store_ids[{index}]", max_length=64)
         lines = lines_from(list(request.lines), violations, required=True)
         violations.raise_if_any()
         assert kind is not None

@@ -47,8 +47,13 @@ from services.fulfilment.storage import (
 log = structlog.get_logger("quanyu.fulfilment")
 
 MAX_SKU_LENGTH = 64
+MAX_STORE_ID_LENGTH = 64
+MAX_EXCLUDED_STORES = 500
 MAX_LINES = 200
 MAX_IMPORT_BATCH = 1000
+# Levels a SetStock call sets, SKUs a GetStock call names: a store's whole range fits in a few
+# calls, and no one call holds the stock table long.
+MAX_STOCK_LEVELS = 1000
 _ASSIGN_ATTEMPTS = 6
 DEFAULT_NEAREST_LIMIT = 10
 MAX_NEAREST_LIMIT = 100
@@ -194,10 +199,12 @@ class FulfilmentService:
     def set_stock(
         self, principal: Principal, store_id: str, levels: Sequence[tuple[str, int]]
     ) -> list[StockLevel]:
-        _require_id(store_id, "store_id")
-        principal.require_store(store_id)
         violations = Violations()
+        violations.text(store_id, "store_id", max_length=MAX_STORE_ID_LENGTH)
         violations.check(bool(levels), "levels", "name at least one SKU")
+        if len(levels) > MAX_STOCK_LEVELS:
+            violations.add("levels", f"at most {MAX_STOCK_LEVELS} levels a call")
+            levels = ()
         seen: set[str] = set()
         for index, (sku, on_hand) in enumerate(levels):
             violations.text(sku, f"levels[{index}].sku", max_length=MAX_SKU_LENGTH)
@@ -205,6 +212,7 @@ class FulfilmentService:
             violations.check(on_hand >= 0, f"levels[{index}].on_hand", "must not be negative")
             seen.add(sku)
         violations.raise_if_any()
+        principal.require_store(store_id)
         wanted = dict(levels)
 
         def work(connection: Connection) -> list[StockLevel]:
@@ -224,12 +232,15 @@ class FulfilmentService:
         return self._db.run(work)
 
     def get_stock(self, principal: Principal, store_id: str, skus: Sequence[str]) -> list[StockLevel]:
-        _require_id(store_id, "store_id")
-        principal.require_store(store_id)
         violations = Violations()
+        violations.text(store_id, "store_id", max_length=MAX_STORE_ID_LENGTH)
+        if len(skus) > MAX_STOCK_LEVELS:
+            violations.add("skus", f"at most {MAX_STOCK_LEVELS} SKUs a call")
+            skus = ()
         for index, sku in enumerate(skus):
             violations.text(sku, f"skus[{index}]", max_length=MAX_SKU_LENGTH)
         violations.raise_if_any()
+        principal.require_store(store_id)
         with self._db.snapshot() as connection:
             if not StoreRepository(connection).exists(store_id):
                 raise NotFound("store", store_id)
@@ -389,5 +400,5 @@ _OUTCOME_MESSAGES = {
 
 def _require_id(value: str, field_name: str) -> None:
     violations = Violations()
-    violations.text(value, field_name, max_length=64)
+    violations.text(value, field_name, max_length=MAX_STORE_ID_LENGTH)
     violations.raise_if_any()

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import grpc
 
-from quanyu.auth import DEFAULT_TTL_SECONDS, Role, caller, current_principal
+from quanyu.auth import (
+    DEFAULT_TTL_SECONDS,
+    MAX_STORE_ID_LENGTH,
+    MAX_SUBJECT_LENGTH,
+    Role,
+    caller,
+    current_principal,
+)
 from quanyu.common.v1 import common_pb2
-from quanyu.errors import InvalidArgument
+from quanyu.errors import Violations
 from quanyu.identity.v1 import identity_pb2, identity_pb2_grpc
 from quanyu.server import rpc_policy
 from quanyu.wire import to_timestamp
@@ -35,14 +42,14 @@ _ROLES = {
 }
 
 
-def channel_name(value: int, field_name: str) -> str:
-    if value == common_pb2.CHANNEL_UNSPECIFIED or value not in common_pb2.Channel.values():
-        raise InvalidArgument(field_name, "must name a channel")
-    return common_pb2.Channel.Name(common_pb2.Channel.ValueType(value))
-
-
-def account_from(message: common_pb2.ChannelAccount, field_name: str = "account") -> ChannelAccount:
-    return ChannelAccount(channel_name(message.channel, f"{field_name}.channel"), message.external_id)
+def account_from(message: common_pb2.ChannelAccount) -> ChannelAccount:
+    """The account as sent; an unknown or unspecified channel is left empty, for the domain's
+    checks to report with every other problem of the request."""
+    known = (
+        message.channel in common_pb2.Channel.values() and message.channel != common_pb2.CHANNEL_UNSPECIFIED
+    )
+    channel = common_pb2.Channel.Name(message.channel) if known else ""
+    return ChannelAccount(channel, message.external_id)
 
 
 def customer_message(customer: Customer) -> identity_pb2.Customer:
@@ -93,11 +100,8 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     def LinkAccount(
         self, request: identity_pb2.LinkAccountRequest, context: grpc.ServicerContext
     ) -> identity_pb2.LinkAccountResponse:
-        if not request.HasField("account"):
-            raise InvalidArgument("account", "is required")
-        customer = self._service.link_account(
-            current_principal(), request.customer_id, account_from(request.account)
-        )
+        account = account_from(request.account) if request.HasField("account") else None
+        customer = self._service.link_account(current_principal(), request.customer_id, account)
         return identity_pb2.LinkAccountResponse(customer=customer_message(customer))
 
     def MergeCustomers(
@@ -110,13 +114,17 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         self, request: identity_pb2.IssueTokenRequest, context: grpc.ServicerContext
     ) -> identity_pb2.IssueTokenResponse:
         role = _ROLES.get(request.role)
-        if role is None:
-            raise InvalidArgument("role", "must be ROLE_OPS, ROLE_SERVICE, ROLE_CHANNEL or ROLE_STORE")
-        channel = ""
-        if request.channel != common_pb2.CHANNEL_UNSPECIFIED:
-            channel = channel_name(request.channel, "channel")
-        if request.ttl_seconds < 0:
-            raise InvalidArgument("ttl_seconds", "must not be negative")
+        violations = Violations()
+        violations.check(
+            role is not None, "role", "must be ROLE_OPS, ROLE_SERVICE, ROLE_CHANNEL or ROLE_STORE"
+        )
+        violations.text(request.subject, "subject", max_length=MAX_SUBJECT_LENGTH, required=False)
+        violations.text(request.store_id, "store_id", max_length=MAX_STORE_ID_LENGTH, required=False)
+        violations.check(request.channel in common_pb2.Channel.values(), "channel", "is not a channel")
+        violations.check(request.ttl_seconds >= 0, "ttl_seconds", "must not be negative")
+        violations.raise_if_any()
+        assert role is not None
+        channel = common_pb2.Channel.Name(request.channel) if request.channel else ""
         principal = caller(role, store_id=request.store_id, channel=channel, subject=request.subject)
         issued = self._service.issue_token(principal, request.ttl_seconds or DEFAULT_TTL_SECONDS)
         return identity_pb2.IssueTokenResponse(

@@ -185,11 +185,14 @@ class IdentityService:
             raise NotFound("customer", phone.masked)
         return reach.view(customer)
 
-    def link_account(self, principal: Principal, customer_id: str, account: ChannelAccount) -> Customer:
+    def link_account(
+        self, principal: Principal, customer_id: str, account: ChannelAccount | None
+    ) -> Customer:
         violations = Violations()
         validate_customer_id(customer_id, "customer_id", violations)
         validate_account(account, "account", violations)
         violations.raise_if_any()
+        assert account is not None
         reach = Reach.of(principal)
         reach.require_own(account)
 

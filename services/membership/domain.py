@@ -240,8 +240,12 @@ class TagChange:
     remove: list[str] = field(default_factory=list)
 
     @classmethod
-    def checked(cls, add: Sequence[str], remove: Sequence[str]) -> TagChange:
-        violations = Violations()
+    def checked(
+        cls, add: Sequence[str], remove: Sequence[str], violations: Violations | None = None
+    ) -> TagChange:
+        """The change, once every problem with it (and with the rest of the request, collected in
+        `violations`) is found none."""
+        violations = violations or Violations()
         for name, tags in (("add_tags", add), ("remove_tags", remove)):
             if len(tags) > MAX_TAGS_PER_CALL:
                 violations.add(name, f"at most {MAX_TAGS_PER_CALL} tags a call")

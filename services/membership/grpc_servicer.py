@@ -10,7 +10,7 @@ from quanyu.errors import InvalidArgument, Violations
 from quanyu.membership.v1 import membership_pb2, membership_pb2_grpc
 from quanyu.server import rpc_policy
 from quanyu.wire import from_timestamp, to_timestamp
-from services.membership.domain import EntryKind, Guide, Stage
+from services.membership.domain import MAX_MEMBER_CODE_LENGTH, EntryKind, Guide, Stage
 from services.membership.handlers import MembershipService
 from services.membership.repository import Coupon, Entry, Member
 
@@ -138,7 +138,9 @@ class MembershipServicer(membership_pb2_grpc.MembershipServiceServicer):
         if not value:
             raise InvalidArgument(key or "key", "give a member id or a customer id")
         violations = Violations()
-        violations.text(value, key or "key", max_length=64)
+        violations.text(
+            value, key or "key", max_length=MAX_MEMBER_CODE_LENGTH if key == "member_code" else 64
+        )
         violations.raise_if_any()
         member = self._service.get_member(current_principal(), **{key: value})  # type: ignore[arg-type]
         return membership_pb2.GetMemberResponse(member=member_message(member))
@@ -225,14 +227,12 @@ class MembershipServicer(membership_pb2_grpc.MembershipServiceServicer):
     def RecordEvent(
         self, request: membership_pb2.RecordEventRequest, context: grpc.ServicerContext
     ) -> membership_pb2.RecordEventResponse:
-        if request.event_type == membership_pb2.EVENT_TYPE_UNSPECIFIED or (
-            request.event_type not in membership_pb2.EventType.values()
-        ):
-            raise InvalidArgument("event_type", "must be VIEW, FOLLOW, ADD_TO_CART or SHARE")
+        known = request.event_type in membership_pb2.EventType.values()
         self._service.record_event(
             current_principal(),
             request.customer_id,
             request.store_id,
+            membership_pb2.EventType.Name(request.event_type).removeprefix("EVENT_TYPE_") if known else "",
             from_timestamp(
                 request.occur_time, field_name="occur_time", present=request.HasField("occur_time")
             ),

@@ -23,7 +23,7 @@ from quanyu.errors import (
     PermissionDenied,
     Violations,
 )
-from quanyu.paging import PageTokens, page_size
+from quanyu.paging import PageTokens, check_page_token, page_size
 from services.membership.domain import (
     MAX_ID_LENGTH,
     MAX_MEMBER_CODE_LENGTH,
@@ -468,6 +468,7 @@ class MembershipService:
         violations.text(store_id, "store_id", max_length=MAX_ID_LENGTH, required=False)
         violations.check(points > 0, "points", "must be greater than zero")
         violations.check(points <= MAX_POINTS_PER_CALL, "points", f"must be at most {MAX_POINTS_PER_CALL}")
+        violations.text(member_code, "member_code", max_length=MAX_MEMBER_CODE_LENGTH, required=False)
         violations.raise_if_any()
         principal.require_store(store_id)
         require_code_to_spend(principal, member_code)
@@ -583,6 +584,8 @@ class MembershipService:
     ) -> tuple[list[Entry], str]:
         violations = Violations()
         _require(violations, member_id, "member_id")
+        violations.text(member_code, "member_code", max_length=MAX_MEMBER_CODE_LENGTH, required=False)
+        check_page_token(token, violations)
         violations.raise_if_any()
         size = page_size(requested)
         caller = principal.name
@@ -750,6 +753,7 @@ class MembershipService:
             "order_amount_cents",
             f"must be at most {self.programme.max_spend_cents}",
         )
+        violations.text(member_code, "member_code", max_length=MAX_MEMBER_CODE_LENGTH, required=False)
         violations.raise_if_any()
         principal.require_store(store_id)
         require_code_to_spend(principal, member_code)
@@ -812,11 +816,21 @@ class MembershipService:
     # --- engagement, tags, segments ---------------------------------------------------------
 
     def record_event(
-        self, principal: Principal, customer_id: str, store_id: str, occur_time: datetime | None
+        self,
+        principal: Principal,
+        customer_id: str,
+        store_id: str,
+        event_type: str,
+        occur_time: datetime | None,
     ) -> None:
         violations = Violations()
         _require(violations, customer_id, "customer_id")
         violations.text(store_id, "store_id", max_length=MAX_ID_LENGTH, required=False)
+        violations.check(
+            event_type in ("VIEW", "FOLLOW", "ADD_TO_CART", "SHARE"),
+            "event_type",
+            "must be VIEW, FOLLOW, ADD_TO_CART or SHARE",
+        )
         violations.raise_if_any()
         if principal.role is Role.STORE:
             principal.require_store(store_id or principal.store_id)
@@ -848,8 +862,7 @@ class MembershipService:
     def update_tags(self, member_id: str, add: Sequence[str], remove: Sequence[str]) -> Member:
         violations = Violations()
         _require(violations, member_id, "member_id")
-        violations.raise_if_any()
-        change = TagChange.checked(add, remove)
+        change = TagChange.checked(add, remove, violations)
 
         def work(connection: Connection) -> Member:
             member = self._lock_root(connection, member_id)

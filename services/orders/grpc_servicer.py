@@ -13,6 +13,7 @@ from quanyu.server import rpc_policy
 from quanyu.wire import from_timestamp, to_timestamp
 from services.orders.domain import (
     DEFAULT_LIMITS,
+    MAX_STATUSES,
     CustomerRef,
     FulfilmentType,
     Limits,
@@ -181,6 +182,8 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
     def ListOrders(
         self, request: orders_pb2.ListOrdersRequest, context: grpc.ServicerContext
     ) -> orders_pb2.ListOrdersResponse:
+        if len(request.statuses) > MAX_STATUSES:
+            raise InvalidArgument("statuses", f"at most {MAX_STATUSES} statuses")
         statuses = []
         for index, value in enumerate(request.statuses):
             if value not in _STATUSES_IN:

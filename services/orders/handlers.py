@@ -27,6 +27,8 @@ from quanyu.errors import (
 from quanyu.outbox import OutboxRelay, OutboxState, add_effect
 from quanyu.paging import PageTokens, page_size
 from services.orders.domain import (
+    MAX_ID_LENGTH,
+    MAX_REASON_LENGTH,
     Action,
     FulfilmentType,
     Order,
@@ -409,8 +411,7 @@ class OrdersService:
         return self._transition(principal, order_id, Action.CANCEL, reason)
 
     def _transition(self, principal: Principal, order_id: str, action: Action, reason: str) -> Order:
-        _require_order_id(order_id)
-        _check_reason(reason, required=False)
+        _check_order_and_reason(order_id, reason, reason_required=False)
 
         def work(connection: Connection) -> Order:
             repo = OrderRepository(connection)
@@ -475,8 +476,9 @@ class OrdersService:
         order has moved on to a store that is not the caller (a till retrying its rejection
         learns only that it stood).
         """
-        _require_order_id(order_id)
-        _check_reason(reason, required=True)
+        violations = Violations()
+        violations.text(store_id, "store_id", max_length=MAX_ID_LENGTH, required=False)
+        _check_order_and_reason(order_id, reason, reason_required=True, violations=violations)
         if principal.role is Role.STORE:
             if store_id and store_id != principal.store_id:
                 raise PermissionDenied("a store rejects only for itself", reason="OTHER_STORE")
@@ -674,13 +676,16 @@ class _Held:
 
 def _require_order_id(order_id: str) -> None:
     violations = Violations()
-    violations.text(order_id, "order_id", max_length=64)
+    violations.text(order_id, "order_id", max_length=MAX_ID_LENGTH)
     violations.raise_if_any()
 
 
-def _check_reason(reason: str, *, required: bool) -> None:
-    violations = Violations()
-    violations.text(reason, "reason", max_length=256, required=required)
+def _check_order_and_reason(
+    order_id: str, reason: str, *, reason_required: bool, violations: Violations | None = None
+) -> None:
+    violations = violations or Violations()
+    violations.text(order_id, "order_id", max_length=MAX_ID_LENGTH)
+    violations.text(reason, "reason", max_length=MAX_REASON_LENGTH, required=reason_required)
     violations.raise_if_any()
 
 

@@ -47,6 +47,9 @@ def _parse_clock(text: str) -> time | None:
     return time(int(match.group(1)), int(match.group(2)))
 
 
+MAX_OPENING_HOURS = 28
+
+
 def parse_hours(entries: Sequence[tuple[int, str, str]], field: str = "opening_hours") -> list[OpeningHours]:
     """(weekday, "HH:MM", "HH:MM") entries as a caller sends them; every bad one is reported at once.
 
@@ -54,6 +57,9 @@ def parse_hours(entries: Sequence[tuple[int, str, str]], field: str = "opening_h
     """
     violations = Violations()
     parsed: list[OpeningHours] = []
+    if len(entries) > MAX_OPENING_HOURS:
+        violations.add(field, f"at most {MAX_OPENING_HOURS} spans (four a day)")
+        entries = ()
     for index, (weekday, open_text, close_text) in enumerate(entries):
         where = f"{field}[{index}]"
         weekday_ok = MONDAY <= weekday <= SUNDAY
@@ -78,9 +84,12 @@ def _zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
 
 
+MAX_TIMEZONE_LENGTH = 64
+
+
 def valid_timezone(name: str) -> bool:
     """An IANA zone name this host can load, e.g. "Asia/Shanghai"; the empty name is not one."""
-    if not name:
+    if not name or len(name) > MAX_TIMEZONE_LENGTH:
         return False
     try:
         _zone(name)
