@@ -16,8 +16,13 @@ temporary directory on free ports of 127.0.0.1 and runs, one after the other:
   answers INTERNAL or UNKNOWN, and services that did not recover (and on PostgreSQL, a call whose
   transaction the database aborts to break a deadlock);
 * thousands of random messages to every RPC: server errors;
-* the authorisation matrix: cells checked and leaks;
-* a canary phone through every RPC that takes one: sightings in logs and databases;
+* every string and repeated field of every request past its cap: fields not refused by name;
+* the authorisation matrix (every RPC as each role on an object of its own, of another store, of
+  another channel's customer and of nobody) and every attack of a caller on what is not its own,
+  round after round: cells checked, leaks, value spent without the member, points minted past
+  the caps; tokens with random claims: server errors;
+* a canary phone through every RPC that takes one, in every spelling: sightings in logs and
+  databases, and stored values that give it back;
 * membership's books after all of it, and the Hypothesis ledger state machine at length.
 
     .venv/bin/python -m bench.reliability [--rounds 200] [--fuzz-cases 10000] [--postgres URL]
@@ -48,6 +53,7 @@ from hypothesis.stateful import run_state_machine_as_test
 
 from quanyu.config import SERVICE_NAMES
 from tests.membership.test_ledger_invariants import LedgerMachine, check_books
+from tests.reliability.abuse import every_attack, token_claims
 from tests.reliability.authz import authorisation_matrix
 from tests.reliability.canary import canary_through_every_phone_rpc
 from tests.reliability.concurrency import duplicate_orders, oversell
@@ -63,6 +69,7 @@ from tests.reliability.faults import faults_in_the_order_flow
 from tests.reliability.fuzz import fuzz_every_rpc
 from tests.reliability.outage import Cut, database_outage, deadlock_victim, postgres_cut, sqlite_cut
 from tests.reliability.shutdown import graceful_shutdown
+from tests.reliability.sizes import sizes_are_capped
 
 POSTGRES_ENV = "QUANYU_BENCH_POSTGRES_URL"
 LEDGER = "ledger invariant violations (books after faults, fuzzing, all; state machine)"
@@ -101,6 +108,8 @@ class Sizes:
     outages: int
     fuzz_cases: int
     ledger_examples: int
+    abuse_rounds: int
+    token_cases: int
 
 
 def measure(table: Table, database: str, root: Path, postgres_url: str | None, sizes: Sizes) -> None:
@@ -126,7 +135,8 @@ def measure(table: Table, database: str, root: Path, postgres_url: str | None, s
         if postgres_url:
             step("deadlock", lambda: _deadlock(table, database, d), d)
         step("fuzzing", lambda: _fuzz(table, database, d, sizes), d)
-        step("authorisation", lambda: _authz(table, database, d), d)
+        step("sizes", lambda: _sizes(table, database, d), d)
+        step("authorisation", lambda: _authz(table, database, d, sizes), d)
         step("canary", lambda: _canary(table, database, d), d)
         step("membership's books", lambda: _books(table, database, d), d)
     if postgres_url:
@@ -264,17 +274,53 @@ def _fuzz(table: Table, database: str, d: Deployment, sizes: Sizes) -> None:
     table.notes += [f"{database}: {p}" for p in f.problems[:5]]
 
 
-def _authz(table: Table, database: str, d: Deployment) -> None:
-    f = authorisation_matrix(d)
-    table.put("authz-cells", "authorisation cells checked", None, database, f.cells)
-    table.put("authz-leaks", "  leaks", 0, database, f.leaks)
-    table.put("authz-over", "  roles refused that the protos admit", 0, database, f.over_refused)
+def _sizes(table: Table, database: str, d: Deployment) -> None:
+    f = sizes_are_capped(d)
+    table.put(
+        "sizes",
+        f"request fields past their cap not refused by name, or caps undocumented ({f.fields} fields)",
+        0,
+        database,
+        f.unenforced + f.undocumented,
+    )
     table.notes += [f"{database}: {p}" for p in f.problems[:5]]
+
+
+def _authz(table: Table, database: str, d: Deployment, sizes: Sizes) -> None:
+    matrix = authorisation_matrix(d)
+    attacks = every_attack(d, rounds=sizes.abuse_rounds)
+    claims_failed = token_claims(d, attacks, cases=sizes.token_cases)
+    table.put(
+        "authz-cells",
+        f"authorisation cells checked (every RPC x role x own/other store's/other channel's/nobody's), "
+        f"and attacks replayed ({sizes.abuse_rounds} rounds, {sizes.token_cases} forged-claim tokens)",
+        None,
+        database,
+        f"{matrix.cells}+{attacks.attacks}",
+    )
+    table.put("authz-leaks", "  leaks", 0, database, matrix.leaks + attacks.leaks + claims_failed)
+    table.put("authz-over", "  own objects or admitted roles refused", 0, database, matrix.over_refused)
+    table.put(
+        "authz-spent",
+        "  value spent without the member (points and coupon fen)",
+        0,
+        database,
+        attacks.value_spent_without_member,
+    )
+    table.put(
+        "authz-minted",
+        "  points minted by amounts over the caps",
+        0,
+        database,
+        attacks.points_minted_over_caps,
+    )
+    table.notes += [f"{database}: {p}" for p in (matrix.problems + attacks.problems)[:8]]
 
 
 def _canary(table: Table, database: str, d: Deployment) -> None:
     f = canary_through_every_phone_rpc(d)
     table.put("canary", f"canary sightings in logs and databases ({f.calls} calls)", 0, database, f.sightings)
+    table.put("canary-recoverable", "  phones recoverable from what is stored", 0, database, f.recoverable)
     table.notes += [f"{database}: {p}" for p in f.problems[:5]]
 
 
@@ -343,6 +389,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--ledger-examples", type=int, default=100, help="state machine examples (default 100)"
     )
+    parser.add_argument("--abuse-rounds", type=int, default=5, help="rounds of every attack (default 5)")
+    parser.add_argument("--token-cases", type=int, default=2_000, help="forged-claim tokens (default 2000)")
     parser.add_argument(
         "--postgres",
         default=os.environ.get(POSTGRES_ENV) or None,
@@ -357,6 +405,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         outages=args.outages,
         fuzz_cases=args.fuzz_cases,
         ledger_examples=args.ledger_examples,
+        abuse_rounds=args.abuse_rounds,
+        token_cases=args.token_cases,
     )
     if min(vars(args)[k] for k in ("rounds", "fuzz_cases", "duplicate_rounds", "oversell_rounds")) < 1:
         parser.error("every size must be positive")

@@ -66,6 +66,8 @@ class Funnel:
 
 
 DEFAULT_MEMBER_CODE_TTL = timedelta(minutes=2)
+# What a code is checked against when the member named does not exist: no code is ever its.
+_NO_MEMBER = "\x00no member"
 
 
 class Customers(Protocol):
@@ -260,6 +262,9 @@ class MembershipService:
         at keeps it). Every failure is one answer."""
         if len(code) > MAX_MEMBER_CODE_LENGTH:
             raise InvalidArgument("member_code", f"must be at most {MAX_MEMBER_CODE_LENGTH} characters")
+        if principal.role is Role.CHANNEL:
+            # A code is for the till it is shown at; a channel acts for its own customers instead.
+            raise invalid_member_code()
         codes, repo = MemberCodeRepository(connection), MemberRepository(connection)
         key = _code_hash(code)
         found = codes.get(key)
@@ -592,7 +597,9 @@ class MembershipService:
         position = self._pages.decode(token, query={"member": member_id}, caller=caller)
         if member_code:
             self._db.run(
-                lambda c: self._admit(c, principal, member_code, self._root(MemberRepository(c), member_id))
+                lambda c: self._admit(
+                    c, principal, member_code, MemberRepository(c).root_of(member_id) or _NO_MEMBER
+                )
             )
         else:
             self.get_member(principal, member_id=member_id)
@@ -1010,12 +1017,13 @@ class MembershipService:
     ) -> None:
         """Spending needs the member: their code (a till's only way, checked for this member and
         store), or a channel acting for its own customer; ops and services act for the chain.
-        A member the caller does not reach is answered as one that does not exist."""
+        A member the caller does not reach is answered as one that does not exist, and a code
+        for a member who does not exist as any other code not valid here."""
         repo = MemberRepository(connection)
-        root = self._root(repo, member_id)
         if member_code:
-            self._admit(connection, principal, member_code, root)
+            self._admit(connection, principal, member_code, repo.root_of(member_id) or _NO_MEMBER)
             return
+        root = self._root(repo, member_id)
         if not self._sees(principal, self._load(repo, root)):
             raise NotFound("member", member_id)
 

@@ -250,6 +250,12 @@ class Downstream:
         return bool(answer.open)
 
 
+def as_answered_by(service: str, error: QuanyuError) -> QuanyuError:
+    """`error` as it reads when `service` gave it and orders passed it on (see translate): a
+    refusal orders makes on another service's behalf must read the same as that service's own."""
+    return error_for(error.code, f"{service}: {error.message}", reason=error.reason, metadata=error.metadata)
+
+
 def translate(service: str, error: grpc.RpcError) -> QuanyuError:
     code = error.code()
     info = error_info(error)

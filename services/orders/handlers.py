@@ -39,7 +39,7 @@ from services.orders.domain import (
     check_caller,
     points_to_spend,
 )
-from services.orders.downstream import Downstream, MemberInfo, Placement
+from services.orders.downstream import Downstream, MemberInfo, Placement, as_answered_by
 from services.orders.repository import OrderRepository, StatusChange
 from services.orders.storage import outbox
 
@@ -117,8 +117,9 @@ class OrdersService:
         in_store = kind is FulfilmentType.IN_STORE
         customer = self._downstream.resolve_customer(request.customer)
         if principal.role is Role.CHANNEL and principal.channel not in customer.channels:
-            # A customer known only through other channels is not this channel's to order for.
-            raise NotFound("customer", request.customer.customer_id)
+            # A customer known only through other channels is not this channel's to order for:
+            # answered as identity answers an id it does not know.
+            raise as_answered_by("identity", NotFound("customer", request.customer.customer_id))
         # Paying at the till makes a member, with that store and guide as home; a guide named on
         # an online order is checked too (membership knows the guides and their stores).
         member = self._downstream.enroll(

@@ -1,10 +1,13 @@
 """Identity's rules on their own: no gRPC, no database."""
 
+from datetime import UTC, datetime
+
 import pytest
 
-from quanyu.errors import InvalidArgument
+from quanyu.auth import Principal, Role
+from quanyu.errors import InvalidArgument, PermissionDenied
 from quanyu.phones import Phone
-from services.identity.domain import ChannelAccount, PhoneHasher, ResolveRequest, check_merge
+from services.identity.domain import ChannelAccount, Customer, PhoneHasher, Reach, ResolveRequest, check_merge
 
 
 @pytest.mark.parametrize("raw", ["+86 138-0013-8000", "13800138000", "8613800138000", "008613800138000"])
@@ -73,3 +76,40 @@ def test_a_merge_names_both_customers() -> None:
     with pytest.raises(InvalidArgument) as caught:
         check_merge("", "")
     assert {v.field for v in caught.value.violations} == {"survivor_customer_id", "merged_customer_id"}
+
+
+# --- who reaches which customer ----------------------------------------------------------------
+
+
+def _customer(*accounts: tuple[str, str]) -> Customer:
+    return Customer(
+        "cus_1", "Li", "138****8000", datetime(2026, 1, 1, tzinfo=UTC), [ChannelAccount(*a) for a in accounts]
+    )
+
+
+def test_a_channel_acts_for_customers_holding_its_account_and_sees_only_those_accounts() -> None:
+    reach = Reach.of(Principal(Role.CHANNEL, "tmall", channel="CHANNEL_TMALL"))
+    both = _customer(("CHANNEL_TMALL", "buyer-1"), ("CHANNEL_WECHAT_MINI_PROGRAM", "openid-1"))
+    assert reach.acts_for(both)
+    assert reach.view(both).accounts == [ChannelAccount("CHANNEL_TMALL", "buyer-1")]
+    assert not reach.acts_for(_customer(("CHANNEL_WECHAT_MINI_PROGRAM", "openid-1")))
+    with pytest.raises(PermissionDenied) as refused:
+        reach.require_own(ChannelAccount("CHANNEL_WECHAT_MINI_PROGRAM", "openid-2"))
+    assert refused.value.reason == "OTHER_CHANNEL"
+
+
+def test_a_till_serves_any_customer_but_names_and_sees_till_accounts_only() -> None:
+    reach = Reach.of(Principal(Role.STORE, "till-1", store_id="SH-001"))
+    customer = _customer(("CHANNEL_STORE_POS", "card-9"), ("CHANNEL_TMALL", "buyer-1"))
+    assert reach.acts_for(_customer(("CHANNEL_TMALL", "buyer-1")))
+    assert reach.view(customer).accounts == [ChannelAccount("CHANNEL_STORE_POS", "card-9")]
+    with pytest.raises(PermissionDenied):
+        reach.require_own(ChannelAccount("CHANNEL_TMALL", "buyer-2"))
+
+
+def test_the_platform_reaches_every_customer_and_account() -> None:
+    customer = _customer(("CHANNEL_STORE_POS", "card-9"), ("CHANNEL_TMALL", "buyer-1"))
+    for principal in (Principal(Role.OPS, "ops"), Principal(Role.SERVICE, "orders")):
+        reach = Reach.of(principal)
+        assert reach.acts_for(customer)
+        assert reach.view(customer) == customer

@@ -8,10 +8,12 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from quanyu.errors import InvalidArgument
+from quanyu.auth import Principal, Role
+from quanyu.errors import InvalidArgument, PermissionDenied
 from services.membership.config import MembershipSettings
 from services.membership.domain import (
     Lot,
+    MemberCode,
     Programme,
     RedemptionWindow,
     Stage,
@@ -21,6 +23,8 @@ from services.membership.domain import (
     claw_back,
     conversion_rates,
     draw_oldest_first,
+    require_code_to_spend,
+    sees,
     stage_after_event,
     stage_after_purchase,
 )
@@ -428,3 +432,62 @@ def test_every_bad_tag_is_reported_at_once() -> None:
     with pytest.raises(InvalidArgument) as caught:
         TagChange.checked(["", "z" * 65], ["a" * 70])
     assert [v.field for v in caught.value.violations] == ["add_tags[0]", "add_tags[1]", "remove_tags[0]"]
+
+
+# --- caps --------------------------------------------------------------------------------------
+
+
+def test_an_earn_credits_no_more_than_the_caps_of_one_earn_and_of_the_members_day() -> None:
+    capped = Programme(max_points_per_earn=500, max_points_per_member_day=1_200)
+    assert capped.earnable(300, earned_today=0) == 300
+    assert capped.earnable(9_000, earned_today=0) == 500
+    assert capped.earnable(400, earned_today=1_000) == 200  # what is left of the day
+    assert capped.earnable(400, earned_today=1_200) == 0
+    assert capped.earnable(400, earned_today=5_000) == 0  # never below nothing
+
+
+def test_a_members_day_starts_at_midnight_in_the_programmes_time_zone() -> None:
+    # 23:30 UTC on 9 March is 07:30 on 10 March in Shanghai: that day started 16:00 UTC on the 9th.
+    start = DEFAULT.day_start(datetime(2026, 3, 9, 23, 30, tzinfo=UTC))
+    assert start.astimezone(UTC) == datetime(2026, 3, 9, 16, 0, tzinfo=UTC)
+
+
+# --- who reaches a member ----------------------------------------------------------------------
+
+TILL_A = Principal(Role.STORE, "till-1", store_id="A")
+MINI = Principal(Role.CHANNEL, "mini", channel="CHANNEL_WECHAT_MINI_PROGRAM")
+
+
+def test_a_store_sees_its_own_members_a_channel_its_customers_and_the_platform_everyone() -> None:
+    def never() -> bool:
+        raise AssertionError("only a channel's caller needs identity's answer")
+
+    assert sees(TILL_A, "A", holds_channel_account=never)
+    assert not sees(TILL_A, "B", holds_channel_account=never)
+    assert not sees(TILL_A, "", holds_channel_account=never)  # a member of no store is no store's
+    assert sees(MINI, "B", holds_channel_account=lambda: True)
+    assert not sees(MINI, "A", holds_channel_account=lambda: False)
+    for platform in (Principal(Role.OPS, "ops"), Principal(Role.SERVICE, "orders")):
+        assert sees(platform, "", holds_channel_account=never)
+
+
+def test_a_till_spends_only_with_the_members_code_and_nobody_else_needs_one() -> None:
+    with pytest.raises(PermissionDenied) as refused:
+        require_code_to_spend(TILL_A, "")
+    assert refused.value.reason == "MEMBER_CODE_REQUIRED"
+    require_code_to_spend(TILL_A, "123456789012345678")
+    require_code_to_spend(MINI, "")
+    require_code_to_spend(Principal(Role.SERVICE, "orders"), "")
+
+
+def test_a_member_code_admits_its_member_until_it_expires_at_the_store_it_was_first_shown() -> None:
+    expires = TUESDAY_NOON + timedelta(minutes=2)
+    fresh = MemberCode("mem_1", expires, store_id="")
+    shown_at_a = MemberCode("mem_1", expires, store_id="A")
+    before = TUESDAY_NOON
+    assert fresh.admits("mem_1", "mem_1", "A", before)
+    assert shown_at_a.admits("mem_1", "mem_1", "A", before)
+    assert not shown_at_a.admits("mem_1", "mem_1", "B", before)  # shown at A first
+    assert not fresh.admits("mem_2", "mem_1", "A", before)  # another member's code
+    assert not fresh.admits("mem_1", "mem_1", "A", expires)  # expired
+    assert not fresh.admits("mem_1", None, "A", before)  # its member is gone

@@ -13,17 +13,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from quanyu.errors import FailedPrecondition, InvalidArgument
+from quanyu.auth import Principal, Role
+from quanyu.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from services.orders.domain import (
     MAX_ID_LENGTH,
     Action,
     CustomerRef,
     FulfilmentType,
+    Limits,
     Line,
     OrderRequest,
     OrderStateMachine,
     Price,
     Status,
+    check_caller,
     check_request,
     points_to_spend,
 )
@@ -338,3 +341,98 @@ def test_the_order_id_follows_from_the_callers_request_id_alone() -> None:
     assert a_request(owner="store:SH-001").order_id() != one
     assert re.fullmatch(r"ord_[0-9a-f]{32}", one)
     assert len(one) <= MAX_ID_LENGTH  # every RPC accepts it back as an order id
+
+
+# --- bounds and callers ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "field"),
+    [
+        (Line("tea", 1, 2**53 - 1), "lines[0].unit_price_cents"),
+        (Line("tea", 1, 10_000_001), "lines[0].unit_price_cents"),
+        (Line("tea", 10_000, 1), "lines[0].quantity"),
+        (Line("tea", 9_999, 9_999), "lines[0]"),  # each within bounds, together ¥999,800
+    ],
+)
+def test_a_price_no_shop_charges_is_refused_naming_what_is_out_of_bounds(line: Line, field: str) -> None:
+    assert field in problems(a_request(lines=(line,)))
+
+
+def test_an_order_over_its_bound_is_refused_though_each_line_is_within_its_own() -> None:
+    lines = tuple(Line(f"sku-{n}", 1, 4_000_000) for n in range(3))  # ¥120,000 in all
+    assert problems(a_request(lines=lines)) == ["lines"]
+    assert problems(a_request(lines=lines[:2])) == []
+    assert "points_to_redeem" in problems(a_request(points_to_redeem=2**62))
+
+
+def test_the_bounds_are_the_deployments_to_set() -> None:
+    tight = Limits(max_unit_price_cents=100, max_quantity=2, max_line_cents=150, max_order_cents=200)
+    request = a_request(lines=(Line("a", 1, 100), Line("b", 2, 75)))
+    assert problems(request) == []
+    with pytest.raises(InvalidArgument) as caught:
+        check_request(
+            a_request(lines=(Line("a", 3, 100),)), channel_known=True, type_known=True, limits=tight
+        )
+    assert [v.field for v in caught.value.violations] == ["lines[0].quantity", "lines[0]"]
+
+
+TILL = Principal(Role.STORE, "till-1", store_id="S1")
+MINI = Principal(Role.CHANNEL, "mini", channel="CHANNEL_WECHAT_MINI_PROGRAM")
+
+
+def sale(**changes: Any) -> OrderRequest:
+    return a_request(
+        **{
+            "owner": "store:S1",
+            "customer": CustomerRef(phone="13912345678"),
+            "channel": "CHANNEL_STORE_POS",
+            "fulfilment_type": FulfilmentType.IN_STORE,
+            "origin_store_id": "S1",
+            **changes,
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("principal", "request_", "reason"),
+    [
+        (TILL, sale(origin_store_id="S2"), "OTHER_STORE"),
+        (TILL, sale(fulfilment_type=FulfilmentType.DELIVERY), "OTHER_STORE"),
+        (TILL, sale(channel="CHANNEL_TMALL"), "OTHER_CHANNEL"),
+        (
+            TILL,
+            sale(customer=CustomerRef(account_channel="CHANNEL_TMALL", account_external_id="b")),
+            "OTHER_CHANNEL",
+        ),
+        (TILL, sale(points_to_redeem=100), "MEMBER_CODE_REQUIRED"),
+        (TILL, sale(coupon_code="CPN"), "MEMBER_CODE_REQUIRED"),
+        (MINI, a_request(channel="CHANNEL_APP"), "OTHER_CHANNEL"),
+        (
+            MINI,
+            a_request(customer=CustomerRef(account_channel="CHANNEL_APP", account_external_id="u")),
+            "OTHER_CHANNEL",
+        ),
+        (
+            MINI,
+            sale(channel="CHANNEL_WECHAT_MINI_PROGRAM", customer=CustomerRef(customer_id="c")),
+            "IN_STORE_AT_TILL_ONLY",
+        ),
+    ],
+)
+def test_a_caller_places_only_what_is_its_own_to_place(
+    principal: Principal, request_: OrderRequest, reason: str
+) -> None:
+    with pytest.raises(PermissionDenied) as refused:
+        check_caller(principal, request_)
+    assert refused.value.reason == reason
+
+
+def test_a_channel_names_its_customer_by_its_own_account_or_an_id_never_by_phone_alone() -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        check_caller(MINI, a_request(customer=CustomerRef(phone="13912345678")))
+    assert [v.field for v in refused.value.violations] == ["account"]
+    check_caller(MINI, a_request())
+    check_caller(MINI, a_request(customer=CustomerRef(customer_id="cus_1")))
+    check_caller(TILL, sale(points_to_redeem=100, member_code="123456789012345678"))
+    check_caller(Principal(Role.OPS, "ops"), sale(origin_store_id="S9", points_to_redeem=10))

@@ -3,6 +3,7 @@ back as stored, and its status moved only from where the caller saw it."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -120,3 +121,27 @@ def test_a_misspelt_field_is_refused_rather_than_left_out(database: Database) ->
     with database.snapshot() as connection:
         order = read(connection)
     assert (order.points_earned, order.status) == (120, Status.ASSIGNED)
+
+
+def test_reports_sum_money_exactly_however_large_the_total(database: Database) -> None:
+    """SQLite's SUM fails past 2^63; what a report adds up is summed in halves that cannot."""
+    with database.transaction() as connection:
+        repo = OrderRepository(connection)
+        first = read(connection)
+        for n in range(3):
+            huge = dataclasses.replace(
+                first,
+                order_id=f"ord-huge-{n}",
+                request_id=f"req-huge-{n}",
+                origin_store_id="SH-001",
+                guide_id="guide-1",
+                status=Status.COMPLETED,
+                price=Price(2**62 + n, 0, 0),
+            )
+            repo.insert(huge, f"fingerprint-huge-{n}", owner="", actor="system")
+    with database.snapshot() as connection:
+        repo = OrderRepository(connection)
+        store = repo.store_report("SH-001", PLACED - timedelta(days=1), PLACED + timedelta(days=1))
+        guide = repo.guide_report("guide-1", PLACED - timedelta(days=1), PLACED + timedelta(days=1), "")
+    assert store["revenue"] == guide["revenue"] == 3 * 2**62 + 3
+    assert (store["fulfilled"], guide["orders"]) == (3, 3)

@@ -3,6 +3,7 @@ graceful shutdown, exercised through a real server on a free port."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -10,12 +11,14 @@ from typing import Any
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
 from sqlalchemy.exc import OperationalError
 
 from quanyu.auth import Role
-from quanyu.clients import error_reason, service_channel
-from quanyu.config import Settings
+from quanyu.clients import error_reason, field_violations, service_channel
+from quanyu.config import RateConfig, Settings
 from quanyu.errors import FailedPrecondition
 from quanyu.identity.v1 import identity_pb2, identity_pb2_grpc
 from quanyu.server import REQUEST_ID_HEADER, RunningServer, ServiceApp, rpc_policy, start_server
@@ -201,3 +204,71 @@ def test_service_calls_carry_a_token_the_request_id_and_retry_only_unavailable(
     assert len(seen) == 3
     assert all(m["authorization"].startswith("Bearer ") for m in seen)
     assert len({m[REQUEST_ID_HEADER] for m in seen}) == 1
+
+
+def test_bytes_that_are_no_message_of_the_method_are_invalid_argument_once_the_caller_is_known(
+    serve: Any, token: TokenFactory
+) -> None:
+    reached: list[object] = []
+
+    def get(request: identity_pb2.GetCustomerRequest, context: Any) -> identity_pb2.GetCustomerResponse:
+        reached.append(request)
+        return identity_pb2.GetCustomerResponse()
+
+    def register(server: grpc.Server) -> None:
+        handler = grpc.unary_unary_rpc_method_handler(
+            get,
+            request_deserializer=identity_pb2.GetCustomerRequest.FromString,
+            response_serializer=identity_pb2.GetCustomerResponse.SerializeToString,
+        )
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(PROBE, {"Get": handler}),))
+
+    app = ServiceApp("identity", [PROBE], register, {f"/{PROBE}/Get": frozenset(Role)})
+    _, channel = serve(app)
+    raw = channel.unary_unary(f"/{PROBE}/Get")
+    with pytest.raises(grpc.RpcError) as caught:
+        raw(b"\xff\xff\xff\xff\x0f", metadata=bearer(token(Role.OPS)))
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert [name for name, _ in field_violations(caught.value)] == ["request"]
+    with pytest.raises(grpc.RpcError) as anonymous:
+        raw(b"\xff\xff\xff\xff\x0f")
+    assert anonymous.value.code() is grpc.StatusCode.UNAUTHENTICATED  # strangers learn nothing more
+    assert reached == []
+
+
+def test_a_caller_over_its_quota_is_resource_exhausted_with_when_to_retry_and_others_are_not(
+    settings: Settings, serve: Any, token: TokenFactory
+) -> None:
+    settings.call_quota.store = RateConfig(per_second=0.1, burst=2)
+    _, channel = serve(probe_app({"Echo": lambda request, context: request}, frozenset(Role)))
+    till = token(Role.STORE, store_id="A", subject="till-1")
+    call(channel, "Echo", till)
+    call(channel, "Echo", till)
+    with pytest.raises(grpc.RpcError) as caught:
+        call(channel, "Echo", till)
+    assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert error_reason(caught.value) == "QUOTA_EXCEEDED"
+    status = rpc_status.from_call(caught.value)
+    assert status is not None
+    delays = [d for d in status.details if d.Is(error_details_pb2.RetryInfo.DESCRIPTOR)]
+    assert len(delays) == 1
+    info = error_details_pb2.RetryInfo()
+    delays[0].Unpack(info)
+    assert 0 < info.retry_delay.ToTimedelta().total_seconds() <= 10
+    # Another till of the store, and ops, have quotas of their own.
+    call(channel, "Echo", token(Role.STORE, store_id="A", subject="till-2"))
+    call(channel, "Echo", token(Role.OPS))
+
+
+def test_a_statement_sqlite_calls_an_error_is_a_bug_not_a_reason_to_retry(
+    serve: Any, token: TokenFactory
+) -> None:
+    def too_many_variables(request: bytes, context: Any) -> bytes:
+        error = sqlite3.OperationalError("too many SQL variables")
+        error.sqlite_errorcode = sqlite3.SQLITE_ERROR
+        raise OperationalError("SELECT ?", {}, error)
+
+    _, channel = serve(probe_app({"Query": too_many_variables}, frozenset(Role)))
+    with pytest.raises(grpc.RpcError) as caught:
+        call(channel, "Query", token(Role.OPS))
+    assert caught.value.code() is grpc.StatusCode.INTERNAL

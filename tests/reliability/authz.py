@@ -3,10 +3,14 @@
 * Every RPC of every service, called with no token, an expired one, one signed with another key,
   a malformed one, and a token of each role: the first four are UNAUTHENTICATED everywhere, and a
   role is PERMISSION_DENIED exactly where the RPC's "Roles:" comment in the protos leaves it out.
-* A store terminal (store A) aimed at store B's orders, stock, members, queue, reports and till,
-  and a channel (the mini-program) aimed at the app's orders: refused with PERMISSION_DENIED
-  where the protos bind the caller to its own store or channel, and in every case the very same
-  answer as for an object that does not exist, so a caller learns nothing of what is not its own.
+* The object matrix: every RPC (and every way of calling it: by account or phone, with or without
+  the member's code), as each role, on an object of each owner: the caller's own, another
+  store's, another channel's customer's, and nobody's. A store's own objects are store A's, a
+  channel's those of mini-program customers; another store's belong to store B and mini-program
+  customers, another channel's customer's to store A and app-only customers. Each cell must give
+  what the protos document: the role refused where the protos leave it out; the object acted on
+  where it is the caller's own (and the answer showing no other channel's accounts); and where it
+  is not, the very same answer as for nobody's object, so a caller learns nothing of it.
 * Page tokens: a next_page_token handed to one caller is refused (INVALID_ARGUMENT) when another
   caller presents it, or when its caller asks another query with it.
 
@@ -18,26 +22,29 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import grpc
 from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from quanyu.auth import Principal, Role, TokenCodec
 from quanyu.common.v1 import common_pb2
 from quanyu.fulfilment.v1 import fulfilment_pb2
+from quanyu.identity.v1 import identity_pb2
 from quanyu.membership.v1 import membership_pb2
 from quanyu.orders.v1 import orders_pb2
 from tests.orders.platform import Metadata
 from tests.processes import poll
 from tests.reliability.deployment import Deployment
 from tests.reliability.fuzz import SERVICES
-from tests.reliability.world import Outcome, World, attempt
+from tests.reliability.world import SERVER_ERRORS, Outcome, World, attempt
 
 PROTOS = Path(__file__).resolve().parents[2] / "protos"
 DEADLINE = 20.0
@@ -50,7 +57,7 @@ UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
 class AuthzFigures:
     cells: int = 0
     leaks: int = 0  # a refusal the architecture calls for that did not come, or a foreign object told apart
-    over_refused: int = 0  # a role the protos admit, refused for its role
+    over_refused: int = 0  # a role the protos admit refused for its role, or an own object refused
     problems: list[str] = field(default_factory=list)
 
     def leak(self, what: str) -> None:
@@ -63,7 +70,7 @@ def authorisation_matrix(d: Deployment) -> AuthzFigures:
     w = World(d)
     _every_rpc_and_caller(d, w, figures)
     scene = _Scene.set_up(d, w)
-    _foreign_objects(d, scene, figures)
+    _object_matrix(d, scene, figures)
     _page_tokens(d, scene, figures)
     return figures
 
@@ -181,284 +188,835 @@ def _call(
     return attempt(lambda: bytes(call(request, metadata=metadata, timeout=DEADLINE)))
 
 
-# --- another store's and another channel's objects -------------------------------------------------
+# --- the object matrix: every RPC, every role, an object of each owner ----------------------------
+
+OWN, OTHER_STORE, OTHER_CHANNEL, NOBODY = "own", "another store's", "another channel's customer's", "nobody's"
+KINDS = (NOBODY, OWN, OTHER_STORE, OTHER_CHANNEL)
+APP_CHANNEL = "CHANNEL_APP"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One object of each kind a call can name, all of one owner: a customer, their account and
+    phone, their member with a coupon and a ledger entry, an order of theirs, a store and a guide."""
+
+    customer_id: str
+    account: common_pb2.ChannelAccount
+    phone: str
+    member_id: str
+    coupon: str
+    source_id: str
+    order_id: str
+    store_id: str
+    guide_id: str
 
 
 @dataclass
 class _Scene:
-    """Store B's orders, stock, members, queue and till, with store A and a channel looking on."""
+    """Store A (the till calling) and store B; the mini-program (the channel calling) and the
+    app. The caller's own objects belong to store A and to mini-program customers; another
+    store's to B and mini-program customers; another channel's customer's to A and app-only
+    customers; nobody's do not exist."""
 
+    d: Deployment
     w: World
+    sku: str
     store_a: str
     store_b: str
-    sku: str
-    order_b: orders_pb2.Order  # a delivery order through the app, fulfilled by B
-    till_b: orders_pb2.Order  # an in-store order at B's till
-    member_b: membership_pb2.Member  # a member whose home store is B
-    coupon_b: str
+    guide_a: str
     guide_b: str
+    targets: dict[str, Target]
     as_a: Metadata
     as_b: Metadata
     mini: Metadata
+    member_b: membership_pb2.Member  # a member of B with entries to page through
+    till_b: orders_pb2.Order  # a sale at B's till
 
     @classmethod
     def set_up(cls, d: Deployment, w: World) -> _Scene:
         sku = w.name("authz")
-        store_a = w.store("A", 3_000, {})
-        store_b = w.store("B", 0, {sku: 100})
-        guide_b = w.name("guide-B")
-        order_b = d.orders.CreateOrder(
-            w.delivery(w.name("order-b"), w.name("buyer"), {sku: 1}), metadata=w.app
-        ).order
-        as_b = w.store_token(store_b)
-        tills = []
-        for n in range(2):
-            till = w.in_store(
-                w.name(f"till-{n}"), store_b, f"1390000{uuid.uuid4().int % 10_000:04d}", {sku: 1}
-            )
-            till.guide_id = guide_b
-            tills.append(d.orders.CreateOrder(till, metadata=as_b).order)
-        member_b = d.membership.GetMember(
-            membership_pb2.GetMemberRequest(member_id=tills[0].member_id), metadata=w.ops
-        ).member
-        for n in range(2):
-            d.membership.EarnPoints(
-                membership_pb2.EarnPointsRequest(
-                    member_id=member_b.member_id,
-                    source_id=w.name(f"seed-{n}"),
-                    spend_cents=50_000,
-                    store_id=store_b,
-                ),
-                metadata=w.service,
-            )
-        return cls(
+        store_a = w.store("A", 0, {sku: 500})
+        store_b = w.store("B", 2_500, {sku: 500})
+        guide_a, guide_b = w.guide(store_a), w.guide(store_b)
+        scene = cls(
+            d=d,
             w=w,
+            sku=sku,
             store_a=store_a,
             store_b=store_b,
-            sku=sku,
-            order_b=order_b,
-            till_b=tills[0],
-            member_b=member_b,
-            coupon_b=w.coupon(member_b.member_id, 100),
+            guide_a=guide_a,
             guide_b=guide_b,
+            targets={},
             as_a=w.store_token(store_a),
-            as_b=as_b,
+            as_b=w.store_token(store_b),
             mini=d.token(Role.CHANNEL, channel=MINI, subject=w.name("mini")),
+            member_b=membership_pb2.Member(),
+            till_b=orders_pb2.Order(),
         )
+        scene.targets = {
+            OWN: scene.target(MINI, store_a, guide_a, 0),
+            OTHER_STORE: scene.target(MINI, store_b, guide_b, 2_500),
+            OTHER_CHANNEL: scene.target(APP_CHANNEL, store_a, guide_a, 0),
+            NOBODY: Target(
+                customer_id=f"cus_{uuid.uuid4().hex}",
+                account=common_pb2.ChannelAccount(
+                    channel=common_pb2.CHANNEL_WECHAT_MINI_PROGRAM, external_id=w.name("nobody")
+                ),
+                phone=f"136{uuid.uuid4().int % 10**8:08d}",
+                member_id=f"mem_{uuid.uuid4().hex}",
+                coupon=uuid.uuid4().hex[:12].upper(),
+                source_id=w.name("nobody-source"),
+                order_id=f"ord_{uuid.uuid4().hex}",
+                store_id=w.name("nowhere"),
+                guide_id=w.name("no-guide"),
+            ),
+        }
+        scene.member_b = d.membership.GetMember(
+            membership_pb2.GetMemberRequest(member_id=scene.targets[OTHER_STORE].member_id), metadata=w.ops
+        ).member
+        scene.till_b = d.orders.CreateOrder(
+            w.in_store(w.name("till-b"), store_b, f"135{uuid.uuid4().int % 10**8:08d}", {sku: 1}),
+            metadata=scene.as_b,
+        ).order
+        return scene
+
+    def target(self, channel: str, store_id: str, guide_id: str, north_m: float) -> Target:
+        """A customer of `channel` whose member's home is `store_id`, with points spent, a coupon and
+        an order through their channel that `store_id` fulfils."""
+        w, d = self.w, self.d
+        external = w.name(f"{channel.lower()}-{uuid.uuid4().hex[:6]}")
+        phone = f"138{uuid.uuid4().int % 10**8:08d}"
+        customer_id = w.customer(channel, external, phone)
+        member = d.membership.Enroll(
+            membership_pb2.EnrollRequest(
+                customer_id=customer_id,
+                home_store_id=store_id,
+                guide_id=guide_id,
+                channel=common_pb2.Channel.Value(channel),
+            ),
+            metadata=w.service,
+        ).member
+        w.earn(member.member_id, 50_000)
+        source_id = w.name(f"spent-{uuid.uuid4().hex[:6]}")
+        d.membership.RedeemPoints(
+            membership_pb2.RedeemPointsRequest(member_id=member.member_id, points=10, source_id=source_id),
+            metadata=w.service,
+        )
+        return Target(
+            customer_id=customer_id,
+            account=common_pb2.ChannelAccount(
+                channel=common_pb2.Channel.Value(channel), external_id=external
+            ),
+            phone=phone,
+            member_id=member.member_id,
+            coupon=w.coupon(member.member_id, 100),
+            source_id=source_id,
+            order_id=self.order(channel, customer_id, north_m),
+            store_id=store_id,
+            guide_id=guide_id,
+        )
+
+    def order(self, channel: str, customer_id: str, north_m: float) -> str:
+        """An order through `channel` for the customer, to the store `north_m` metres north."""
+        request = orders_pb2.CreateOrderRequest(
+            request_id=self.w.name(f"authz-{uuid.uuid4().hex[:8]}"),
+            customer_id=customer_id,
+            channel=common_pb2.Channel.Value(channel),
+            fulfilment_type=common_pb2.FULFILMENT_TYPE_DELIVERY,
+            lines=[common_pb2.Line(sku=self.sku, quantity=1, unit_price_cents=2_000)],
+            delivery_location=self.w.here(north_m),
+            delivery_address="8 Matrix Road",
+        )
+        order_id: str = self.d.orders.CreateOrder(request, metadata=self.w.ops).order.order_id
+        return order_id
+
+    def fresh_orders(self) -> dict[str, Target]:
+        """The targets with new orders: for calls that move an order along, each role its own."""
+        fresh = dict(self.targets)
+        for kind, north in ((OWN, 0.0), (OTHER_STORE, 2_500.0), (OTHER_CHANNEL, 0.0)):
+            t = self.targets[kind]
+            channel = common_pb2.Channel.Name(t.account.channel)
+            fresh[kind] = replace(t, order_id=self.order(channel, t.customer_id, north))
+        return fresh
+
+    def member_code(self, member_id: str) -> str:
+        return self.w.member_code(member_id)
+
+
+# What a cell must answer.
+REACH = "reaches"  # the call acts on the object: anything but the answer nobody's object gets
+AS_MISSING = "as missing"  # exactly the answer nobody's object gets, and no data
+ANY = "any answer"  # the role is admitted and the object makes no difference the matrix checks
+ALIKE = "alike"  # every object gets the same answer (e.g. an event is accepted for anyone)
 
 
 @dataclass(frozen=True)
-class _Pair:
-    """One cell: the same call made on a foreign object and on a missing one."""
-
-    what: str
-    foreign: Callable[[], object]
-    missing: Callable[[], object]
-    ids: tuple[str, str]  # the foreign and the missing id, masked before comparing
-    denied: bool = True  # the architecture refuses the foreign call outright
+class Refused:
+    code: grpc.StatusCode
+    reason: str
 
 
-def _foreign_objects(d: Deployment, s: _Scene, figures: AuthzFigures) -> None:
-    for pair in _pairs(d, s):
-        figures.cells += 1
-        foreign, missing = attempt(pair.foreign), attempt(pair.missing)
-        if pair.denied and foreign.code != DENIED:
-            figures.leak(f"{pair.what}: the foreign object answered {foreign}")
-        if _masked(foreign, pair.ids) != _masked(missing, pair.ids):
-            figures.leak(f"{pair.what}: foreign {foreign} but missing {missing}")
+Expect = str | Refused
+Call = Callable[[_Scene, Metadata, Target, Role], Any]
 
 
-def _masked(outcome: Outcome[object], ids: tuple[str, str]) -> tuple[str, str, str, bytes]:
+@dataclass(frozen=True)
+class Spec:
+    """An RPC (or one way of calling it) in the matrix: how to call it on a target, and what each
+    admitted role must get for each kind of object (the house rule unless `expect` says)."""
+
+    method: str  # full method name
+    call: Call
+    expect: Callable[[Role, str], Expect] | None = None
+    fresh_orders: bool = False  # the call moves an order along: each role gets orders of its own
+
+
+def house_rule(role: Role, kind: str) -> Expect:
+    """A store reaches its own store's objects, a channel its own customers', ops and services
+    everything; nobody's object is missing for all."""
+    if kind == NOBODY:
+        return AS_MISSING
+    if role is Role.STORE:
+        return REACH if kind in (OWN, OTHER_CHANNEL) else AS_MISSING
+    if role is Role.CHANNEL:
+        return REACH if kind in (OWN, OTHER_STORE) else AS_MISSING
+    return REACH
+
+
+def store_reaches_all(role: Role, kind: str) -> Expect:
+    """The till serves every customer of the chain (shown their till accounts only)."""
+    if role is Role.STORE:
+        return AS_MISSING if kind == NOBODY else REACH
+    return house_rule(role, kind)
+
+
+def public(role: Role, kind: str) -> Expect:
+    return AS_MISSING if kind == NOBODY else REACH
+
+
+def code_required(role: Role, kind: str) -> Expect:
+    """Spending: a till needs the member's code, whoever's member it is."""
+    if role is Role.STORE:
+        return Refused(DENIED, "MEMBER_CODE_REQUIRED")
+    return house_rule(role, kind)
+
+
+def with_code(role: Role, kind: str) -> Expect:
+    """With the code the member shows at this till, the till reaches any member; a code is no
+    channel's to present."""
+    if role is Role.STORE:
+        return Refused(DENIED, "MEMBER_CODE_INVALID") if kind == NOBODY else REACH
+    if role is Role.CHANNEL:
+        return Refused(DENIED, "MEMBER_CODE_INVALID")
+    return house_rule(role, kind)
+
+
+def always(expect: Expect) -> Callable[[Role, str], Expect]:
+    return lambda role, kind: expect
+
+
+def _id(t: Target) -> str:
+    return uuid.uuid4().hex[:10]
+
+
+def _specs() -> list[Spec]:
+    ident, memb, ords, fulf = (
+        "/quanyu.identity.v1.IdentityService/",
+        "/quanyu.membership.v1.MembershipService/",
+        "/quanyu.orders.v1.OrderService/",
+        "/quanyu.fulfilment.v1.FulfilmentService/",
+    )
+    i, m, o, f = identity_pb2, membership_pb2, orders_pb2, fulfilment_pb2
+
+    def own_account(s: _Scene, role: Role) -> common_pb2.ChannelAccount:
+        """An account of the caller's own to link: a till card, a mini-program openid; ops and
+        services link a JD account, which makes no customer one of the callers' here."""
+        channel = {
+            Role.STORE: common_pb2.CHANNEL_STORE_POS,
+            Role.CHANNEL: common_pb2.CHANNEL_WECHAT_MINI_PROGRAM,
+        }.get(role, common_pb2.CHANNEL_JD)
+        return common_pb2.ChannelAccount(
+            channel=channel, external_id=s.w.name(f"link-{uuid.uuid4().hex[:8]}")
+        )
+
+    def resolve(s: _Scene, meta: Metadata, t: Target, role: Role) -> Any:
+        # A till names its customer by the phone they tell it; the others by the account. Nobody's
+        # account or phone makes a new customer, so it is a new one each time.
+        if t is s.targets[NOBODY]:
+            fresh = uuid.uuid4().hex[:8]
+            t = replace(
+                t,
+                phone=f"136{uuid.uuid4().int % 10**8:08d}",
+                account=common_pb2.ChannelAccount(channel=t.account.channel, external_id=f"nobody-{fresh}"),
+            )
+        request = (
+            i.ResolveCustomerRequest(phone=t.phone)
+            if role is Role.STORE
+            else i.ResolveCustomerRequest(account=t.account)
+        )
+        return s.d.identity.ResolveCustomer(request, metadata=meta)
+
+    def resolve_expect(role: Role, kind: str) -> Expect:
+        if role is Role.CHANNEL and kind == OTHER_CHANNEL:
+            return Refused(DENIED, "OTHER_CHANNEL")
+        return ANY  # a new account or phone makes a new customer: nothing to compare it with
+
+    def create_order(s: _Scene, meta: Metadata, t: Target, role: Role) -> Any:
+        if role is Role.STORE:
+            request = s.w.in_store(s.w.name(f"sale-{uuid.uuid4().hex[:8]}"), t.store_id, t.phone, {s.sku: 1})
+        else:
+            request = orders_pb2.CreateOrderRequest(
+                request_id=s.w.name(f"order-{uuid.uuid4().hex[:8]}"),
+                customer_id=t.customer_id,
+                channel=common_pb2.CHANNEL_WECHAT_MINI_PROGRAM
+                if role is Role.CHANNEL
+                else common_pb2.CHANNEL_APP,
+                fulfilment_type=common_pb2.FULFILMENT_TYPE_PICKUP,
+                origin_store_id=s.store_a,
+                lines=[common_pb2.Line(sku=s.sku, quantity=1, unit_price_cents=1_000)],
+            )
+        return s.d.orders.CreateOrder(request, metadata=meta)
+
+    def create_expect(role: Role, kind: str) -> Expect:
+        if role is Role.STORE:
+            return REACH if kind in (OWN, OTHER_CHANNEL) else AS_MISSING  # sells at its own store only
+        return house_rule(role, kind)
+
+    def enroll_expect(role: Role, kind: str) -> Expect:
+        if role is Role.STORE and kind == OTHER_STORE:
+            return Refused(DENIED, "MEMBER_OF_ANOTHER_STORE")
+        if role in (Role.OPS, Role.SERVICE):
+            return ANY  # the platform's callers enrol any customer id they give
+        return house_rule(role, kind)
+
+    def platform_any(role: Role, kind: str) -> Expect:
+        """Stores and channels by the house rule; the platform's callers may do anything with ids
+        nobody has (ops: a guide of a store yet to open, a list of nothing)."""
+        if role in (Role.OPS, Role.SERVICE):
+            return ANY
+        return house_rule(role, kind)
+
+    def store_scoped(role: Role, kind: str) -> Expect:
+        """Named by store: a till its own store only; the platform's callers any store."""
+        if role is Role.STORE:
+            return REACH if kind in (OWN, OTHER_CHANNEL) else AS_MISSING
+        return ANY
+
+    def own_store_else_missing(role: Role, kind: str) -> Expect:
+        if role is Role.STORE:
+            return REACH if kind in (OWN, OTHER_CHANNEL) else AS_MISSING
+        return house_rule(role, kind)
+
+    return [
+        # identity
+        Spec(ident + "ResolveCustomer", resolve, resolve_expect),
+        Spec(
+            ident + "GetCustomer",
+            lambda s, meta, t, role: s.d.identity.GetCustomer(
+                i.GetCustomerRequest(customer_id=t.customer_id), metadata=meta
+            ),
+            store_reaches_all,
+        ),
+        Spec(
+            ident + "LookupCustomer",
+            lambda s, meta, t, role: s.d.identity.LookupCustomer(
+                i.LookupCustomerRequest(account=t.account), metadata=meta
+            ),
+            lambda role, kind: AS_MISSING if role is Role.STORE else house_rule(role, kind),
+        ),
+        Spec(
+            ident + "LookupCustomer#phone",
+            lambda s, meta, t, role: s.d.identity.LookupCustomer(
+                i.LookupCustomerRequest(phone=t.phone), metadata=meta
+            ),
+            store_reaches_all,
+        ),
+        Spec(
+            ident + "LinkAccount",
+            lambda s, meta, t, role: s.d.identity.LinkAccount(
+                i.LinkAccountRequest(customer_id=t.customer_id, account=own_account(s, role)), metadata=meta
+            ),
+            store_reaches_all,
+        ),
+        Spec(
+            ident + "MergeCustomers",
+            lambda s, meta, t, role: s.d.identity.MergeCustomers(
+                i.MergeCustomersRequest(
+                    survivor_customer_id=f"cus_{_id(t)}", merged_customer_id=f"cus_{_id(t)}"
+                ),
+                metadata=meta,
+            ),
+            always(ANY),
+        ),
+        Spec(
+            ident + "IssueToken",
+            lambda s, meta, t, role: s.d.identity.IssueToken(
+                i.IssueTokenRequest(role=i.ROLE_STORE, store_id=t.store_id, ttl_seconds=60), metadata=meta
+            ),
+            public,
+        ),
+        # membership
+        Spec(
+            memb + "Enroll",
+            lambda s, meta, t, role: s.d.membership.Enroll(
+                m.EnrollRequest(customer_id=t.customer_id), metadata=meta
+            ),
+            enroll_expect,
+        ),
+        Spec(
+            memb + "GetMember",
+            lambda s, meta, t, role: s.d.membership.GetMember(
+                m.GetMemberRequest(member_id=t.member_id), metadata=meta
+            ),
+        ),
+        Spec(
+            memb + "GetMember#code",
+            lambda s, meta, t, role: s.d.membership.GetMember(
+                m.GetMemberRequest(member_code=_code(s, t)), metadata=meta
+            ),
+            lambda role, kind: with_code(role, kind) if role in (Role.STORE, Role.CHANNEL) else ANY,
+        ),
+        Spec(
+            memb + "CreateMemberCode",
+            lambda s, meta, t, role: s.d.membership.CreateMemberCode(
+                m.CreateMemberCodeRequest(member_id=t.member_id), metadata=meta
+            ),
+        ),
+        Spec(
+            memb + "EarnPoints",
+            lambda s, meta, t, role: s.d.membership.EarnPoints(
+                m.EarnPointsRequest(
+                    member_id=t.member_id, source_id=s.w.name(f"earn-{_id(t)}"), spend_cents=100
+                ),
+                metadata=meta,
+            ),
+        ),
+        Spec(
+            memb + "RedeemPoints",
+            lambda s, meta, t, role: s.d.membership.RedeemPoints(
+                m.RedeemPointsRequest(member_id=t.member_id, points=1, source_id=s.w.name(f"spend-{_id(t)}")),
+                metadata=meta,
+            ),
+            code_required,
+        ),
+        Spec(
+            memb + "RedeemPoints#code",
+            lambda s, meta, t, role: s.d.membership.RedeemPoints(
+                m.RedeemPointsRequest(
+                    member_id=t.member_id,
+                    points=1,
+                    source_id=s.w.name(f"spend-{_id(t)}"),
+                    member_code=_code(s, t),
+                ),
+                metadata=meta,
+            ),
+            with_code,
+        ),
+        Spec(
+            memb + "ReversePoints",
+            lambda s, meta, t, role: s.d.membership.ReversePoints(
+                m.ReversePointsRequest(source_id=t.source_id), metadata=meta
+            ),
+            always(ANY),
+        ),
+        Spec(
+            memb + "ListLedgerEntries",
+            lambda s, meta, t, role: s.d.membership.ListLedgerEntries(
+                m.ListLedgerEntriesRequest(member_id=t.member_id), metadata=meta
+            ),
+        ),
+        Spec(
+            memb + "ListLedgerEntries#code",
+            lambda s, meta, t, role: s.d.membership.ListLedgerEntries(
+                m.ListLedgerEntriesRequest(member_id=t.member_id, member_code=_code(s, t)), metadata=meta
+            ),
+            with_code,
+        ),
+        Spec(
+            memb + "IssueCoupon",
+            lambda s, meta, t, role: s.d.membership.IssueCoupon(
+                m.IssueCouponRequest(
+                    member_id=t.member_id,
+                    discount_cents=1,
+                    expire_time=_tomorrow(),
+                    request_id=s.w.name(_id(t)),
+                ),
+                metadata=meta,
+            ),
+        ),
+        Spec(
+            memb + "RedeemCoupon",
+            lambda s, meta, t, role: s.d.membership.RedeemCoupon(
+                m.RedeemCouponRequest(
+                    code=t.coupon, member_id=t.member_id, order_id=f"ord_{_id(t)}", order_amount_cents=10_000
+                ),
+                metadata=meta,
+            ),
+            code_required,
+        ),
+        Spec(
+            memb + "RedeemCoupon#code",
+            lambda s, meta, t, role: s.d.membership.RedeemCoupon(
+                m.RedeemCouponRequest(
+                    code=t.coupon,
+                    member_id=t.member_id,
+                    order_id=f"ord_{_id(t)}",
+                    order_amount_cents=10_000,
+                    member_code=_code(s, t),
+                ),
+                metadata=meta,
+            ),
+            with_code,
+        ),
+        Spec(
+            memb + "ReleaseCoupon",
+            lambda s, meta, t, role: s.d.membership.ReleaseCoupon(
+                m.ReleaseCouponRequest(code=t.coupon, order_id=f"ord_{_id(t)}"), metadata=meta
+            ),
+        ),
+        Spec(
+            memb + "RecordEvent",
+            lambda s, meta, t, role: s.d.membership.RecordEvent(
+                m.RecordEventRequest(customer_id=t.customer_id, event_type=m.EVENT_TYPE_VIEW), metadata=meta
+            ),
+            always(ALIKE),
+        ),
+        Spec(
+            memb + "ListMembers",
+            lambda s, meta, t, role: s.d.membership.ListMembers(
+                m.ListMembersRequest(home_store_id=t.store_id), metadata=meta
+            ),
+            store_scoped,
+        ),
+        Spec(
+            memb + "UpdateTags",
+            lambda s, meta, t, role: s.d.membership.UpdateTags(
+                m.UpdateTagsRequest(member_id=t.member_id, add_tags=["matrix"]), metadata=meta
+            ),
+        ),
+        Spec(
+            memb + "GetFunnel",
+            lambda s, meta, t, role: s.d.membership.GetFunnel(
+                m.GetFunnelRequest(home_store_id=t.store_id), metadata=meta
+            ),
+            store_scoped,
+        ),
+        Spec(
+            memb + "MergeMembers",
+            lambda s, meta, t, role: s.d.membership.MergeMembers(
+                m.MergeMembersRequest(
+                    survivor_customer_id=f"cus_{_id(t)}",
+                    merged_customer_id=f"cus_{_id(t)}",
+                    request_id=_id(t),
+                ),
+                metadata=meta,
+            ),
+            always(ANY),
+        ),
+        Spec(
+            memb + "UpsertGuide",
+            lambda s, meta, t, role: s.d.membership.UpsertGuide(
+                m.UpsertGuideRequest(
+                    guide=m.Guide(guide_id=s.w.name(f"g-{_id(t)}"), store_id=t.store_id, active=True)
+                ),
+                metadata=meta,
+            ),
+            store_scoped,
+        ),
+        Spec(
+            memb + "GetGuide",
+            lambda s, meta, t, role: s.d.membership.GetGuide(
+                m.GetGuideRequest(guide_id=t.guide_id), metadata=meta
+            ),
+            own_store_else_missing,
+        ),
+        Spec(
+            memb + "ListGuides",
+            lambda s, meta, t, role: s.d.membership.ListGuides(
+                m.ListGuidesRequest(store_id=t.store_id), metadata=meta
+            ),
+            store_scoped,
+        ),
+        # orders
+        Spec(ords + "CreateOrder", create_order, create_expect),
+        Spec(
+            ords + "GetOrder",
+            lambda s, meta, t, role: s.d.orders.GetOrder(
+                o.GetOrderRequest(order_id=t.order_id), metadata=meta
+            ),
+        ),
+        Spec(
+            ords + "ListOrders",
+            lambda s, meta, t, role: s.d.orders.ListOrders(
+                o.ListOrdersRequest(store_id=t.store_id)
+                if role is Role.STORE
+                else o.ListOrdersRequest(customer_id=t.customer_id),
+                metadata=meta,
+            ),
+            lambda role, kind: store_scoped(role, kind) if role is Role.STORE else house_rule(role, kind),
+        ),
+        *[
+            Spec(ords + name, _move(name), fresh_orders=True)
+            for name in ("AcceptOrder", "RejectOrder", "MarkOrderReady", "CompleteOrder", "CancelOrder")
+        ],
+        Spec(
+            ords + "GetStoreReport",
+            lambda s, meta, t, role: s.d.orders.GetStoreReport(
+                o.GetStoreReportRequest(store_id=t.store_id), metadata=meta
+            ),
+            store_scoped,
+        ),
+        Spec(
+            ords + "GetGuideReport",
+            lambda s, meta, t, role: s.d.orders.GetGuideReport(
+                o.GetGuideReportRequest(guide_id=t.guide_id), metadata=meta
+            ),
+            own_store_else_missing,
+        ),
+        Spec(
+            ords + "GetOrderHistory",
+            lambda s, meta, t, role: s.d.orders.GetOrderHistory(
+                o.GetOrderHistoryRequest(order_id=t.order_id), metadata=meta
+            ),
+        ),
+        Spec(
+            ords + "GetOutboxStatus",
+            lambda s, meta, t, role: s.d.orders.GetOutboxStatus(o.GetOutboxStatusRequest(), metadata=meta),
+            always(ANY),
+        ),
+        # fulfilment
+        Spec(
+            fulf + "UpsertStore",
+            lambda s, meta, t, role: s.d.fulfilment.UpsertStore(
+                f.UpsertStoreRequest(
+                    store=f.Store(store_id=s.w.name(f"new-{_id(t)}"), name="New", location=s.w.here(90_000))
+                ),
+                metadata=meta,
+            ),
+            always(ANY),
+        ),
+        Spec(
+            fulf + "ImportStores",
+            lambda s, meta, t, role: s.d.fulfilment.ImportStores(f.ImportStoresRequest(), metadata=meta),
+            always(ANY),
+        ),
+        Spec(
+            fulf + "GetStore",
+            lambda s, meta, t, role: s.d.fulfilment.GetStore(
+                f.GetStoreRequest(store_id=t.store_id), metadata=meta
+            ),
+            public,
+        ),
+        Spec(
+            fulf + "ListStores",
+            lambda s, meta, t, role: s.d.fulfilment.ListStores(
+                f.ListStoresRequest(page_size=1), metadata=meta
+            ),
+            always(ANY),
+        ),
+        Spec(
+            fulf + "SetStock",
+            lambda s, meta, t, role: s.d.fulfilment.SetStock(
+                f.SetStockRequest(
+                    store_id=t.store_id, levels=[f.SkuQuantity(sku=s.w.name("matrix-sku"), on_hand=5)]
+                ),
+                metadata=meta,
+            ),
+            lambda role, kind: store_scoped(role, kind) if role is Role.STORE else public(role, kind),
+        ),
+        Spec(
+            fulf + "GetStock",
+            lambda s, meta, t, role: s.d.fulfilment.GetStock(
+                f.GetStockRequest(store_id=t.store_id), metadata=meta
+            ),
+            lambda role, kind: store_scoped(role, kind) if role is Role.STORE else public(role, kind),
+        ),
+        Spec(
+            fulf + "FindNearestStores",
+            lambda s, meta, t, role: s.d.fulfilment.FindNearestStores(
+                f.FindNearestStoresRequest(location=s.w.here()), metadata=meta
+            ),
+            always(ANY),
+        ),
+        *[
+            Spec(fulf + name, _reservation(name), always(ANY))
+            for name in ("AssignStore", "ReleaseReservation", "CommitReservation")
+        ],
+        Spec(
+            fulf + "ExplainAssignment",
+            lambda s, meta, t, role: s.d.fulfilment.ExplainAssignment(
+                f.ExplainAssignmentRequest(order_id=t.order_id), metadata=meta
+            ),
+            public,
+        ),
+        Spec(
+            fulf + "CheckStoreOpen",
+            lambda s, meta, t, role: s.d.fulfilment.CheckStoreOpen(
+                f.CheckStoreOpenRequest(store_id=t.store_id), metadata=meta
+            ),
+            lambda role, kind: store_scoped(role, kind) if role is Role.STORE else public(role, kind),
+        ),
+    ]
+
+
+def _code(s: _Scene, t: Target) -> str:
+    """The code the target member's app shows now; nobody's is one nobody was given."""
+    if t.member_id.startswith("mem_") and t is not s.targets[NOBODY]:
+        return s.member_code(t.member_id)
+    return "000000000000000000"
+
+
+def _tomorrow() -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(datetime.now(UTC) + timedelta(days=1))
+    return stamp
+
+
+def _move(name: str) -> Call:
+    def call(s: _Scene, meta: Metadata, t: Target, role: Role) -> Any:
+        stub = s.d.orders
+        if name == "AcceptOrder":
+            return stub.AcceptOrder(orders_pb2.AcceptOrderRequest(order_id=t.order_id), metadata=meta)
+        if name == "RejectOrder":
+            return stub.RejectOrder(
+                orders_pb2.RejectOrderRequest(order_id=t.order_id, reason="matrix"), metadata=meta
+            )
+        if name == "MarkOrderReady":
+            return stub.MarkOrderReady(orders_pb2.MarkOrderReadyRequest(order_id=t.order_id), metadata=meta)
+        if name == "CompleteOrder":
+            return stub.CompleteOrder(orders_pb2.CompleteOrderRequest(order_id=t.order_id), metadata=meta)
+        return stub.CancelOrder(
+            orders_pb2.CancelOrderRequest(order_id=t.order_id, reason="matrix"), metadata=meta
+        )
+
+    return call
+
+
+def _reservation(name: str) -> Call:
+    def call(s: _Scene, meta: Metadata, t: Target, role: Role) -> Any:
+        stub, order_id = s.d.fulfilment, f"ord_{uuid.uuid4().hex}"
+        if name == "AssignStore":
+            return stub.AssignStore(
+                fulfilment_pb2.AssignStoreRequest(
+                    order_id=order_id,
+                    location=s.w.here(),
+                    lines=[common_pb2.Line(sku=s.sku, quantity=1)],
+                    fulfilment_type=common_pb2.FULFILMENT_TYPE_DELIVERY,
+                ),
+                metadata=meta,
+            )
+        if name == "ReleaseReservation":
+            return stub.ReleaseReservation(
+                fulfilment_pb2.ReleaseReservationRequest(order_id=order_id), metadata=meta
+            )
+        return stub.CommitReservation(
+            fulfilment_pb2.CommitReservationRequest(order_id=order_id), metadata=meta
+        )
+
+    return call
+
+
+def _object_matrix(d: Deployment, s: _Scene, figures: AuthzFigures) -> None:
+    documented = documented_roles()
+    callers = {Role.OPS: s.w.ops, Role.SERVICE: s.w.service, Role.CHANNEL: s.mini, Role.STORE: s.as_a}
+    for spec in _specs():
+        admitted = documented.get(spec.method.split("#")[0], frozenset())
+        for role, meta in callers.items():
+            targets = s.fresh_orders() if spec.fresh_orders and role in admitted else s.targets
+            row = _Row(
+                spec, role, targets, {kind: _cell(s, spec, meta, targets[kind], role) for kind in KINDS}
+            )
+            for kind in KINDS:
+                figures.cells += 1
+                _judge(figures, row, kind, admitted)
+
+
+def _cell(s: _Scene, spec: Spec, meta: Metadata, target: Target, role: Role) -> Outcome[Message]:
+    return attempt(lambda: spec.call(s, meta, target, role))
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One RPC called by one role on an object of each kind."""
+
+    spec: Spec
+    role: Role
+    targets: dict[str, Target]
+    outcomes: dict[str, Outcome[Message]]
+
+
+def _judge(figures: AuthzFigures, row: _Row, kind: str, admitted: frozenset[Role]) -> None:
+    where = f"{row.spec.method} as {row.role.value} on {kind} object"
+    outcome, missing = row.outcomes[kind], row.outcomes[NOBODY]
+    if outcome.code in SERVER_ERRORS:
+        figures.problems.append(f"{where}: {outcome}")
+        return
+    if row.role not in admitted:
+        if (outcome.code, outcome.reason) != (DENIED, "PERMISSION_DENIED"):
+            figures.leak(f"{where}: a role the protos leave out got {outcome}")
+        return
+    expect = (row.spec.expect or house_rule)(row.role, kind)
+    ids = _ids(row.targets[kind]) + _ids(row.targets[NOBODY])
+    if isinstance(expect, Refused):
+        if (outcome.code, outcome.reason) != (expect.code, expect.reason):
+            figures.leak(f"{where}: expected {expect.code.name} {expect.reason}, got {outcome}")
+        return
+    alike = _view(outcome, ids) == _view(missing, ids)
+    if expect in (AS_MISSING, ALIKE):
+        if not alike:
+            figures.leak(f"{where}: told apart from nobody's: {outcome} / {missing}")
+        return
+    if expect == REACH and (outcome.code in (DENIED, grpc.StatusCode.NOT_FOUND, UNAUTHENTICATED) or alike):
+        figures.over_refused += 1
+        figures.problems.append(f"{where}: refused what is the caller's own: {outcome}")
+        return
+    if outcome.ok and outcome.value is not None:
+        _kept_promise(figures, where, row.role, outcome.value)
+
+
+def _kept_promise(figures: AuthzFigures, where: str, role: Role, answer: Message) -> None:
+    """No more data than the protos promise: a channel is shown its own channel's accounts only, a
+    till its till accounts only."""
+    if role not in (Role.CHANNEL, Role.STORE):
+        return
+    allowed = common_pb2.CHANNEL_WECHAT_MINI_PROGRAM if role is Role.CHANNEL else common_pb2.CHANNEL_STORE_POS
+    for account in _accounts(answer):
+        if account.channel != allowed:
+            figures.leak(f"{where}: shown a {common_pb2.Channel.Name(account.channel)} account")
+
+
+def _accounts(message: Message) -> Iterator[common_pb2.ChannelAccount]:
+    if isinstance(message, common_pb2.ChannelAccount):
+        yield message
+        return
+    for descriptor, value in message.ListFields():
+        if descriptor.message_type is None:
+            continue
+        for item in value if descriptor.is_repeated else [value]:
+            yield from _accounts(item)
+
+
+def _ids(t: Target) -> tuple[str, ...]:
+    return (t.customer_id, t.member_id, t.order_id, t.store_id, t.guide_id, t.coupon, t.account.external_id)
+
+
+_NAMED_IN_MESSAGES = re.compile(r"CHANNEL_[A-Z_]+|\d{3}\*{4}\d{4}")
+
+
+def _view(outcome: Outcome[Message], ids: tuple[str, ...]) -> tuple[str, str, str, bytes]:
+    """What an answer tells: its code, reason, message and body, with the ids the caller itself
+    sent (and the channels and masked phones it named) masked out."""
     message = outcome.message
-    for value in ids:
-        message = message.replace(value, "<id>")
-    body = outcome.value.SerializeToString(deterministic=True) if isinstance(outcome.value, Message) else b""
+    for value in sorted(ids, key=len, reverse=True):  # longest first: a store id is in a guide's
+        if value:
+            message = message.replace(value, "<id>")
+    message = _NAMED_IN_MESSAGES.sub("<named>", message)
+    body = outcome.value.SerializeToString(deterministic=True) if outcome.value is not None else b""
     return outcome.code.name, outcome.reason, message, body
 
 
-def _pairs(d: Deployment, s: _Scene) -> list[_Pair]:
-    o, f, m = d.orders, d.fulfilment, d.membership
-    a, mini = s.as_a, s.mini
-    nowhere = f"nowhere-{uuid.uuid4().hex[:8]}"
-    no_order = "ord_" + uuid.uuid4().hex
-    order_b = s.order_b.order_id
-    till_b = s.till_b.order_id
-    no_member, no_code = f"mem-{uuid.uuid4().hex[:12]}", uuid.uuid4().hex[:12].upper()
-    pairs: list[_Pair] = []
-
-    def by_order(
-        what: str, call: Callable[[str], object], *, who: str = "store A", order: str = order_b
-    ) -> None:
-        pairs.append(
-            _Pair(
-                f"{who}: {what} of another's order",
-                lambda: call(order),
-                lambda: call(no_order),
-                (order, no_order),
-            )
-        )
-
-    def by_store(what: str, call: Callable[[str], object], *, denied: bool = True) -> None:
-        pairs.append(
-            _Pair(
-                f"store A: {what} of store B",
-                lambda: call(s.store_b),
-                lambda: call(nowhere),
-                (s.store_b, nowhere),
-                denied,
-            )
-        )
-
-    # Orders: every order RPC on B's orders, fulfilled (order_b) and originated (till_b) there.
-    for order in (order_b, till_b):
-        by_order(
-            "GetOrder", lambda i: o.GetOrder(orders_pb2.GetOrderRequest(order_id=i), metadata=a), order=order
-        )
-        by_order(
-            "GetOrderHistory",
-            lambda i: o.GetOrderHistory(orders_pb2.GetOrderHistoryRequest(order_id=i), metadata=a),
-            order=order,
-        )
-        by_order(
-            "AcceptOrder",
-            lambda i: o.AcceptOrder(orders_pb2.AcceptOrderRequest(order_id=i), metadata=a),
-            order=order,
-        )
-        by_order(
-            "RejectOrder",
-            lambda i: o.RejectOrder(orders_pb2.RejectOrderRequest(order_id=i, reason="no staff"), metadata=a),
-            order=order,
-        )
-        by_order(
-            "MarkOrderReady",
-            lambda i: o.MarkOrderReady(orders_pb2.MarkOrderReadyRequest(order_id=i), metadata=a),
-            order=order,
-        )
-        by_order(
-            "CompleteOrder",
-            lambda i: o.CompleteOrder(orders_pb2.CompleteOrderRequest(order_id=i), metadata=a),
-            order=order,
-        )
-        by_order(
-            "CancelOrder",
-            lambda i: o.CancelOrder(orders_pb2.CancelOrderRequest(order_id=i, reason="x"), metadata=a),
-            order=order,
-        )
-    by_store(
-        "the queue (ListOrders)", lambda i: o.ListOrders(orders_pb2.ListOrdersRequest(store_id=i), metadata=a)
-    )
-    by_store(
-        "GetStoreReport", lambda i: o.GetStoreReport(orders_pb2.GetStoreReportRequest(store_id=i), metadata=a)
-    )
-    by_store(
-        "an in-store order (CreateOrder)",
-        lambda i: o.CreateOrder(
-            s.w.in_store(s.w.name(f"intrude-{i}"), i, "13900001111", {s.sku: 1}), metadata=a
-        ),
-    )
-    by_store(
-        "a rejection on its behalf (RejectOrder store_id)",
-        lambda i: o.RejectOrder(
-            orders_pb2.RejectOrderRequest(order_id=order_b, reason="x", store_id=i), metadata=a
-        ),
-    )
-    pairs.append(
-        _Pair(
-            "store A: GetGuideReport of B's guide",
-            lambda: o.GetGuideReport(orders_pb2.GetGuideReportRequest(guide_id=s.guide_b), metadata=a),
-            lambda: o.GetGuideReport(orders_pb2.GetGuideReportRequest(guide_id=nowhere), metadata=a),
-            (s.guide_b, nowhere),
-            denied=False,
-        )
-    )
-    # Fulfilment: B's stock and hours.
-    by_store(
-        "SetStock",
-        lambda i: f.SetStock(
-            fulfilment_pb2.SetStockRequest(
-                store_id=i, levels=[fulfilment_pb2.SkuQuantity(sku=s.sku, on_hand=0)]
-            ),
-            metadata=a,
-        ),
-    )
-    by_store("GetStock", lambda i: f.GetStock(fulfilment_pb2.GetStockRequest(store_id=i), metadata=a))
-    by_store(
-        "CheckStoreOpen",
-        lambda i: f.CheckStoreOpen(fulfilment_pb2.CheckStoreOpenRequest(store_id=i), metadata=a),
-    )
-    # Membership: B's members, funnel and till.
-    by_store(
-        "ListMembers", lambda i: m.ListMembers(membership_pb2.ListMembersRequest(home_store_id=i), metadata=a)
-    )
-    by_store("GetFunnel", lambda i: m.GetFunnel(membership_pb2.GetFunnelRequest(home_store_id=i), metadata=a))
-    member_b = s.member_b.member_id
-
-    def redeem_points(member_id: str, store_id: str) -> object:
-        request = membership_pb2.RedeemPointsRequest(
-            member_id=member_id,
-            points=1,
-            source_id=s.w.name(f"intrude-{uuid.uuid4().hex[:6]}"),
-            store_id=store_id,
-        )
-        return m.RedeemPoints(request, metadata=a)
-
-    def redeem_coupon(code: str, member_id: str, store_id: str) -> object:
-        request = membership_pb2.RedeemCouponRequest(
-            code=code, member_id=member_id, order_id=no_order, order_amount_cents=10_000, store_id=store_id
-        )
-        return m.RedeemCoupon(request, metadata=a)
-
-    by_store("RedeemPoints at its till", lambda i: redeem_points(member_b, i))
-    by_store("RedeemCoupon at its till", lambda i: redeem_coupon(s.coupon_b, member_b, i))
-    pairs.append(
-        _Pair(
-            "store A: RedeemPoints at B's till, for a member who exists or not",
-            lambda: redeem_points(member_b, s.store_b),
-            lambda: redeem_points(no_member, s.store_b),
-            (member_b, no_member),
-        )
-    )
-    pairs.append(
-        _Pair(
-            "store A: RedeemCoupon at B's till, with a coupon that exists or not",
-            lambda: redeem_coupon(s.coupon_b, member_b, s.store_b),
-            lambda: redeem_coupon(no_code, no_member, s.store_b),
-            (s.coupon_b, no_code),
-        )
-    )
-    # A channel: the app's orders, seen from the mini-program.
-    by_order(
-        "GetOrder", lambda i: o.GetOrder(orders_pb2.GetOrderRequest(order_id=i), metadata=mini), who="channel"
-    )
-    by_order(
-        "CancelOrder",
-        lambda i: o.CancelOrder(orders_pb2.CancelOrderRequest(order_id=i), metadata=mini),
-        who="channel",
-    )
-    customer = s.order_b.customer_id
-    no_customer = f"cus-{uuid.uuid4().hex[:12]}"
-    pairs.append(
-        _Pair(
-            "channel: ListOrders of a customer who ordered through another channel",
-            lambda: o.ListOrders(orders_pb2.ListOrdersRequest(customer_id=customer), metadata=mini),
-            lambda: o.ListOrders(orders_pb2.ListOrdersRequest(customer_id=no_customer), metadata=mini),
-            (customer, no_customer),
-            denied=False,
-        )
-    )
-    through_jd = s.w.delivery(s.w.name("intrude-jd"), s.w.name("buyer"), {s.sku: 1})
-    through_jd.channel = common_pb2.CHANNEL_JD
-    pairs.append(
-        _Pair(
-            "channel: CreateOrder through another channel",
-            lambda: o.CreateOrder(
-                s.w.delivery(s.w.name("intrude-app"), s.w.name("buyer"), {s.sku: 1}), metadata=mini
-            ),
-            lambda: o.CreateOrder(through_jd, metadata=mini),
-            ("", ""),
-        )
-    )
-    return pairs
+def _attempt(call: Callable[[], Message]) -> Outcome[Message]:
+    return attempt(call)
 
 
 # --- page tokens ----------------------------------------------------------------------------------

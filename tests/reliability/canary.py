@@ -6,16 +6,18 @@ for its digits. Only its masked form (139****5678) and its keyed hash may be sto
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import re
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import column, inspect, select, table
+from sqlalchemy import column, inspect, select, table, text
 from sqlalchemy.engine import make_url
 
 from quanyu.common.v1 import common_pb2
@@ -34,6 +36,7 @@ class CanaryFigures:
     calls: int = 0
     answered: int = 0  # calls that went through (the others were refused, as some are meant to be)
     sightings: int = 0
+    recoverable: int = 0  # stored values from which the canary's number comes back by a guess
     problems: list[str] = field(default_factory=list)
 
 
@@ -42,7 +45,12 @@ def canary_phone(rng: random.Random) -> str:
     return f"139{rng.randrange(10**8):08d}"
 
 
+_FULL_WIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
+_ASCII = str.maketrans("０１２３４５６７８９", "0123456789")
+
+
 def spellings(national: str) -> list[str]:
+    """Every way the phone parser takes a number that callers use, full-width digits included."""
     a, b, c = national[:3], national[3:7], national[7:]
     return [
         national,
@@ -53,6 +61,10 @@ def spellings(national: str) -> list[str]:
         f"({a}) {b}-{c}",
         f"{a}.{b}.{c}",
         f"0086 {a} {b} {c}",
+        f"{a} {b} {c}",
+        national.translate(_FULL_WIDTH),
+        f"{a}－{b}－{c}".translate(_FULL_WIDTH),
+        f"{a}／{b}／{c}",
     ]
 
 
@@ -93,7 +105,8 @@ def canary_through_every_phone_rpc(d: Deployment, *, seed: int = 11) -> CanaryFi
         )
 
     calls: list[Callable[[], object]] = []
-    for n, phone in enumerate(spellings(national)):
+    variants = spellings(national)
+    for n, phone in enumerate(variants):
         calls += [
             partial(resolve, phone),
             partial(resolve, phone, w.account(w.name(f"canary-{n}"))),
@@ -105,7 +118,7 @@ def canary_through_every_phone_rpc(d: Deployment, *, seed: int = 11) -> CanaryFi
             # used again with another phone.
             partial(malformed, w.name(f"canary-bad-{n}"), phone),
             partial(sell, w.name(f"canary-short-{n}"), phone, {w.name("none-left"): 1}),
-            partial(sell, w.name(f"canary-till-{(n + 1) % 8}"), phone, {sku: 2}),
+            partial(sell, w.name(f"canary-till-{(n + 1) % len(variants)}"), phone, {sku: 2}),
         ]
     # Numbers that are almost the canary: a digit more, a digit fewer, a letter in it.
     for near in (national + "9", national[:-1], national[:5] + "x" + national[6:]):
@@ -116,6 +129,9 @@ def canary_through_every_phone_rpc(d: Deployment, *, seed: int = 11) -> CanaryFi
     sightings = canary_sightings(d, national)
     figures.sightings = len(sightings)
     figures.problems += sightings
+    recovered = phones_recoverable(d, national, variants)
+    figures.recoverable = len(recovered)
+    figures.problems += recovered
     return figures
 
 
@@ -138,16 +154,77 @@ def canary_sightings(d: Deployment, national: str) -> list[str]:
 
 
 def _log_matches(logs: Path, pattern: re.Pattern[str]) -> list[tuple[Path, re.Match[str]]]:
+    """Matches in the logs read with full-width digits as ASCII, so no spelling hides a number."""
     return [
         (path, match)
         for path in sorted(logs.glob("*.log"))
-        for match in pattern.finditer(path.read_text(errors="replace"))
+        for match in pattern.finditer(path.read_text(errors="replace").translate(_ASCII))
     ]
+
+
+def phones_recoverable(d: Deployment, national: str, variants: list[str]) -> list[str]:
+    """Stored values an attacker holding the databases could turn back into the canary's number
+    by trying the 10^4 numbers behind its masked form: an unkeyed hash of any spelling of it, or
+    an order's fingerprint computed the way a plain hash of the request would be. Trying the true
+    number stands for that search: if it matches, the search would have found it."""
+    digests = set()
+    for spelling in {*variants, f"+86{national}", national}:
+        for algorithm in ("sha256", "sha1", "md5", "sha512"):
+            digests.add(hashlib.new(algorithm, spelling.encode()).hexdigest())
+    found = []
+    for service in SERVICE_NAMES:
+        for cell in _cells(d, service):
+            if cell[2] in digests:
+                found.append(f"{service} {cell[0]}.{cell[1]}: an unkeyed hash of the phone")
+    with d.databases["orders"].snapshot() as db:
+        rows = db.execute(text("SELECT order_id, request_fingerprint FROM orders")).all()
+        for order_id, fingerprint in rows:
+            order = (
+                db.execute(text("SELECT * FROM orders WHERE order_id = :o"), {"o": order_id}).one()._mapping
+            )
+            lines = db.execute(_LINES_OF_ORDER, {"o": order_id}).all()
+            for phone in variants:
+                if _plain_fingerprint(order, [list(line) for line in lines], phone) == fingerprint:
+                    found.append(f"orders order {order_id}: its fingerprint gives the phone back")
+    return found
+
+
+_LINES_OF_ORDER = text(
+    "SELECT sku, quantity, unit_price_cents FROM order_lines WHERE order_id = :o ORDER BY line_no"
+)
+
+
+def _plain_fingerprint(order: Any, lines: list[list[Any]], phone: str) -> str:
+    """A request's fingerprint as an unkeyed SHA-256 of its payload (how it was once computed)."""
+    location = None
+    if order["delivery_latitude"] is not None:
+        location = [order["delivery_latitude"], order["delivery_longitude"], order["delivery_system"]]
+    body = {
+        "customer": ["", "", "", phone],
+        "channel": order["channel"],
+        "type": order["fulfilment_type"],
+        "lines": lines,
+        "location": location,
+        "address": order["delivery_address"],
+        "origin": order["origin_store_id"],
+        "guide": order["guide_id"],
+        "coupon": order["coupon_code"],
+        "points": order["points_redeemed"],
+    }
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def _table_matches(d: Deployment, service: str, pattern: re.Pattern[str]) -> list[str]:
     """Every cell of every table, whatever its type, read as text."""
-    found = []
+    return [
+        f"{name}.{column_name}: {value[:80]!r}"
+        for name, column_name, value in _cells(d, service)
+        if pattern.search(value.translate(_ASCII))
+    ]
+
+
+def _cells(d: Deployment, service: str) -> Iterator[tuple[str, str, str]]:
+    """(table, column, value as text) of every cell of every table of a service's database."""
     with d.databases[service].snapshot() as db:
         inspector = inspect(db)
         for name in inspector.get_table_names():
@@ -155,10 +232,11 @@ def _table_matches(d: Deployment, service: str, pattern: re.Pattern[str]) -> lis
             rows: list[Any] = list(db.execute(select(*(column(c) for c in columns)).select_from(table(name))))
             for row in rows:
                 for column_name, value in zip(columns, tuple(row), strict=True):
-                    text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-                    if pattern.search(text):
-                        found.append(f"{name}.{column_name}: {text[:80]!r}")
-    return found
+                    yield (
+                        name,
+                        column_name,
+                        value.decode(errors="replace") if isinstance(value, bytes) else str(value),
+                    )
 
 
 def _file_matches(url: str, national: str) -> list[str]:

@@ -30,6 +30,7 @@ from tests.reliability.deployment import Deployment
 T = TypeVar("T")
 
 APP = common_pb2.CHANNEL_APP
+MINI = "CHANNEL_WECHAT_MINI_PROGRAM"
 UNIT_PRICE = 5_000
 # A caller retries these, with the same request id: the service or the way to it failed.
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
@@ -125,8 +126,15 @@ class World:
     def app(self) -> Metadata:
         return self.d.token(Role.CHANNEL, channel="CHANNEL_APP", subject=f"app-{self.tag}")
 
-    def store_token(self, store_id: str) -> Metadata:
-        return self.d.token(Role.STORE, store_id=store_id, subject=f"till-{self.tag}")
+    @cached_property
+    def mini(self) -> Metadata:
+        return self.d.token(Role.CHANNEL, channel=MINI, subject=f"mini-{self.tag}")
+
+    def channel_token(self, channel: str) -> Metadata:
+        return self.d.token(Role.CHANNEL, channel=channel, subject=f"{channel.lower()}-{self.tag}")
+
+    def store_token(self, store_id: str, terminal: str = "") -> Metadata:
+        return self.d.token(Role.STORE, store_id=store_id, subject=terminal or f"till-{self.tag}")
 
     def name(self, what: str) -> str:
         return f"{what}-{self.tag}"
@@ -188,6 +196,49 @@ class World:
             membership_pb2.EnrollRequest(customer_id=customer.customer_id, channel=APP), metadata=self.service
         ).member
         return member
+
+    def customer(self, channel: str, external_id: str, phone: str = "") -> str:
+        """A customer identity knows by an account on `channel` (and the phone, when given)."""
+        account = common_pb2.ChannelAccount(
+            channel=common_pb2.Channel.Value(channel), external_id=external_id
+        )
+        request = identity_pb2.ResolveCustomerRequest(account=account, phone=phone)
+        customer_id: str = self.d.identity.ResolveCustomer(
+            request, metadata=self.service
+        ).customer.customer_id
+        return customer_id
+
+    def enrolled(
+        self, channel: str, external_id: str, *, home_store_id: str = "", guide_id: str = ""
+    ) -> membership_pb2.Member:
+        """A customer of `channel`, enrolled with that home store and guide."""
+        request = membership_pb2.EnrollRequest(
+            customer_id=self.customer(channel, external_id),
+            home_store_id=home_store_id,
+            guide_id=guide_id,
+            channel=common_pb2.Channel.Value(channel),
+        )
+        member: membership_pb2.Member = self.d.membership.Enroll(request, metadata=self.service).member
+        return member
+
+    def guide(self, store_id: str) -> str:
+        guide_id = self.name(f"guide-{store_id}")
+        guide = membership_pb2.Guide(guide_id=guide_id, store_id=store_id, active=True)
+        self.d.membership.UpsertGuide(membership_pb2.UpsertGuideRequest(guide=guide), metadata=self.ops)
+        return guide_id
+
+    def member_code(self, member_id: str) -> str:
+        """The code the member's app would show at a till (asked for here by ops)."""
+        answer = self.d.membership.CreateMemberCode(
+            membership_pb2.CreateMemberCodeRequest(member_id=member_id), metadata=self.ops
+        )
+        return str(answer.code)
+
+    def balance(self, member_id: str) -> int:
+        answer = self.d.membership.GetMember(
+            membership_pb2.GetMemberRequest(member_id=member_id), metadata=self.ops, timeout=30
+        )
+        return int(answer.member.points_balance)
 
     def earn(self, member_id: str, spend_cents: int) -> int:
         answer = self.d.membership.EarnPoints(
