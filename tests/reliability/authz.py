@@ -25,7 +25,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -44,9 +43,9 @@ from tests.orders.platform import Metadata
 from tests.processes import poll
 from tests.reliability.deployment import Deployment
 from tests.reliability.fuzz import SERVICES
+from tests.reliability.protos import proto_comments
 from tests.reliability.world import SERVER_ERRORS, Outcome, World, attempt
 
-PROTOS = Path(__file__).resolve().parents[2] / "protos"
 DEADLINE = 20.0
 MINI = "CHANNEL_WECHAT_MINI_PROGRAM"
 DENIED = grpc.StatusCode.PERMISSION_DENIED
@@ -80,24 +79,7 @@ def authorisation_matrix(d: Deployment) -> AuthzFigures:
 
 def documented_roles() -> dict[str, frozenset[Role]]:
     """The roles each RPC's comment in the protos admits, by full method name."""
-    found: dict[str, frozenset[Role]] = {}
-    for path in sorted(PROTOS.glob("quanyu/*/v1/*.proto")):
-        text = path.read_text()
-        package = re.search(r"^package ([\w.]+);", text, re.MULTILINE)
-        service = re.search(r"^service (\w+)", text, re.MULTILINE)
-        if package is None or service is None:
-            continue
-        comment: list[str] = []
-        for line in text.splitlines():
-            stripped = line.strip()
-            if stripped.startswith("//"):
-                comment.append(stripped[2:].strip())
-                continue
-            rpc = re.match(r"rpc (\w+)\(", stripped)
-            if rpc:
-                found[f"/{package[1]}.{service[1]}/{rpc[1]}"] = _roles_in(comment)
-            comment = []
-    return found
+    return {method: _roles_in(comment) for method, comment in proto_comments().rpcs.items()}
 
 
 def _roles_in(comment: list[str]) -> frozenset[Role]:

@@ -8,10 +8,8 @@ violation naming that field (or, for a store row of ImportStores, a row error na
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -22,9 +20,9 @@ from google.protobuf.message import Message
 from quanyu.clients import field_violations
 from tests.reliability.deployment import Deployment
 from tests.reliability.fuzz import SERVICES
+from tests.reliability.protos import proto_comments
 from tests.reliability.world import World
 
-PROTOS = Path(__file__).resolve().parents[2] / "protos"
 TOO_LONG = 100_001  # characters: past every string cap
 TOO_MANY = 10_001  # elements: past every repeated cap
 DEADLINE = 30.0
@@ -91,37 +89,9 @@ def _oversize(message: Message, chain: list[Any]) -> None:
         target.extend([1] * TOO_MANY)
 
 
-def field_comments() -> dict[tuple[str, str], str]:
-    """The comment above every field of every message in the protos, by (message, field)."""
-    comments: dict[tuple[str, str], str] = {}
-    for path in sorted(PROTOS.glob("quanyu/*/v1/*.proto")):
-        stack: list[str] = []
-        pending: list[str] = []
-        for raw in path.read_text().splitlines():
-            line = raw.strip()
-            if line.startswith("//"):
-                pending.append(line[2:].strip())
-                continue
-            opened = re.match(r"(message|oneof|enum|service)\s+(\w+)\s*\{", line)
-            if opened:
-                stack.append(opened[2] if opened[1] == "message" else "")
-                pending = []
-                continue
-            if line.startswith("}"):
-                stack.pop()
-                pending = []
-                continue
-            declared = re.match(r"(?:repeated\s+)?[\w.]+\s+(\w+)\s*=\s*\d+;", line)
-            messages = [name for name in stack if name]
-            if declared and messages:
-                comments[(messages[-1], declared[1])] = " ".join(pending)
-            pending = []
-    return comments
-
-
 def sizes_are_capped(d: Deployment) -> SizeFigures:
     figures = SizeFigures()
-    comments = field_comments()
+    comments = proto_comments().fields
     w = World(d)
     for case in oversized_requests():
         figures.fields += 1
