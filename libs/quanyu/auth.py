@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextvars
-import getpass
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -89,17 +88,11 @@ class Principal:
 
 
 def default_subject(role: Role, store_id: str = "", channel: str = "") -> str:
-    """What a token names when its issuer names no terminal: at least the store or channel, and
-    for ops the person at the keyboard."""
+    """What a token names when its issuer names no terminal: at least the store or channel."""
     if role is Role.STORE:
         return f"store:{store_id}"
     if role is Role.CHANNEL:
         return f"channel:{channel}"
-    if role is Role.OPS:
-        try:
-            return f"ops/{getpass.getuser()}"
-        except (KeyError, OSError):
-            return "ops"
     return role.value
 
 

@@ -4,6 +4,7 @@ play the demo and draw the map."""
 from __future__ import annotations
 
 import argparse
+import getpass
 import importlib
 import sys
 from collections.abc import Sequence
@@ -161,7 +162,7 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
 def _token(args: argparse.Namespace, settings: Settings) -> int:
     role = Role(args.role)
     channel = channel_named(args.channel, "--channel") if args.channel else ""
-    principal = caller(role, store_id=args.store_id, channel=channel, subject=args.subject or "")
+    principal = caller(role, store_id=args.store_id, channel=channel, subject=args.subject or _operator(role))
     if role is Role.STORE:
         _require_store(settings, principal.store_id)
     issued = TokenCodec(settings.signing_key_bytes()).issue(principal, args.ttl)
@@ -171,6 +172,16 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
     )
     print(issued.token)
     return 0
+
+
+def _operator(role: Role) -> str:
+    """An ops token from the command names the person at the keyboard (ops/alice)."""
+    if role is not Role.OPS:
+        return ""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return ""
 
 
 def _require_store(settings: Settings, store_id: str) -> None:

@@ -210,14 +210,17 @@ def is_unavailable(exc: BaseException) -> bool:
 
 
 # Sums of money are taken in two halves that each stay far inside 64 bits (a half of every
-# amount summed over fewer than 2^32 rows), then joined in Python, whose integers have no limit:
-# SQLite's SUM fails on overflow where PostgreSQL widens to numeric.
+# amount summed over fewer than 2^31 rows), then joined in Python, whose integers have no limit:
+# SQLite's SUM fails on overflow where PostgreSQL widens to numeric. Amounts are bounded where
+# they come in, but rows written before the bounds (or a report over all of history) may still
+# hold sums past 2^63.
 _HALF = 2**31
 
 
 def wide_sum(amount: Any) -> tuple[Any, Any]:
-    """The two halves of SUM(amount) for non-negative integer amounts; join them with
-    `joined_sum`."""
+    """The two halves of SUM(amount) for integer amounts of either sign (both databases divide
+    integers toward zero and give a remainder the dividend's sign, so each amount is exactly
+    its quotient times 2^31 plus its remainder); join them with `joined_sum`."""
     return (
         func.coalesce(func.sum(amount // _HALF), 0),
         func.coalesce(func.sum(amount % _HALF), 0),

@@ -26,11 +26,13 @@ def page_size(requested: int, *, default: int = DEFAULT_PAGE_SIZE, maximum: int 
     return min(requested or default, maximum)
 
 
+_TOO_LONG = f"must be at most {MAX_TOKEN_LENGTH} characters"
+
+
 def check_page_token(token: str, violations: Violations) -> None:
-    """A token longer than any this service hands out is refused with the request's other problems."""
-    violations.check(
-        len(token) <= MAX_TOKEN_LENGTH, "page_token", f"must be at most {MAX_TOKEN_LENGTH} characters"
-    )
+    """A token longer than any this service hands out is refused with the request's other problems
+    (decode refuses it alike, for callers that check the token on its own)."""
+    violations.check(len(token) <= MAX_TOKEN_LENGTH, "page_token", _TOO_LONG)
 
 
 class PageTokens:
@@ -49,7 +51,7 @@ class PageTokens:
             return None
         invalid = InvalidArgument("page_token", "is not a page token of this query; start again without one")
         if len(token) > MAX_TOKEN_LENGTH:
-            raise invalid
+            raise InvalidArgument("page_token", _TOO_LONG)
         try:
             data = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         except (ValueError, TypeError) as exc:

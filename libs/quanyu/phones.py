@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from itertools import islice
 
 import phonenumbers
-from phonenumbers import Leniency, PhoneNumberMatcher
 
 from quanyu.errors import InvalidArgument
 
@@ -76,27 +75,74 @@ def mask_phones(text: str) -> str:
         _FEWEST_DIGITS
     ):
         return text
-    return _STRETCH.sub(_mask_stretch, text)
+    budget = _Budget(_MOST_TRIES)
+    masked = _STRETCH.sub(lambda stretch: _mask_stretch(stretch.group(), budget), text)
+    return _MOBILE.sub(lambda mobile: f"{mobile.group(1)}****{mobile.group(2)}", masked)
 
 
-def _mask_stretch(match: re.Match[str]) -> str:
-    stretch = match.group()
-    if len(_DIGIT.findall(stretch)) < _FEWEST_DIGITS:
-        return stretch
-    parts, last = [], 0
-    # The library's own finder first: it splits a stretch holding a number beside other digits.
-    for found in PhoneNumberMatcher(stretch, DEFAULT_REGION, leniency=Leniency.VALID):
-        parts += [stretch[last : found.start], _mask_number(found.number)]
-        last = found.end
-    if last:
-        parts.append(stretch[last:])
-        return "".join(parts)
-    # A spelling the finder does not take for a number but the parser accepts (spaced digits,
-    # unusual grouping): the whole stretch goes, keeping the last four digits.
+# The most digits a number has (E.164), counting a 00 or 86 in front of a mainland one.
+_MOST_DIGITS = 15
+# How many spellings one text may have the parser try: enough for every number a log value holds,
+# and a bound on what a caller's text can cost; past it, the rest of the text's digits go.
+_MOST_TRIES = 64
+_DIGITS = re.compile(r"\d+")
+# What may lead a number's first digits: +86, (+86), （86）.
+_LEADING = "+＋(（"
+# A date with or without its hour (2026-12-07 09) is no phone, though it has digits enough.
+_DATE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}(?:[ T]\d{1,2})?")
+# A mainland mobile number glued to letters (buyer13800138000, tb_138-0013-8000): not a spelling
+# the parser takes on its own, but what a channel's account id may hold.
+_MOBILE = re.compile(
+    r"(?<!\d)(?:[+＋]?[8８][6６][\s\-－]?)?([1１][3-9３-９]\d)[\s\-－]?\d{4}[\s\-－]?(\d{4})(?!\d)"
+)
+
+
+@dataclass
+class _Budget:
+    tries: int
+
+
+def _mask_stretch(stretch: str, budget: _Budget) -> str:
+    """Every number in a stretch of phone characters masked: from each group of digits, the
+    longest run of groups (up to 15 digits, and no longer than a phone the parser takes) that the
+    parser takes for a valid number."""
+    groups = [(m.start(), m.end()) for m in _DIGITS.finditer(stretch)]
+    out: list[str] = []
+    written, index = 0, 0
+    while index < len(groups):
+        start = groups[index][0]
+        while start > 0 and stretch[start - 1] in _LEADING:
+            start -= 1
+        found: tuple[int, phonenumbers.PhoneNumber] | None = None
+        digits = 0
+        for last in range(index, len(groups)):
+            digits += groups[last][1] - groups[last][0]
+            end = groups[last][1]
+            if digits > _MOST_DIGITS or end - start > MAX_PHONE_INPUT_LENGTH:
+                break
+            if digits < _FEWEST_DIGITS:
+                continue
+            if budget.tries <= 0:
+                return "".join(out) + _DIGIT.sub("*", stretch[written:])
+            budget.tries -= 1
+            number = _valid(stretch[start:end])
+            if number is not None:
+                found = (last, number)
+        if found is None:
+            index += 1
+            continue
+        last, number = found
+        out += [stretch[written:start], _mask_number(number)]
+        written, index = groups[last][1], last + 1
+    out.append(stretch[written:])
+    return "".join(out)
+
+
+def _valid(spelling: str) -> phonenumbers.PhoneNumber | None:
+    if _DATE.fullmatch(spelling):
+        return None
     try:
-        number = phonenumbers.parse(stretch, DEFAULT_REGION)
+        number = phonenumbers.parse(spelling, DEFAULT_REGION)
     except phonenumbers.NumberParseException:
-        return stretch
-    if phonenumbers.is_valid_number(number):
-        return _mask_number(number)
-    return stretch
+        return None
+    return number if phonenumbers.is_valid_number(number) else None

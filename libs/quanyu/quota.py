@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -18,8 +19,7 @@ from quanyu.auth import Principal, Role
 from quanyu.config import RoleRates
 from quanyu.errors import ResourceExhausted
 
-# Buckets kept at most; past it, the full ones (callers idle long enough to be back at their
-# burst) are forgotten, which changes nothing for them.
+# Buckets kept at most; past it, the caller seen longest ago is forgotten.
 _MAX_CALLERS = 100_000
 
 
@@ -47,8 +47,8 @@ class Quota:
         self._reason = reason
         self._clock = clock
         self._lock = threading.Lock()
-        # caller -> (tokens left, when they were counted, the caller's rate)
-        self._buckets: dict[str, tuple[float, float, Rate]] = {}
+        # caller -> (tokens left, when they were counted), least recently seen first
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
     def take(self, principal: Principal) -> None:
         """Spend one unit of the caller's quota, or raise ResourceExhausted saying when to retry."""
@@ -56,18 +56,21 @@ class Quota:
         if rate is None:
             return
         key = principal.name
-        now = self._clock()
         with self._lock:
-            tokens, at, _ = self._buckets.get(key, (float(rate.burst), now, rate))
+            now = self._clock()
+            tokens, at = self._buckets.pop(key, (float(rate.burst), now))
             tokens = min(float(rate.burst), tokens + (now - at) * rate.per_second)
-            if tokens < 1.0:
-                self._buckets[key] = (tokens, now, rate)
-                wait = (1.0 - tokens) / rate.per_second
-            else:
-                if len(self._buckets) >= _MAX_CALLERS and key not in self._buckets:
-                    self._forget_full(now)
-                self._buckets[key] = (tokens - 1.0, now, rate)
-                return
+            granted = tokens >= 1.0
+            if granted:
+                tokens -= 1.0
+            self._buckets[key] = (tokens, now)
+            if len(self._buckets) > _MAX_CALLERS:
+                # The caller seen longest ago goes: it has refilled the most, and a full bucket is
+                # what it would be given again.
+                self._buckets.popitem(last=False)
+        if granted:
+            return
+        wait = (1.0 - tokens) / rate.per_second
         raise ResourceExhausted(
             f"{key} is over its quota of {self._what} ({rate.per_second:g}/s, bursts of {rate.burst}); "
             f"retry in {wait:.2f} s",
@@ -75,17 +78,6 @@ class Quota:
             retry_after=math.ceil(wait * 1000) / 1000,
             metadata={"quota": self._what, "caller": key},
         )
-
-    def _forget_full(self, now: float) -> None:
-        full = [
-            key
-            for key, (tokens, at, rate) in self._buckets.items()
-            if tokens + (now - at) * rate.per_second >= rate.burst
-        ]
-        for key in full:
-            del self._buckets[key]
-        if len(self._buckets) >= _MAX_CALLERS:
-            self._buckets.clear()
 
 
 def quota_from(what: str, config: RoleRates, *, reason: str = "QUOTA_EXCEEDED") -> Quota:

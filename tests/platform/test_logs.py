@@ -31,6 +31,12 @@ from quanyu.phones import Phone, mask_phones
         ("0086 139 1234 5678", "139****5678"),
         ("call +1 650-253-0000", "call +1 650****0000"),
         ("numbers 13800138000 and 13912345678.", "numbers 138****8000 and 139****5678."),
+        # Two numbers in one run of phone characters, however it is spaced.
+        ("13900013300-13914651360", "139****3300-139****1360"),
+        ("138 0013 8000 139 0001 3300", "138****8000 139****3300"),
+        # A mobile number inside an account id a channel sends.
+        ("buyer13800138000", "buyer138****8000"),
+        ("tb_138-0013-8000", "tb_138****8000"),
     ],
 )
 def test_phone_numbers_are_masked_in_free_text(text: str, masked: str) -> None:
@@ -38,7 +44,15 @@ def test_phone_numbers_are_masked_in_free_text(text: str, masked: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["order ord_123 took 12.5 ms", "cus_5f2c9a1b", "12345", "req 0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d"]
+    "text",
+    [
+        "order ord_123 took 12.5 ms",
+        "cus_5f2c9a1b",
+        "12345",
+        "req 0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d",
+        "logs-written-2348544608c7413ab6e9b96c8dbfc720",  # digit runs inside a hex id
+        "placed at 2026-12-07 09:14:42",
+    ],
 )
 def test_text_without_phone_numbers_is_left_alone(text: str) -> None:
     assert mask_phones(text) == text
@@ -102,3 +116,12 @@ def test_a_traceback_in_a_log_line_carries_no_local_values() -> None:
     assert line["exception"][0]["frames"], line
     assert secret not in stream.getvalue()
     logging.getLogger().handlers.clear()
+
+
+def test_text_of_any_length_costs_a_bounded_search_and_keeps_no_number() -> None:
+    """A caller's text (a request id, say) could hold thousands of digit groups: the parser is
+    tried a bounded number of times, and what is left past that is masked whole."""
+    text = " ".join(str(n) for n in range(2_000)) + " 13912345678"
+    masked = mask_phones(text)
+    assert "13912345678" not in masked
+    assert "12345678" not in phonenumbers.normalize_digits_only(masked)

@@ -99,6 +99,7 @@ def test_a_tokens_subject_names_the_terminal_within_its_store_or_channel() -> No
     assert caller(Role.CHANNEL, channel="CHANNEL_TMALL").subject == "channel:CHANNEL_TMALL"
     assert caller(Role.SERVICE, subject="orders").subject == "service/orders"
     assert caller(Role.OPS, subject="alice").subject == "ops/alice"
+    assert caller(Role.OPS).subject == "ops"  # not whoever runs the server that issued it
     # A subject that claims another store's name stays inside its own store.
     assert (
         caller(Role.STORE, store_id="SH", subject="store:SH-001/till-3").subject
