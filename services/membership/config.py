@@ -25,6 +25,7 @@ class MembershipSettings(BaseSettings):
     max_spend_cents: int = Field(default=100_000_000, ge=1, le=10**12)
     max_points_per_earn: int = Field(default=500_000, ge=0, le=10**10)
     max_points_per_member_day: int = Field(default=1_000_000, ge=0, le=10**10)
+    max_referral_bonuses_per_member_day: int = Field(default=20, ge=0, le=10_000)
     # How long a member code (会员码) is accepted at the till after the member's app asked for it.
     member_code_ttl_seconds: float = Field(default=120.0, gt=0, le=3600)
     # How often the service writes off lapsed points and re-evaluates tiers.
@@ -55,6 +56,7 @@ class MembershipSettings(BaseSettings):
             max_spend_cents=self.max_spend_cents,
             max_points_per_earn=self.max_points_per_earn,
             max_points_per_member_day=self.max_points_per_member_day,
+            max_referral_bonuses_per_member_day=self.max_referral_bonuses_per_member_day,
         )
 
 

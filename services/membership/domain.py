@@ -30,6 +30,15 @@ class Stage(IntEnum):
     LOYALTY = 4
 
 
+class EngagementEvent(StrEnum):
+    """What a member did that shows interest (membership.RecordEvent)."""
+
+    VIEW = "VIEW"
+    FOLLOW = "FOLLOW"
+    ADD_TO_CART = "ADD_TO_CART"
+    SHARE = "SHARE"
+
+
 class EntryKind(StrEnum):
     EARN = "EARN"
     REDEEM = "REDEEM"
@@ -100,6 +109,7 @@ class Programme:
     max_spend_cents: int = 100_000_000
     max_points_per_earn: int = 500_000
     max_points_per_member_day: int = 1_000_000
+    max_referral_bonuses_per_member_day: int = 20
 
     def __post_init__(self) -> None:
         if not self.tiers or self.tiers[0].threshold_cents != 0:
@@ -312,8 +322,8 @@ def invalid_member_code() -> PermissionDenied:
 
 @dataclass(frozen=True)
 class MemberCode:
-    """A short-lived code a member's own app shows at the till (会员码): it lets that till, and
-    only the first till it is shown at, read the member and spend their value until it expires."""
+    """A short-lived code a member's own app shows at the till (会员码): it lets the store it is
+    first shown at, and only that store, read the member and spend their value until it expires."""
 
     member_id: str
     expire_time: datetime

@@ -10,7 +10,7 @@ from quanyu.errors import InvalidArgument, Violations
 from quanyu.membership.v1 import membership_pb2, membership_pb2_grpc
 from quanyu.server import rpc_policy
 from quanyu.wire import from_timestamp, to_timestamp
-from services.membership.domain import MAX_MEMBER_CODE_LENGTH, EntryKind, Guide, Stage
+from services.membership.domain import MAX_MEMBER_CODE_LENGTH, EngagementEvent, EntryKind, Guide, Stage
 from services.membership.handlers import MembershipService
 from services.membership.repository import Coupon, Entry, Member
 
@@ -25,7 +25,7 @@ POLICY = rpc_policy(
         "CreateMemberCode": (Role.CHANNEL, Role.OPS),
         "EarnPoints": _BACK,
         "RedeemPoints": _FRONT,
-        "ReversePoints": _BACK,
+        "ReversePoints": _FRONT,
         "ListLedgerEntries": _FRONT,
         "IssueCoupon": _BACK,
         "RedeemCoupon": _FRONT,
@@ -48,6 +48,7 @@ _STAGES = {
     Stage.LOYALTY: membership_pb2.LIFECYCLE_STAGE_LOYALTY,
 }
 _STAGES_IN = {v: k for k, v in _STAGES.items()}
+_EVENTS = {membership_pb2.EventType.Value(f"EVENT_TYPE_{event.value}"): event for event in EngagementEvent}
 _KINDS = {kind: membership_pb2.EntryKind.Value(f"ENTRY_KIND_{kind.value}") for kind in EntryKind}
 
 
@@ -227,12 +228,11 @@ class MembershipServicer(membership_pb2_grpc.MembershipServiceServicer):
     def RecordEvent(
         self, request: membership_pb2.RecordEventRequest, context: grpc.ServicerContext
     ) -> membership_pb2.RecordEventResponse:
-        known = request.event_type in membership_pb2.EventType.values()
         self._service.record_event(
             current_principal(),
             request.customer_id,
             request.store_id,
-            membership_pb2.EventType.Name(request.event_type).removeprefix("EVENT_TYPE_") if known else "",
+            _EVENTS.get(request.event_type),
             from_timestamp(
                 request.occur_time, field_name="occur_time", present=request.HasField("occur_time")
             ),

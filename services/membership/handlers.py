@@ -28,6 +28,7 @@ from services.membership.domain import (
     MAX_ID_LENGTH,
     MAX_MEMBER_CODE_LENGTH,
     MAX_SOURCE_ID_LENGTH,
+    EngagementEvent,
     EntryKind,
     Guide,
     Programme,
@@ -82,14 +83,16 @@ def _code_hash(code: str) -> str:
     return hashlib.sha256(f"member-code|{code}".encode()).hexdigest()
 
 
-# One redemption spends at most this many points (1,000,000 fen of value): above any real order.
+# One redemption spends at most this many points (¥1,000,000 of value): above any real order.
 MAX_POINTS_PER_CALL = 100_000_000
 
 
 def _source_key(kind: str, owner: str, source_id: str) -> str:
     """The ledger key of a caller's source id: the platform's own keep the shape they always had;
-    a till's or a channel's carry their owner, so one caller's ids never name another's entries."""
-    return f"{kind}:{source_id}" if not owner else f"{kind}@{owner}:{source_id}"
+    a till's or a channel's carry their owner, its length first, so one caller's ids never name
+    another's entries however either is spelt (store `A:1` with source `X` and store `A` with
+    source `1:X` are two keys)."""
+    return f"{kind}:{source_id}" if not owner else f"{kind}@{len(owner)}:{owner}:{source_id}"
 
 
 def _require(violations: Violations, value: str, field_name: str, max_length: int = MAX_ID_LENGTH) -> None:
@@ -152,16 +155,17 @@ class MembershipService:
             existing = repo.root_of_customer(customer_id)
             if existing is None:
                 return None
-            # Only an enrolled customer has a member of their own to name as the referrer.
-            if referrer_member_id and repo.root_of(referrer_member_id) == existing:
-                raise InvalidArgument("referrer_member_id", "a customer cannot refer themselves")
             member = self._load(repo, existing)
+            # Refused before anything else is said of the member (whom they may refer, say).
             if principal.role is Role.STORE and member.home_store_id != principal.store_id:
                 raise PermissionDenied(
                     "the customer is a member already, of another store or of none; their member code "
                     "shows them at this till",
                     reason="MEMBER_OF_ANOTHER_STORE",
                 )
+            # Only an enrolled customer has a member of their own to name as the referrer.
+            if referrer_member_id and repo.root_of(referrer_member_id) == existing:
+                raise InvalidArgument("referrer_member_id", "a customer cannot refer themselves")
             return member, False
 
         # Most calls (every order of a known customer) find the member: a read, no write lock.
@@ -239,7 +243,9 @@ class MembershipService:
     ) -> Member:
         if member_code:
             return self._db.run(
-                lambda c: self._load(MemberRepository(c), self._admit(c, principal, member_code))
+                lambda c: self._load(
+                    MemberRepository(c), self._admit(c, principal, member_code, store_id=principal.store_id)
+                )
             )
         with self._db.snapshot() as connection:
             repo = MemberRepository(connection)
@@ -256,10 +262,13 @@ class MembershipService:
             holds_channel_account=lambda: self._customers.holds(member.customer_id, principal.channel),
         )
 
-    def _admit(self, connection: Connection, principal: Principal, code: str, member_root: str = "") -> str:
+    def _admit(
+        self, connection: Connection, principal: Principal, code: str, *, store_id: str, member_root: str = ""
+    ) -> str:
         """The member a code stands for (their root), once the code is found valid here: unexpired,
-        `member_root`'s when one is named, and shown at this store (the first store it is shown
-        at keeps it). Every failure is one answer."""
+        `member_root`'s when one is named, and shown at `store_id` (the first store it is shown at
+        keeps it: a till's own store, or the store orders names for a till's sale). Every failure
+        is one answer."""
         if len(code) > MAX_MEMBER_CODE_LENGTH:
             raise InvalidArgument("member_code", f"must be at most {MAX_MEMBER_CODE_LENGTH} characters")
         if principal.role is Role.CHANNEL:
@@ -268,7 +277,6 @@ class MembershipService:
         codes, repo = MemberCodeRepository(connection), MemberRepository(connection)
         key = _code_hash(code)
         found = codes.get(key)
-        store_id = principal.store_id
         if found is not None and store_id and not found.store_id and found.expire_time > self._clock():
             found = codes.bind(key, store_id)
         if found is None:
@@ -393,7 +401,7 @@ class MembershipService:
             now = self._clock()
             self._expire_lapsed(connection, member, now)
             group = repo.group(member.member_id)
-            first_earn = ledger.earns(group) == 0
+            first_purchase = spend_cents > 0 and ledger.purchases(group) == 0
             points = self.programme.earnable(
                 self.programme.points_for(spend_cents, member.tier, now),
                 ledger.earned_since(group, self.programme.day_start(now)),
@@ -423,7 +431,7 @@ class MembershipService:
                 ledger.open_lot(entry.entry_id, member.member_id, points, expire)
             repo.save(member, now)
             POINTS_EARNED.inc(points)
-            if first_earn and member.referrer_member_id:
+            if first_purchase and member.referrer_member_id:
                 self._credit_referrer(connection, member, source_id, now)
             return entry, self._load(repo, member.member_id)
 
@@ -432,13 +440,21 @@ class MembershipService:
     def _credit_referrer(
         self, connection: Connection, referred: Member, source_id: str, now: datetime
     ) -> None:
-        """The referrer's bonus, once per referred member however often the earn is retried."""
+        """The referrer's bonus, once per referred member however often the earn is retried, and
+        within the referrer's caps: the points of their day, and the bonuses of their day (a till
+        that enrols made-up customers naming one referrer, each buying nothing much, would
+        otherwise mint points for that referrer without end)."""
         ledger = LedgerRepository(connection)
         key = f"referral:{referred.member_id}"
         if ledger.by_key(key) is not None or self.programme.referral_bonus_points <= 0:
             return
         referrer = self._lock_root(connection, referred.referrer_member_id)
-        bonus = self.programme.referral_bonus_points
+        group, day = MemberRepository(connection).group(referrer.member_id), self.programme.day_start(now)
+        if ledger.bonuses_since(group, day) >= self.programme.max_referral_bonuses_per_member_day:
+            return
+        bonus = self.programme.earnable(self.programme.referral_bonus_points, ledger.earned_since(group, day))
+        if bonus <= 0:
+            return
         referrer.points_balance += bonus
         expire = self.programme.expiry(now)
         entry = ledger.append(
@@ -477,13 +493,13 @@ class MembershipService:
         violations.raise_if_any()
         principal.require_store(store_id)
         require_code_to_spend(principal, member_code)
+        self._may_spend(principal, member_id, member_code, store_id)
         owner = principal.owner
 
         def work(connection: Connection) -> tuple[Entry, Member]:
             ledger, repo = LedgerRepository(connection), MemberRepository(connection)
-            self._may_spend(connection, principal, member_id, member_code)
             key = _source_key("redeem", owner, source_id)
-            done = ledger.by_key(key)
+            done = ledger.by_key(key) or self._redeemed_before_owners(ledger, principal, source_id)
             if done is not None:
                 self._same_source(repo, done, member_id, points=-points)
                 return done, self._load(repo, self._root(repo, done.member_id))
@@ -595,14 +611,7 @@ class MembershipService:
         size = page_size(requested)
         caller = principal.name
         position = self._pages.decode(token, query={"member": member_id}, caller=caller)
-        if member_code:
-            self._db.run(
-                lambda c: self._admit(
-                    c, principal, member_code, MemberRepository(c).root_of(member_id) or _NO_MEMBER
-                )
-            )
-        else:
-            self.get_member(principal, member_id=member_id)
+        self._may_read(principal, member_id, member_code, principal.store_id)
         with self._db.snapshot() as connection:
             repo = MemberRepository(connection)
             root = repo.root_of(member_id)
@@ -764,14 +773,16 @@ class MembershipService:
         violations.raise_if_any()
         principal.require_store(store_id)
         require_code_to_spend(principal, member_code)
+        self._may_spend(principal, member_id, member_code, store_id)
 
         def work(connection: Connection) -> tuple[Coupon, int]:
             coupons, repo = CouponRepository(connection), MemberRepository(connection)
-            self._may_spend(connection, principal, member_id, member_code)
             coupon = coupons.get(code)
-            if coupon is None:
+            owned = coupon is not None and repo.root_of(coupon.member_id) == repo.root_of(member_id)
+            if coupon is None or (not owned and principal.role in (Role.CHANNEL, Role.STORE)):
+                # Another member's coupon is nothing to a till or a channel, not even known.
                 raise NotFound("coupon", code)
-            if repo.root_of(coupon.member_id) != repo.root_of(member_id):
+            if not owned:
                 raise FailedPrecondition("the coupon belongs to another member", reason="COUPON_NOT_OWNED")
             discount = min(coupon.discount_cents, order_amount_cents)
             if coupon.redeemed_order_id == order_id and coupon.redeemed_store_id == store_id:
@@ -827,16 +838,14 @@ class MembershipService:
         principal: Principal,
         customer_id: str,
         store_id: str,
-        event_type: str,
+        event_type: EngagementEvent | None,
         occur_time: datetime | None,
     ) -> None:
         violations = Violations()
         _require(violations, customer_id, "customer_id")
         violations.text(store_id, "store_id", max_length=MAX_ID_LENGTH, required=False)
         violations.check(
-            event_type in ("VIEW", "FOLLOW", "ADD_TO_CART", "SHARE"),
-            "event_type",
-            "must be VIEW, FOLLOW, ADD_TO_CART or SHARE",
+            event_type is not None, "event_type", f"must be {', '.join(e.value for e in EngagementEvent)}"
         )
         violations.raise_if_any()
         if principal.role is Role.STORE:
@@ -849,13 +858,14 @@ class MembershipService:
         if member is None or member.stage >= Stage.INTEREST or not self._sees(principal, member):
             return
 
-        def work(connection: Connection) -> None:
-            member = self._lock_root(connection, customer_root)
-            if member.stage < Stage.INTEREST:
-                self._enter(member, stage_after_event(member.stage), occur_time or self._clock())
-                MemberRepository(connection).save(member, self._clock())
+        root_id = member.member_id
 
-        customer_root = member.member_id
+        def work(connection: Connection) -> None:
+            locked = self._lock_root(connection, root_id)
+            if locked.stage < Stage.INTEREST:
+                self._enter(locked, stage_after_event(locked.stage), occur_time or self._clock())
+                MemberRepository(connection).save(locked, self._clock())
+
         self._db.run(work)
 
     @staticmethod
@@ -1012,20 +1022,41 @@ class MembershipService:
 
     # --- helpers ------------------------------------------------------------------------------
 
-    def _may_spend(
-        self, connection: Connection, principal: Principal, member_id: str, member_code: str
-    ) -> None:
-        """Spending needs the member: their code (a till's only way, checked for this member and
-        store), or a channel acting for its own customer; ops and services act for the chain.
-        A member the caller does not reach is answered as one that does not exist, and a code
-        for a member who does not exist as any other code not valid here."""
-        repo = MemberRepository(connection)
-        if member_code:
-            self._admit(connection, principal, member_code, repo.root_of(member_id) or _NO_MEMBER)
+    @staticmethod
+    def _redeemed_before_owners(
+        ledger: LedgerRepository, principal: Principal, source_id: str
+    ) -> Entry | None:
+        """A till's redemption made before source ids had owners, under its shared key: its retry
+        after the upgrade finds it there rather than spending again. Only the till's own store's."""
+        if principal.role is not Role.STORE:
+            return None
+        earlier = ledger.by_key(_source_key("redeem", "", source_id))
+        if earlier is None or earlier.owner or earlier.store_id != principal.store_id:
+            return None
+        return earlier
+
+    def _may_spend(self, principal: Principal, member_id: str, member_code: str, store_id: str) -> None:
+        """Spending needs the member: their code (a till's only way, checked for this member at
+        the store it is spent at, also when orders spends it for a till's sale), or a channel
+        acting for its own customer; ops and services act for the chain. Checked before the
+        spend's own transaction, which then holds no lock while identity is asked."""
+        if principal.role in (Role.OPS, Role.SERVICE) and not member_code:
             return
-        root = self._root(repo, member_id)
-        if not self._sees(principal, self._load(repo, root)):
-            raise NotFound("member", member_id)
+        self._may_read(principal, member_id, member_code, store_id)
+
+    def _may_read(self, principal: Principal, member_id: str, member_code: str, store_id: str) -> None:
+        """The member is the caller's to read: by their code shown at `store_id`, or as one of its
+        own. A member the caller does not reach is answered as one that does not exist, and a
+        code for a member who does not exist as any other code not valid here."""
+        if not member_code:
+            self.get_member(principal, member_id=member_id)
+            return
+
+        def admit(connection: Connection) -> str:
+            root = MemberRepository(connection).root_of(member_id) or _NO_MEMBER
+            return self._admit(connection, principal, member_code, store_id=store_id, member_root=root)
+
+        self._db.run(admit)
 
     @staticmethod
     def _root(repo: MemberRepository, member_id: str) -> str:

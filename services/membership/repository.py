@@ -342,23 +342,35 @@ _ENTRIES_OF_SOURCE = (
     )
     .order_by(ledger_entries.c.seq)
 )
-# Spend, net of reversals, can be negative in a window; only its total is non-negative, so it is
-# summed as it is (spend per earn is bounded, which keeps the sum far inside 64 bits).
-_ROLLING_SPEND = select(func.coalesce(func.sum(ledger_entries.c.spend_cents), 0)).where(
+# Every earn reads the member's rolling spend: summed in halves, so a member whose ledger holds
+# spends from before they were bounded can still earn rather than fail on an overflow.
+_ROLLING_SPEND = select(*wide_sum(ledger_entries.c.spend_cents)).where(
     ledger_entries.c.member_id.in_(bindparam("members", expanding=True)),
     ledger_entries.c.spend_time >= bindparam("since"),
 )
+# What a member's earns and referral bonuses credited since a moment (their day, for its cap).
 _EARNED_SINCE = select(*wide_sum(ledger_entries.c.points)).where(
     ledger_entries.c.member_id.in_(bindparam("members", expanding=True)),
-    ledger_entries.c.kind == EntryKind.EARN.value,
+    ledger_entries.c.kind.in_((EntryKind.EARN.value, EntryKind.REFERRAL_BONUS.value)),
     ledger_entries.c.create_time >= bindparam("since"),
 )
-_EARNS = (
+_BONUSES_SINCE = (
+    select(func.count())
+    .select_from(ledger_entries)
+    .where(
+        ledger_entries.c.member_id.in_(bindparam("members", expanding=True)),
+        ledger_entries.c.kind == EntryKind.REFERRAL_BONUS.value,
+        ledger_entries.c.create_time >= bindparam("since"),
+    )
+)
+# A purchase is an earn for money spent: an order of nothing buys nothing.
+_PURCHASES = (
     select(func.count())
     .select_from(ledger_entries)
     .where(
         ledger_entries.c.member_id.in_(bindparam("members", expanding=True)),
         ledger_entries.c.kind == EntryKind.EARN.value,
+        ledger_entries.c.spend_cents > 0,
     )
 )
 _LOT = select(point_lots).where(point_lots.c.lot_id == bindparam("lot"))
@@ -435,16 +447,24 @@ class LedgerRepository:
         return [_entry(r) for r in rows]
 
     def rolling_spend(self, member_ids: Sequence[str], since: datetime) -> int:
-        total = self._db.execute(_ROLLING_SPEND, {"members": list(member_ids), "since": since}).scalar_one()
-        return int(total)
+        return joined_sum(
+            *self._db.execute(_ROLLING_SPEND, {"members": list(member_ids), "since": since}).one()
+        )
 
     def earned_since(self, member_ids: Sequence[str], since: datetime) -> int:
-        """Points the members' earns credited from `since` on (a member's day, for its cap)."""
+        """Points the members' earns and referral bonuses credited from `since` on."""
         row = self._db.execute(_EARNED_SINCE, {"members": list(member_ids), "since": since}).one()
         return joined_sum(*row)
 
-    def earns(self, member_ids: Sequence[str]) -> int:
-        return int(self._db.execute(_EARNS, {"members": list(member_ids)}).scalar_one())
+    def bonuses_since(self, member_ids: Sequence[str], since: datetime) -> int:
+        """Referral bonuses the members were paid from `since` on."""
+        return int(
+            self._db.execute(_BONUSES_SINCE, {"members": list(member_ids), "since": since}).scalar_one()
+        )
+
+    def purchases(self, member_ids: Sequence[str]) -> int:
+        """Earns for money spent: the first one is what pays a referrer."""
+        return int(self._db.execute(_PURCHASES, {"members": list(member_ids)}).scalar_one())
 
     # --- lots ----------------------------------------------------------------------------------
 

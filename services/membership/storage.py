@@ -98,7 +98,7 @@ ledger_entries = Table(
     Column("shortfall_points", BigInteger, nullable=False),
     # What makes a write happen once: earn:<source>, redeem:<source> (redeem@<owner>:<source> for a
     # till's or a channel's), reverse:<entry>, expire:<lot>, referral:<member>.
-    Column("idempotency_key", String(200), nullable=False, unique=True),
+    Column("idempotency_key", String(300), nullable=False, unique=True),
     Index("ix_ledger_entries_member_id_seq", "member_id", "seq"),
 )
 

@@ -18,6 +18,7 @@ from quanyu.metrics import labelled_gauge_from
 from quanyu.orders.v1 import orders_pb2_grpc
 from quanyu.outbox import OutboxRelay, export_metrics
 from quanyu.paging import PageTokens
+from quanyu.quota import quota_from
 from quanyu.server import ServiceApp
 from quanyu.tasks import Periodic
 from services.orders.config import OrdersSettings
@@ -50,6 +51,9 @@ def build_app(settings: Settings, own: OrdersSettings | None = None) -> ServiceA
         PageTokens(settings.signing_key_bytes(), purpose=NAME),
         fingerprint_key=hashlib.sha256(settings.phone_hash_key_bytes() + b"|order-request").digest(),
         accept_window=timedelta(seconds=own.accept_window_seconds),
+        phone_lookups=quota_from(
+            "phone look-ups", settings.phone_lookup_quota, reason="PHONE_LOOKUP_QUOTA_EXCEEDED"
+        ),
     )
     relay = OutboxRelay(database, outbox, deliverers(service, downstream), lanes=LANES)
     service.relay = relay

@@ -180,7 +180,10 @@ class OrderRequest:
     def order_id(self) -> str:
         """The order's id follows from the caller's request id, so concurrent retries of one
         request name one order in every service they reach, and every effect is keyed alike."""
-        name = f"order|{self.request_id}" if not self.owner else f"order|{self.owner}|{self.request_id}"
+        # The owner goes in with its length, so no spelling of store ids and request ids makes
+        # two callers' requests one.
+        owned = f"order|{len(self.owner)}:{self.owner}|{self.request_id}"
+        name = f"order|{self.request_id}" if not self.owner else owned
         return "ord_" + hashlib.sha256(name.encode()).hexdigest()[:32]
 
     @property
@@ -316,6 +319,17 @@ class Price:
     @property
     def total_cents(self) -> int:
         return self.subtotal_cents - self.discount_cents - self.points_redeemed
+
+
+def credited_guide(request: OrderRequest, member_guide_id: str, member_home_store_id: str) -> str:
+    """The guide an order is credited to: the one the caller names (membership has checked it is
+    of the right store), else the member's own guide, but a till's sale only to its own store's:
+    a sale at one store never counts for another store's guide."""
+    if request.guide_id:
+        return request.guide_id
+    if request.fulfilment_type is FulfilmentType.IN_STORE and member_home_store_id != request.origin_store_id:
+        return ""
+    return member_guide_id
 
 
 def points_to_spend(subtotal_cents: int, coupon_discount_cents: int, wanted: int) -> int:

@@ -67,7 +67,7 @@ def default_channel(principal: Principal) -> str:
 def request_from(
     message: orders_pb2.CreateOrderRequest,
     *,
-    owner: str = "",
+    owner: str,
     default_channel: str = "",
     limits: Limits = DEFAULT_LIMITS,
 ) -> OrderRequest:

@@ -26,6 +26,7 @@ from quanyu.errors import (
 )
 from quanyu.outbox import OutboxRelay, OutboxState, add_effect
 from quanyu.paging import PageTokens, page_size
+from quanyu.quota import Quota
 from services.orders.domain import (
     MAX_ID_LENGTH,
     MAX_REASON_LENGTH,
@@ -37,6 +38,7 @@ from services.orders.domain import (
     Price,
     Status,
     check_caller,
+    credited_guide,
     points_to_spend,
 )
 from services.orders.downstream import Downstream, MemberInfo, Placement, as_answered_by
@@ -87,6 +89,7 @@ class OrdersService:
         *,
         fingerprint_key: bytes,
         accept_window: timedelta,
+        phone_lookups: Quota | None = None,
         relay: OutboxRelay | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
@@ -94,6 +97,7 @@ class OrdersService:
         self._downstream = downstream
         self._pages = page_tokens
         self._fingerprint_key = fingerprint_key
+        self._phone_lookups = phone_lookups
         self._accept_window = accept_window
         self.relay = relay
         self._clock = clock
@@ -112,6 +116,10 @@ class OrdersService:
         existing = self._existing(request)
         if existing is not None:
             return existing
+        if request.customer.phone and self._phone_lookups is not None:
+            # Placing an order by phone finds the customer by it: counted as a look-up of the
+            # caller's, or orders would be the way round the quota.
+            self._phone_lookups.take(principal)
         order_id = request.order_id()
         kind = request.fulfilment_type
         in_store = kind is FulfilmentType.IN_STORE
@@ -218,7 +226,7 @@ class OrdersService:
             delivery_address=request.delivery_address,
             origin_store_id=origin,
             fulfilling_store_id=store,
-            guide_id=request.guide_id or member.guide_id,
+            guide_id=credited_guide(request, member.guide_id, member.home_store_id),
             status=status,
             status_reason="",
             coupon_code=request.coupon_code,
@@ -307,7 +315,9 @@ class OrdersService:
     def _existing(self, request: OrderRequest) -> Order | None:
         with self._db.snapshot() as connection:
             repo = OrderRepository(connection)
-            found = repo.fingerprint(request.owner, request.request_id)
+            found = repo.fingerprint(request.owner, request.request_id) or _placed_before_owners(
+                repo, request
+            )
             if found is None:
                 return None
             order_id, fingerprint = found
@@ -653,6 +663,28 @@ class OrdersService:
 
 
 _SYSTEM_PRINCIPAL = Principal(Role.SERVICE, SYSTEM)
+
+
+def _placed_before_owners(repo: OrderRepository, request: OrderRequest) -> tuple[str, str] | None:
+    """An order a store or channel placed before request ids had owners, kept in the shared
+    namespace with its fingerprint cleared by the upgrade: a retry of it after the upgrade finds it
+    rather than placing it again. Only an order the caller placed could be it: a sale at that
+    store's till, or an order through that channel. Orders written since always have a
+    fingerprint, so no order of the platform's own callers is ever taken for one."""
+    found = repo.fingerprint("", request.request_id)
+    if not request.owner or found is None or found[1]:
+        return None
+    order = repo.get(found[0])
+    kind, _, name = request.owner.partition(":")
+    placed_by_caller = order is not None and (
+        (
+            kind == "store"
+            and order.fulfilment_type is FulfilmentType.IN_STORE
+            and order.origin_store_id == name
+        )
+        or (kind == "channel" and order.channel == name)
+    )
+    return found if placed_by_caller else None
 
 
 @dataclass

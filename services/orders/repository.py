@@ -197,7 +197,7 @@ class OrderRepository:
                 "order_id": order_id,
                 "from_status": from_status,
                 "to_status": to_status,
-                "actor": actor[:160],
+                "actor": actor,
                 "reason": reason[:256],
                 "store_id": store_id,
                 "change_time": now,

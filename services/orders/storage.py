@@ -82,7 +82,8 @@ status_changes = Table(
     Column("order_id", String(64), nullable=False, index=True),
     Column("from_status", String(24), nullable=False),
     Column("to_status", String(24), nullable=False),
-    Column("actor", String(160), nullable=False),
+    # Who made the change: the caller's name (store:SH-001/till-3), at most 8 + 64 + 1 + 128.
+    Column("actor", String(256), nullable=False),
     Column("reason", String(256), nullable=False),
     Column("store_id", String(64), nullable=False),
     Column("change_time", UtcDateTime(), nullable=False),

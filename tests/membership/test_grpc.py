@@ -664,6 +664,30 @@ def test_a_store_terminal_redeems_points_only_at_its_own_store_with_the_members_
 # --- reversing -----------------------------------------------------------------------------
 
 
+def test_a_till_refunds_what_it_redeemed_and_its_source_ids_are_its_own(
+    m: Membership, svc: Meta, app_channel: Meta, token: TokenFactory
+) -> None:
+    stub = m.stub
+    till_a = bearer(token(Role.STORE, store_id="SH-1", subject="till-1"))
+    other_till = bearer(token(Role.STORE, store_id="SH-1", subject="till-2"))
+    till_b = bearer(token(Role.STORE, store_id="BJ-1"))
+    member_id = enroll(stub, till_a, m.customer("openid-1")).member_id
+    earn(stub, svc, member_id, "order-1", 50_000)
+    code = member_code(stub, app_channel, member_id)
+    spent = redeem(stub, till_a, member_id, "pos-0001", 100, code=code)
+    # The platform's own "pos-0001" is another source: reversing it gives nothing back.
+    assert reverse(stub, svc, "pos-0001") == []
+    # Another store's till naming the same source id reverses nothing of store SH-1's.
+    assert reverse(stub, till_b, "pos-0001") == []
+    assert member(stub, svc, member_id).points_balance == 400
+    # Any till of the store refunds it, once.
+    given_back = reverse(stub, other_till, "pos-0001")
+    assert [(e.kind, e.points) for e in given_back] == [(pb.ENTRY_KIND_REVERSAL, 100)]
+    assert reverse(stub, till_a, "pos-0001") == given_back
+    assert member(stub, svc, member_id).points_balance == 500
+    assert spent.entry.source_id == "pos-0001"
+
+
 def test_reversing_an_unspent_earn_takes_back_its_points_and_spend(m: Membership, svc: Meta) -> None:
     stub = m.stub
     member_id = enroll(stub, svc, "cus-1").member_id
@@ -1283,7 +1307,7 @@ ALLOWED = {
     "CreateMemberCode": {Role.CHANNEL, Role.OPS},
     "EarnPoints": BACK,
     "RedeemPoints": FRONT,
-    "ReversePoints": BACK,
+    "ReversePoints": FRONT,
     "ListLedgerEntries": FRONT,
     "IssueCoupon": BACK,
     "RedeemCoupon": FRONT,

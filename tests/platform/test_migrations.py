@@ -4,11 +4,15 @@ match its table definitions exactly, and can be applied again harmlessly."""
 from __future__ import annotations
 
 import importlib
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from quanyu.config import SERVICE_NAMES
 from quanyu.db import Database, migrate
@@ -27,5 +31,44 @@ def test_migrations_build_exactly_the_tables_the_service_defines(database_url: s
             tables = set(inspect(connection).get_table_names())
         assert differences == []
         assert tables == {*storage.metadata.tables, "alembic_version"}
+    finally:
+        database.dispose()
+
+
+def _upgrade(database: Database, script_location: Any, revision: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(script_location))
+    with database.transaction() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+
+def test_guides_members_already_name_are_kept_at_the_home_store_most_of_their_members_have(
+    database_url: str,
+) -> None:
+    """Only known guides are credited once guides are kept: the upgrade keeps the ones in use."""
+    membership = importlib.import_module("services.membership.bootstrap")
+    database = Database(database_url)
+    try:
+        _upgrade(database, membership.MIGRATIONS, "0001")
+        now = datetime(2026, 12, 1, tzinfo=UTC)
+        rows = [("g-1", "SH-001"), ("g-1", "SH-001"), ("g-1", "BJ-002"), ("g-2", "BJ-002"), ("g-3", "")]
+        with database.transaction() as connection:
+            for n, (guide, store) in enumerate(rows):
+                connection.execute(
+                    text(
+                        "INSERT INTO members (member_id, customer_id, root_member_id, tier, home_store_id, "
+                        "guide_id, enrolled_channel, enroll_time, stage, referrer_member_id, points_balance, "
+                        "lifetime_spend_cents, merged, update_time) "
+                        "VALUES (:m, :c, :m, 'BRONZE', :s, :g, '', :t, 1, '', 0, 0, false, :t)"
+                    ),
+                    {"m": f"mem_{n}", "c": f"cus_{n}", "s": store, "g": guide, "t": now},
+                )
+        _upgrade(database, membership.MIGRATIONS, "head")
+        with database.engine.connect() as connection:
+            kept = connection.execute(
+                text("SELECT guide_id, store_id, active FROM guides ORDER BY guide_id")
+            ).all()
+        assert [tuple(row) for row in kept] == [("g-1", "SH-001", True), ("g-2", "BJ-002", True)]
     finally:
         database.dispose()

@@ -21,6 +21,7 @@ import grpc
 import jwt
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from sqlalchemy import func, select
 
 from quanyu.auth import Role
 from quanyu.common.v1 import common_pb2
@@ -28,11 +29,14 @@ from quanyu.fulfilment.v1 import fulfilment_pb2
 from quanyu.identity.v1 import identity_pb2
 from quanyu.membership.v1 import membership_pb2
 from quanyu.orders.v1 import orders_pb2
+from services.orders.grpc_servicer import request_from
+from services.orders.storage import outbox
 from tests.orders.platform import Metadata
 from tests.reliability.deployment import Deployment
 from tests.reliability.world import MINI, SERVER_ERRORS, Outcome, World, attempt
 
 TMALL = "CHANNEL_TMALL"
+APP_CHANNEL = "CHANNEL_APP"
 POS = common_pb2.CHANNEL_STORE_POS
 IN_STORE = common_pb2.FULFILMENT_TYPE_IN_STORE
 DELIVERY = common_pb2.FULFILMENT_TYPE_DELIVERY
@@ -254,8 +258,25 @@ def spending_without_member(d: Deployment, figures: AbuseFigures) -> None:
         "",
         "a Tmall order for a WeChat member, paid with their points",
     )
-    # Give-backs of refused orders are in the outbox; nothing of the victim's should be spent now
-    # or later (the refusals took nothing, so there is nothing to give back either).
+    # A code store B was shown, used by store A through its till sale (orders spends it for A with
+    # the platform's own token): it is B's, not A's.
+    through_orders = orders_pb2.CreateOrderRequest(
+        request_id=w.name("steal-with-bs-code"),
+        customer_id=victim.customer_id,
+        fulfilment_type=IN_STORE,
+        origin_store_id=store_a,
+        lines=[_line(sku)],
+        points_to_redeem=200,
+        member_code=shown_at_b,
+    )
+    figures.refused(
+        attempt(lambda: d.orders.CreateOrder(through_orders, metadata=till_a)),
+        DENIED,
+        "MEMBER_CODE_INVALID",
+        "store A's till sale paid with a code shown at B",
+    )
+    # Nothing of the victim's is spent now or later: the refusals took nothing, so there is
+    # nothing to give back either.
     after = w.balance(victim.member_id)
 
     def taken(code: str) -> bool:
@@ -268,9 +289,19 @@ def spending_without_member(d: Deployment, figures: AbuseFigures) -> None:
     spent = max(0, before - after) + sum(800 for code in coupons if taken(code))
     figures.value_spent_without_member += spent
     figures.expect(spent == 0, f"{spent} of the member's points and coupon value spent without them")
-    # With the code the member shows at A, A's till spends their points: the way it should work.
+    # With the code the member shows at A, A's till spends their points: the way it should work,
+    # also for a store whose id and source ids are as long as they may be.
     here = w.member_code(victim.member_id)
     figures.expect(redeem_points(till_a, here).ok, "store A refused the member's own code")
+    longest = w.store("L" * 54, 4_000, {})
+    assert len(longest) == 64
+    long_till = w.store_token(longest)
+    code = w.member_code(victim.member_id)
+    request = membership_pb2.RedeemPointsRequest(
+        member_id=victim.member_id, points=1, source_id="s" * 128, member_code=code
+    )
+    outcome = attempt(lambda: m.RedeemPoints(request, metadata=long_till))
+    figures.expect(outcome.ok, f"a redemption with the longest ids answered {outcome}")
 
 
 # --- prices that mint points ---------------------------------------------------------------------
@@ -351,6 +382,38 @@ def amounts(d: Deployment, figures: AbuseFigures) -> None:
         lambda: d.orders.GetStoreReport(orders_pb2.GetStoreReportRequest(store_id=store_a), metadata=w.ops)
     )
     figures.expect(report.ok, f"the store report after it all: {report}")
+    # Referral bonuses minted by a till: made-up customers, each naming one referrer, each buying
+    # nothing at all, then a little. A purchase of nothing pays nobody; the rest stop at the cap of
+    # bonuses a referrer is paid a day.
+    referrer = w.enrolled(TMALL, w.name("referrer"))
+    for n in range(25):
+        card = w.name(f"card-{n}")
+        newcomer = d.identity.ResolveCustomer(
+            identity_pb2.ResolveCustomerRequest(account=_account("CHANNEL_STORE_POS", card)), metadata=till_a
+        ).customer.customer_id
+        d.membership.Enroll(
+            membership_pb2.EnrollRequest(customer_id=newcomer, referrer_member_id=referrer.member_id),
+            metadata=till_a,
+        )
+        for price in (0, 100):
+            sale = orders_pb2.CreateOrderRequest(
+                request_id=w.name(f"referral-{n}-{price}"),
+                customer_id=newcomer,
+                fulfilment_type=IN_STORE,
+                origin_store_id=store_a,
+                lines=[_line(sku, 1, price)],
+            )
+            attempt(lambda sale=sale: d.orders.CreateOrder(sale, metadata=till_a))  # type: ignore[misc]
+    # Every earn those sales set off has gone through the outbox before the referrer is counted.
+    _eventually(
+        lambda: d.orders.GetOutboxStatus(orders_pb2.GetOutboxStatusRequest(), metadata=w.ops).undelivered,
+        lambda undelivered: undelivered == 0,
+        within=60.0,
+    )
+    bonuses = w.balance(referrer.member_id)
+    minted = max(0, bonuses - 20 * 100)
+    figures.points_minted_over_caps += minted
+    figures.expect(minted == 0, f"a referrer paid {bonuses} points in a day by one till's sales")
 
 
 # --- one store in another's business -------------------------------------------------------------
@@ -414,6 +477,17 @@ def store_in_another(d: Deployment, figures: AbuseFigures) -> None:
         )
     )
     figures.refused(credited, NOT_FOUND, "GUIDE_NOT_FOUND", "store A crediting a sale to B's guide")
+    # A sale at A to B's member (B's guide looks after them) is not B's guide's sale either.
+    o.CreateOrder(
+        orders_pb2.CreateOrderRequest(
+            request_id=w.name("sale-to-b-member"),
+            customer_id=member_b.customer_id,
+            fulfilment_type=IN_STORE,
+            origin_store_id=store_a,
+            lines=[_line(sku)],
+        ),
+        metadata=till_a,
+    )
     guide_report = o.GetGuideReport(orders_pb2.GetGuideReportRequest(guide_id=guide_b), metadata=w.ops)
     figures.expect(guide_report.orders == 0, f"B's guide credited with {guide_report.orders} orders")
     # An order A rejects goes on to B; asked again, A learns nothing of it.
@@ -462,7 +536,22 @@ def size_and_rate(d: Deployment, figures: AbuseFigures) -> None:
             outcome.code == INVALID and "levels" in outcome.message,
             f"SetStock with {count:,} levels: {outcome} after {time.monotonic() - started:.1f} s",
         )
-    # Phone look-ups: a till gets a burst, then is told to wait.
+    # Phone look-ups: a till gets a burst, then is told to wait, whether it asks identity or
+    # places sales naming phones (each finds a customer by phone too).
+    sku = w.name("free")
+    w.set_stock(store, {sku: 1_000})
+    selling = w.store_token(store, "selling-till")
+
+    def sale(n: int) -> Outcome[object]:
+        request = w.in_store(w.name(f"probe-{n}"), store, _phone(), {sku: 1})
+        return attempt(lambda: d.orders.CreateOrder(request, metadata=selling))
+
+    sales = [sale(n) for n in range(40)]
+    turned = [o for o in sales if o.code == EXHAUSTED]
+    figures.expect(
+        15 <= len(turned) <= 25 and all(o.reason == "PHONE_LOOKUP_QUOTA_EXCEEDED" for o in turned),
+        f"40 sales by phone in a row from one till: {len(turned)} refused",
+    )
     looked = [
         attempt(
             lambda: d.identity.LookupCustomer(
@@ -474,7 +563,7 @@ def size_and_rate(d: Deployment, figures: AbuseFigures) -> None:
     refused = [o for o in looked if o.code == EXHAUSTED]
     figures.expect(
         20 <= len(refused) <= 45 and all(o.reason == "PHONE_LOOKUP_QUOTA_EXCEEDED" for o in refused),
-        f"60 phone look-ups at once from one till: {len(refused)} refused",
+        f"60 phone look-ups in a row from one till: {len(refused)} refused",
     )
     figures.expect(
         all(o.code in (NOT_FOUND, EXHAUSTED) for o in looked),
@@ -486,6 +575,17 @@ def size_and_rate(d: Deployment, figures: AbuseFigures) -> None:
     except grpc.RpcError as error:
         delay = retry_delay(error)
     figures.expect(delay is not None and 0 < delay <= 10, f"the refusal says when to retry: {delay}")
+
+
+def _eventually(read: Callable[[], int], done: Callable[[int], bool], within: float = 20.0) -> int:
+    """What `read` gives once `done` holds of it, or after `within` seconds (effects go through
+    the outbox)."""
+    deadline = time.monotonic() + within
+    value = read()
+    while not done(value) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        value = read()
+    return value
 
 
 def retry_delay(error: grpc.RpcError) -> float | None:
@@ -525,8 +625,7 @@ def smaller(d: Deployment, figures: AbuseFigures) -> None:
         "",
         "a token for channel WECHAT",
     )
-    # A refused order with an unknown coupon leaves nothing in the outbox to fail.
-    before = d.orders.GetOutboxStatus(orders_pb2.GetOutboxStatusRequest(), metadata=w.ops)
+    # A refused order with an unknown coupon leaves nothing in the outbox (to fail there for good).
     unknown_coupon = w.delivery(w.name("no-coupon"), w.name("buyer"), {sku: 1}, coupon_code="NOSUCHCOUPON")
     figures.refused(
         attempt(lambda: d.orders.CreateOrder(unknown_coupon, metadata=w.app)),
@@ -534,12 +633,12 @@ def smaller(d: Deployment, figures: AbuseFigures) -> None:
         "COUPON_NOT_FOUND",
         "an order with an unknown coupon",
     )
-    after = d.orders.GetOutboxStatus(orders_pb2.GetOutboxStatusRequest(), metadata=w.ops)
-    figures.expect(
-        (after.undelivered, after.failed) <= (before.undelivered, before.failed),
-        f"a refused order left effects: {before.undelivered}/{before.failed} -> "
-        f"{after.undelivered}/{after.failed}",
-    )
+    order_id = request_from(unknown_coupon, owner=f"channel:{APP_CHANNEL}").order_id()
+    with d.databases["orders"].snapshot() as db:
+        left = db.execute(
+            select(func.count()).select_from(outbox).where(outbox.c.payload.contains(order_id))
+        ).scalar_one()
+    figures.expect(left == 0, f"a refused order left {left} effects behind")
     # History names the till, within its store.
     sale = d.orders.CreateOrder(
         w.in_store(w.name("named"), store, _phone(), {sku: 1}), metadata=d.token(Role.STORE, store_id=store)

@@ -132,7 +132,7 @@ def faults_in_the_order_flow(d: Deployment, *, rounds: int, seed: int = 7) -> Fa
 
 
 def _play(d: Deployment, w: World, r: _Round, figures: FaultFigures) -> None:
-    r.order_id = request_from(r.request).order_id()
+    r.order_id = request_from(r.request, owner="").order_id()  # placed by ops
     fault = r.fault
     if fault.during == "creation":
         hit = _create_under(d, w, r)
