@@ -19,7 +19,8 @@ from grpc_status import rpc_status
 from quanyu import tracing
 from quanyu.auth import Principal, Role, TokenCodec
 from quanyu.config import Settings
-from quanyu.server import REQUEST_ID_HEADER
+from quanyu.errors import Code, FieldViolation, QuanyuError, Unavailable, error_for
+from quanyu.logs import REQUEST_ID_HEADER
 
 SERVICE_PACKAGES = {
     "identity": "quanyu.identity.v1.IdentityService",
@@ -125,7 +126,6 @@ def service_channel(settings: Settings, service: str, *, caller: str) -> grpc.Ch
 def store_exists(fulfilment: Any, store_id: str) -> bool:
     """Whether the chain has the store, as fulfilment (which keeps the stores) says; Unavailable
     when it cannot say."""
-    from quanyu.errors import Unavailable
     from quanyu.fulfilment.v1 import fulfilment_pb2
 
     try:
@@ -166,3 +166,60 @@ def field_violations(error: grpc.RpcError) -> list[tuple[str, str]]:
             detail.Unpack(request)
             found += [(v.field, v.description) for v in request.field_violations]
     return found
+
+
+# Statuses that mean the other service did not answer the request (down, too slow, overloaded,
+# or failing inside): the same request may succeed later.
+_UNANSWERED = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.INTERNAL,
+        # Our own token refused: a deployment fault (keys out of step), not the request's.
+        grpc.StatusCode.UNAUTHENTICATED,
+    }
+)
+# PERMISSION_DENIED for the role of our own token is the same deployment fault; a refusal with
+# another reason (a member code a till passed on, say) is an answer about the request.
+_ROLE_REFUSED = "PERMISSION_DENIED"
+
+
+def is_unanswered(error: grpc.RpcError) -> bool:
+    """True when `error` says the call went unanswered rather than that the request was refused."""
+    code = error.code()
+    if code in _UNANSWERED:
+        return True
+    if code is grpc.StatusCode.PERMISSION_DENIED:
+        info = error_info(error)
+        return info is None or info.reason == _ROLE_REFUSED
+    return False
+
+
+def failure_of(service: str, error: grpc.RpcError) -> QuanyuError:
+    """Another service's failed answer as a domain error, the one classifier every caller and
+    every outbox uses: Unavailable when the call went unanswered (retry later), otherwise the
+    refusal with its code, reason, metadata and field violations, so the caller hears exactly
+    what `service` said."""
+    code = error.code()
+    if is_unanswered(error):
+        return Unavailable(
+            f"{service} is unavailable ({code.name}); retry with the same request id",
+            reason=f"{service.upper()}_UNAVAILABLE",
+        )
+    info = error_info(error)
+    violations = tuple(FieldViolation(f, d) for f, d in field_violations(error))
+    try:
+        ours = Code(code.name)
+    except ValueError:
+        ours = Code.FAILED_PRECONDITION
+    return error_for(
+        ours,
+        f"{service}: {error.details() or code.name}",
+        reason=info.reason if info else code.name,
+        metadata=dict(info.metadata) if info else None,
+        violations=violations,
+    )

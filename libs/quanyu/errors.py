@@ -137,14 +137,47 @@ class Aborted(QuanyuError):
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
+def field_path(*parts: str | int) -> str:
+    """The path of a request field as google.rpc.BadRequest spells it: names joined by dots, an
+    index of a repeated field in brackets (`field_path("stores", 3, "store_id")` is
+    `stores[3].store_id`)."""
+    path = ""
+    for part in parts:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part:
+            path = f"{path}.{part}" if path else part
+    return path
+
+
+_LEADING_INDEX = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\[(\d+)\]\.?")
+
+
+def split_field_path(path: str) -> tuple[str, int | None, str]:
+    """A path's first field, its index when it is an element of a repeated field, and the rest:
+    `stores[3].store_id` is ("stores", 3, "store_id"); `name` is ("name", None, "")."""
+    match = _LEADING_INDEX.match(path)
+    if match:
+        return match.group(1), int(match.group(2)), path[match.end() :]
+    head, _, rest = path.partition(".")
+    return head, None, rest
+
+
 @dataclass
 class Violations:
     """Collects every problem with a request so the caller learns them all in one answer."""
 
     found: list[FieldViolation] = field(default_factory=list)
 
+    prefix: str = ""
+
     def add(self, field_name: str, description: str) -> None:
-        self.found.append(FieldViolation(field_name, description))
+        self.found.append(FieldViolation(field_path(self.prefix, field_name), description))
+
+    def within(self, *parts: str | int) -> Violations:
+        """The same collection, naming fields below `parts` (an element of a repeated field, a
+        nested message): the one place a nested field's path is spelled."""
+        return Violations(self.found, field_path(self.prefix, *parts))
 
     def check(self, ok: bool, field_name: str, description: str) -> None:
         if not ok:

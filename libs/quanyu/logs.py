@@ -15,6 +15,9 @@ from structlog.tracebacks import ExceptionDictTransformer
 
 from quanyu.phones import mask_phones
 
+# The header that carries one request's id through every service it touches and into each log line.
+REQUEST_ID_HEADER = "x-request-id"
+
 
 def _mask_value(value: Any) -> Any:
     if isinstance(value, str):

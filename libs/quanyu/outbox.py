@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import grpc
 import structlog
 from sqlalchemy import (
     BigInteger,
@@ -41,7 +42,9 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 
 from quanyu import tracing
+from quanyu.clients import failure_of
 from quanyu.db import Database, UtcDateTime, utcnow
+from quanyu.errors import QuanyuError, Unavailable
 
 log = structlog.get_logger("quanyu.outbox")
 
@@ -121,6 +124,28 @@ class OutboxState:
 
 
 Deliver = Callable[[dict[str, Any]], None]
+
+
+def refusals_are_final(service: str, deliver: Deliver) -> Deliver:
+    """`deliver` with every outbox's one rule for what the receiving service answered: a call that
+    went unanswered (quanyu.clients.failure_of says which) is tried again later, while a refusal
+    will not change on retry and is recorded as failed for ops to look at. `deliver` may raise a
+    gRPC error of its call to `service` or the domain error it already made of one."""
+
+    def guarded(payload: dict[str, Any]) -> None:
+        try:
+            deliver(payload)
+        except grpc.RpcError as error:
+            failure = failure_of(service, error)
+            if isinstance(failure, Unavailable):
+                raise failure from error
+            raise PermanentFailure(f"{failure.code.value} {failure.reason}: {failure.message}") from error
+        except Unavailable:
+            raise
+        except QuanyuError as refusal:
+            raise PermanentFailure(f"{refusal.code.value} {refusal.reason}: {refusal.message}") from refusal
+
+    return guarded
 
 
 class OutboxRelay:

@@ -28,12 +28,12 @@ from quanyu.auth import Principal, Role, TokenCodec, acting_as, bearer_token
 from quanyu.config import Settings
 from quanyu.db import is_unavailable
 from quanyu.errors import Code, InvalidArgument, PermissionDenied, QuanyuError
+from quanyu.logs import REQUEST_ID_HEADER
 from quanyu.metrics import observe_call, serve_metrics
 from quanyu.quota import Quota, quota_from
 
 log = structlog.get_logger("quanyu.server")
 
-REQUEST_ID_HEADER = "x-request-id"
 # How long answers already on their way out get to reach their callers once a drain is over.
 LAST_ANSWERS_SECONDS = 1.0
 # Health and reflection answer anybody: probes and grpcurl carry no token.

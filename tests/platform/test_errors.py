@@ -42,3 +42,16 @@ def test_missing_and_overlong_text_are_told_apart_from_control_characters() -> N
         ("store_id", "must be at most 64 characters"),
         ("sku", "must not contain control characters"),
     ]
+
+
+def test_field_paths_are_spelled_in_one_place() -> None:
+    from quanyu.errors import Violations, field_path, split_field_path
+
+    assert field_path("stores", 3, "store_id") == "stores[3].store_id"
+    assert field_path("", "name") == "name"
+    assert split_field_path("stores[3].store_id") == ("stores", 3, "store_id")
+    assert split_field_path("name") == ("name", None, "")
+    violations = Violations()
+    violations.within("lines", 2).text("", "sku", max_length=8)
+    violations.within("stores", 0).within("address").check(False, "city", "is required")
+    assert [v.field for v in violations.found] == ["lines[2].sku", "stores[0].address.city"]

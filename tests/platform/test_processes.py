@@ -18,7 +18,7 @@ from quanyu.common.v1 import common_pb2
 from quanyu.config import SERVICE_NAMES
 from quanyu.fulfilment.v1 import fulfilment_pb2, fulfilment_pb2_grpc
 from quanyu.identity.v1 import identity_pb2, identity_pb2_grpc
-from quanyu.server import REQUEST_ID_HEADER
+from quanyu.logs import REQUEST_ID_HEADER
 from tests.conftest import bearer
 from tests.processes import (
     children_of,

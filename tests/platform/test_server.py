@@ -21,7 +21,8 @@ from quanyu.clients import error_reason, field_violations, service_channel
 from quanyu.config import RateConfig, Settings
 from quanyu.errors import FailedPrecondition
 from quanyu.identity.v1 import identity_pb2, identity_pb2_grpc
-from quanyu.server import REQUEST_ID_HEADER, RunningServer, ServiceApp, rpc_policy, start_server
+from quanyu.logs import REQUEST_ID_HEADER
+from quanyu.server import RunningServer, ServiceApp, rpc_policy, start_server
 from tests.conftest import TokenFactory, bearer
 
 PROBE = "quanyu.test.Probe"

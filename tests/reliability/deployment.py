@@ -34,9 +34,9 @@ from quanyu.config import SERVICE_NAMES
 from quanyu.db import Database, is_conflict, normalise_url
 from quanyu.fulfilment.v1 import fulfilment_pb2_grpc
 from quanyu.identity.v1 import identity_pb2_grpc
+from quanyu.logs import REQUEST_ID_HEADER
 from quanyu.membership.v1 import membership_pb2_grpc
 from quanyu.orders.v1 import orders_pb2_grpc
-from quanyu.server import REQUEST_ID_HEADER
 from tests.orders.platform import Platform
 from tests.processes import free_port, health_status, platform_env, poll, started, target, wait_serving
 from tests.reliability.relay import Relay

@@ -25,8 +25,8 @@ import grpc
 from grpc_health.v1 import health_pb2
 from sqlalchemy import func, select
 
+from quanyu.logs import REQUEST_ID_HEADER
 from quanyu.orders.v1 import orders_pb2
-from quanyu.server import REQUEST_ID_HEADER
 from services.fulfilment.storage import reservations
 from services.orders.grpc_servicer import request_from
 from services.orders.storage import orders as orders_table
