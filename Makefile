@@ -38,7 +38,7 @@ $(READY): pyproject.toml
 		{ echo "Python 3.11 or newer is needed (set PYTHON=/path/to/python3.11)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,ops]'
 	touch $@
 
 # Python messages, gRPC stubs and their type stubs, into the one package every service imports.

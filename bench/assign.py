@@ -657,7 +657,7 @@ def run_grpc(
         )
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "quanyu.cli", "serve", "fulfilment"],
+                [sys.executable, "-m", "quanyu_ops.cli", "serve", "fulfilment"],
                 cwd=ROOT,
                 env=server_env(temporary, port, workers),
                 stdout=log,

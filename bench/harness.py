@@ -14,7 +14,7 @@ from pathlib import Path
 
 import grpc
 
-from quanyu.supervisor import is_serving, terminate
+from quanyu_ops.supervisor import is_serving, terminate
 
 # How long one call may take before it counts as failed (DEADLINE_EXCEEDED).
 CALL_TIMEOUT_S = 30.0

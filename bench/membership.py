@@ -100,7 +100,7 @@ def membership_server(var_dir: Path, database_url: str) -> Iterator[str]:
     log_path = var_dir / "membership.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "quanyu.cli", "serve", "membership"],
+            [sys.executable, "-m", "quanyu_ops.cli", "serve", "membership"],
             cwd=ROOT,
             env=server_env(var_dir, port, database_url),
             stdout=log,

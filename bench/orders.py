@@ -155,7 +155,7 @@ def deployment(postgres_url: str | None) -> Iterator[Deployment]:
                 for service in SERVICES:
                     with running.log(service).open("wb") as log:
                         running.processes[service] = subprocess.Popen(
-                            [sys.executable, "-m", "quanyu.cli", "serve", service],
+                            [sys.executable, "-m", "quanyu_ops.cli", "serve", service],
                             cwd=ROOT,
                             env=running.env,
                             stdout=log,

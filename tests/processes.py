@@ -20,9 +20,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from quanyu.config import SERVICE_NAMES
-from quanyu.supervisor import terminate
+from quanyu_ops.supervisor import terminate
 
-QUANYU = [sys.executable, "-m", "quanyu.cli"]
+QUANYU = [sys.executable, "-m", "quanyu_ops.cli"]
 
 T = TypeVar("T")
 

@@ -14,7 +14,6 @@ deadline and every wait a limit, so a run ends within `--timeout` seconds whatev
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 import secrets
 import subprocess
@@ -30,11 +29,14 @@ from zoneinfo import ZoneInfo
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from quanyu.auth import Role, TokenCodec, caller
+from quanyu.auth import Role, caller
 from quanyu.clients import error_reason
 from quanyu.common.v1 import common_pb2
 from quanyu.config import SERVICE_NAMES, Environment, Settings
-from quanyu.demo.chain import (
+from quanyu.fulfilment.v1 import fulfilment_pb2, fulfilment_pb2_grpc
+from quanyu.membership.v1 import membership_pb2, membership_pb2_grpc
+from quanyu.orders.v1 import orders_pb2, orders_pb2_grpc
+from quanyu_ops.demo.chain import (
     CITIES,
     DISTRICTS,
     SEED,
@@ -45,10 +47,8 @@ from quanyu.demo.chain import (
     build_chain,
     offset,
 )
-from quanyu.fulfilment.v1 import fulfilment_pb2, fulfilment_pb2_grpc
-from quanyu.membership.v1 import membership_pb2, membership_pb2_grpc
-from quanyu.orders.v1 import orders_pb2, orders_pb2_grpc
-from quanyu.supervisor import is_serving, terminate
+from quanyu_ops.deployment import Deployment
+from quanyu_ops.supervisor import is_serving, terminate
 
 T = TypeVar("T")
 Metadata = tuple[tuple[str, str], ...]
@@ -120,8 +120,11 @@ class DemoFailed(Exception):
 
 
 @contextmanager
-def running_platform(settings: Settings, say: Callable[[str], None], deadline: Deadline) -> Iterator[None]:
+def running_platform(
+    deployment: Deployment, say: Callable[[str], None], deadline: Deadline
+) -> Iterator[None]:
     """The platform at its configured targets; started with `quanyu up` for the run when not serving."""
+    settings = deployment.settings
     missing = [name for name in SERVICE_NAMES if not is_serving(settings.target(name))]
     if not missing:
         say("The platform is running; the demo uses it and leaves it running.")
@@ -134,10 +137,10 @@ def running_platform(settings: Settings, say: Callable[[str], None], deadline: D
     with log_path.open("ab") as log:
         # The same environment, so the services read the same configuration and keys as the demo.
         process = subprocess.Popen(
-            [sys.executable, "-m", "quanyu.cli", "up", *missing],
+            [sys.executable, "-m", "quanyu_ops.cli", "up", *missing],
             stdout=log,
             stderr=log,
-            env=dict(os.environ),
+            env=deployment.child_environment(),
         )
         try:
             _wait_serving(settings, missing, process, deadline.left(START_SECONDS))
@@ -184,9 +187,10 @@ class Deadline:
 class Calls:
     """Stubs for the four services and tokens for each role the demo acts in."""
 
-    def __init__(self, settings: Settings, channels: list[grpc.Channel], deadline: Deadline) -> None:
+    def __init__(self, deployment: Deployment, channels: list[grpc.Channel], deadline: Deadline) -> None:
         self.deadline = deadline
-        self._codec = TokenCodec(settings.signing_key_bytes())
+        self._deployment = deployment
+        settings = deployment.settings
         self._tokens: dict[tuple[str, str, str], Metadata] = {}
 
         def channel(service: str) -> grpc.Channel:
@@ -202,8 +206,7 @@ class Calls:
         key = (role.value, store_id, channel)
         if key not in self._tokens:
             principal = caller(role, store_id=store_id, channel=channel, subject=subject or "quanyu-demo")
-            issued = self._codec.issue(principal, 3600)
-            self._tokens[key] = (("authorization", f"Bearer {issued.token}"),)
+            self._tokens[key] = self._deployment.bearer(principal, 3600)
         return self._tokens[key]
 
     @property
@@ -785,7 +788,7 @@ def _flow(story: Story, number: int, what: str, play: Callable[[], T]) -> T | No
         return None
 
 
-def play(settings: Settings, out: TextIO, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> int:
+def play(deployment: Deployment, out: TextIO, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> int:
     """Load the chain and play the flows; 0 when every flow went as it should, 1 when one did not,
     2 when the platform could not be reached, started or used at all."""
     now = datetime.now(UTC)
@@ -796,8 +799,8 @@ def play(settings: Settings, out: TextIO, *, timeout: float = DEFAULT_TIMEOUT_SE
     story.say(f"Quanyu demo, run {run.run_id}")
     channels: list[grpc.Channel] = []
     try:
-        with running_platform(settings, story.say, deadline):
-            calls = Calls(settings, channels, deadline)
+        with running_platform(deployment, story.say, deadline):
+            calls = Calls(deployment, channels, deadline)
             load_chain(calls, chain, story)
             order = _flow(story, 1, "delivery", lambda: play_delivery(calls, chain, run, story))
             rerouted = order and _flow(story, 2, "rejection", lambda: play_rejection(calls, order, story))
@@ -812,7 +815,9 @@ def play(settings: Settings, out: TextIO, *, timeout: float = DEFAULT_TIMEOUT_SE
         print(f"quanyu demo: the platform failed a call: {failure_words(error)}", file=sys.stderr)
         if error.code() == grpc.StatusCode.UNAUTHENTICATED:
             print(
-                "  the demo signs its tokens with this deployment's key (QUANYU_SIGNING_KEY or var/)",
+                f"  the demo signs its tokens with the key in {deployment.settings.var_dir} "
+                "(or QUANYU_SIGNING_KEY); is the platform running from another var directory? "
+                "Set QUANYU_VAR_DIR to it",
                 file=sys.stderr,
             )
         return 2
@@ -825,13 +830,15 @@ def play(settings: Settings, out: TextIO, *, timeout: float = DEFAULT_TIMEOUT_SE
     finally:
         for channel in channels:
             channel.close()
-    story.summary(run.run_id, settings)
+    story.summary(run.run_id, deployment.settings)
     return 0 if all(ok for ok, _ in story.played) else 1
 
 
-def main(settings: Settings, *, timeout: float = DEFAULT_TIMEOUT_SECONDS, out: TextIO | None = None) -> int:
+def main(
+    deployment: Deployment, *, timeout: float = DEFAULT_TIMEOUT_SECONDS, out: TextIO | None = None
+) -> int:
     """`quanyu demo`."""
-    if settings.env is Environment.PRODUCTION:
+    if deployment.settings.env is Environment.PRODUCTION:
         print("quanyu demo: loads a made-up chain, so it never runs against production", file=sys.stderr)
         return 2
-    return play(settings, out or sys.stdout, timeout=timeout)
+    return play(deployment, out or sys.stdout, timeout=timeout)

@@ -1,6 +1,6 @@
 """Write a service's next migration from the difference between its tables and its migrations.
 
-    python -m quanyu.revision SERVICE "what changed"
+    python -m quanyu_ops.revision SERVICE "what changed"
 
 The new revision is rendered for review into services/SERVICE/migrations/versions/; it is the
 same operations alembic's autogenerate would emit, against a scratch SQLite database.

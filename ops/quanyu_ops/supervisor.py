@@ -16,12 +16,16 @@ import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from quanyu.config import Settings
+from quanyu_ops.deployment import Deployment
+from quanyu_ops.ports import TakenPort, taken_ports
 
 log = structlog.get_logger("quanyu.supervisor")
 
 MAX_BACKOFF_SECONDS = 30.0
 # A child that stayed up this long is healthy again: its next crash restarts it at once.
 STABLE_AFTER_SECONDS = 60.0
+# `quanyu up`'s exit status when a port it would listen on is taken (the platform already running).
+EXIT_PORTS_TAKEN = 3
 
 
 @dataclass
@@ -32,9 +36,12 @@ class Child:
     backoff: float = 0.0
     restart_at: float = 0.0
     restarts: int = field(default=0)
+    environment: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "quanyu.cli", "serve", self.service])
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "quanyu_ops.cli", "serve", self.service], env=self.environment or None
+        )
         self.started = time.monotonic()
         log.info("service started", service=self.service, pid=self.process.pid)
 
@@ -61,7 +68,35 @@ def terminate(process: subprocess.Popen[bytes], timeout: float) -> None:
             process.wait()
 
 
-def supervise(services: Sequence[str], settings: Settings) -> int:
+def ports_in_use(services: Sequence[str], settings: Settings) -> list[TakenPort]:
+    """The gRPC and metrics ports of `services` that some process already listens on."""
+    wanted = [
+        (name, kind, port)
+        for name in services
+        for kind, port in (
+            ("gRPC", settings.service(name).port),
+            ("metrics", settings.service(name).metrics_port),
+        )
+    ]
+    return taken_ports(settings.host, wanted)
+
+
+def refuse_taken_ports(services: Sequence[str], settings: Settings) -> int | None:
+    """EXIT_PORTS_TAKEN, having said which ports and by what, when any port of `services` is taken."""
+    taken = ports_in_use(services, settings)
+    if not taken:
+        return None
+    lines = [f"quanyu up: {port.describe()}" for port in taken]
+    lines.append(
+        "quanyu up: nothing started. Is the platform already running? Stop it first, or give this one "
+        "other ports (QUANYU_<SERVICE>__PORT, QUANYU_<SERVICE>__METRICS_PORT)."
+    )
+    print("\n".join(lines), file=sys.stderr)
+    return EXIT_PORTS_TAKEN
+
+
+def supervise(services: Sequence[str], deployment: Deployment) -> int:
+    settings = deployment.settings
     stopping = threading.Event()
 
     def on_signal(signum: int, _: FrameType | None) -> None:
@@ -70,7 +105,8 @@ def supervise(services: Sequence[str], settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    children = [Child(name) for name in services]
+    environment = deployment.child_environment()
+    children = [Child(name, environment=environment) for name in services]
     for child in children:
         child.start()
     announced = False

@@ -14,10 +14,11 @@ from types import ModuleType
 from zoneinfo import ZoneInfo
 
 from quanyu import tracing
-from quanyu.auth import DEFAULT_TTL_SECONDS, Role, TokenCodec, caller, channel_named
-from quanyu.config import SERVICE_NAMES, ConfigurationError, Settings, get_settings
+from quanyu.auth import DEFAULT_TTL_SECONDS, Role, caller, channel_named
+from quanyu.config import SERVICE_NAMES, ConfigurationError, Settings
 from quanyu.errors import QuanyuError
 from quanyu.logs import configure_logging
+from quanyu_ops.deployment import Deployment, local_deployment
 
 
 def service_module(name: str) -> ModuleType:
@@ -131,7 +132,8 @@ def _expire_points(settings: Settings, as_of: date | None, *, tiers: bool) -> in
     return 0
 
 
-def _serve(args: argparse.Namespace, settings: Settings) -> int:
+def _serve(args: argparse.Namespace, deployment: Deployment) -> int:
+    settings = deployment.settings
     settings.check_startable()
     configure_logging(settings.log_level, service=args.service)
     from quanyu.server import serve_until_signalled
@@ -143,29 +145,35 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _up(args: argparse.Namespace, settings: Settings) -> int:
+def _up(args: argparse.Namespace, deployment: Deployment) -> int:
+    settings = deployment.settings
     settings.check_startable()
-    from quanyu.supervisor import supervise
+    from quanyu_ops.supervisor import refuse_taken_ports, supervise
 
+    refused = refuse_taken_ports(args.services or SERVICE_NAMES, settings)
+    if refused is not None:
+        return refused
     for name in args.services or SERVICE_NAMES:
         service_module(name).migrate(settings)
-    return supervise(args.services or SERVICE_NAMES, settings)
+    return supervise(args.services or SERVICE_NAMES, deployment)
 
 
-def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+def _migrate(args: argparse.Namespace, deployment: Deployment) -> int:
     for name in args.services or SERVICE_NAMES:
-        service_module(name).migrate(settings)
+        service_module(name).migrate(deployment.settings)
         print(f"{name}: migrated")
     return 0
 
 
-def _token(args: argparse.Namespace, settings: Settings) -> int:
+def _token(args: argparse.Namespace, deployment: Deployment) -> int:
     role = Role(args.role)
     channel = channel_named(args.channel, "--channel") if args.channel else ""
     principal = caller(role, store_id=args.store_id, channel=channel, subject=args.subject or _operator(role))
+    # The key first: without the deployment's key no token is worth checking a store for.
+    deployment.signing_key()
     if role is Role.STORE:
-        _require_store(settings, principal.store_id)
-    issued = TokenCodec(settings.signing_key_bytes()).issue(principal, args.ttl)
+        _require_store(deployment.settings, principal.store_id)
+    issued = deployment.issue(principal, args.ttl)
     print(
         f"# {principal.role.value} token for {principal.name}, expires {issued.expire_time.isoformat()}",
         file=sys.stderr,
@@ -204,25 +212,26 @@ def _require_store(settings: Settings, store_id: str) -> None:
         )
 
 
-def _import(args: argparse.Namespace, settings: Settings) -> int:
-    importer = importlib.import_module("services.fulfilment.importer")
-    return int(importer.main(args.command, args.file, token=args.token, settings=settings))
+def _import(args: argparse.Namespace, deployment: Deployment) -> int:
+    from quanyu_ops.importer.command import main as load
+
+    return load(args.command, args.file, token=args.token, deployment=deployment)
 
 
-def _membership(args: argparse.Namespace, settings: Settings) -> int:
-    return _expire_points(settings, args.as_of, tiers=args.tiers)
+def _membership(args: argparse.Namespace, deployment: Deployment) -> int:
+    return _expire_points(deployment.settings, args.as_of, tiers=args.tiers)
 
 
-def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    from quanyu.demo import play
+def _demo(args: argparse.Namespace, deployment: Deployment) -> int:
+    from quanyu_ops.demo import play
 
-    return play.main(settings, timeout=args.timeout)
+    return play.main(deployment, timeout=args.timeout)
 
 
-def _map(args: argparse.Namespace, settings: Settings) -> int:
-    from quanyu.map import main as draw_map
+def _map(args: argparse.Namespace, deployment: Deployment) -> int:
+    from quanyu_ops.map import main as draw_map
 
-    return draw_map(settings, out=args.out, city=args.city, orders=args.orders)
+    return draw_map(deployment, out=args.out, city=args.city, orders=args.orders)
 
 
 _COMMANDS = {
@@ -244,10 +253,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown service {unknown[0]!r}; choose from {', '.join(SERVICE_NAMES)}")
     try:
-        settings = get_settings()
+        deployment = local_deployment()
         if args.command != "serve":
-            configure_logging(settings.log_level)
-        return _COMMANDS[args.command](args, settings)
+            configure_logging(deployment.settings.log_level)
+        return _COMMANDS[args.command](args, deployment)
     except (ConfigurationError, QuanyuError) as error:
         print(f"quanyu: {error}", file=sys.stderr)
         return 2

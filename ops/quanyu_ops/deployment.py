@@ -1,0 +1,104 @@
+"""The deployment the `quanyu` command acts on: its settings, where its keys are, and tokens signed
+with its key — the one place ops tools mint a token.
+
+A local deployment keeps its keys in its var directory (`QUANYU_VAR_DIR`, else `var/`), which the
+services create when they first start. The command finds that directory wherever it is run from:
+`QUANYU_VAR_DIR` when set; otherwise the nearest `var/` holding a signing key in the working
+directory or above it, then the `var/` of the checkout the command is installed from. Nothing
+here ever creates a key: a token signed with a key no service holds is refused by all of them, so
+when none is found the command says where it looked and how to point it elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from quanyu.auth import DEFAULT_TTL_SECONDS, IssuedToken, Principal, TokenCodec
+from quanyu.config import ConfigurationError, Environment, Settings, get_settings
+
+VAR_DIR_VARIABLE = "QUANYU_VAR_DIR"
+SIGNING_KEY_VARIABLE = "QUANYU_SIGNING_KEY"
+SIGNING_KEY_FILE = "signing.key"
+Metadata = tuple[tuple[str, str], ...]
+
+
+def checkout_root() -> Path | None:
+    """The source checkout this package runs from (an editable install, `make setup`), if any."""
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "pyproject.toml").is_file() and (root / "services").is_dir() else None
+
+
+def var_dir_candidates(start: Path, checkout: Path | None) -> list[Path]:
+    """Where a deployment's var directory is looked for, nearest first."""
+    places = [directory / "var" for directory in (start, *start.parents)]
+    if checkout is not None:
+        places.append(checkout / "var")
+    return list(dict.fromkeys(places))
+
+
+def find_var_dir(places: list[Path]) -> Path | None:
+    """The first of `places` that holds a signing key: a deployment that has run."""
+    return next((place for place in places if (place / SIGNING_KEY_FILE).is_file()), None)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A deployment's settings and the places its var directory was looked for."""
+
+    settings: Settings
+    looked: tuple[Path, ...]
+
+    def signing_key(self) -> bytes:
+        """The deployment's signing key; ConfigurationError, saying where it looked, when there is none."""
+        given = self.settings.signing_key
+        if (given is not None and given.get_secret_value()) or self.settings.env is Environment.PRODUCTION:
+            # Given outright, or production's rule (only ever given) says what is missing.
+            return self.settings.signing_key_bytes()
+        if not (self.settings.var_dir / SIGNING_KEY_FILE).is_file():
+            places = ", ".join(str(p) for p in self.looked)
+            raise ConfigurationError(
+                f"no deployment's signing key found (looked for {SIGNING_KEY_FILE} in {places}); "
+                f"its services create it when they first start (make run). Run this where the "
+                f"deployment is, or set {VAR_DIR_VARIABLE} to its var directory, or "
+                f"{SIGNING_KEY_VARIABLE} to its key"
+            )
+        return self.settings.signing_key_bytes()
+
+    def issue(self, principal: Principal, ttl_seconds: int = DEFAULT_TTL_SECONDS) -> IssuedToken:
+        return TokenCodec(self.signing_key()).issue(principal, ttl_seconds)
+
+    def bearer(self, principal: Principal, ttl_seconds: int = DEFAULT_TTL_SECONDS) -> Metadata:
+        """Call metadata carrying a token for `principal`."""
+        return bearer_metadata(self.issue(principal, ttl_seconds).token)
+
+    def child_environment(self) -> dict[str, str]:
+        """The environment for a process this command starts: the same deployment, by name."""
+        return {**os.environ, VAR_DIR_VARIABLE: str(self.settings.var_dir.resolve())}
+
+
+def bearer_metadata(token: str) -> Metadata:
+    return (("authorization", f"Bearer {token}"),)
+
+
+def local_deployment(
+    environ: Mapping[str, str] | None = None, start: Path | None = None, checkout: Path | None = None
+) -> Deployment:
+    """The deployment this command acts on, found as the module's docstring says.
+
+    With no deployment found, the checkout's `var/` (else the working directory's) is where
+    `quanyu up` will create one; signing_key() refuses until it exists.
+    """
+    environ = os.environ if environ is None else environ
+    settings = get_settings()
+    if VAR_DIR_VARIABLE in environ:
+        return Deployment(settings, (settings.var_dir.resolve(),))
+    here = Path.cwd() if start is None else start
+    checkout = checkout_root() if checkout is None else checkout
+    places = var_dir_candidates(here.resolve(), checkout)
+    found = find_var_dir(places)
+    if found is None:
+        found = (checkout if checkout is not None else here) / "var"
+    return Deployment(settings.model_copy(update={"var_dir": found}), tuple(places))
