@@ -1,9 +1,12 @@
 """The shared library is a kernel: nothing under libs/quanyu imports a service, the ops package or
-what only ops use (matplotlib, tqdm). Read from the source, so an import inside a function counts."""
+what only ops use (matplotlib, tqdm: the `ops` extra). Read from the source, so an import inside a
+function counts."""
 
 from __future__ import annotations
 
 import ast
+import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -11,7 +14,12 @@ import pytest
 KERNEL = Path(__file__).resolve().parents[2] / "libs" / "quanyu"
 # The stubs generated from protos/ (libs/quanyu/<package>/v1) are not the kernel's own code.
 GENERATED = ("common", "identity", "membership", "orders", "fulfilment")
-FORBIDDEN = ("services", "quanyu_ops", "matplotlib", "tqdm")
+_PROJECT = tomllib.loads((KERNEL.parents[1] / "pyproject.toml").read_text())["project"]
+# What the ops extra brings beyond the services' dependencies (matplotlib, tqdm, ...).
+OPS_ONLY = {re.split(r"[\[<>=!~; ]", r, maxsplit=1)[0] for r in _PROJECT["optional-dependencies"]["ops"]} - {
+    re.split(r"[\[<>=!~; ]", r, maxsplit=1)[0] for r in _PROJECT["dependencies"]
+}
+FORBIDDEN = {"services", "quanyu_ops", "matplotlib", "tqdm", *OPS_ONLY}
 
 
 def kernel_modules() -> list[Path]:
