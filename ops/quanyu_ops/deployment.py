@@ -4,14 +4,18 @@ with its key — the one place ops tools mint a token.
 A local deployment keeps its keys in its var directory (`QUANYU_VAR_DIR`, else `var/`), which the
 services create when they first start. The command finds that directory wherever it is run from:
 `QUANYU_VAR_DIR` when set; otherwise the nearest `var/` holding a signing key in the working
-directory or above it, then the `var/` of the checkout the command is installed from. Nothing
-here ever creates a key: a token signed with a key no service holds is refused by all of them, so
-when none is found the command says where it looked and how to point it elsewhere.
+directory or above it, then the `var/` of the checkout the command is installed from. A token
+signed with a key no service holds is refused by all of them, so a key is never made up in a
+directory the command merely happens to run in: when none is found it says where it looked and how
+to point it elsewhere. Only the var directory named outright, or the checkout's own (where
+`make run` keeps it), gets its key created as its services would on their first start, and the
+command says so.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +54,9 @@ class Deployment:
 
     settings: Settings
     looked: tuple[Path, ...]
+    # Whether a missing key may be created in the var directory: it was named outright
+    # (QUANYU_VAR_DIR), or it is the checkout's own, where `make run` starts the services.
+    creates_key: bool = False
 
     def signing_key(self) -> bytes:
         """The deployment's signing key; ConfigurationError, saying where it looked, when there is none."""
@@ -57,7 +64,15 @@ class Deployment:
         if (given is not None and given.get_secret_value()) or self.settings.env is Environment.PRODUCTION:
             # Given outright, or production's rule (only ever given) says what is missing.
             return self.settings.signing_key_bytes()
-        if not (self.settings.var_dir / SIGNING_KEY_FILE).is_file():
+        path = self.settings.var_dir / SIGNING_KEY_FILE
+        if not path.is_file() and self.creates_key:
+            key = self.settings.signing_key_bytes()
+            print(
+                f"quanyu: {path} did not exist; created it, and this deployment's services will use it",
+                file=sys.stderr,
+            )
+            return key
+        if not path.is_file():
             places = ", ".join(str(p) for p in self.looked)
             raise ConfigurationError(
                 f"no deployment's signing key found (looked for {SIGNING_KEY_FILE} in {places}); "
@@ -83,22 +98,27 @@ def bearer_metadata(token: str) -> Metadata:
     return (("authorization", f"Bearer {token}"),)
 
 
-def local_deployment(
-    environ: Mapping[str, str] | None = None, start: Path | None = None, checkout: Path | None = None
-) -> Deployment:
-    """The deployment this command acts on, found as the module's docstring says.
+def local_deployment() -> Deployment:
+    """The deployment this command acts on, found as the module's docstring says."""
+    return find_deployment(os.environ, Path.cwd(), checkout_root())
 
-    With no deployment found, the checkout's `var/` (else the working directory's) is where
-    `quanyu up` will create one; signing_key() refuses until it exists.
+
+def find_deployment(environ: Mapping[str, str], start: Path, checkout: Path | None) -> Deployment:
+    """The deployment for a command run in `start`, from the checkout `checkout` (None: installed
+    from a package).
+
+    With no deployment found, the checkout's `var/` is where one is made (`make run`); without a
+    checkout the working directory's `var/` is where `quanyu up` would make one, and signing_key()
+    refuses until it has.
     """
-    environ = os.environ if environ is None else environ
     settings = get_settings()
     if VAR_DIR_VARIABLE in environ:
-        return Deployment(settings, (settings.var_dir.resolve(),))
-    here = Path.cwd() if start is None else start
-    checkout = checkout_root() if checkout is None else checkout
-    places = var_dir_candidates(here.resolve(), checkout)
+        return Deployment(settings, (settings.var_dir.resolve(),), creates_key=True)
+    places = var_dir_candidates(start.resolve(), checkout)
     found = find_var_dir(places)
-    if found is None:
-        found = (checkout if checkout is not None else here) / "var"
-    return Deployment(settings.model_copy(update={"var_dir": found}), tuple(places))
+    if found is not None:
+        return Deployment(settings.model_copy(update={"var_dir": found}), tuple(places))
+    home = (checkout if checkout is not None else start.resolve()) / "var"
+    return Deployment(
+        settings.model_copy(update={"var_dir": home}), tuple(places), creates_key=checkout is not None
+    )

@@ -13,7 +13,7 @@ import pytest
 
 from quanyu.auth import Role, TokenCodec
 from quanyu.config import SERVICE_NAMES, ConfigurationError
-from quanyu_ops.deployment import local_deployment
+from quanyu_ops.deployment import find_deployment
 from quanyu_ops.ports import owner_of
 from tests.processes import QUANYU, free_port, platform_env, run_cli, started, target, wait_serving
 
@@ -48,28 +48,41 @@ def test_token_from_a_subdirectory_is_signed_with_the_deployments_key(tmp_path: 
 def test_token_with_no_deployment_in_reach_says_where_it_looked_and_mints_no_key(tmp_path: Path) -> None:
     nowhere = tmp_path / "nowhere"
     nowhere.mkdir()
-    checkout = tmp_path / "checkout"
-    checkout.mkdir()
 
-    deployment = local_deployment(environ={}, start=nowhere, checkout=checkout)
+    deployment = find_deployment({}, nowhere, checkout=None)
 
     with pytest.raises(ConfigurationError) as refused:
         deployment.signing_key()
     assert str(nowhere / "var") in str(refused.value)
-    assert str(checkout / "var") in str(refused.value)
     assert "QUANYU_VAR_DIR" in str(refused.value)
     assert not list(tmp_path.rglob("signing.key"))
 
 
-def test_token_command_with_an_empty_var_dir_fails_and_mints_no_key(tmp_path: Path) -> None:
+def test_with_no_deployment_yet_the_checkouts_var_gets_the_key_and_not_the_working_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    elsewhere, checkout = tmp_path / "elsewhere", tmp_path / "checkout"
+    elsewhere.mkdir()
+    checkout.mkdir()
+
+    key = find_deployment({}, elsewhere, checkout).signing_key()
+
+    assert (checkout / "var" / "signing.key").read_bytes().strip() == key
+    assert "did not exist; created it" in capsys.readouterr().err
+    assert not (elsewhere / "var").exists()
+    # Found from then on, wherever the command runs.
+    assert find_deployment({}, elsewhere, checkout).settings.var_dir == checkout / "var"
+
+
+def test_token_for_a_var_dir_named_outright_says_it_created_the_key(tmp_path: Path) -> None:
     env = {**_environment_without_quanyu(), "QUANYU_VAR_DIR": str(tmp_path / "var")}
 
     printed = run_cli(["token", "--role", "ops"], env)
 
-    assert printed.returncode == 2
-    assert "QUANYU_VAR_DIR" in printed.stderr
-    assert not printed.stdout.strip()
-    assert not (tmp_path / "var" / "signing.key").exists()
+    assert printed.returncode == 0, printed.stderr
+    assert f"{tmp_path / 'var' / 'signing.key'} did not exist; created it" in printed.stderr
+    key = (tmp_path / "var" / "signing.key").read_bytes().strip()
+    assert TokenCodec(key).verify(printed.stdout.strip()).role is Role.OPS
 
 
 def test_up_names_a_taken_port_and_its_process_and_starts_nothing(tmp_path: Path) -> None:
