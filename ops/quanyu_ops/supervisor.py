@@ -11,11 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
-import grpc
 import structlog
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from quanyu.config import Settings
+from quanyu.probe import health_status
 from quanyu_ops.deployment import Deployment
 from quanyu_ops.ports import TakenPort, taken_ports
 
@@ -47,14 +46,7 @@ class Child:
 
 
 def is_serving(target: str, timeout: float = 1.0) -> bool:
-    with grpc.insecure_channel(target) as channel:
-        try:
-            answer = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=timeout
-            )
-        except grpc.RpcError:
-            return False
-    return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
+    return health_status(target, timeout=timeout) == "SERVING"
 
 
 def terminate(process: subprocess.Popen[bytes], timeout: float) -> None:
