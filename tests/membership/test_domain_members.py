@@ -3,6 +3,7 @@ evaluation, a merge's arithmetic; guides, member codes, coupons and each request
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -138,7 +139,7 @@ def coupon(**changes: object) -> Coupon:
         expire_time=NOON + timedelta(days=7),
         fingerprint=fingerprint,
     )
-    return Coupon(**{**issued.__dict__, **changes})  # type: ignore[arg-type]
+    return replace(issued, **changes)  # type: ignore[arg-type]
 
 
 def test_a_coupon_takes_off_its_discount_at_most_the_order() -> None:
