@@ -159,6 +159,23 @@ class PointsAccount:
         lot = self.lots[lot_id]
         self.lots[lot_id] = replace(lot, remaining=lot.remaining - points)
 
+    def _move(
+        self, kind: EntryKind, points: int, *, source_id: str, store_id: str, key: str, at: datetime
+    ) -> Posting:
+        """Change the balance by `points` (signed): the posting of that, lots untouched so far."""
+        self.member.points_balance += points
+        return Posting(
+            member_id=self.member.member_id,
+            root_member_id=self.member.member_id,
+            kind=kind,
+            points=points,
+            balance_after=self.balance,
+            source_id=source_id,
+            store_id=store_id,
+            key=key,
+            create_time=at,
+        )
+
     def expire(self, as_of: datetime, now: datetime) -> list[Posting]:
         """Write off what is left in every lot that lapsed by `as_of`, soonest first."""
         lapsed = sorted(
@@ -168,21 +185,15 @@ class PointsAccount:
         postings = []
         for lot in lapsed:
             self._take(lot.lot_id, lot.remaining)
-            self.member.points_balance -= lot.remaining
-            postings.append(
-                Posting(
-                    member_id=self.member.member_id,
-                    root_member_id=self.member.member_id,
-                    kind=EntryKind.EXPIRE,
-                    points=-lot.remaining,
-                    balance_after=self.balance,
-                    source_id=lot.lot_id,
-                    store_id="",
-                    key=f"expire:{lot.lot_id}",
-                    create_time=now,
-                    takes=((lot.lot_id, lot.remaining),),
-                )
+            posting = self._move(
+                EntryKind.EXPIRE,
+                -lot.remaining,
+                source_id=lot.lot_id,
+                store_id="",
+                key=f"expire:{lot.lot_id}",
+                at=now,
             )
+            postings.append(replace(posting, takes=((lot.lot_id, lot.remaining),)))
         return postings
 
     def earn(
@@ -199,44 +210,42 @@ class PointsAccount:
         """Points for a spend at the tier the member had, within the day's caps, expiring after
         the programme's validity; the spend then counts toward tier and stage."""
         points = programme.earnable(programme.points_for(spend_cents, self.member.tier, at), earned_today)
-        self.member.points_balance += points
-        self.member.purchase(spend_cents, at, programme, rolling_spend_cents + spend_cents)
-        expire = programme.expiry(at)
-        return Posting(
-            member_id=self.member.member_id,
-            root_member_id=self.member.member_id,
-            kind=EntryKind.EARN,
-            points=points,
-            balance_after=self.balance,
+        posting = self._credit(
+            programme,
+            EntryKind.EARN,
+            points,
             source_id=source_id,
             store_id=store_id,
             key=f"earn:{source_id}",
-            create_time=at,
-            expire_time=expire,
-            spend_cents=spend_cents,
-            spend_time=at,
-            lot_expire_time=expire if points > 0 else None,
+            at=at,
         )
+        self.member.purchase(spend_cents, at, programme, rolling_spend_cents + spend_cents)
+        return replace(posting, spend_cents=spend_cents, spend_time=at)
 
     def referral_bonus(
         self, programme: Programme, points: int, *, referred_member_id: str, source_id: str, at: datetime
     ) -> Posting:
         """The referrer's bonus for a referred member's first purchase, once per referred member."""
-        self.member.points_balance += points
-        expire = programme.expiry(at)
-        return Posting(
-            member_id=self.member.member_id,
-            root_member_id=self.member.member_id,
-            kind=EntryKind.REFERRAL_BONUS,
-            points=points,
-            balance_after=self.balance,
-            source_id=source_id,
-            store_id="",
-            key=f"referral:{referred_member_id}",
-            create_time=at,
-            expire_time=expire,
-            lot_expire_time=expire,
+        key = f"referral:{referred_member_id}"
+        return self._credit(
+            programme, EntryKind.REFERRAL_BONUS, points, source_id=source_id, store_id="", key=key, at=at
         )
+
+    def _credit(
+        self,
+        programme: Programme,
+        kind: EntryKind,
+        points: int,
+        *,
+        source_id: str,
+        store_id: str,
+        key: str,
+        at: datetime,
+    ) -> Posting:
+        """Points that expire after the programme's validity, in a lot of their own (when any)."""
+        posting = self._move(kind, points, source_id=source_id, store_id=store_id, key=key, at=at)
+        expire = programme.expiry(at)
+        return replace(posting, expire_time=expire, lot_expire_time=expire if points > 0 else None)
 
     def redeem(
         self, points: int, *, source_id: str, store_id: str, key: str, owner: str, at: datetime
@@ -251,20 +260,10 @@ class PointsAccount:
         draws = draw_oldest_first(self.lots.values(), points, at)
         for lot_id, taken in draws:
             self._take(lot_id, taken)
-        self.member.points_balance -= points
-        return Posting(
-            member_id=self.member.member_id,
-            root_member_id=self.member.member_id,
-            kind=EntryKind.REDEEM,
-            points=-points,
-            balance_after=self.balance,
-            source_id=source_id,
-            store_id=store_id,
-            key=key,
-            create_time=at,
-            owner=owner,
-            takes=tuple(draws),
+        posting = self._move(
+            EntryKind.REDEEM, -points, source_id=source_id, store_id=store_id, key=key, at=at
         )
+        return replace(posting, owner=owner, takes=tuple(draws))
 
     def reverse(
         self, entry: Entry, programme: Programme, at: datetime, paid_from: Sequence[Lot] = ()
@@ -273,55 +272,31 @@ class PointsAccount:
         the lots that paid for it (`paid_from`); an earn or bonus is clawed back from its own lot
         as far as its points are unspent, and its spend no longer counts."""
         if entry.kind is EntryKind.REDEEM:
-            given_back = -entry.points
-            self.member.points_balance += given_back
             expire = min((lot.expire_time for lot in paid_from), default=programme.expiry(at))
-            return self._reversal(entry, at, points=given_back, expire_time=expire, lot_expire_time=expire)
+            return replace(
+                self._reversal(entry, -entry.points, at), expire_time=expire, lot_expire_time=expire
+            )
         lot = self.lots.get(entry.entry_id)
         clawback = claw_back(entry.points, lot.remaining if lot else 0)
         if clawback.recovered:
             self._take(entry.entry_id, clawback.recovered)
-        self.member.points_balance -= clawback.recovered
         self.member.lifetime_spend_cents -= entry.spend_cents
-        return self._reversal(
-            entry,
-            at,
-            points=-clawback.recovered,
+        return replace(
+            self._reversal(entry, -clawback.recovered, at),
             spend_cents=-entry.spend_cents,
             spend_time=entry.spend_time,
             shortfall=clawback.shortfall,
             takes=((entry.entry_id, clawback.recovered),) if clawback.recovered else (),
         )
 
-    def _reversal(
-        self,
-        entry: Entry,
-        at: datetime,
-        *,
-        points: int,
-        expire_time: datetime | None = None,
-        lot_expire_time: datetime | None = None,
-        spend_cents: int = 0,
-        spend_time: datetime | None = None,
-        shortfall: int = 0,
-        takes: tuple[tuple[str, int], ...] = (),
-    ) -> Posting:
-        return Posting(
-            member_id=entry.member_id,
-            root_member_id=self.member.member_id,
-            kind=EntryKind.REVERSAL,
-            points=points,
-            balance_after=self.balance,
+    def _reversal(self, entry: Entry, points: int, at: datetime) -> Posting:
+        """The entry's own member, source and owner: a reversal stands beside what it undoes."""
+        posting = self._move(
+            EntryKind.REVERSAL,
+            points,
             source_id=entry.source_id,
             store_id=entry.store_id,
             key=f"reverse:{entry.entry_id}",
-            create_time=at,
-            owner=entry.owner,
-            expire_time=expire_time,
-            spend_cents=spend_cents,
-            spend_time=spend_time,
-            reverses=entry.entry_id,
-            shortfall=shortfall,
-            takes=takes,
-            lot_expire_time=lot_expire_time,
+            at=at,
         )
+        return replace(posting, member_id=entry.member_id, owner=entry.owner, reverses=entry.entry_id)

@@ -17,15 +17,15 @@ class Member:
     member_id: str
     customer_id: str
     tier: str
-    points_balance: int
     home_store_id: str
     guide_id: str
     enrolled_channel: str
     enroll_time: datetime
-    stage: Stage
-    lifetime_spend_cents: int
     referrer_member_id: str
-    last_purchase_time: datetime | None
+    points_balance: int = 0
+    stage: Stage = Stage.AWARENESS
+    lifetime_spend_cents: int = 0
+    last_purchase_time: datetime | None = None
     stage_times: dict[Stage, datetime | None] = field(default_factory=dict)
     tags: list[str] = field(default_factory=list)
 
@@ -44,18 +44,14 @@ class Member:
     ) -> Member:
         """A new member: the entry tier, no points, aware of the brand from now."""
         return cls(
-            member_id=member_id,
-            customer_id=customer_id,
-            tier=programme.entry_tier,
-            points_balance=0,
-            home_store_id=home_store_id,
-            guide_id=guide_id,
-            enrolled_channel=channel,
-            enroll_time=at,
-            stage=Stage.AWARENESS,
-            lifetime_spend_cents=0,
-            referrer_member_id=referrer_member_id,
-            last_purchase_time=None,
+            member_id,
+            customer_id,
+            programme.entry_tier,
+            home_store_id,
+            guide_id,
+            channel,
+            at,
+            referrer_member_id,
             stage_times={Stage.AWARENESS: at},
         )
 

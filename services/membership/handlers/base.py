@@ -14,7 +14,7 @@ from quanyu.errors import NotFound
 from quanyu.paging import PageTokens, page_size
 from quanyu.unit_of_work import Clock, Transaction, UnitOfWork
 from services.membership.domain import Member, PointsAccount, Programme, invalid_member_code
-from services.membership.handlers.access import sees
+from services.membership.handlers.access import require_code_to_spend, sees, spending_store
 from services.membership.metrics import POINTS_EXPIRED
 from services.membership.ports import Customers, Stores
 
@@ -24,6 +24,12 @@ Tx = Transaction[Stores]
 DEFAULT_MEMBER_CODE_TTL = timedelta(minutes=2)
 # What a code is checked against when the member named does not exist: no code is ever its.
 _NO_MEMBER = "\x00no member"
+
+
+def _existing(found: T | None, member_id: str) -> T:
+    if found is None:
+        raise NotFound("member", member_id)
+    return found
 
 
 def code_hash(code: str) -> str:
@@ -58,17 +64,11 @@ class UseCases:
 
     @staticmethod
     def _load(stores: Stores, member_id: str) -> Member:
-        member = stores.members.get(member_id)
-        if member is None:
-            raise NotFound("member", member_id)
-        return member
+        return _existing(stores.members.get(member_id), member_id)
 
     @staticmethod
     def _root(stores: Stores, member_id: str) -> str:
-        root = stores.members.root_of(member_id)
-        if root is None:
-            raise NotFound("member", member_id)
-        return root
+        return _existing(stores.members.root_of(member_id), member_id)
 
     @staticmethod
     def _lock_root(stores: Stores, member_id: str) -> Member:
@@ -148,14 +148,17 @@ class UseCases:
         assert code_root is not None
         return code_root
 
-    def _may_spend(self, principal: Principal, member_id: str, member_code: str, store_id: str) -> None:
-        """Spending needs the member: their code (a till's only way, checked for this member at
-        the store it is spent at, also when orders spends it for a till's sale), or a channel
-        acting for its own customer; ops and services act for the chain. Checked before the
-        spend's own transaction, which then holds no lock while identity is asked."""
-        if principal.role in (Role.OPS, Role.SERVICE) and not member_code:
-            return
-        self._may_read(principal, member_id, member_code, store_id)
+    def _may_spend(self, principal: Principal, member_id: str, member_code: str, store_id: str) -> str:
+        """The store a spend happens at, once the caller may spend there for the member: their
+        code (a till's only way, checked for this member at the store it is spent at, also when
+        orders spends it for a till's sale), or a channel acting for its own customer; ops and
+        services act for the chain. Checked before the spend's own transaction, which then holds
+        no lock while identity is asked."""
+        store_id = spending_store(principal, store_id)
+        require_code_to_spend(principal, member_code)
+        if principal.role not in (Role.OPS, Role.SERVICE) or member_code:
+            self._may_read(principal, member_id, member_code, store_id)
+        return store_id
 
     def _may_read(self, principal: Principal, member_id: str, member_code: str, store_id: str) -> None:
         """The member is the caller's to read: by their code shown at `store_id`, or as one of its

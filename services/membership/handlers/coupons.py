@@ -14,7 +14,7 @@ from services.membership.domain.coupons import (
     already_redeemed,
     coupon_fingerprint,
 )
-from services.membership.handlers.access import is_front, require_code_to_spend, spending_store
+from services.membership.handlers.access import is_front
 from services.membership.handlers.base import Tx, UseCases
 
 
@@ -73,9 +73,7 @@ class CouponCases(UseCases):
             store_id=store_id,
             member_code=member_code,
         )
-        store_id = spending_store(principal, store_id)
-        require_code_to_spend(principal, member_code)
-        self._may_spend(principal, member_id, member_code, store_id)
+        store_id = self._may_spend(principal, member_id, member_code, store_id)
 
         def work(tx: Tx) -> tuple[Coupon, int]:
             coupons, members = tx.stores.coupons, tx.stores.members

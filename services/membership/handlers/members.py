@@ -194,9 +194,7 @@ class MemberCases(UseCases):
             ids = tx.stores.members.segment(query, str(position["after"]) if position else "", limit)
             return [self._load(tx.stores, member_id) for member_id in ids]
 
-        return self._page(
-            principal, token, requested, query=query, fetch=fetch, position=lambda m: {"after": m.member_id}
-        )
+        return self._page(principal, token, requested, query=query, fetch=fetch, position=_after_member)
 
     def funnel(self, principal: Principal, home_store_id: str) -> Funnel:
         requests.ids(optional={"home_store_id": home_store_id})
@@ -242,11 +240,13 @@ class MemberCases(UseCases):
         def fetch(tx: Tx, position: dict[str, str] | None, limit: int) -> list[Guide]:
             return tx.stores.guides.page(store_id, str(position["after"]) if position else "", limit)
 
-        return self._page(
-            principal,
-            token,
-            requested,
-            query={"store": store_id},
-            fetch=fetch,
-            position=lambda g: {"after": g.guide_id},
-        )
+        query = {"store": store_id}
+        return self._page(principal, token, requested, query=query, fetch=fetch, position=_after_guide)
+
+
+def _after_member(member: Member) -> dict[str, str]:
+    return {"after": member.member_id}
+
+
+def _after_guide(guide: Guide) -> dict[str, str]:
+    return {"after": guide.guide_id}

@@ -7,10 +7,8 @@ import functools
 from datetime import datetime
 
 from quanyu.auth import Principal, Role
-from quanyu.errors import NotFound
 from services.membership.domain import Entry, EntryKind, Member, PointsAccount, requests
 from services.membership.domain.ledger import REVERSIBLE, source_key
-from services.membership.handlers.access import require_code_to_spend, spending_store
 from services.membership.handlers.base import Tx, UseCases
 from services.membership.metrics import POINTS_EARNED, POINTS_REDEEMED
 from services.membership.ports import LedgerStore
@@ -87,9 +85,7 @@ class PointsCases(UseCases):
         member_code: str = "",
     ) -> tuple[Entry, Member]:
         requests.redemption(member_id, points, source_id, store_id, member_code)
-        store_id = spending_store(principal, store_id)
-        require_code_to_spend(principal, member_code)
-        self._may_spend(principal, member_id, member_code, store_id)
+        store_id = self._may_spend(principal, member_id, member_code, store_id)
         owner = principal.owner
         key = source_key("redeem", owner, source_id)
 
@@ -159,20 +155,15 @@ class PointsCases(UseCases):
         requests.ledger_page(member_id, member_code, token)
 
         def fetch(tx: Tx, position: dict[str, int] | None, limit: int) -> list[Entry]:
-            root = tx.stores.members.root_of(member_id)
-            if root is None:
-                raise NotFound("member", member_id)
-            group = tx.stores.members.group(root)
+            group = tx.stores.members.group(self._root(tx.stores, member_id))
             return tx.stores.ledger.page(group, int(position["before"]) if position else None, limit)
 
+        def check() -> None:
+            self._may_read(principal, member_id, member_code, principal.store_id)
+
+        query = {"member": member_id}
         return self._page(
-            principal,
-            token,
-            requested,
-            query={"member": member_id},
-            fetch=fetch,
-            position=lambda entry: {"before": entry.seq},
-            check=lambda: self._may_read(principal, member_id, member_code, principal.store_id),
+            principal, token, requested, query=query, fetch=fetch, position=_before, check=check
         )
 
     # --- the periodic runs --------------------------------------------------------------------
@@ -232,3 +223,7 @@ def _redeemed_before_owners(ledger: LedgerStore, principal: Principal, source_id
 
 def _members_after(tx: Tx, *, after: str) -> list[str]:
     return tx.stores.members.segment({}, after, _BATCH)
+
+
+def _before(entry: Entry) -> dict[str, int]:
+    return {"before": entry.seq}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict, fields
 from datetime import datetime
 from typing import Any
 
@@ -15,22 +16,14 @@ from quanyu.unit_of_work import ConcurrentChange
 from services.membership.domain import Coupon, Entry, EntryKind, Lot, Posting
 from services.membership.storage.tables import coupons, ledger_entries, lot_draws, point_lots
 
+# An entry's fields that are columns of its row by the same name.
+_ENTRY_COLUMNS = tuple(f.name for f in fields(Entry) if f.name not in {"kind", "owner"})
+
 
 def _entry(row: Any) -> Entry:
     return Entry(
-        entry_id=row.entry_id,
-        member_id=row.member_id,
+        **{name: getattr(row, name) for name in _ENTRY_COLUMNS},
         kind=EntryKind(row.kind),
-        points=row.points,
-        balance_after=row.balance_after,
-        source_id=row.source_id,
-        store_id=row.store_id,
-        create_time=row.create_time,
-        expire_time=row.expire_time,
-        spend_cents=row.spend_cents,
-        spend_time=row.spend_time,
-        shortfall_points=row.shortfall_points,
-        seq=row.seq,
         owner=row.source_owner,
     )
 
@@ -218,17 +211,11 @@ _GIVE_BACK_COUPON = (
 )
 
 
+_COUPON_COLUMNS = tuple(f.name for f in fields(Coupon))
+
+
 def _coupon(row: Any) -> Coupon:
-    return Coupon(
-        row.code,
-        row.member_id,
-        row.discount_cents,
-        row.min_spend_cents,
-        row.expire_time,
-        row.redeemed_order_id,
-        row.request_fingerprint,
-        row.redeemed_store_id,
-    )
+    return Coupon(**{name: getattr(row, name) for name in _COUPON_COLUMNS})
 
 
 class CouponRepository:
@@ -244,22 +231,8 @@ class CouponRepository:
         return _coupon(row) if row else None
 
     def issue(self, coupon: Coupon, request_id: str, now: datetime) -> None:
-        self._db.execute(
-            _NEW_COUPON,
-            {
-                "code": coupon.code,
-                "member_id": coupon.member_id,
-                "discount_cents": coupon.discount_cents,
-                "min_spend_cents": coupon.min_spend_cents,
-                "expire_time": coupon.expire_time,
-                "redeemed_order_id": None,
-                "redeemed_store_id": "",
-                "redeemed_time": None,
-                "request_id": request_id,
-                "request_fingerprint": coupon.request_fingerprint,
-                "create_time": now,
-            },
-        )
+        values = {**asdict(coupon), "redeemed_time": None, "request_id": request_id, "create_time": now}
+        self._db.execute(_NEW_COUPON, values)
 
     def redeem(self, code: str, order_id: str, store_id: str, now: datetime) -> bool:
         taken = self._db.execute(

@@ -4,6 +4,7 @@ their member codes, and the guides of stores, loaded and saved as domain objects
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict, fields
 from datetime import datetime
 from typing import Any
 
@@ -30,20 +31,15 @@ _STAGE_TIME_COLUMN = {
 }
 
 
+# A member's fields that are columns of its row by the same name.
+_MEMBER_COLUMNS = tuple(f.name for f in fields(Member) if f.name not in {"stage", "stage_times", "tags"})
+_MERGE_FIELDS = tuple(f.name for f in fields(MergeRecord))
+
+
 def _member(row: Any, tags: list[str]) -> Member:
     return Member(
-        member_id=row.member_id,
-        customer_id=row.customer_id,
-        tier=row.tier,
-        points_balance=row.points_balance,
-        home_store_id=row.home_store_id,
-        guide_id=row.guide_id,
-        enrolled_channel=row.enrolled_channel,
-        enroll_time=row.enroll_time,
+        **{name: getattr(row, name) for name in _MEMBER_COLUMNS},
         stage=Stage(row.stage),
-        lifetime_spend_cents=row.lifetime_spend_cents,
-        referrer_member_id=row.referrer_member_id,
-        last_purchase_time=row.last_purchase_time,
         stage_times={
             Stage.AWARENESS: row.enroll_time,
             **{stage: getattr(row, column) for stage, column in _STAGE_TIME_COLUMN.items()},
@@ -184,15 +180,7 @@ class MemberRepository:
         self.add_tags(survivor.member_id, merged.tags)
 
     def record_merge(self, merge: MergeRecord, now: datetime) -> None:
-        self._db.execute(
-            insert(member_merges).values(
-                request_id=merge.request_id,
-                survivor_customer_id=merge.survivor_customer_id,
-                merged_customer_id=merge.merged_customer_id,
-                survivor_member_id=merge.survivor_member_id,
-                create_time=now,
-            )
-        )
+        self._db.execute(insert(member_merges).values(**asdict(merge), create_time=now))
 
     def merge_request(self, request_id: str) -> MergeRecord | None:
         row = self._db.execute(
@@ -200,9 +188,7 @@ class MemberRepository:
         ).one_or_none()
         if row is None:
             return None
-        return MergeRecord(
-            row.request_id, row.survivor_customer_id, row.merged_customer_id, row.survivor_member_id
-        )
+        return MergeRecord(**{name: getattr(row, name) for name in _MERGE_FIELDS})
 
     # --- segments ------------------------------------------------------------------------------
 
