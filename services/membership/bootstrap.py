@@ -15,10 +15,13 @@ from quanyu.membership.v1 import membership_pb2_grpc
 from quanyu.paging import PageTokens
 from quanyu.server import ServiceApp
 from quanyu.tasks import Periodic
+from quanyu.unit_of_work import Clock, SqlUnitOfWork, system_clock
 from services.membership.config import MembershipSettings
-from services.membership.customers import CustomerChannels
+from services.membership.downstream import CustomerChannels
 from services.membership.grpc_servicer import POLICY, SERVICE, MembershipServicer
 from services.membership.handlers import MembershipService
+from services.membership.ports import Stores
+from services.membership.storage import SqlStores
 
 NAME = "membership"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -28,22 +31,31 @@ def migrate(settings: Settings) -> None:
     migrate_url(settings.database_url(NAME), MIGRATIONS)
 
 
-def build_service(settings: Settings, own: MembershipSettings | None = None) -> MembershipService:
+def unit_of_work(database: Database) -> SqlUnitOfWork[Stores]:
+    return SqlUnitOfWork(database, SqlStores)
+
+
+def build_service(
+    settings: Settings, own: MembershipSettings | None = None, *, clock: Clock = system_clock
+) -> MembershipService:
     own = own or MembershipSettings()
     database = Database(settings.database_url(NAME), pool_size=settings.database_pool_size)
     identity = identity_pb2_grpc.IdentityServiceStub(service_channel(settings, "identity", caller=NAME))
     return MembershipService(
-        database,
+        unit_of_work(database),
         own.programme(),
         PageTokens(settings.signing_key_bytes(), purpose=NAME),
         CustomerChannels(identity),
+        clock=clock,
         member_code_ttl=timedelta(seconds=own.member_code_ttl_seconds),
     )
 
 
-def build_app(settings: Settings, own: MembershipSettings | None = None) -> ServiceApp:
+def build_app(
+    settings: Settings, own: MembershipSettings | None = None, *, clock: Clock = system_clock
+) -> ServiceApp:
     own = own or MembershipSettings()
-    service = build_service(settings, own)
+    service = build_service(settings, own, clock=clock)
 
     def register(server: grpc.Server) -> None:
         membership_pb2_grpc.add_MembershipServiceServicer_to_server(MembershipServicer(service), server)

@@ -6,13 +6,12 @@ import grpc
 
 from quanyu.auth import Role, current_principal
 from quanyu.common.v1 import common_pb2
-from quanyu.errors import InvalidArgument, Violations
+from quanyu.errors import InvalidArgument
 from quanyu.membership.v1 import membership_pb2, membership_pb2_grpc
 from quanyu.server import rpc_policy
 from quanyu.wire import from_timestamp, to_timestamp
-from services.membership.domain import MAX_MEMBER_CODE_LENGTH, EngagementEvent, EntryKind, Guide, Stage
+from services.membership.domain import Coupon, EngagementEvent, Entry, EntryKind, Guide, Member, Stage
 from services.membership.handlers import MembershipService
-from services.membership.repository import Coupon, Entry, Member
 
 SERVICE = membership_pb2.DESCRIPTOR.services_by_name["MembershipService"]
 _FRONT = (Role.CHANNEL, Role.STORE, Role.SERVICE, Role.OPS)
@@ -135,15 +134,7 @@ class MembershipServicer(membership_pb2_grpc.MembershipServiceServicer):
         self, request: membership_pb2.GetMemberRequest, context: grpc.ServicerContext
     ) -> membership_pb2.GetMemberResponse:
         key = request.WhichOneof("key")
-        value = getattr(request, key) if key else ""
-        if not value:
-            raise InvalidArgument(key or "key", "give a member id or a customer id")
-        violations = Violations()
-        violations.text(
-            value, key or "key", max_length=MAX_MEMBER_CODE_LENGTH if key == "member_code" else 64
-        )
-        violations.raise_if_any()
-        member = self._service.get_member(current_principal(), **{key: value})  # type: ignore[arg-type]
+        member = self._service.find_member(current_principal(), key, getattr(request, key) if key else "")
         return membership_pb2.GetMemberResponse(member=member_message(member))
 
     def CreateMemberCode(
@@ -176,9 +167,7 @@ class MembershipServicer(membership_pb2_grpc.MembershipServiceServicer):
     def ReversePoints(
         self, request: membership_pb2.ReversePointsRequest, context: grpc.ServicerContext
     ) -> membership_pb2.ReversePointsResponse:
-        if len(request.reason) > 256:
-            raise InvalidArgument("reason", "must be at most 256 characters")
-        entries = self._service.reverse(current_principal(), request.source_id)
+        entries = self._service.reverse(current_principal(), request.source_id, request.reason)
         return membership_pb2.ReversePointsResponse(entries=[entry_message(e) for e in entries])
 
     def ListLedgerEntries(
@@ -244,10 +233,6 @@ class MembershipServicer(membership_pb2_grpc.MembershipServiceServicer):
     ) -> membership_pb2.ListMembersResponse:
         if request.stage and request.stage not in _STAGES_IN:
             raise InvalidArgument("stage", "is not a known lifecycle stage")
-        violations = Violations()
-        for field_name in ("tier", "tag", "home_store_id", "guide_id"):
-            violations.text(getattr(request, field_name), field_name, max_length=64, required=False)
-        violations.raise_if_any()
         filters: dict[str, str | int] = {
             "tier": request.tier,
             "tag": request.tag,
@@ -273,9 +258,6 @@ class MembershipServicer(membership_pb2_grpc.MembershipServiceServicer):
     def GetFunnel(
         self, request: membership_pb2.GetFunnelRequest, context: grpc.ServicerContext
     ) -> membership_pb2.GetFunnelResponse:
-        violations = Violations()
-        violations.text(request.home_store_id, "home_store_id", max_length=64, required=False)
-        violations.raise_if_any()
         funnel = self._service.funnel(current_principal(), request.home_store_id)
         return membership_pb2.GetFunnelResponse(
             stages=[membership_pb2.StageCount(stage=_STAGES[s], members=n) for s, n in funnel.counts.items()],
@@ -296,11 +278,12 @@ class MembershipServicer(membership_pb2_grpc.MembershipServiceServicer):
     def UpsertGuide(
         self, request: membership_pb2.UpsertGuideRequest, context: grpc.ServicerContext
     ) -> membership_pb2.UpsertGuideResponse:
-        if not request.HasField("guide"):
-            raise InvalidArgument("guide", "is required")
         given = request.guide
         guide = self._service.upsert_guide(
-            current_principal(), Guide(given.guide_id, given.store_id, given.name, given.active)
+            current_principal(),
+            Guide(given.guide_id, given.store_id, given.name, given.active)
+            if request.HasField("guide")
+            else None,
         )
         return membership_pb2.UpsertGuideResponse(guide=guide_message(guide))
 

@@ -23,11 +23,10 @@ from services.membership.domain import (
     claw_back,
     conversion_rates,
     draw_oldest_first,
-    require_code_to_spend,
-    sees,
     stage_after_event,
     stage_after_purchase,
 )
+from services.membership.handlers.access import require_code_to_spend, sees
 
 DEFAULT = Programme()
 # 2026-03-10 is a Tuesday; noon in Shanghai is 04:00 UTC.

@@ -27,8 +27,8 @@ from quanyu.server import ServiceApp
 from services.identity import bootstrap as identity_bootstrap
 from services.membership import bootstrap
 from services.membership.config import MembershipSettings
-from services.membership.customers import CustomerChannels
 from services.membership.domain import add_months
+from services.membership.downstream import CustomerChannels
 from services.membership.grpc_servicer import POLICY, SERVICE, MembershipServicer
 from services.membership.handlers import MembershipService
 from tests.conftest import TokenFactory, bearer, running, served
@@ -105,7 +105,9 @@ def start(settings: Settings, database_url: str, tmp_path: Path, token: TokenFac
             own = own or MembershipSettings()
             clock = Clock(now)
             service = MembershipService(
-                Database(settings.database_url(bootstrap.NAME), pool_size=settings.server_workers),
+                bootstrap.unit_of_work(
+                    Database(settings.database_url(bootstrap.NAME), pool_size=settings.server_workers)
+                ),
                 own.programme(),
                 PageTokens(settings.signing_key_bytes(), purpose=bootstrap.NAME),
                 CustomerChannels(asking),

@@ -234,7 +234,9 @@ def service_on_clock(
 ) -> MembershipService:
     """What bootstrap.build_service builds, running `programme` and telling time by `clock`."""
     return MembershipService(
-        Database(settings.database_url(bootstrap.NAME), pool_size=settings.server_workers),
+        bootstrap.unit_of_work(
+            Database(settings.database_url(bootstrap.NAME), pool_size=settings.server_workers)
+        ),
         programme,
         PageTokens(settings.signing_key_bytes(), purpose=bootstrap.NAME),
         NO_CHANNEL_CALLERS,

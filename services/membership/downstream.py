@@ -1,5 +1,6 @@
-"""What membership asks identity about a customer: that they exist, and which channels they hold
-accounts on (a channel acts only for its own customers).
+"""Identity as membership asks it (ports.Customers): that a customer exists, and which channels
+they hold accounts on (a channel acts only for its own customers). An answer that is not "no such
+customer" fails as quanyu.clients.failure_of classifies it.
 
 Only positive answers are kept: an account once linked is never unlinked, and a merge moves it to
 the survivor, whom the merged id then leads to, so "this customer holds a WeChat account" stays
@@ -12,8 +13,8 @@ import threading
 
 import grpc
 
+from quanyu.clients import failure_of
 from quanyu.common.v1 import common_pb2
-from quanyu.errors import Unavailable
 from quanyu.identity.v1 import identity_pb2, identity_pb2_grpc
 
 _MAX_KEPT = 200_000
@@ -43,10 +44,7 @@ class CustomerChannels:
         except grpc.RpcError as error:
             if error.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
                 return None
-            raise Unavailable(
-                f"identity cannot say whose customer {customer_id!r} is ({error.code().name}); retry",
-                reason="IDENTITY_UNAVAILABLE",
-            ) from error
+            raise failure_of("identity", error) from error
         channels = frozenset(_CHANNEL_NAMES.get(a.channel, "") for a in answer.customer.accounts)
         with self._lock:
             if len(self._known) >= _MAX_KEPT:

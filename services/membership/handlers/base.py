@@ -1,0 +1,200 @@
+"""What every membership use case shares: the unit of work, the programme, the clock, identity,
+page tokens, and the steps many of them take (finding and locking a member, checking that the
+caller reaches them, admitting a member code)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from quanyu.auth import Principal, Role
+from quanyu.errors import NotFound
+from quanyu.paging import PageTokens, page_size
+from quanyu.unit_of_work import Clock, Transaction, UnitOfWork
+from services.membership.domain import Member, PointsAccount, Programme, invalid_member_code
+from services.membership.handlers.access import require_code_to_spend, sees, spending_store
+from services.membership.metrics import POINTS_EXPIRED
+from services.membership.ports import Customers, Stores
+
+T = TypeVar("T")
+Tx = Transaction[Stores]
+
+DEFAULT_MEMBER_CODE_TTL = timedelta(minutes=2)
+# What a code is checked against when the member named does not exist: no code is ever its.
+_NO_MEMBER = "\x00no member"
+
+
+def _existing(found: T | None, member_id: str) -> T:
+    if found is None:
+        raise NotFound("member", member_id)
+    return found
+
+
+def code_hash(code: str) -> str:
+    return hashlib.sha256(f"member-code|{code}".encode()).hexdigest()
+
+
+class UseCases:
+    def __init__(
+        self,
+        uow: UnitOfWork[Stores],
+        programme: Programme,
+        page_tokens: PageTokens,
+        customers: Customers,
+        *,
+        clock: Clock,
+        member_code_ttl: timedelta = DEFAULT_MEMBER_CODE_TTL,
+    ) -> None:
+        self._uow = uow
+        self.programme = programme
+        self._pages = page_tokens
+        self._customers = customers
+        self._clock = clock
+        self._code_ttl = member_code_ttl
+
+    def close(self) -> None:
+        """Let go of the database's connections (a unit of work in memory holds none)."""
+        database = getattr(self._uow, "database", None)
+        if database is not None:
+            database.dispose()
+
+    # --- finding members -----------------------------------------------------------------------
+
+    @staticmethod
+    def _load(stores: Stores, member_id: str) -> Member:
+        return _existing(stores.members.get(member_id), member_id)
+
+    @staticmethod
+    def _root(stores: Stores, member_id: str) -> str:
+        return _existing(stores.members.root_of(member_id), member_id)
+
+    @staticmethod
+    def _lock_root(stores: Stores, member_id: str) -> Member:
+        """The member `member_id` is part of now, its row locked until the transaction ends:
+        two tills or two replicas working on one member take turns in the database."""
+        while True:
+            root = stores.members.root_of(member_id)
+            member = stores.members.get(root, lock=True) if root else None
+            if member is None:
+                raise NotFound("member", member_id)
+            # A concurrent merge may have folded the root into another member between reading it
+            # and locking it; once locked, a member that is still its own root stays one.
+            if stores.members.root_of(member.member_id) == member.member_id:
+                return member
+
+    def _account(self, tx: Tx, member_id: str, *, live: bool = False) -> PointsAccount:
+        """The member locked, with their lapsed lots written off (and counted once committed);
+        with `live`, holding every lot they can still spend from."""
+        stores, now = tx.stores, self._clock()
+        member = self._lock_root(stores, member_id)
+        lots = stores.ledger.open_lots if live else (lambda root: stores.ledger.lapsed_lots(root, now))
+        account = PointsAccount(member, lots(member.member_id))
+        self._expire(tx, account, now)
+        return account
+
+    def _expire(self, tx: Tx, account: PointsAccount, as_of: datetime) -> int:
+        postings = account.expire(as_of, self._clock())
+        for posting in postings:
+            tx.stores.ledger.append(posting)
+        expired = -sum(p.points for p in postings)
+        if expired:
+            tx.after_commit(lambda: POINTS_EXPIRED.inc(expired))
+        return len(postings)
+
+    # --- who reaches whom ----------------------------------------------------------------------
+
+    def _sees(self, principal: Principal, member: Member) -> bool:
+        return sees(
+            principal,
+            member.home_store_id,
+            holds_channel_account=lambda: self._customers.holds(member.customer_id, principal.channel),
+        )
+
+    def _reach(self, principal: Principal, member_id: str = "", customer_id: str = "") -> Member:
+        """The member, when the caller reaches them; one that it does not is answered as one that
+        does not exist."""
+
+        def find(tx: Tx) -> Member | None:
+            members = tx.stores.members
+            root = members.root_of(member_id) if member_id else members.root_of_customer(customer_id)
+            return members.get(root) if root else None
+
+        member = self._uow.read(find)
+        if member is None or not self._sees(principal, member):
+            raise NotFound("member", member_id or customer_id)
+        return member
+
+    def _admit(
+        self, stores: Stores, principal: Principal, code: str, *, store_id: str, member_root: str = ""
+    ) -> str:
+        """The member a code stands for (their root), once the code is found valid here: unexpired,
+        `member_root`'s when one is named, and shown at `store_id` (the first store it is shown at
+        keeps it: a till's own store, or the store orders names for a till's sale). Every failure
+        is one answer."""
+        if principal.role is Role.CHANNEL:
+            # A code is for the till it is shown at; a channel acts for its own customers instead.
+            raise invalid_member_code()
+        key, now = code_hash(code), self._clock()
+        found = stores.codes.get(key)
+        if found is not None and found.binds_to(store_id, now):
+            found = stores.codes.bind(key, store_id)
+        if found is None:
+            raise invalid_member_code()
+        code_root = stores.members.root_of(found.member_id)
+        if not found.admits(member_root or code_root or "", code_root, store_id, self._clock()):
+            raise invalid_member_code()
+        assert code_root is not None
+        return code_root
+
+    def _may_spend(self, principal: Principal, member_id: str, member_code: str, store_id: str) -> str:
+        """The store a spend happens at, once the caller may spend there for the member: their
+        code (a till's only way, checked for this member at the store it is spent at, also when
+        orders spends it for a till's sale), or a channel acting for its own customer; ops and
+        services act for the chain. Checked before the spend's own transaction, which then holds
+        no lock while identity is asked."""
+        store_id = spending_store(principal, store_id)
+        require_code_to_spend(principal, member_code)
+        if principal.role not in (Role.OPS, Role.SERVICE) or member_code:
+            self._may_read(principal, member_id, member_code, store_id)
+        return store_id
+
+    def _may_read(self, principal: Principal, member_id: str, member_code: str, store_id: str) -> None:
+        """The member is the caller's to read: by their code shown at `store_id`, or as one of its
+        own. A member the caller does not reach is answered as one that does not exist, and a
+        code for a member who does not exist as any other code not valid here."""
+        if not member_code:
+            self._reach(principal, member_id=member_id)
+            return
+
+        def admit(tx: Tx) -> str:
+            root = tx.stores.members.root_of(member_id) or _NO_MEMBER
+            return self._admit(tx.stores, principal, member_code, store_id=store_id, member_root=root)
+
+        self._uow.run(admit)
+
+    # --- paging --------------------------------------------------------------------------------
+
+    def _page(
+        self,
+        principal: Principal,
+        token: str,
+        requested: int,
+        *,
+        query: Mapping[str, Any],
+        fetch: Callable[[Tx, Any, int], Sequence[T]],
+        position: Callable[[T], dict[str, Any]],
+        check: Callable[[], None] | None = None,
+    ) -> tuple[list[T], str]:
+        """One page of what `fetch(tx, where the last page ended or None, how many)` finds, and the
+        token of the next (empty when this is the last); `check` runs once the token is read."""
+        size = page_size(requested)
+        caller = principal.name
+        after = self._pages.decode(token, query=query, caller=caller)
+        if check is not None:
+            check()
+        found = list(self._uow.read(lambda tx: fetch(tx, after, size + 1)))
+        page = found[:size]
+        more = len(found) > size
+        return page, (self._pages.encode(position(page[-1]), query=query, caller=caller) if more else "")

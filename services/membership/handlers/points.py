@@ -1,0 +1,229 @@
+"""Use cases of points: earning (and the referrer's bonus a first purchase pays), redeeming,
+reversing what a source did, the ledger's pages, expiry and the tier evaluation."""
+
+from __future__ import annotations
+
+import functools
+from datetime import datetime
+
+from quanyu.auth import Principal, Role
+from services.membership.domain import Entry, EntryKind, Member, PointsAccount, requests
+from services.membership.domain.ledger import REVERSIBLE, source_key
+from services.membership.handlers.base import Tx, UseCases
+from services.membership.metrics import POINTS_EARNED, POINTS_REDEEMED
+from services.membership.ports import LedgerStore
+
+# Members the expiry and tier runs read at once, each then changed in its own transaction.
+_BATCH = 500
+
+
+class PointsCases(UseCases):
+    def earn(self, member_id: str, source_id: str, spend_cents: int, store_id: str) -> tuple[Entry, Member]:
+        requests.earning(self.programme, member_id, source_id, spend_cents, store_id)
+
+        def work(tx: Tx) -> tuple[Entry, Member]:
+            stores = tx.stores
+            done = stores.ledger.by_key(f"earn:{source_id}")
+            if done is not None:
+                return self._retried(tx, done, member_id, spend=spend_cents)
+            account = self._account(tx, member_id)
+            member, now = account.member, self._clock()
+            group = stores.members.group(member.member_id)
+            first_purchase = spend_cents > 0 and stores.ledger.purchases(group) == 0
+            posting = account.earn(
+                self.programme,
+                spend_cents=spend_cents,
+                source_id=source_id,
+                store_id=store_id,
+                at=now,
+                earned_today=stores.ledger.earned_since(group, self.programme.day_start(now)),
+                rolling_spend_cents=stores.ledger.rolling_spend(
+                    group, self.programme.spend_window_start(now)
+                ),
+            )
+            entry = stores.ledger.append(posting)
+            stores.members.save(member, now)
+            tx.after_commit(lambda: POINTS_EARNED.inc(posting.points))
+            if first_purchase and member.referrer_member_id:
+                self._credit_referrer(tx, member, source_id, now)
+            return entry, self._load(stores, member.member_id)
+
+        return self._uow.run(work)
+
+    def _credit_referrer(self, tx: Tx, referred: Member, source_id: str, now: datetime) -> None:
+        """The referrer's bonus, once per referred member however often the earn is retried, and
+        within the referrer's caps of points and of bonuses a day."""
+        stores = tx.stores
+        if (
+            stores.ledger.by_key(f"referral:{referred.member_id}") is not None
+            or self.programme.referral_bonus_points <= 0
+        ):
+            return
+        referrer = self._lock_root(stores, referred.referrer_member_id)
+        group, day = stores.members.group(referrer.member_id), self.programme.day_start(now)
+        bonus = self.programme.referral_bonus(
+            stores.ledger.earned_since(group, day), stores.ledger.bonuses_since(group, day)
+        )
+        if bonus <= 0:
+            return
+        account = PointsAccount(referrer)
+        stores.ledger.append(
+            account.referral_bonus(
+                self.programme, bonus, referred_member_id=referred.member_id, source_id=source_id, at=now
+            )
+        )
+        stores.members.save(referrer, now)
+
+    def redeem(
+        self,
+        principal: Principal,
+        member_id: str,
+        points: int,
+        source_id: str,
+        *,
+        store_id: str,
+        member_code: str = "",
+    ) -> tuple[Entry, Member]:
+        requests.redemption(member_id, points, source_id, store_id, member_code)
+        store_id = self._may_spend(principal, member_id, member_code, store_id)
+        owner = principal.owner
+        key = source_key("redeem", owner, source_id)
+
+        def work(tx: Tx) -> tuple[Entry, Member]:
+            stores = tx.stores
+            done = stores.ledger.by_key(key) or _redeemed_before_owners(stores.ledger, principal, source_id)
+            if done is not None:
+                return self._retried(tx, done, member_id, points=-points)
+            now = self._clock()
+            self.programme.require_redemption_window(now)
+            account = self._account(tx, member_id, live=True)
+            posting = account.redeem(
+                points, source_id=source_id, store_id=store_id, key=key, owner=owner, at=now
+            )
+            entry = stores.ledger.append(posting)
+            stores.members.save(account.member, now)
+            tx.after_commit(lambda: POINTS_REDEEMED.inc(points))
+            return entry, self._load(stores, account.member.member_id)
+
+        return self._uow.run(work)
+
+    def _retried(
+        self, tx: Tx, done: Entry, member_id: str, *, spend: int | None = None, points: int | None = None
+    ) -> tuple[Entry, Member]:
+        """The answer to a retry of a movement already made: the same request gets its entry."""
+        members = tx.stores.members
+        done.require_same_request(
+            members.root_of(done.member_id) == members.root_of(member_id), spend=spend, points=points
+        )
+        return done, self._load(tx.stores, self._root(tx.stores, done.member_id))
+
+    def reverse(self, principal: Principal, source_id: str, reason: str = "") -> list[Entry]:
+        """Undo what a source did: earns (and the referral bonus they paid) are clawed back as far
+        as their points are unspent, redemptions are given back. Once per entry. The source is the
+        caller's own: its namespace of source ids (Principal.owner)."""
+        requests.reversal(source_id, reason)
+
+        def work(tx: Tx) -> list[Entry]:
+            ledger = tx.stores.ledger
+            reversals = []
+            for entry in ledger.by_source(principal.owner, source_id, REVERSIBLE):
+                done = ledger.by_key(f"reverse:{entry.entry_id}")
+                reversals.append(done if done is not None else self._reverse_one(tx, entry))
+            return reversals
+
+        return self._uow.run(work)
+
+    def _reverse_one(self, tx: Tx, entry: Entry) -> Entry:
+        stores = tx.stores
+        account = self._account(tx, entry.member_id)
+        now = self._clock()
+        paid_from = []
+        if entry.kind is EntryKind.REDEEM:
+            paid_from = stores.ledger.draws(entry.entry_id)
+        else:
+            lot = stores.ledger.lot(entry.entry_id)
+            if lot is not None:
+                account.lots.setdefault(lot.lot_id, lot)
+        posting = account.reverse(entry, self.programme, now, paid_from=paid_from)
+        reversal = stores.ledger.append(posting)
+        stores.members.save(account.member, now)
+        return reversal
+
+    def list_entries(
+        self, principal: Principal, member_id: str, requested: int, token: str, member_code: str = ""
+    ) -> tuple[list[Entry], str]:
+        requests.ledger_page(member_id, member_code, token)
+
+        def fetch(tx: Tx, position: dict[str, int] | None, limit: int) -> list[Entry]:
+            group = tx.stores.members.group(self._root(tx.stores, member_id))
+            return tx.stores.ledger.page(group, int(position["before"]) if position else None, limit)
+
+        def check() -> None:
+            self._may_read(principal, member_id, member_code, principal.store_id)
+
+        query = {"member": member_id}
+        return self._page(
+            principal, token, requested, query=query, fetch=fetch, position=_before, check=check
+        )
+
+    # --- the periodic runs --------------------------------------------------------------------
+
+    def expire(self, as_of: datetime | None = None) -> int:
+        """Write EXPIRE entries for what is left of lapsed earnings, once; how many were written."""
+        as_of = as_of or self._clock()
+        written = 0
+        while True:
+            lapsed = self._uow.read(lambda tx: tx.stores.ledger.lapsed_roots(as_of, _BATCH))
+            if not lapsed:
+                return written
+            for root in lapsed:
+                written += self._uow.run(functools.partial(self._expire_root, root=root, as_of=as_of))
+
+    def _expire_root(self, tx: Tx, *, root: str, as_of: datetime) -> int:
+        member = self._lock_root(tx.stores, root)
+        account = PointsAccount(member, tx.stores.ledger.lapsed_lots(member.member_id, as_of))
+        written = self._expire(tx, account, as_of)
+        if written:
+            tx.stores.members.save(member, self._clock())
+        return written
+
+    def evaluate_tiers(self, as_of: datetime | None = None) -> int:
+        """Move every member to the tier their rolling spend earns, down as well as up."""
+        as_of = as_of or self._clock()
+        since = self.programme.spend_window_start(as_of)
+
+        def evaluate(tx: Tx, member_id: str) -> int:
+            member = self._lock_root(tx.stores, member_id)
+            rolling = tx.stores.ledger.rolling_spend(tx.stores.members.group(member.member_id), since)
+            if not member.reevaluate_tier(self.programme, rolling):
+                return 0
+            tx.stores.members.save(member, self._clock())
+            return 1
+
+        changed, after = 0, ""
+        while True:
+            batch = self._uow.read(functools.partial(_members_after, after=after))
+            if not batch:
+                return changed
+            after = batch[-1]
+            for member_id in batch:
+                changed += self._uow.run(functools.partial(evaluate, member_id=member_id))
+
+
+def _redeemed_before_owners(ledger: LedgerStore, principal: Principal, source_id: str) -> Entry | None:
+    """A till's redemption made before source ids had owners, under its shared key: its retry
+    after the upgrade finds it there rather than spending again. Only the till's own store's."""
+    if principal.role is not Role.STORE:
+        return None
+    earlier = ledger.by_key(source_key("redeem", "", source_id))
+    if earlier is None or earlier.owner or earlier.store_id != principal.store_id:
+        return None
+    return earlier
+
+
+def _members_after(tx: Tx, *, after: str) -> list[str]:
+    return tx.stores.members.segment({}, after, _BATCH)
+
+
+def _before(entry: Entry) -> dict[str, int]:
+    return {"before": entry.seq}
