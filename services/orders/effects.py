@@ -7,11 +7,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from quanyu.errors import NotFound, QuanyuError, Unavailable
-from quanyu.outbox import Deliver, PermanentFailure
-from services.orders.domain import FulfilmentType
-from services.orders.downstream import Downstream
-from services.orders.handlers import (
+from quanyu.errors import NotFound
+from quanyu.outbox import Deliver, refusals_are_final
+from services.orders.domain import (
     ASSIGN,
     COMMIT_STOCK,
     EARN_POINTS,
@@ -20,8 +18,9 @@ from services.orders.handlers import (
     RELEASE_STOCK,
     REVERSE_POINTS,
     TAKE_IN_STORE_STOCK,
-    OrdersService,
 )
+from services.orders.handlers import OrdersService
+from services.orders.ports import Downstream
 
 # Effects bound for one service travel together and in order; a hung membership then holds up
 # only points and coupons, never the stock that fulfilment should commit or release.
@@ -29,20 +28,6 @@ LANES = {
     "fulfilment": (ASSIGN, TAKE_IN_STORE_STOCK, COMMIT_STOCK, RELEASE_STOCK, RECORD_ORIGIN_HOURS),
     "membership": (EARN_POINTS, REVERSE_POINTS, RELEASE_COUPON),
 }
-
-
-def _refusals_are_final(deliver: Callable[[dict[str, Any]], None]) -> Deliver:
-    """Unreachable: retry later. Any other refusal will not change on retry: record it for ops."""
-
-    def guarded(payload: dict[str, Any]) -> None:
-        try:
-            deliver(payload)
-        except Unavailable:
-            raise
-        except QuanyuError as refusal:
-            raise PermanentFailure(f"{refusal.code.value} {refusal.reason}: {refusal.message}") from refusal
-
-    return guarded
 
 
 def deliverers(orders: OrdersService, downstream: Downstream) -> dict[str, Deliver]:
@@ -55,13 +40,7 @@ def deliverers(orders: OrdersService, downstream: Downstream) -> dict[str, Deliv
         if order is None:
             return
         downstream.assign(
-            order.order_id,
-            None,
-            order.lines,
-            FulfilmentType.IN_STORE,
-            preferred_store_id=order.fulfilling_store_id,
-            exclude=(),
-            at=order.create_time,
+            order.order_id, order.lines, order.fulfilment_type, order.where(), at=order.create_time
         )
         downstream.commit(order.order_id)
 
@@ -97,7 +76,7 @@ def deliverers(orders: OrdersService, downstream: Downstream) -> dict[str, Deliv
         was_open = downstream.is_open(payload["store_id"], datetime.fromisoformat(payload["at"]))
         orders.note_origin_hours(payload["order_id"], was_open)
 
-    plain = {
+    plain: dict[str, Callable[[dict[str, Any]], None]] = {
         ASSIGN: assign,
         TAKE_IN_STORE_STOCK: take_in_store_stock,
         COMMIT_STOCK: commit,
@@ -107,4 +86,5 @@ def deliverers(orders: OrdersService, downstream: Downstream) -> dict[str, Deliv
         RELEASE_COUPON: release_coupon,
         RECORD_ORIGIN_HOURS: origin_hours,
     }
-    return {kind: _refusals_are_final(deliver) for kind, deliver in plain.items()}
+    service = {kind: name for name, kinds in LANES.items() for kind in kinds}
+    return {kind: refusals_are_final(service[kind], deliver) for kind, deliver in plain.items()}

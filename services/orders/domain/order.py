@@ -356,7 +356,9 @@ class Order:
         self._move(OrderStateMachine.next(action, self.status), actor=actor, reason=reason, now=now)
         return True
 
-    def _move(self, to: Status, *, actor: str, reason: str, now: datetime, store_id: str | None = None) -> None:
+    def _move(
+        self, to: Status, *, actor: str, reason: str, now: datetime, store_id: str | None = None
+    ) -> None:
         store = self.fulfilling_store_id if store_id is None else store_id
         self.changes.append(StatusChange(self.status.value, to.value, actor, reason[:256], store, now))
         self.status = to

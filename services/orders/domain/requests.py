@@ -176,8 +176,6 @@ def check_request(
     v.raise_if_any()
 
 
-
-
 @dataclass(frozen=True)
 class PlaceOrder:
     """A CreateOrder request as it came: its channel and fulfilment type may be numbers the
@@ -188,7 +186,9 @@ class PlaceOrder:
     type_known: bool = True
 
     def checked(self, limits: Limits = DEFAULT_LIMITS) -> OrderRequest:
-        check_request(self.request, channel_known=self.channel_known, type_known=self.type_known, limits=limits)
+        check_request(
+            self.request, channel_known=self.channel_known, type_known=self.type_known, limits=limits
+        )
         return self.request
 
 
