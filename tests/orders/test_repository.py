@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy.engine import Connection
 
 from quanyu.db import Database, migrate
-from services.orders.bootstrap import MIGRATIONS
 from quanyu.unit_of_work import ConcurrentChange
+from services.orders.bootstrap import MIGRATIONS
 from services.orders.domain import FulfilmentType, Line, Order, Price, Status, StatusChange
 from services.orders.storage import OrderRepository
 
@@ -90,7 +90,8 @@ def test_a_status_moves_only_from_where_the_caller_saw_it(database: Database) ->
         order.reject("", "re-routed", "ops", later)
         order.assign("SH-002", later, timedelta(seconds=120))
         repo.save(order)
-        assert not order.changes and not order.rejections  # saved once, not again
+        assert not order.changes  # saved once, not again
+        assert not order.rejections
     with database.snapshot() as connection:
         order = read(connection)
         history = OrderRepository(connection).history("ord-1")
