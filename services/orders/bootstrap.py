@@ -26,8 +26,7 @@ from services.orders.config import OrdersSettings
 from services.orders.downstream import GrpcDownstream
 from services.orders.effects import LANES, deliverers
 from services.orders.grpc_servicer import POLICY, SERVICE, OrderServicer
-from services.orders.handlers import OrdersService
-from services.orders.handlers import Settings as Behaviour
+from services.orders.handlers import Behaviour, OrdersService
 from services.orders.storage import SqlStores, outbox
 
 NAME = "orders"

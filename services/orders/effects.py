@@ -9,24 +9,21 @@ from typing import Any
 
 from quanyu.errors import NotFound
 from quanyu.outbox import Deliver, refusals_are_final
-from services.orders.domain import (
-    ASSIGN,
-    COMMIT_STOCK,
-    EARN_POINTS,
-    RECORD_ORIGIN_HOURS,
-    RELEASE_COUPON,
-    RELEASE_STOCK,
-    REVERSE_POINTS,
-    TAKE_IN_STORE_STOCK,
-)
+from services.orders.domain import events as kinds
 from services.orders.handlers import OrdersService
 from services.orders.ports import Downstream
 
 # Effects bound for one service travel together and in order; a hung membership then holds up
 # only points and coupons, never the stock that fulfilment should commit or release.
 LANES = {
-    "fulfilment": (ASSIGN, TAKE_IN_STORE_STOCK, COMMIT_STOCK, RELEASE_STOCK, RECORD_ORIGIN_HOURS),
-    "membership": (EARN_POINTS, REVERSE_POINTS, RELEASE_COUPON),
+    "fulfilment": (
+        kinds.ASSIGN,
+        kinds.TAKE_IN_STORE_STOCK,
+        kinds.COMMIT_STOCK,
+        kinds.RELEASE_STOCK,
+        kinds.RECORD_ORIGIN_HOURS,
+    ),
+    "membership": (kinds.EARN_POINTS, kinds.REVERSE_POINTS, kinds.RELEASE_COUPON),
 }
 
 
@@ -77,14 +74,14 @@ def deliverers(orders: OrdersService, downstream: Downstream) -> dict[str, Deliv
         orders.note_origin_hours(payload["order_id"], was_open)
 
     plain: dict[str, Callable[[dict[str, Any]], None]] = {
-        ASSIGN: assign,
-        TAKE_IN_STORE_STOCK: take_in_store_stock,
-        COMMIT_STOCK: commit,
-        RELEASE_STOCK: release,
-        EARN_POINTS: earn,
-        REVERSE_POINTS: reverse,
-        RELEASE_COUPON: release_coupon,
-        RECORD_ORIGIN_HOURS: origin_hours,
+        kinds.ASSIGN: assign,
+        kinds.TAKE_IN_STORE_STOCK: take_in_store_stock,
+        kinds.COMMIT_STOCK: commit,
+        kinds.RELEASE_STOCK: release,
+        kinds.EARN_POINTS: earn,
+        kinds.REVERSE_POINTS: reverse,
+        kinds.RELEASE_COUPON: release_coupon,
+        kinds.RECORD_ORIGIN_HOURS: origin_hours,
     }
-    service = {kind: name for name, kinds in LANES.items() for kind in kinds}
+    service = {kind: name for name, lane in LANES.items() for kind in lane}
     return {kind: refusals_are_final(service[kind], deliver) for kind, deliver in plain.items()}

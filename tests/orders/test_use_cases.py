@@ -35,7 +35,7 @@ from services.orders.domain.events import (
     Reroute,
     ReversePoints,
 )
-from services.orders.handlers import OrdersService, Settings
+from services.orders.handlers import Behaviour, OrdersService
 from services.orders.ports import Customer, GuideFigures, Page, Placed, StoreFigures
 
 NOW = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
@@ -156,7 +156,7 @@ def running() -> Running:
         InMemoryUnitOfWork(stores),
         services,
         PageTokens(b"k" * 32, purpose="orders"),
-        Settings(fingerprint_key=b"f" * 32, accept_window=timedelta(seconds=120)),
+        Behaviour(fingerprint_key=b"f" * 32, accept_window=timedelta(seconds=120)),
         clock=lambda: NOW,
         relay=Relay(),  # type: ignore[arg-type]
     )

@@ -1,17 +1,7 @@
 """Orders' domain: what a valid request is, what an order costs, and the order aggregate with
 its state machine and the effects each change has. No gRPC, no database, no clock."""
 
-from services.orders.domain.events import (
-    ASSIGN,
-    COMMIT_STOCK,
-    EARN_POINTS,
-    RECORD_ORIGIN_HOURS,
-    RELEASE_COUPON,
-    RELEASE_STOCK,
-    REVERSE_POINTS,
-    TAKE_IN_STORE_STOCK,
-    Effect,
-)
+from services.orders.domain.events import Effect
 from services.orders.domain.order import (
     ACCEPT_TIMEOUT,
     SYSTEM,
@@ -43,18 +33,10 @@ from services.orders.domain.values import FulfilmentType, Line, Location, Price,
 
 __all__ = [
     "ACCEPT_TIMEOUT",
-    "ASSIGN",
-    "COMMIT_STOCK",
     "DEFAULT_LIMITS",
-    "EARN_POINTS",
     "MAX_ID_LENGTH",
     "MAX_STATUSES",
-    "RECORD_ORIGIN_HOURS",
-    "RELEASE_COUPON",
-    "RELEASE_STOCK",
-    "REVERSE_POINTS",
     "SYSTEM",
-    "TAKE_IN_STORE_STOCK",
     "Action",
     "CustomerRef",
     "Effect",

@@ -16,7 +16,7 @@ from services.orders.ports import Downstream, Stores
 
 
 @dataclass
-class Settings:
+class Behaviour:
     """How orders behaves, as bootstrap configures it."""
 
     fingerprint_key: bytes
@@ -31,7 +31,7 @@ class UseCases:
         uow: UnitOfWork[Stores],
         downstream: Downstream,
         page_tokens: PageTokens,
-        settings: Settings,
+        behaviour: Behaviour,
         *,
         clock: Clock,
         relay: OutboxRelay | None = None,
@@ -40,7 +40,7 @@ class UseCases:
         self._uow = uow
         self._downstream = downstream
         self._pages = page_tokens
-        self._settings = settings
+        self._settings = behaviour
         self._clock = clock
         self.relay = relay
         self.close = close
