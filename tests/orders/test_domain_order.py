@@ -334,3 +334,10 @@ def test_a_rejected_pickup_order_is_never_placed_by_the_members_home_store() -> 
     where = order.where()
     assert "HOME" not in (where.preferred_store_id, where.near_store_id)
     assert where == Where(None, near_store_id="CHOSEN", exclude=("CHOSEN",))
+
+
+def test_a_pickup_order_with_neither_a_chosen_store_nor_a_location_has_nowhere_to_look_from() -> None:
+    order = an_order(fulfilment_type=FulfilmentType.PICKUP, delivery_location=None, pickup_store_id="")
+    order.reject("S1", "no staff", "till", LATER)
+    assert not order.where().is_anywhere
+    assert placement(FulfilmentType.PICKUP, location=None, chosen_store_id="C", rejected=("C",)).is_anywhere

@@ -120,6 +120,12 @@ class Where:
     near_store_id: str = ""  # without a location: measured from this store's own location
     exclude: tuple[str, ...] = ()
 
+    @property
+    def is_anywhere(self) -> bool:
+        """False when there is nothing to look for a store from (a pickup order stored before
+        the chosen store was kept, with no location): no store is in range of nowhere."""
+        return self.location is not None or bool(self.preferred_store_id or self.near_store_id)
+
 
 def placement(
     kind: FulfilmentType, *, location: Location | None, chosen_store_id: str, rejected: tuple[str, ...] = ()

@@ -115,9 +115,12 @@ class StoreWork(UseCases):
             return
         if release_store_id:
             self._downstream.release(order_id, release_store_id)
+        where = order.where()
         try:
+            if not where.is_anywhere:
+                raise FailedPrecondition("nowhere to look for a store from", reason="NO_STORE_IN_RANGE")
             placed = self._downstream.assign(
-                order_id, order.lines, order.fulfilment_type, order.where(), at=self._clock()
+                order_id, order.lines, order.fulfilment_type, where, at=self._clock()
             )
         except FailedPrecondition as nothing:
             reason = nothing.reason
