@@ -21,12 +21,13 @@ from quanyu.paging import PageTokens
 from quanyu.quota import quota_from
 from quanyu.server import ServiceApp
 from quanyu.tasks import Periodic
+from quanyu.unit_of_work import Clock, SqlUnitOfWork, system_clock
 from services.orders.config import OrdersSettings
-from services.orders.downstream import Downstream
+from services.orders.downstream import GrpcDownstream
 from services.orders.effects import LANES, deliverers
 from services.orders.grpc_servicer import POLICY, SERVICE, OrderServicer
-from services.orders.handlers import OrdersService
-from services.orders.storage import outbox
+from services.orders.handlers import Behaviour, OrdersService
+from services.orders.storage import SqlStores, outbox
 
 NAME = "orders"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -36,24 +37,31 @@ def migrate(settings: Settings) -> None:
     migrate_url(settings.database_url(NAME), MIGRATIONS)
 
 
-def build_app(settings: Settings, own: OrdersSettings | None = None) -> ServiceApp:
+def build_app(
+    settings: Settings, own: OrdersSettings | None = None, clock: Clock = system_clock
+) -> ServiceApp:
     own = own or OrdersSettings()
     database = Database(settings.database_url(NAME), pool_size=settings.database_pool_size)
-    downstream = Downstream(
+    downstream = GrpcDownstream(
         identity_pb2_grpc.IdentityServiceStub(service_channel(settings, "identity", caller=NAME)),
         membership_pb2_grpc.MembershipServiceStub(service_channel(settings, "membership", caller=NAME)),
         fulfilment_pb2_grpc.FulfilmentServiceStub(service_channel(settings, "fulfilment", caller=NAME)),
         assign_timeout=own.assign_timeout_seconds,
     )
     service = OrdersService(
-        database,
+        SqlUnitOfWork(database, SqlStores),
         downstream,
         PageTokens(settings.signing_key_bytes(), purpose=NAME),
-        fingerprint_key=hashlib.sha256(settings.phone_hash_key_bytes() + b"|order-request").digest(),
-        accept_window=timedelta(seconds=own.accept_window_seconds),
-        phone_lookups=quota_from(
-            "phone look-ups", settings.phone_lookup_quota, reason="PHONE_LOOKUP_QUOTA_EXCEEDED"
+        Behaviour(
+            fingerprint_key=hashlib.sha256(settings.phone_hash_key_bytes() + b"|order-request").digest(),
+            accept_window=timedelta(seconds=own.accept_window_seconds),
+            limits=own.limits(),
+            phone_lookups=quota_from(
+                "phone look-ups", settings.phone_lookup_quota, reason="PHONE_LOOKUP_QUOTA_EXCEEDED"
+            ),
         ),
+        clock=clock,
+        close=database.dispose,
     )
     relay = OutboxRelay(database, outbox, deliverers(service, downstream), lanes=LANES)
     service.relay = relay
@@ -62,7 +70,7 @@ def build_app(settings: Settings, own: OrdersSettings | None = None) -> ServiceA
     labelled_gauge_from("quanyu_orders", "Orders by status", "status", service.orders_by_status)
 
     def register(server: grpc.Server) -> None:
-        orders_pb2_grpc.add_OrderServiceServicer_to_server(OrderServicer(service, own.limits()), server)
+        orders_pb2_grpc.add_OrderServiceServicer_to_server(OrderServicer(service, clock), server)
 
     return ServiceApp(
         name=NAME,

@@ -8,61 +8,28 @@ field violations so the caller of orders learns exactly what the other service s
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from quanyu.clients import error_info, field_violations
+from quanyu.clients import failure_of
 from quanyu.common.v1 import common_pb2
-from quanyu.errors import Code, FieldViolation, QuanyuError, Unavailable, error_for
+from quanyu.errors import FailedPrecondition, NotFound
 from quanyu.fulfilment.v1 import fulfilment_pb2, fulfilment_pb2_grpc
 from quanyu.identity.v1 import identity_pb2, identity_pb2_grpc
 from quanyu.membership.v1 import membership_pb2, membership_pb2_grpc
-from services.orders.domain import CustomerRef, FulfilmentType, Line
+from services.orders.domain import CustomerRef, FulfilmentType, Line, Location, Member, Where
+from services.orders.ports import Customer, Placed
 
 T = TypeVar("T")
 
-_UNREACHABLE = {
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.CANCELLED,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
-    grpc.StatusCode.ABORTED,
-    grpc.StatusCode.UNKNOWN,
-    grpc.StatusCode.INTERNAL,
-    # Our own token refused: a deployment fault (keys out of step), not the caller's; retry later.
-    grpc.StatusCode.UNAUTHENTICATED,
-}
-# PERMISSION_DENIED for the role of orders' own token is the same deployment fault; any other
-# PERMISSION_DENIED (a member code the till passed on, refused) is the caller's to hear.
-_ROLE_REFUSED = "PERMISSION_DENIED"
 _TYPES = {
     FulfilmentType.DELIVERY: common_pb2.FULFILMENT_TYPE_DELIVERY,
     FulfilmentType.PICKUP: common_pb2.FULFILMENT_TYPE_PICKUP,
     FulfilmentType.IN_STORE: common_pb2.FULFILMENT_TYPE_IN_STORE,
 }
-
-
-@dataclass(frozen=True)
-class CustomerInfo:
-    customer_id: str
-    channels: frozenset[str]  # the channels the customer holds accounts on
-
-
-@dataclass(frozen=True)
-class MemberInfo:
-    member_id: str
-    home_store_id: str
-    guide_id: str
-
-
-@dataclass(frozen=True)
-class Placement:
-    store_id: str
-    lines: tuple[Line, ...]
 
 
 def _stamp(at: datetime) -> Timestamp:
@@ -71,7 +38,7 @@ def _stamp(at: datetime) -> Timestamp:
     return stamp
 
 
-class Downstream:
+class GrpcDownstream:
     def __init__(
         self,
         identity: identity_pb2_grpc.IdentityServiceStub,
@@ -90,11 +57,11 @@ class Downstream:
         try:
             return method(request, **options)
         except grpc.RpcError as error:
-            raise translate(service, error) from error
+            raise failure_of(service, error) from error
 
     # --- identity -----------------------------------------------------------------------------
 
-    def resolve_customer(self, ref: CustomerRef) -> CustomerInfo:
+    def resolve_customer(self, ref: CustomerRef) -> Customer:
         if ref.customer_id:
             found = self._call(
                 "identity",
@@ -111,13 +78,13 @@ class Downstream:
                     )
                 )
             found = self._call("identity", self._identity.ResolveCustomer, request).customer
-        return CustomerInfo(
+        return Customer(
             str(found.customer_id), frozenset(common_pb2.Channel.Name(a.channel) for a in found.accounts)
         )
 
     # --- membership ---------------------------------------------------------------------------
 
-    def enroll(self, customer_id: str, home_store_id: str, guide_id: str, channel: str) -> MemberInfo:
+    def enroll(self, customer_id: str, home_store_id: str, guide_id: str, channel: str) -> Member:
         answer = self._call(
             "membership",
             self._membership.Enroll,
@@ -129,7 +96,7 @@ class Downstream:
             ),
         )
         member = answer.member
-        return MemberInfo(member.member_id, member.home_store_id, member.guide_id)
+        return Member(member.member_id, member.home_store_id, member.guide_id)
 
     def redeem_coupon(
         self, code: str, member_id: str, order_id: str, amount_cents: int, *, store_id: str, member_code: str
@@ -190,16 +157,11 @@ class Downstream:
     # --- fulfilment ---------------------------------------------------------------------------
 
     def assign(
-        self,
-        order_id: str,
-        location: tuple[float, float, int] | None,
-        lines: Sequence[Line],
-        kind: FulfilmentType,
-        *,
-        preferred_store_id: str,
-        exclude: Sequence[str],
-        at: datetime,
-    ) -> list[Placement]:
+        self, order_id: str, lines: Sequence[Line], kind: FulfilmentType, where: Where, *, at: datetime
+    ) -> list[Placed]:
+        location = where.location
+        if location is None and where.near_store_id:
+            location = self._location_of(where.near_store_id)
         request = fulfilment_pb2.AssignStoreRequest(
             order_id=order_id,
             lines=[
@@ -207,8 +169,8 @@ class Downstream:
                 for ln in lines
             ],
             fulfilment_type=_TYPES[kind],
-            exclude_store_ids=list(exclude),
-            preferred_store_id=preferred_store_id,
+            exclude_store_ids=list(where.exclude),
+            preferred_store_id=where.preferred_store_id,
             at_time=_stamp(at),
         )
         if location is not None:
@@ -223,9 +185,23 @@ class Downstream:
         # rather than keeping the customer waiting.
         answer = self._call("fulfilment", self._fulfilment.AssignStore, request, timeout=self._assign_timeout)
         return [
-            Placement(a.store_id, tuple(Line(ln.sku, ln.quantity, ln.unit_price_cents) for ln in a.lines))
+            Placed(a.store_id, tuple(Line(ln.sku, ln.quantity, ln.unit_price_cents) for ln in a.lines))
             for a in answer.assignments
         ]
+
+    def _location_of(self, store_id: str) -> Location:
+        """A store's own location, the reference point for the stores near it."""
+        try:
+            store = self._call(
+                "fulfilment", self._fulfilment.GetStore, fulfilment_pb2.GetStoreRequest(store_id=store_id)
+            ).store
+        except NotFound as gone:
+            raise FailedPrecondition(
+                f"store {store_id} is no longer known, and the order has no location to look from",
+                reason="NO_STORE_IN_RANGE",
+            ) from gone
+        where = store.location
+        return (where.latitude, where.longitude, int(where.system))
 
     def release(self, order_id: str, store_id: str = "") -> None:
         self._call(
@@ -248,33 +224,3 @@ class Downstream:
             fulfilment_pb2.CheckStoreOpenRequest(store_id=store_id, at_time=_stamp(at)),
         )
         return bool(answer.open)
-
-
-def as_answered_by(service: str, error: QuanyuError) -> QuanyuError:
-    """`error` as it reads when `service` gave it and orders passed it on (see translate): a
-    refusal orders makes on another service's behalf must read the same as that service's own."""
-    return error_for(error.code, f"{service}: {error.message}", reason=error.reason, metadata=error.metadata)
-
-
-def translate(service: str, error: grpc.RpcError) -> QuanyuError:
-    code = error.code()
-    info = error_info(error)
-    if code in _UNREACHABLE or (
-        code is grpc.StatusCode.PERMISSION_DENIED and (info is None or info.reason == _ROLE_REFUSED)
-    ):
-        return Unavailable(
-            f"{service} is unavailable ({code.name}); retry with the same request id",
-            reason=f"{service.upper()}_UNAVAILABLE",
-        )
-    violations = tuple(FieldViolation(f, d) for f, d in field_violations(error))
-    try:
-        ours = Code(code.name)
-    except ValueError:
-        ours = Code.FAILED_PRECONDITION
-    return error_for(
-        ours,
-        f"{service}: {error.details() or code.name}",
-        reason=info.reason if info else code.name,
-        metadata=dict(info.metadata) if info else None,
-        violations=violations,
-    )

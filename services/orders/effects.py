@@ -7,42 +7,24 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from quanyu.errors import NotFound, QuanyuError, Unavailable
-from quanyu.outbox import Deliver, PermanentFailure
-from services.orders.domain import FulfilmentType
-from services.orders.downstream import Downstream
-from services.orders.handlers import (
-    ASSIGN,
-    COMMIT_STOCK,
-    EARN_POINTS,
-    RECORD_ORIGIN_HOURS,
-    RELEASE_COUPON,
-    RELEASE_STOCK,
-    REVERSE_POINTS,
-    TAKE_IN_STORE_STOCK,
-    OrdersService,
-)
+from quanyu.errors import NotFound
+from quanyu.outbox import Deliver, refusals_are_final
+from services.orders.domain import events as kinds
+from services.orders.handlers import OrdersService
+from services.orders.ports import Downstream
 
 # Effects bound for one service travel together and in order; a hung membership then holds up
 # only points and coupons, never the stock that fulfilment should commit or release.
 LANES = {
-    "fulfilment": (ASSIGN, TAKE_IN_STORE_STOCK, COMMIT_STOCK, RELEASE_STOCK, RECORD_ORIGIN_HOURS),
-    "membership": (EARN_POINTS, REVERSE_POINTS, RELEASE_COUPON),
+    "fulfilment": (
+        kinds.ASSIGN,
+        kinds.TAKE_IN_STORE_STOCK,
+        kinds.COMMIT_STOCK,
+        kinds.RELEASE_STOCK,
+        kinds.RECORD_ORIGIN_HOURS,
+    ),
+    "membership": (kinds.EARN_POINTS, kinds.REVERSE_POINTS, kinds.RELEASE_COUPON),
 }
-
-
-def _refusals_are_final(deliver: Callable[[dict[str, Any]], None]) -> Deliver:
-    """Unreachable: retry later. Any other refusal will not change on retry: record it for ops."""
-
-    def guarded(payload: dict[str, Any]) -> None:
-        try:
-            deliver(payload)
-        except Unavailable:
-            raise
-        except QuanyuError as refusal:
-            raise PermanentFailure(f"{refusal.code.value} {refusal.reason}: {refusal.message}") from refusal
-
-    return guarded
 
 
 def deliverers(orders: OrdersService, downstream: Downstream) -> dict[str, Deliver]:
@@ -55,13 +37,7 @@ def deliverers(orders: OrdersService, downstream: Downstream) -> dict[str, Deliv
         if order is None:
             return
         downstream.assign(
-            order.order_id,
-            None,
-            order.lines,
-            FulfilmentType.IN_STORE,
-            preferred_store_id=order.fulfilling_store_id,
-            exclude=(),
-            at=order.create_time,
+            order.order_id, order.lines, order.fulfilment_type, order.where(), at=order.create_time
         )
         downstream.commit(order.order_id)
 
@@ -97,14 +73,15 @@ def deliverers(orders: OrdersService, downstream: Downstream) -> dict[str, Deliv
         was_open = downstream.is_open(payload["store_id"], datetime.fromisoformat(payload["at"]))
         orders.note_origin_hours(payload["order_id"], was_open)
 
-    plain = {
-        ASSIGN: assign,
-        TAKE_IN_STORE_STOCK: take_in_store_stock,
-        COMMIT_STOCK: commit,
-        RELEASE_STOCK: release,
-        EARN_POINTS: earn,
-        REVERSE_POINTS: reverse,
-        RELEASE_COUPON: release_coupon,
-        RECORD_ORIGIN_HOURS: origin_hours,
+    plain: dict[str, Callable[[dict[str, Any]], None]] = {
+        kinds.ASSIGN: assign,
+        kinds.TAKE_IN_STORE_STOCK: take_in_store_stock,
+        kinds.COMMIT_STOCK: commit,
+        kinds.RELEASE_STOCK: release,
+        kinds.EARN_POINTS: earn,
+        kinds.REVERSE_POINTS: reverse,
+        kinds.RELEASE_COUPON: release_coupon,
+        kinds.RECORD_ORIGIN_HOURS: origin_hours,
     }
-    return {kind: _refusals_are_final(deliver) for kind, deliver in plain.items()}
+    service = {kind: name for name, lane in LANES.items() for kind in lane}
+    return {kind: refusals_are_final(service[kind], deliver) for kind, deliver in plain.items()}

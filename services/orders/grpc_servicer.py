@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import grpc
 
 from quanyu.auth import Principal, Role, current_principal
 from quanyu.common.v1 import common_pb2
-from quanyu.db import utcnow
 from quanyu.errors import InvalidArgument
 from quanyu.orders.v1 import orders_pb2, orders_pb2_grpc
 from quanyu.server import rpc_policy
+from quanyu.unit_of_work import Clock
 from quanyu.wire import from_timestamp, to_timestamp
 from services.orders.domain import (
-    DEFAULT_LIMITS,
     MAX_STATUSES,
     CustomerRef,
     FulfilmentType,
-    Limits,
     Line,
     Order,
     OrderRequest,
+    PlaceOrder,
     Status,
-    check_request,
 )
 from services.orders.handlers import OrdersService
 
@@ -65,12 +65,15 @@ def default_channel(principal: Principal) -> str:
 
 
 def request_from(
-    message: orders_pb2.CreateOrderRequest,
-    *,
-    owner: str,
-    default_channel: str = "",
-    limits: Limits = DEFAULT_LIMITS,
+    message: orders_pb2.CreateOrderRequest, *, owner: str, default_channel: str = ""
 ) -> OrderRequest:
+    """The request's values (unchecked: the use case checks them)."""
+    return placing_from(message, owner=owner, default_channel=default_channel).request
+
+
+def placing_from(
+    message: orders_pb2.CreateOrderRequest, *, owner: str, default_channel: str = ""
+) -> PlaceOrder:
     channel_known = message.channel in common_pb2.Channel.values() and message.channel != 0
     channel = common_pb2.Channel.Name(message.channel) if channel_known else ""
     if message.channel == 0 and default_channel:
@@ -110,8 +113,7 @@ def request_from(
         points_to_redeem=message.points_to_redeem,
         member_code=message.member_code,
     )
-    check_request(request, channel_known=channel_known, type_known=kind is not None, limits=limits)
-    return request
+    return PlaceOrder(request, channel_known=channel_known, type_known=kind is not None)
 
 
 def order_message(order: Order) -> orders_pb2.Order:
@@ -152,10 +154,19 @@ def order_message(order: Order) -> orders_pb2.Order:
     return message
 
 
+def _window(
+    request: orders_pb2.GetStoreReportRequest | orders_pb2.GetGuideReportRequest,
+) -> tuple[datetime | None, datetime | None]:
+    return (
+        from_timestamp(request.start_time, field_name="start_time", present=request.HasField("start_time")),
+        from_timestamp(request.end_time, field_name="end_time", present=request.HasField("end_time")),
+    )
+
+
 class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
-    def __init__(self, service: OrdersService, limits: Limits = DEFAULT_LIMITS) -> None:
+    def __init__(self, service: OrdersService, clock: Clock) -> None:
         self._service = service
-        self._limits = limits
+        self._clock = clock
 
     def CreateOrder(
         self, request: orders_pb2.CreateOrderRequest, context: grpc.ServicerContext
@@ -163,12 +174,7 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
         principal = current_principal()
         order = self._service.create(
             principal,
-            request_from(
-                request,
-                owner=principal.owner,
-                default_channel=default_channel(principal),
-                limits=self._limits,
-            ),
+            placing_from(request, owner=principal.owner, default_channel=default_channel(principal)),
         )
         return orders_pb2.CreateOrderResponse(order=order_message(order))
 
@@ -238,10 +244,7 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
         report = self._service.store_report(
             current_principal(),
             request.store_id,
-            from_timestamp(
-                request.start_time, field_name="start_time", present=request.HasField("start_time")
-            ),
-            from_timestamp(request.end_time, field_name="end_time", present=request.HasField("end_time")),
+            *_window(request),
         )
         return orders_pb2.GetStoreReportResponse(
             orders_originated=report.originated,
@@ -257,17 +260,14 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
         figures = self._service.guide_report(
             current_principal(),
             request.guide_id,
-            from_timestamp(
-                request.start_time, field_name="start_time", present=request.HasField("start_time")
-            ),
-            from_timestamp(request.end_time, field_name="end_time", present=request.HasField("end_time")),
+            *_window(request),
         )
         return orders_pb2.GetGuideReportResponse(
-            members=figures["members"],
-            orders=figures["orders"],
-            online_orders=figures["online"],
-            in_store_orders=figures["in_store"],
-            revenue_cents=figures["revenue"],
+            members=figures.members,
+            orders=figures.orders,
+            online_orders=figures.online,
+            in_store_orders=figures.in_store,
+            revenue_cents=figures.revenue_cents,
         )
 
     def GetOrderHistory(
@@ -298,5 +298,5 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
             undelivered=state.undelivered,
             failed=state.failed,
             oldest_undelivered_time=to_timestamp(state.oldest_undelivered),
-            lag_seconds=state.lag_seconds(utcnow()),
+            lag_seconds=state.lag_seconds(self._clock()),
         )

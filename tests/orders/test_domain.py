@@ -26,10 +26,10 @@ from services.orders.domain import (
     OrderStateMachine,
     Price,
     Status,
-    check_caller,
     check_request,
     points_to_spend,
 )
+from services.orders.handlers.access import check_caller
 
 # --- the state machine -----------------------------------------------------------------------
 

@@ -11,9 +11,10 @@ import pytest
 from sqlalchemy.engine import Connection
 
 from quanyu.db import Database, migrate
+from quanyu.unit_of_work import ConcurrentChange
 from services.orders.bootstrap import MIGRATIONS
-from services.orders.domain import FulfilmentType, Line, Order, Price, Status
-from services.orders.repository import OrderRepository
+from services.orders.domain import FulfilmentType, Line, Order, Price, Status, StatusChange
+from services.orders.storage import OrderRepository
 
 PLACED = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 
@@ -23,7 +24,7 @@ def database(database_url: str) -> Iterator[Database]:
     db = Database(database_url)
     migrate(db, MIGRATIONS)
     with db.transaction() as connection:
-        OrderRepository(connection).insert(
+        OrderRepository(connection).add(
             Order(
                 order_id="ord-1",
                 request_id="req-1",
@@ -45,17 +46,17 @@ def database(database_url: str) -> Iterator[Database]:
                 create_time=PLACED,
                 update_time=PLACED,
                 accept_deadline=PLACED + timedelta(seconds=120),
+                changes=[StatusChange("", "ASSIGNED", "system", "", "SH-001", PLACED)],
             ),
             "fingerprint-1",
             owner="",
-            actor="system",
         )
     yield db
     db.dispose()
 
 
 def read(connection: Connection) -> Order:
-    order = OrderRepository(connection).get("ord-1")
+    order = OrderRepository(connection).get("ord-1", lock=True)
     assert order is not None
     return order
 
@@ -75,19 +76,22 @@ def test_an_order_reads_back_as_it_was_stored(database: Database) -> None:
 
 def test_a_status_moves_only_from_where_the_caller_saw_it(database: Database) -> None:
     later = PLACED + timedelta(minutes=1)
+    with database.snapshot() as connection:
+        stale = read(connection)
     with database.transaction() as connection:
         repo = OrderRepository(connection)
-        assert repo.move("ord-1", Status.ASSIGNED, Status.ACCEPTED, actor="store", reason="", now=later)
-        assert not repo.move("ord-1", Status.ASSIGNED, Status.ACCEPTED, actor="store", reason="", now=later)
-        assert repo.move(
-            "ord-1",
-            Status.ACCEPTED,
-            Status.ASSIGNED,
-            actor="ops",
-            reason="re-routed",
-            now=later,
-            fulfilling_store_id="SH-002",
-        )
+        order = read(connection)
+        order.accept("store", later)
+        repo.save(order)
+        # A copy read before the change moves nothing: the use case runs again on the order now.
+        stale.accept("store", later)
+        with pytest.raises(ConcurrentChange):
+            repo.save(stale)
+        order.reject("", "re-routed", "ops", later)
+        order.assign("SH-002", later, timedelta(seconds=120))
+        repo.save(order)
+        assert not order.changes  # saved once, not again
+        assert not order.rejections
     with database.snapshot() as connection:
         order = read(connection)
         history = OrderRepository(connection).history("ord-1")
@@ -96,31 +100,26 @@ def test_a_status_moves_only_from_where_the_caller_saw_it(database: Database) ->
         "re-routed",
         "SH-002",
     )
-    assert [(c.from_status, c.to_status, c.store_id) for c in history][-2:] == [
+    assert order.rejected_store_ids == ["SH-001"]
+    assert order.accept_deadline == later + timedelta(seconds=120)
+    assert [(c.from_status, c.to_status, c.store_id) for c in history][-3:] == [
         ("ASSIGNED", "ACCEPTED", "SH-001"),
-        ("ACCEPTED", "ASSIGNED", "SH-002"),
+        ("ACCEPTED", "PENDING_ASSIGNMENT", "SH-001"),
+        ("PENDING_ASSIGNMENT", "ASSIGNED", "SH-002"),
     ]
 
 
-def test_a_misspelt_field_is_refused_rather_than_left_out(database: Database) -> None:
+def test_what_other_services_answered_is_saved_without_moving_the_status(database: Database) -> None:
     with database.transaction() as connection:
-        repo = OrderRepository(connection)
-        with pytest.raises(TypeError, match="no column points_earnt"):
-            repo.set_fields("ord-1", points_earned=120, points_earnt=120)
-        with pytest.raises(TypeError, match="no column fulfiling_store_id"):
-            repo.move(
-                "ord-1",
-                Status.ASSIGNED,
-                Status.ACCEPTED,
-                actor="store",
-                reason="",
-                now=PLACED,
-                fulfiling_store_id="SH-002",
-            )
-        repo.set_fields("ord-1", points_earned=120)
+        order = read(connection)
+        order.note_points_earned(120)
+        order.note_origin_hours(False)
+        OrderRepository(connection).save(order)
     with database.snapshot() as connection:
         order = read(connection)
-    assert (order.points_earned, order.status) == (120, Status.ASSIGNED)
+        history = OrderRepository(connection).history("ord-1")
+    assert (order.points_earned, order.origin_open, order.status) == (120, False, Status.ASSIGNED)
+    assert len(history) == 1
 
 
 def test_reports_sum_money_exactly_however_large_the_total(database: Database) -> None:
@@ -138,10 +137,10 @@ def test_reports_sum_money_exactly_however_large_the_total(database: Database) -
                 status=Status.COMPLETED,
                 price=Price(2**62 + n, 0, 0),
             )
-            repo.insert(huge, f"fingerprint-huge-{n}", owner="", actor="system")
+            repo.add(huge, f"fingerprint-huge-{n}", owner="")
     with database.snapshot() as connection:
         repo = OrderRepository(connection)
         store = repo.store_report("SH-001", PLACED - timedelta(days=1), PLACED + timedelta(days=1))
         guide = repo.guide_report("guide-1", PLACED - timedelta(days=1), PLACED + timedelta(days=1), "")
-    assert store["revenue"] == guide["revenue"] == 3 * 2**62 + 3
-    assert (store["fulfilled"], guide["orders"]) == (3, 3)
+    assert store.revenue_cents == guide.revenue_cents == 3 * 2**62 + 3
+    assert (store.fulfilled, guide.orders) == (3, 3)

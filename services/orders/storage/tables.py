@@ -34,7 +34,10 @@ orders = Table(
     Column("delivery_longitude", Float, nullable=True),
     Column("delivery_system", Integer, nullable=True),
     Column("delivery_address", String(512), nullable=False),
+    # Where the customer belongs or ordered (ARCHITECTURE.md, 8): what the reports count by.
     Column("origin_store_id", String(64), nullable=False),
+    # The store the customer chose for pickup; empty for other kinds.
+    Column("pickup_store_id", String(64), nullable=False, server_default=""),
     Column("fulfilling_store_id", String(64), nullable=False),
     Column("guide_id", String(64), nullable=False),
     Column("status", String(24), nullable=False),

@@ -1,29 +1,20 @@
-"""Orders' repository: orders with their lines, rejections and status history, one transaction."""
+"""Orders' repository: the order aggregate with its lines, rejections and status history, loaded
+and saved in one transaction; and the outbox its effects are recorded in."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, case, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from quanyu.db import joined_sum, wide_sum
-from services.orders.domain import FulfilmentType, Line, Order, Price, Status
-from services.orders.storage import order_lines, order_rejections, orders, status_changes
-
-
-@dataclass(frozen=True)
-class StatusChange:
-    from_status: str
-    to_status: str
-    actor: str
-    reason: str
-    store_id: str
-    change_time: datetime
-
+from quanyu.outbox import add_effect
+from quanyu.unit_of_work import ConcurrentChange
+from services.orders.domain import Effect, FulfilmentType, Line, Order, Price, Status, StatusChange
+from services.orders.ports import GuideFigures, Page, StoreFigures
+from services.orders.storage.tables import order_lines, order_rejections, orders, outbox, status_changes
 
 # What every CreateOrder runs, built once: only the parameters change per call, and a statement
 # built per call (each value coerced into a bound parameter) costs more than running it.
@@ -44,26 +35,17 @@ _REJECTED = (
     .where(order_rejections.c.order_id == bindparam("key"))
     .order_by(order_rejections.c.reject_time, order_rejections.c.store_id)
 )
-_POINTS_EARNED = select(orders.c.points_earned).where(orders.c.order_id == bindparam("key"))
-_FULFILLING_STORE = select(orders.c.fulfilling_store_id).where(orders.c.order_id == bindparam("key"))
-_SET_FIELDS = update(orders).where(orders.c.order_id == bindparam("key"))
-_MOVE = _SET_FIELDS.where(orders.c.status == bindparam("was"))
-
-
-def _columns(fields: dict[str, Any]) -> dict[str, Any]:
-    """`fields`, each named after a column of orders: the updates above would leave a misspelt
-    one out of their SET clause without a word."""
-    unknown = fields.keys() - orders.c.keys()
-    if unknown:
-        raise TypeError(f"orders has no column {', '.join(sorted(unknown))}")
-    return fields
+_NEW_REJECTION = insert(order_rejections)
+# What a change of an order may touch; the status only from where it was loaded.
+_SAVE = update(orders).where(orders.c.order_id == bindparam("key"))
+_MOVE = _SAVE.where(orders.c.status == bindparam("was"))
 
 
 class OrderRepository:
     def __init__(self, connection: Connection) -> None:
         self._db = connection
 
-    def insert(self, order: Order, fingerprint: str, *, owner: str, actor: str) -> None:
+    def add(self, order: Order, fingerprint: str, *, owner: str) -> None:
         location = order.delivery_location
         self._db.execute(
             _NEW_ORDER,
@@ -85,17 +67,18 @@ class OrderRepository:
                 "delivery_system": location[2] if location else None,
                 "delivery_address": order.delivery_address,
                 "origin_store_id": order.origin_store_id,
+                "pickup_store_id": order.pickup_store_id,
                 "fulfilling_store_id": order.fulfilling_store_id,
                 "guide_id": order.guide_id,
                 "status": order.status.value,
                 "status_reason": order.status_reason,
                 "coupon_code": order.coupon_code,
-                "points_earned": 0,
-                "origin_open": None,
+                "points_earned": order.points_earned,
+                "origin_open": order.origin_open,
                 "accept_deadline": order.accept_deadline,
                 "create_time": order.create_time,
                 "update_time": order.update_time,
-                "complete_time": order.create_time if order.status is Status.COMPLETED else None,
+                "complete_time": order.complete_time,
             },
         )
         self._db.execute(
@@ -111,15 +94,7 @@ class OrderRepository:
                 for i, ln in enumerate(order.lines)
             ],
         )
-        self.record_change(
-            order.order_id,
-            "",
-            order.status.value,
-            actor=actor,
-            reason=order.status_reason,
-            store_id=order.fulfilling_store_id,
-            now=order.create_time,
-        )
+        self._saved_history(order)
 
     def fingerprint(self, owner: str, request_id: str) -> tuple[str, str] | None:
         row = self._db.execute(_FINGERPRINT, {"owner": owner, "request": request_id}).one_or_none()
@@ -134,75 +109,61 @@ class OrderRepository:
         rejected = self._db.execute(_REJECTED, key).scalars().all()
         return _order(row, [Line(ln.sku, ln.quantity, ln.unit_price_cents) for ln in lines], list(rejected))
 
-    def points_earned(self, order_id: str) -> int:
-        return int(self._db.execute(_POINTS_EARNED, {"key": order_id}).scalar_one())
-
-    def move(
-        self,
-        order_id: str,
-        from_status: Status,
-        to_status: Status,
-        *,
-        actor: str,
-        reason: str,
-        now: datetime,
-        **fields: Any,
-    ) -> bool:
-        """Change status only if the order is still where the caller saw it; False otherwise."""
-        moved = self._db.execute(
-            _MOVE,
-            {
-                "key": order_id,
-                "was": from_status.value,
-                "status": to_status.value,
-                "status_reason": reason,
-                "update_time": now,
-                **_columns(fields),
-            },
-        )
+    def save(self, order: Order) -> None:
+        """What changed on `order` since it was loaded. A change of status is saved only if the
+        order is still where it was loaded; otherwise ConcurrentChange, and the use case runs
+        again on the order as it now is."""
+        values = {
+            "key": order.order_id,
+            "status": order.status.value,
+            "status_reason": order.status_reason,
+            "fulfilling_store_id": order.fulfilling_store_id,
+            "accept_deadline": order.accept_deadline,
+            "update_time": order.update_time,
+            "complete_time": order.complete_time,
+            "points_earned": order.points_earned,
+            "origin_open": order.origin_open,
+        }
+        if order.changes:
+            moved = self._db.execute(_MOVE, {**values, "was": order.changes[0].from_status})
+        else:
+            moved = self._db.execute(_SAVE, values)
         if moved.rowcount != 1:
-            return False
-        store = fields.get("fulfilling_store_id")
-        if store is None:
-            store = self._db.execute(_FULFILLING_STORE, {"key": order_id}).scalar_one()
-        self.record_change(
-            order_id, from_status.value, to_status.value, actor=actor, reason=reason, store_id=store, now=now
-        )
-        return True
-
-    def set_fields(self, order_id: str, **fields: Any) -> None:
-        self._db.execute(_SET_FIELDS, {"key": order_id, **_columns(fields)})
-
-    def reject(self, order_id: str, store_id: str, reason: str, now: datetime) -> None:
-        self._db.execute(
-            insert(order_rejections).values(
-                order_id=order_id, store_id=store_id, reason=reason, reject_time=now
+            raise ConcurrentChange(f"order {order.order_id}")
+        if order.rejections:
+            self._db.execute(
+                _NEW_REJECTION,
+                [
+                    {
+                        "order_id": order.order_id,
+                        "store_id": r.store_id,
+                        "reason": r.reason,
+                        "reject_time": r.reject_time,
+                    }
+                    for r in order.rejections
+                ],
             )
-        )
+            order.rejections.clear()
+        self._saved_history(order)
 
-    def record_change(
-        self,
-        order_id: str,
-        from_status: str,
-        to_status: str,
-        *,
-        actor: str,
-        reason: str,
-        store_id: str,
-        now: datetime,
-    ) -> None:
-        self._db.execute(
-            _NEW_CHANGE,
-            {
-                "order_id": order_id,
-                "from_status": from_status,
-                "to_status": to_status,
-                "actor": actor,
-                "reason": reason[:256],
-                "store_id": store_id,
-                "change_time": now,
-            },
-        )
+    def _saved_history(self, order: Order) -> None:
+        if order.changes:
+            self._db.execute(
+                _NEW_CHANGE,
+                [
+                    {
+                        "order_id": order.order_id,
+                        "from_status": c.from_status,
+                        "to_status": c.to_status,
+                        "actor": c.actor,
+                        "reason": c.reason,
+                        "store_id": c.store_id,
+                        "change_time": c.change_time,
+                    }
+                    for c in order.changes
+                ],
+            )
+            order.changes.clear()
 
     def history(self, order_id: str) -> list[StatusChange]:
         rows = self._db.execute(
@@ -215,33 +176,24 @@ class OrderRepository:
             for r in rows
         ]
 
-    def page(
-        self,
-        *,
-        customer_id: str,
-        store_id: str,
-        channel: str,
-        statuses: Sequence[Status],
-        before: tuple[datetime, str] | None,
-        limit: int,
-    ) -> list[Order]:
+    def page(self, page: Page) -> list[Order]:
         query = select(orders.c.order_id)
-        if customer_id:
-            query = query.where(orders.c.customer_id == customer_id)
-        if store_id:
-            query = query.where(orders.c.fulfilling_store_id == store_id)
-        if channel:
-            query = query.where(orders.c.channel == channel)
-        if statuses:
-            query = query.where(orders.c.status.in_([s.value for s in statuses]))
-        if before is not None:
-            time, order_id = before
+        if page.customer_id:
+            query = query.where(orders.c.customer_id == page.customer_id)
+        if page.store_id:
+            query = query.where(orders.c.fulfilling_store_id == page.store_id)
+        if page.channel:
+            query = query.where(orders.c.channel == page.channel)
+        if page.statuses:
+            query = query.where(orders.c.status.in_([s.value for s in page.statuses]))
+        if page.before is not None:
+            time, order_id = page.before
             query = query.where(
                 (orders.c.create_time < time)
                 | ((orders.c.create_time == time) & (orders.c.order_id < order_id))
             )
         ids = self._db.execute(
-            query.order_by(orders.c.create_time.desc(), orders.c.order_id.desc()).limit(limit)
+            query.order_by(orders.c.create_time.desc(), orders.c.order_id.desc()).limit(page.limit)
         )
         found = [self.get(order_id) for order_id in ids.scalars()]
         return [order for order in found if order is not None]
@@ -260,7 +212,7 @@ class OrderRepository:
         )
         return [(r.order_id, r.fulfilling_store_id) for r in rows]
 
-    def store_report(self, store_id: str, start: datetime, end: datetime) -> dict[str, int]:
+    def store_report(self, store_id: str, start: datetime, end: datetime) -> StoreFigures:
         live = (
             (orders.c.create_time >= start)
             & (orders.c.create_time < end)
@@ -292,14 +244,12 @@ class OrderRepository:
                 *wide_sum(case((fulfilled, orders.c.total_cents), else_=0)),
             ).where(live, originated | (orders.c.fulfilling_store_id == store_id))
         ).one()
-        keys = ("originated", "fulfilled", "for_others", "while_closed")
-        figures = {key: int(value) for key, value in zip(keys, row[:4], strict=True)}
-        figures["revenue"] = joined_sum(*row[4:])
-        return figures
+        counts = [int(value) for value in row[:4]]
+        return StoreFigures(counts[0], counts[1], counts[2], counts[3], joined_sum(*row[4:]))
 
     def guide_report(
         self, guide_id: str, start: datetime, end: datetime, origin_store_id: str
-    ) -> dict[str, int]:
+    ) -> GuideFigures:
         query = select(
             func.count(func.distinct(orders.c.member_id)),
             func.count(),
@@ -319,10 +269,8 @@ class OrderRepository:
         if origin_store_id:
             query = query.where(orders.c.origin_store_id == origin_store_id)
         row = self._db.execute(query).one()
-        keys = ("members", "orders", "online", "in_store")
-        figures = {key: int(value) for key, value in zip(keys, row[:4], strict=True)}
-        figures["revenue"] = joined_sum(*row[4:])
-        return figures
+        members, count, online, in_store = (int(value) for value in row[:4])
+        return GuideFigures(members, count, online, in_store, joined_sum(*row[4:]))
 
 
 def _order(row: Any, lines: list[Line], rejected: list[str]) -> Order:
@@ -341,6 +289,7 @@ def _order(row: Any, lines: list[Line], rejected: list[str]) -> Order:
         delivery_location=location,
         delivery_address=row.delivery_address,
         origin_store_id=row.origin_store_id,
+        pickup_store_id=row.pickup_store_id,
         fulfilling_store_id=row.fulfilling_store_id,
         guide_id=row.guide_id,
         status=Status(row.status),
@@ -351,4 +300,24 @@ def _order(row: Any, lines: list[Line], rejected: list[str]) -> Order:
         update_time=row.update_time,
         rejected_store_ids=rejected,
         accept_deadline=row.accept_deadline,
+        complete_time=row.complete_time,
+        origin_open=row.origin_open,
     )
+
+
+class EffectLog:
+    """The outbox: effects recorded in the transaction of the change that has them."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._db = connection
+
+    def add(self, effect: Effect, now: datetime, *, delay: timedelta = timedelta(0)) -> None:
+        add_effect(self._db, outbox, effect.kind, effect.payload(), now, delay=delay)
+
+
+class SqlStores:
+    """The stores of one connection, for SqlUnitOfWork."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.orders = OrderRepository(connection)
+        self.outbox = EffectLog(connection)

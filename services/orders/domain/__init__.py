@@ -1,0 +1,65 @@
+"""Orders' domain: what a valid request is, what an order costs, and the order aggregate with
+its state machine and the effects each change has. No gRPC, no database, no clock."""
+
+from services.orders.domain.events import Effect
+from services.orders.domain.order import (
+    ACCEPT_TIMEOUT,
+    SYSTEM,
+    Action,
+    Member,
+    Order,
+    OrderStateMachine,
+    Rejection,
+    StatusChange,
+    Where,
+    credited_guide,
+    placement,
+)
+from services.orders.domain.requests import (
+    DEFAULT_LIMITS,
+    MAX_ID_LENGTH,
+    MAX_STATUSES,
+    CustomerRef,
+    Limits,
+    OrderRequest,
+    PlaceOrder,
+    check_change,
+    check_listing,
+    check_order_id,
+    check_request,
+    report_window,
+)
+from services.orders.domain.values import FulfilmentType, Line, Location, Price, Status, points_to_spend
+
+__all__ = [
+    "ACCEPT_TIMEOUT",
+    "DEFAULT_LIMITS",
+    "MAX_ID_LENGTH",
+    "MAX_STATUSES",
+    "SYSTEM",
+    "Action",
+    "CustomerRef",
+    "Effect",
+    "FulfilmentType",
+    "Limits",
+    "Line",
+    "Location",
+    "Member",
+    "Order",
+    "OrderRequest",
+    "OrderStateMachine",
+    "PlaceOrder",
+    "Price",
+    "Rejection",
+    "Status",
+    "StatusChange",
+    "Where",
+    "check_change",
+    "check_listing",
+    "check_order_id",
+    "check_request",
+    "credited_guide",
+    "placement",
+    "points_to_spend",
+    "report_window",
+]

@@ -1,0 +1,140 @@
+"""What orders' use cases need from outside: the stores of one transaction (storage/ and the
+in-memory fakes implement them) and the services orders calls (downstream.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from services.orders.domain import (
+    CustomerRef,
+    Effect,
+    FulfilmentType,
+    Line,
+    Member,
+    Order,
+    Status,
+    StatusChange,
+    Where,
+)
+
+
+@dataclass(frozen=True)
+class Page:
+    """Which orders a listing asks for, newest first, after `before` (time, order id)."""
+
+    customer_id: str
+    store_id: str
+    channel: str
+    statuses: Sequence[Status]
+    before: tuple[datetime, str] | None
+    limit: int
+
+
+@dataclass(frozen=True)
+class StoreFigures:
+    originated: int
+    fulfilled: int
+    for_others: int
+    while_closed: int
+    revenue_cents: int
+
+
+@dataclass(frozen=True)
+class GuideFigures:
+    members: int
+    orders: int
+    online: int
+    in_store: int
+    revenue_cents: int
+
+
+class Orders(Protocol):
+    def add(self, order: Order, fingerprint: str, *, owner: str) -> None:
+        """Store a new order with its first status change."""
+        ...
+
+    def get(self, order_id: str, *, lock: bool = False) -> Order | None: ...
+
+    def save(self, order: Order) -> None:
+        """Save what changed; `ConcurrentChange` when its status is no longer what was loaded."""
+        ...
+
+    def fingerprint(self, owner: str, request_id: str) -> tuple[str, str] | None:
+        """(order id, request fingerprint) of the order a caller's request id placed."""
+        ...
+
+    def history(self, order_id: str) -> list[StatusChange]: ...
+
+    def page(self, page: Page) -> list[Order]: ...
+
+    def count_by_status(self) -> dict[str, float]: ...
+
+    def due_for_timeout(self, now: datetime, limit: int) -> list[tuple[str, str]]: ...
+
+    def store_report(self, store_id: str, start: datetime, end: datetime) -> StoreFigures: ...
+
+    def guide_report(
+        self, guide_id: str, start: datetime, end: datetime, origin_store_id: str
+    ) -> GuideFigures: ...
+
+
+class Outbox(Protocol):
+    def add(self, effect: Effect, now: datetime, *, delay: timedelta = timedelta(0)) -> None:
+        """Record an effect, delivered once the transaction commits (and `delay` has passed)."""
+        ...
+
+
+class Stores(Protocol):
+    @property
+    def orders(self) -> Orders: ...
+
+    @property
+    def outbox(self) -> Outbox: ...
+
+
+@dataclass(frozen=True)
+class Customer:
+    customer_id: str
+    channels: frozenset[str]  # the channels the customer holds accounts on
+
+
+@dataclass(frozen=True)
+class Placed:
+    store_id: str
+    lines: tuple[Line, ...]
+
+
+class Downstream(Protocol):
+    """The services orders calls; a failure is the domain error they answered (Unavailable when
+    they did not answer)."""
+
+    def resolve_customer(self, ref: CustomerRef) -> Customer: ...
+
+    def enroll(self, customer_id: str, home_store_id: str, guide_id: str, channel: str) -> Member: ...
+
+    def redeem_coupon(
+        self, code: str, member_id: str, order_id: str, amount_cents: int, *, store_id: str, member_code: str
+    ) -> int: ...
+
+    def redeem_points(
+        self, member_id: str, points: int, source_id: str, *, store_id: str, member_code: str
+    ) -> None: ...
+
+    def release_coupon(self, code: str, order_id: str) -> None: ...
+
+    def reverse_points(self, source_id: str, reason: str) -> None: ...
+
+    def earn_points(self, member_id: str, source_id: str, spend_cents: int, store_id: str) -> int: ...
+
+    def assign(
+        self, order_id: str, lines: Sequence[Line], kind: FulfilmentType, where: Where, *, at: datetime
+    ) -> list[Placed]: ...
+
+    def release(self, order_id: str, store_id: str = "") -> None: ...
+
+    def commit(self, order_id: str) -> None: ...
+
+    def is_open(self, store_id: str, at: datetime) -> bool: ...
