@@ -7,7 +7,8 @@ import pytest
 from quanyu.auth import Principal, Role
 from quanyu.errors import InvalidArgument, PermissionDenied
 from quanyu.phones import Phone
-from services.identity.domain import ChannelAccount, Customer, PhoneHasher, Reach, ResolveRequest, check_merge
+from services.identity.domain import ChannelAccount, Customer, PhoneHasher, ResolveRequest, check_merge
+from services.identity.handlers import reach_of
 
 
 @pytest.mark.parametrize("raw", ["+86 138-0013-8000", "13800138000", "8613800138000", "008613800138000"])
@@ -88,7 +89,7 @@ def _customer(*accounts: tuple[str, str]) -> Customer:
 
 
 def test_a_channel_acts_for_customers_holding_its_account_and_sees_only_those_accounts() -> None:
-    reach = Reach.of(Principal(Role.CHANNEL, "tmall", channel="CHANNEL_TMALL"))
+    reach = reach_of(Principal(Role.CHANNEL, "tmall", channel="CHANNEL_TMALL"))
     both = _customer(("CHANNEL_TMALL", "buyer-1"), ("CHANNEL_WECHAT_MINI_PROGRAM", "openid-1"))
     assert reach.acts_for(both)
     assert reach.view(both).accounts == [ChannelAccount("CHANNEL_TMALL", "buyer-1")]
@@ -99,7 +100,7 @@ def test_a_channel_acts_for_customers_holding_its_account_and_sees_only_those_ac
 
 
 def test_a_till_serves_any_customer_but_names_and_sees_till_accounts_only() -> None:
-    reach = Reach.of(Principal(Role.STORE, "till-1", store_id="SH-001"))
+    reach = reach_of(Principal(Role.STORE, "till-1", store_id="SH-001"))
     customer = _customer(("CHANNEL_STORE_POS", "card-9"), ("CHANNEL_TMALL", "buyer-1"))
     assert reach.acts_for(_customer(("CHANNEL_TMALL", "buyer-1")))
     assert reach.view(customer).accounts == [ChannelAccount("CHANNEL_STORE_POS", "card-9")]
@@ -110,6 +111,6 @@ def test_a_till_serves_any_customer_but_names_and_sees_till_accounts_only() -> N
 def test_the_platform_reaches_every_customer_and_account() -> None:
     customer = _customer(("CHANNEL_STORE_POS", "card-9"), ("CHANNEL_TMALL", "buyer-1"))
     for principal in (Principal(Role.OPS, "ops"), Principal(Role.SERVICE, "orders")):
-        reach = Reach.of(principal)
+        reach = reach_of(principal)
         assert reach.acts_for(customer)
         assert reach.view(customer) == customer
