@@ -185,12 +185,11 @@ class FulfilmentService:
                     return held, None  # asked before (or by a concurrent call that got there first)
             decision = decide(snapshot, request, tx.stores.load, pickup_radius_m=self._pickup_radius_m)
             now = self._clock()
-            kind = request.fulfilment_type.value
             if decision.assigned:
-                reservations.reserve(
-                    request.order_id, decision.assignments, kind, now, known=state is not None
-                )
-            reservations.record(request.order_id, kind, request.location, decision, now)
+                known = state is not None
+                kind = request.fulfilment_type.value
+                reservations.reserve(request.order_id, decision.assignments, kind, now, known=known)
+            reservations.record(DecisionRecord.of(request, decision, now))
             outcome = decision.outcome.value if decision.outcome else "ASSIGNED"
             tx.after_commit(ASSIGNMENTS.labels(outcome).inc)
             return decision.assignments, decision

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
-from services.fulfilment.domain.assignment import Assignment, Decision, StoreLoad
+from services.fulfilment.domain.assignment import Assignment, StoreLoad
 from services.fulfilment.domain.catalogue import CatalogueSnapshot
 from services.fulfilment.domain.reservations import DecisionRecord, ReservationState, StockLevel
 from services.fulfilment.domain.stores import Store
@@ -61,14 +61,7 @@ class ReservationRecords(Protocol):
         """Stock leaves the shelf; (lines committed now, lines committed before)."""
         ...
 
-    def record(
-        self,
-        order_id: str,
-        fulfilment_type: str,
-        location: tuple[float, float] | None,
-        decision: Decision,
-        now: datetime,
-    ) -> None: ...
+    def record(self, record: DecisionRecord) -> None: ...
 
     def latest_decision(self, order_id: str) -> DecisionRecord | None: ...
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from quanyu.unit_of_work import ConcurrentChange
-from services.fulfilment.domain.assignment import Assignment, Availability, Decision, Line
+from services.fulfilment.domain.assignment import Assignment, Availability, Line
 from services.fulfilment.domain.catalogue import CatalogueSnapshot, StoreCatalogue
 from services.fulfilment.domain.reservations import DecisionRecord, ReservationState, StockLevel
 from services.fulfilment.domain.stores import Store
@@ -182,26 +182,8 @@ class MemoryStores:
             self.orders[order_id] = ReservationState.of_order(ln.state for ln in lines)
         return len(finishing)
 
-    def record(
-        self,
-        order_id: str,
-        fulfilment_type: str,
-        location: tuple[float, float] | None,
-        decision: Decision,
-        now: datetime,
-    ) -> None:
-        outcome = decision.outcome.value if decision.outcome else ""
-        self.decisions.append(
-            DecisionRecord(
-                order_id,
-                now,
-                fulfilment_type,
-                location,
-                list(decision.assignments),
-                copy.deepcopy(decision.verdicts),
-                outcome,
-            )
-        )
+    def record(self, record: DecisionRecord) -> None:
+        self.decisions.append(copy.deepcopy(record))
 
     def latest_decision(self, order_id: str) -> DecisionRecord | None:
         found = [d for d in self.decisions if d.order_id == order_id]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from services.fulfilment.domain.assignment import Assignment, Verdict
+from services.fulfilment.domain.assignment import Assignment, AssignmentRequest, Decision, Verdict
 from services.fulfilment.domain.geodesy import geodesic_distance_m
 
 
@@ -54,6 +54,19 @@ class DecisionRecord:
     assignments: list[Assignment]
     verdicts: list[Verdict]
     outcome_reason: str  # "" when assigned
+
+    @classmethod
+    def of(cls, request: AssignmentRequest, decision: Decision, now: datetime) -> DecisionRecord:
+        outcome = decision.outcome.value if decision.outcome else ""
+        return cls(
+            request.order_id,
+            now,
+            request.fulfilment_type.value,
+            request.location,
+            decision.assignments,
+            decision.verdicts,
+            outcome,
+        )
 
     def explained(self) -> DecisionRecord:
         """Every verdict with its distance, nearest first, as the contract lists them (stores

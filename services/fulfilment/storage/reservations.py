@@ -13,7 +13,7 @@ from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from quanyu.unit_of_work import ConcurrentChange
-from services.fulfilment.domain.assignment import Assignment, Decision, Line, Verdict
+from services.fulfilment.domain.assignment import Assignment, Line, Verdict
 from services.fulfilment.domain.reservations import DecisionRecord, ReservationState
 from services.fulfilment.storage.tables import assignments, decisions, reservations, stock, stores
 
@@ -232,14 +232,7 @@ class ReservationRepository:
     def _set_state(self, order_id: str, state: ReservationState, now: datetime) -> None:
         self._db.execute(_SET_STATE, {"order": order_id, "to": state, "at": now})
 
-    def record(
-        self,
-        order_id: str,
-        fulfilment_type: str,
-        location: tuple[float, float] | None,
-        decision: Decision,
-        now: datetime,
-    ) -> None:
+    def record(self, record: DecisionRecord) -> None:
         detail = {
             "assignments": [
                 {
@@ -247,7 +240,7 @@ class ReservationRepository:
                     "distance_m": a.distance_m,
                     "lines": [[ln.sku, ln.quantity, ln.unit_price_cents] for ln in a.lines],
                 }
-                for a in decision.assignments
+                for a in record.assignments
             ],
             "verdicts": [
                 {
@@ -258,18 +251,18 @@ class ReservationRepository:
                     "chosen": v.chosen,
                     "reasons": list(v.reasons),
                 }
-                for v in decision.verdicts
+                for v in record.verdicts
             ],
         }
         self._db.execute(
             _RECORD,
             {
-                "order_id": order_id,
-                "decide_time": now,
-                "fulfilment_type": fulfilment_type,
-                "latitude": location[0] if location else None,
-                "longitude": location[1] if location else None,
-                "outcome_reason": decision.outcome.value if decision.outcome else "",
+                "order_id": record.order_id,
+                "decide_time": record.decide_time,
+                "fulfilment_type": record.fulfilment_type,
+                "latitude": record.location[0] if record.location else None,
+                "longitude": record.location[1] if record.location else None,
+                "outcome_reason": record.outcome_reason,
                 "detail": json.dumps(detail),
             },
         )
