@@ -12,9 +12,11 @@ from quanyu.fulfilment.v1 import fulfilment_pb2_grpc
 from quanyu.metrics import gauge_from
 from quanyu.paging import PageTokens
 from quanyu.server import ServiceApp
+from quanyu.unit_of_work import Clock, SqlUnitOfWork, system_clock
 from services.fulfilment.config import FulfilmentSettings
 from services.fulfilment.grpc_servicer import POLICY, SERVICE, FulfilmentServicer
-from services.fulfilment.handlers import FulfilmentService, LiveCatalogue
+from services.fulfilment.handlers import FulfilmentService
+from services.fulfilment.storage import CachedCatalogue, SqlStores
 
 NAME = "fulfilment"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -24,14 +26,22 @@ def migrate(settings: Settings) -> None:
     migrate_url(settings.database_url(NAME), MIGRATIONS)
 
 
-def build_app(settings: Settings, own: FulfilmentSettings | None = None) -> ServiceApp:
+# Under contention for the same stock an assignment decides again; give it a few more goes than
+# the other use cases need before answering ABORTED.
+ATTEMPTS = 6
+
+
+def build_app(
+    settings: Settings, own: FulfilmentSettings | None = None, *, clock: Clock = system_clock
+) -> ServiceApp:
     own = own or FulfilmentSettings()
     database = Database(settings.database_url(NAME), pool_size=settings.database_pool_size)
-    catalogue = LiveCatalogue(database, refresh_seconds=own.catalogue_refresh_seconds)
+    catalogue = CachedCatalogue(database, refresh_seconds=own.catalogue_refresh_seconds)
     service = FulfilmentService(
-        database,
+        SqlUnitOfWork(database, SqlStores, attempts=ATTEMPTS),
         catalogue,
         PageTokens(settings.signing_key_bytes(), purpose=NAME),
+        clock,
         pickup_radius_m=own.pickup_radius_m,
     )
 

@@ -1,23 +1,24 @@
-"""FulfilmentService over gRPC: messages in, use cases called, messages out. No rules live here."""
+"""FulfilmentService over gRPC: messages in, use cases called, messages out. No rules live here:
+what a request may hold is checked by the domain (domain/requests.py)."""
 
 from __future__ import annotations
 
-import math
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
 
 import grpc
 
 from quanyu.auth import ANY_ROLE, Role, current_principal
 from quanyu.common.v1 import common_pb2
-from quanyu.db import utcnow
-from quanyu.errors import InvalidArgument, Violations
 from quanyu.fulfilment.v1 import fulfilment_pb2, fulfilment_pb2_grpc
 from quanyu.server import rpc_policy
 from quanyu.wire import from_timestamp, to_timestamp
-from services.fulfilment.domain.assignment import Assignment, AssignmentRequest, FulfilmentType, Line
-from services.fulfilment.domain.coordinates import CoordinateSystem, to_wgs84
+from services.fulfilment.domain.assignment import Assignment, FulfilmentType, Line
+from services.fulfilment.domain.coordinates import MapPoint
+from services.fulfilment.domain.reservations import StockLevel
 from services.fulfilment.domain.stores import Store, StoreDraft, StoreStatus
-from services.fulfilment.handlers import MAX_EXCLUDED_STORES, MAX_LINES, MAX_SKU_LENGTH, FulfilmentService
-from services.fulfilment.storage import StockLevel
+from services.fulfilment.handlers import FulfilmentService
 
 SERVICE = fulfilment_pb2.DESCRIPTOR.services_by_name["FulfilmentService"]
 _STOCK_KEEPERS = (Role.OPS, Role.SERVICE, Role.STORE)
@@ -40,85 +41,69 @@ POLICY = rpc_policy(
     },
 )
 
-_SYSTEMS = {
-    common_pb2.COORDINATE_SYSTEM_UNSPECIFIED: CoordinateSystem.WGS84,
-    common_pb2.COORDINATE_SYSTEM_WGS84: CoordinateSystem.WGS84,
-    common_pb2.COORDINATE_SYSTEM_GCJ02: CoordinateSystem.GCJ02,
-    common_pb2.COORDINATE_SYSTEM_BD09: CoordinateSystem.BD09,
+_TYPES_OUT = {
+    FulfilmentType.DELIVERY: common_pb2.FULFILMENT_TYPE_DELIVERY,
+    FulfilmentType.PICKUP: common_pb2.FULFILMENT_TYPE_PICKUP,
+    FulfilmentType.IN_STORE: common_pb2.FULFILMENT_TYPE_IN_STORE,
 }
-_STATUS_IN = {
-    fulfilment_pb2.STORE_STATUS_UNSPECIFIED: None,
-    fulfilment_pb2.STORE_STATUS_ACTIVE: StoreStatus.ACTIVE,
-    fulfilment_pb2.STORE_STATUS_PAUSED: StoreStatus.PAUSED,
-    fulfilment_pb2.STORE_STATUS_CLOSED: StoreStatus.CLOSED,
+_STATUS_OUT = {
+    StoreStatus.ACTIVE: fulfilment_pb2.STORE_STATUS_ACTIVE,
+    StoreStatus.PAUSED: fulfilment_pb2.STORE_STATUS_PAUSED,
+    StoreStatus.CLOSED: fulfilment_pb2.STORE_STATUS_CLOSED,
 }
-_STATUS_OUT = {v: k for k, v in _STATUS_IN.items() if v is not None}
-_TYPES = {
-    common_pb2.FULFILMENT_TYPE_DELIVERY: FulfilmentType.DELIVERY,
-    common_pb2.FULFILMENT_TYPE_PICKUP: FulfilmentType.PICKUP,
-    common_pb2.FULFILMENT_TYPE_IN_STORE: FulfilmentType.IN_STORE,
-}
-_TYPES_OUT = {v: k for k, v in _TYPES.items()}
 
 
-def location_from(
-    message: common_pb2.LatLng, field_name: str, violations: Violations
-) -> tuple[float, float] | None:
-    """A caller's location in WGS-84, whatever map it came from; None (and a violation) if bad."""
-    latitude, longitude = message.latitude, message.longitude
-    system = _SYSTEMS.get(message.system)
-    ok = True
-    if not (math.isfinite(latitude) and -90 <= latitude <= 90):
-        violations.add(f"{field_name}.latitude", "must be a number of degrees from -90 to 90")
-        ok = False
-    if not (math.isfinite(longitude) and -180 <= longitude <= 180):
-        violations.add(f"{field_name}.longitude", "must be a number of degrees from -180 to 180")
-        ok = False
-    if system is None:
-        violations.add(f"{field_name}.system", "is not a known coordinate system")
-        ok = False
-    if not ok or system is None:
-        return None
-    return to_wgs84(latitude, longitude, system)
+def _name(enum: Any, number: int, prefix: str) -> str:
+    """An enum value as the domain reads it: "" when unspecified, its name without the enum's
+    prefix (`FULFILMENT_TYPE_PICKUP` is "PICKUP"), or, for a number this build does not know, the
+    number, which the domain's checks report with every other problem of the request."""
+    if number == 0:
+        return ""
+    if number not in enum.values():
+        return str(number)
+    return str(enum.Name(number)).removeprefix(prefix)
 
 
-def lines_from(
-    messages: list[common_pb2.Line], violations: Violations, *, required: bool
-) -> tuple[Line, ...]:
-    if required and not messages:
-        violations.add("lines", "name at least one line")
-    if len(messages) > MAX_LINES:
-        violations.add("lines", f"at most {MAX_LINES} lines")
-        return ()
-    for index, line in enumerate(messages):
-        violations.text(line.sku, f"lines[{index}].sku", max_length=MAX_SKU_LENGTH)
-        violations.check(line.quantity > 0, f"lines[{index}].quantity", "must be greater than zero")
-        violations.check(
-            line.unit_price_cents >= 0, f"lines[{index}].unit_price_cents", "must not be negative"
-        )
-    return tuple(Line(m.sku, m.quantity, m.unit_price_cents) for m in messages)
+def point_from(message: common_pb2.LatLng) -> MapPoint:
+    return MapPoint(
+        message.latitude,
+        message.longitude,
+        _name(common_pb2.CoordinateSystem, message.system, "COORDINATE_SYSTEM_"),
+    )
+
+
+def _point(request: Any) -> MapPoint | None:
+    return point_from(request.location) if request.HasField("location") else None
+
+
+def _type(number: int) -> str:
+    return _name(common_pb2.FulfilmentType, number, "FULFILMENT_TYPE_")
+
+
+def _lines(messages: Iterable[common_pb2.Line]) -> list[Line]:
+    return [Line(m.sku, m.quantity, m.unit_price_cents) for m in messages]
+
+
+def _at(request: Any) -> datetime | None:
+    """The request's at_time; None when it names none (the use case takes now)."""
+    return from_timestamp(request.at_time, field_name="at_time", present=request.HasField("at_time"))
 
 
 def draft_from(message: fulfilment_pb2.Store) -> StoreDraft:
-    violations = Violations()
-    location = None
-    if message.HasField("location"):
-        location = location_from(message.location, "store.location", violations)
-    if message.status not in _STATUS_IN:
-        violations.add("store.status", "is not a known store status")
-    violations.raise_if_any()
+    point = point_from(message.location) if message.HasField("location") else None
     return StoreDraft(
         store_id=message.store_id,
         name=message.name,
-        latitude=location[0] if location else None,
-        longitude=location[1] if location else None,
-        status=_STATUS_IN[message.status],
+        latitude=point.latitude if point else None,
+        longitude=point.longitude if point else None,
+        status=_name(fulfilment_pb2.StoreStatus, message.status, "STORE_STATUS_"),
         delivery_radius_m=message.delivery_radius_m,
         delivery_zone_geojson=message.delivery_zone_geojson,
         opening_hours=[(h.weekday, h.open, h.close) for h in message.opening_hours],
         timezone=message.timezone,
         max_active_orders=message.max_active_orders,
         priority=message.priority,
+        coordinate_system=point.system if point else "",
     )
 
 
@@ -126,9 +111,7 @@ def store_message(store: Store) -> fulfilment_pb2.Store:
     return fulfilment_pb2.Store(
         store_id=store.store_id,
         name=store.name,
-        location=common_pb2.LatLng(
-            latitude=store.latitude, longitude=store.longitude, system=common_pb2.COORDINATE_SYSTEM_WGS84
-        ),
+        location=_wgs84((store.latitude, store.longitude)),
         status=_STATUS_OUT[store.status],
         delivery_radius_m=store.delivery_radius_m,
         delivery_zone_geojson=store.delivery_zone_geojson,
@@ -168,38 +151,19 @@ class FulfilmentServicer(fulfilment_pb2_grpc.FulfilmentServiceServicer):
     def UpsertStore(
         self, request: fulfilment_pb2.UpsertStoreRequest, context: grpc.ServicerContext
     ) -> fulfilment_pb2.UpsertStoreResponse:
-        if not request.HasField("store"):
-            raise InvalidArgument("store", "is required")
-        return fulfilment_pb2.UpsertStoreResponse(
-            store=store_message(self._service.upsert_store(draft_from(request.store)))
-        )
+        draft = draft_from(request.store) if request.HasField("store") else None
+        return fulfilment_pb2.UpsertStoreResponse(store=store_message(self._service.upsert_store(draft)))
 
     def ImportStores(
         self, request: fulfilment_pb2.ImportStoresRequest, context: grpc.ServicerContext
     ) -> fulfilment_pb2.ImportStoresResponse:
-        drafts, errors = [], []
-        for index, message in enumerate(request.stores):
-            try:
-                drafts.append(draft_from(message))
-            except InvalidArgument as error:
-                errors += [
-                    fulfilment_pb2.RowError(
-                        index=index,
-                        field=v.field.replace("store", f"stores[{index}]", 1),
-                        description=v.description,
-                    )
-                    for v in error.violations
-                ]
-                drafts.append(StoreDraft("", "", None, None, None, 0, "", [], "", 0, 0))
-        bad_rows = {e.index for e in errors}
-        upserted, row_errors = self._service.import_stores(drafts)
-        errors += [
-            fulfilment_pb2.RowError(index=e.index, field=e.field, description=e.description)
-            for e in row_errors
-            if e.index not in bad_rows
-        ]
+        upserted, errors = self._service.import_stores([draft_from(m) for m in request.stores])
         return fulfilment_pb2.ImportStoresResponse(
-            upserted=upserted, errors=sorted(errors, key=lambda e: e.index)
+            upserted=upserted,
+            errors=[
+                fulfilment_pb2.RowError(index=e.index, field=e.field, description=e.description)
+                for e in errors
+            ],
         )
 
     def GetStore(
@@ -232,29 +196,13 @@ class FulfilmentServicer(fulfilment_pb2_grpc.FulfilmentServiceServicer):
     def FindNearestStores(
         self, request: fulfilment_pb2.FindNearestStoresRequest, context: grpc.ServicerContext
     ) -> fulfilment_pb2.FindNearestStoresResponse:
-        violations = Violations()
-        location = None
-        if request.HasField("location"):
-            location = location_from(request.location, "location", violations)
-        else:
-            violations.add("location", "is required")
-        lines = lines_from(list(request.lines), violations, required=False)
-        kind = _TYPES.get(request.fulfilment_type, FulfilmentType.PICKUP)
-        if request.fulfilment_type not in (*_TYPES, common_pb2.FULFILMENT_TYPE_UNSPECIFIED):
-            violations.add("fulfilment_type", "is not a known fulfilment type")
-        violations.raise_if_any()
-        assert location is not None
-        at = (
-            from_timestamp(request.at_time, field_name="at_time", present=request.HasField("at_time"))
-            or utcnow()
-        )
         matches = self._service.find_nearest(
-            location,
+            _point(request),
             limit=request.limit,
             max_distance_m=request.max_distance_m,
-            lines=[(ln.sku, ln.quantity) for ln in lines],
-            fulfilment_type=kind,
-            at=at,
+            lines=_lines(request.lines),
+            fulfilment_type=_type(request.fulfilment_type),
+            at=_at(request),
         )
         return fulfilment_pb2.FindNearestStoresResponse(
             matches=[
@@ -271,48 +219,15 @@ class FulfilmentServicer(fulfilment_pb2_grpc.FulfilmentServiceServicer):
     def AssignStore(
         self, request: fulfilment_pb2.AssignStoreRequest, context: grpc.ServicerContext
     ) -> fulfilment_pb2.AssignStoreResponse:
-        violations = Violations()
-        violations.text(request.order_id, "order_id", max_length=64)
-        kind = _TYPES.get(request.fulfilment_type)
-        if kind is None:
-            violations.add("fulfilment_type", "must be DELIVERY, PICKUP or IN_STORE")
-        location = None
-        if request.HasField("location"):
-            location = location_from(request.location, "location", violations)
-        elif kind is FulfilmentType.DELIVERY:
-            violations.add("location", "is required for delivery")
-        if kind is FulfilmentType.IN_STORE and not request.preferred_store_id:
-            violations.add("preferred_store_id", "is required for an in-store order")
-        if (
-            kind is FulfilmentType.PICKUP
-            and not request.HasField("location")
-            and not request.preferred_store_id
-        ):
-            violations.add("location", "give the customer's location or a preferred store for pickup")
-        violations.text(request.preferred_store_id, "preferred_store_id", max_length=64, required=False)
-        if len(request.exclude_store_ids) > MAX_EXCLUDED_STORES:
-            violations.add("exclude_store_ids", f"at most {MAX_EXCLUDED_STORES} stores")
-        else:
-            for index, store_id in enumerate(request.exclude_store_ids):
-                violations.text(store_id, f"exclude_store_ids[{index}]", max_length=64)
-        lines = lines_from(list(request.lines), violations, required=True)
-        violations.raise_if_any()
-        assert kind is not None
-        at = (
-            from_timestamp(request.at_time, field_name="at_time", present=request.HasField("at_time"))
-            or utcnow()
-        )
         placed = self._service.assign(
-            AssignmentRequest(
-                order_id=request.order_id,
-                location=location,
-                lines=lines,
-                fulfilment_type=kind,
-                at=at,
-                exclude=frozenset(request.exclude_store_ids),
-                preferred_store_id=request.preferred_store_id,
-                allow_split=request.allow_split,
-            )
+            request.order_id,
+            _point(request),
+            _lines(request.lines),
+            _type(request.fulfilment_type),
+            _at(request),
+            exclude=list(request.exclude_store_ids),
+            preferred_store_id=request.preferred_store_id,
+            allow_split=request.allow_split,
         )
         return fulfilment_pb2.AssignStoreResponse(assignments=[assignment_message(a) for a in placed])
 
@@ -331,12 +246,8 @@ class FulfilmentServicer(fulfilment_pb2_grpc.FulfilmentServiceServicer):
     def CheckStoreOpen(
         self, request: fulfilment_pb2.CheckStoreOpenRequest, context: grpc.ServicerContext
     ) -> fulfilment_pb2.CheckStoreOpenResponse:
-        at = (
-            from_timestamp(request.at_time, field_name="at_time", present=request.HasField("at_time"))
-            or utcnow()
-        )
         return fulfilment_pb2.CheckStoreOpenResponse(
-            open=self._service.is_open(current_principal(), request.store_id, at)
+            open=self._service.is_open(current_principal(), request.store_id, _at(request))
         )
 
     def ExplainAssignment(
@@ -347,9 +258,7 @@ class FulfilmentServicer(fulfilment_pb2_grpc.FulfilmentServiceServicer):
             decision=fulfilment_pb2.AssignmentDecision(
                 order_id=found.order_id,
                 location=_wgs84(found.location) if found.location else None,
-                fulfilment_type=_TYPES_OUT.get(
-                    FulfilmentType(found.fulfilment_type), common_pb2.FULFILMENT_TYPE_UNSPECIFIED
-                ),
+                fulfilment_type=_TYPES_OUT[FulfilmentType(found.fulfilment_type)],
                 assignments=[assignment_message(a) for a in found.assignments],
                 candidates=[
                     fulfilment_pb2.CandidateVerdict(

@@ -16,11 +16,13 @@ from quanyu.membership.v1 import membership_pb2_grpc
 from quanyu.outbox import OutboxRelay, export_metrics
 from quanyu.quota import quota_from
 from quanyu.server import ServiceApp
-from services.identity.domain import PhoneHasher
+from quanyu.unit_of_work import Clock, SqlUnitOfWork, system_clock
+from services.identity.config import IdentitySettings
+from services.identity.domain import CustomersMerged, PhoneHasher
 from services.identity.effects import merge_members
 from services.identity.grpc_servicer import POLICY, SERVICE, IdentityServicer
-from services.identity.handlers import CUSTOMERS_MERGED, IdentityService
-from services.identity.storage import outbox
+from services.identity.handlers import IdentityService
+from services.identity.storage import SqlStores, outbox
 
 NAME = "identity"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -30,7 +32,10 @@ def migrate(settings: Settings) -> None:
     migrate_url(settings.database_url(NAME), MIGRATIONS)
 
 
-def build_app(settings: Settings) -> ServiceApp:
+def build_app(
+    settings: Settings, own: IdentitySettings | None = None, *, clock: Clock = system_clock
+) -> ServiceApp:
+    own = own or IdentitySettings()
     database = Database(settings.database_url(NAME), pool_size=settings.database_pool_size)
     membership = membership_pb2_grpc.MembershipServiceStub(
         service_channel(settings, "membership", caller=NAME)
@@ -38,11 +43,17 @@ def build_app(settings: Settings) -> ServiceApp:
     fulfilment = fulfilment_pb2_grpc.FulfilmentServiceStub(
         service_channel(settings, "fulfilment", caller=NAME)
     )
-    relay = OutboxRelay(database, outbox, {CUSTOMERS_MERGED: merge_members(membership)})
-    service = IdentityService(
+    relay = OutboxRelay(
         database,
+        outbox,
+        {CustomersMerged.KIND: merge_members(membership)},
+        poll_seconds=own.outbox_poll_seconds,
+    )
+    service = IdentityService(
+        SqlUnitOfWork(database, SqlStores),
         PhoneHasher(settings.phone_hash_key_bytes()),
         TokenCodec(settings.signing_key_bytes()),
+        clock,
         on_effects=relay.wake,
         phone_lookups=quota_from(
             "phone look-ups", settings.phone_lookup_quota, reason="PHONE_LOOKUP_QUOTA_EXCEEDED"

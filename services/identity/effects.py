@@ -7,18 +7,10 @@ from typing import Any
 import grpc
 
 from quanyu.membership.v1 import membership_pb2, membership_pb2_grpc
-from quanyu.outbox import PermanentFailure
-
-# Answers that say the request itself is wrong: retrying the same effect cannot succeed.
-_REFUSALS = (
-    grpc.StatusCode.INVALID_ARGUMENT,
-    grpc.StatusCode.FAILED_PRECONDITION,
-    grpc.StatusCode.PERMISSION_DENIED,
-    grpc.StatusCode.UNAUTHENTICATED,
-)
+from quanyu.outbox import Deliver, refusals_are_final
 
 
-def merge_members(membership: membership_pb2_grpc.MembershipServiceStub) -> Any:
+def merge_members(membership: membership_pb2_grpc.MembershipServiceStub) -> Deliver:
     def deliver(payload: dict[str, Any]) -> None:
         try:
             membership.MergeMembers(
@@ -29,10 +21,8 @@ def merge_members(membership: membership_pb2_grpc.MembershipServiceStub) -> Any:
                 )
             )
         except grpc.RpcError as error:
-            if error.code() is grpc.StatusCode.NOT_FOUND:
-                return  # neither customer is a member: there is nothing to merge
-            if error.code() in _REFUSALS:
-                raise PermanentFailure(f"{error.code().name}: {error.details()}") from error
-            raise
+            if error.code() is not grpc.StatusCode.NOT_FOUND:
+                raise
+            # Neither customer is a member: there is nothing to merge, and that is done.
 
-    return deliver
+    return refusals_are_final("membership", deliver)

@@ -1,19 +1,25 @@
-"""Identity's use cases: each one a transaction over the repository, with the domain's rules."""
+"""Identity's use cases: each one a unit of work over the customers, with the domain's rules."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy.engine import Connection
-
-from quanyu.auth import IssuedToken, Principal, Role, TokenCodec
-from quanyu.db import Database, utcnow
+from quanyu.auth import (
+    CHANNELS,
+    DEFAULT_TTL_SECONDS,
+    MAX_STORE_ID_LENGTH,
+    MAX_SUBJECT_LENGTH,
+    IssuedToken,
+    Principal,
+    Role,
+    TokenCodec,
+    caller,
+)
 from quanyu.errors import AlreadyExists, InvalidArgument, NotFound, Violations
 from quanyu.ids import new_id
-from quanyu.outbox import add_effect
-from quanyu.phones import Phone
 from quanyu.quota import Quota
+from quanyu.unit_of_work import Clock, Transaction, UnitOfWork
 from services.identity.domain import (
     ChannelAccount,
     Customer,
@@ -21,12 +27,15 @@ from services.identity.domain import (
     Reach,
     ResolveRequest,
     check_merge,
-    validate_account,
-    validate_customer_id,
+    checked_account,
+    checked_customer_id,
+    checked_link,
+    checked_phone,
+    merge,
 )
-from services.identity.storage import CustomerRepository, outbox
+from services.identity.ports import Customers, Stores
 
-CUSTOMERS_MERGED = "customers_merged"
+Tx = Transaction[Stores]
 
 
 @dataclass(frozen=True)
@@ -35,20 +44,32 @@ class Resolved:
     created: bool
 
 
+def reach_of(principal: Principal) -> Reach:
+    """How far a caller reaches, by its role: a channel backend its channel's customers, a till
+    every customer but only till accounts, ops and services everything."""
+    if principal.role is Role.CHANNEL:
+        return Reach.of_channel(principal.channel)
+    if principal.role is Role.STORE:
+        return Reach.of_till()
+    return Reach.everything()
+
+
 class IdentityService:
     def __init__(
         self,
-        database: Database,
+        uow: UnitOfWork[Stores],
         phones: PhoneHasher,
         tokens: TokenCodec,
-        on_effects: Callable[[], None] = lambda: None,
+        clock: Clock,
         *,
+        on_effects: Callable[[], None] = lambda: None,
         phone_lookups: Quota | None = None,
         store_exists: Callable[[str], bool] = lambda _: True,
     ) -> None:
-        self._db = database
+        self._uow = uow
         self._phones = phones
         self._tokens = tokens
+        self._clock = clock
         self._on_effects = on_effects
         self._phone_lookups = phone_lookups
         self._store_exists = store_exists
@@ -65,7 +86,7 @@ class IdentityService:
         Two channels resolving the same new person at once both try to create; the database's
         unique keys let one win and the other's retry finds that customer.
         """
-        reach = Reach.of(principal)
+        reach = reach_of(principal)
         if request.account is None and reach.needs_account:
             raise InvalidArgument("account", f"a channel names its customer by a {reach.channel} account")
         if request.account is not None:
@@ -78,21 +99,18 @@ class IdentityService:
     def _resolve(self, request: ResolveRequest) -> Resolved:
         phone_hash = self._phones.digest(request.phone) if request.phone else None
         # Most calls find a customer who is already complete: answer from a read, no write lock.
-        with self._db.snapshot() as connection:
-            known = self._known(CustomerRepository(connection), request, phone_hash)
+        known = self._uow.read(lambda tx: _known(tx.stores.customers, request, phone_hash))
         if known is not None:
             return Resolved(known, created=False)
 
-        def work(connection: Connection) -> Resolved:
-            repo = CustomerRepository(connection)
-            now = utcnow()
+        def work(tx: Tx) -> Resolved:
+            repo = tx.stores.customers
+            now = self._clock()
             customer_id = None
             if request.account is not None:
-                owner = repo.owner_of_account(request.account)
-                customer_id = repo.survivor_of(owner) if owner else None
+                customer_id = _survivor(repo, repo.owner_of_account(request.account))
             if customer_id is None and phone_hash is not None:
-                owner = repo.owner_of_phone(phone_hash)
-                customer_id = repo.survivor_of(owner) if owner else None
+                customer_id = _survivor(repo, repo.owner_of_phone(phone_hash))
                 if customer_id is not None and request.account is not None:
                     repo.link_account(customer_id, request.account, now)
             if customer_id is None:
@@ -105,7 +123,7 @@ class IdentityService:
                     repo.link_account(customer_id, request.account, now)
                 if request.phone is not None and phone_hash is not None:
                     repo.link_phone(customer_id, phone_hash, request.phone.masked, now)
-                return Resolved(self._load(repo, customer_id), created=True)
+                return Resolved(_load(repo, customer_id), created=True)
             repo.fill_display_name(customer_id, request.display_name, now)
             if (
                 request.phone is not None
@@ -114,72 +132,40 @@ class IdentityService:
             ):
                 # Found by account with a phone nobody owns yet: the profile gains it.
                 repo.link_phone(customer_id, phone_hash, request.phone.masked, now)
-            return Resolved(self._load(repo, customer_id), created=False)
+            return Resolved(_load(repo, customer_id), created=False)
 
-        return self._db.run(work)
-
-    def _known(
-        self, repo: CustomerRepository, request: ResolveRequest, phone_hash: str | None
-    ) -> Customer | None:
-        """The customer a resolve finds, when it would write nothing (no account or phone to link,
-        no name to fill in); None when the write path must run."""
-        owner = repo.owner_of_account(request.account) if request.account is not None else None
-        if owner is None and request.account is not None:
-            return None  # a new account: it must be linked, or a customer created
-        if owner is None and phone_hash is not None:
-            owner = repo.owner_of_phone(phone_hash)
-        survivor = repo.survivor_of(owner) if owner else None
-        if survivor is None:
-            return None
-        if phone_hash is not None and repo.owner_of_phone(phone_hash) is None:
-            return None  # the profile would gain the phone
-        customer = repo.get(survivor)
-        if customer is None or (request.display_name and not customer.display_name):
-            return None
-        return customer
+        return self._uow.run(work)
 
     def get_customer(self, principal: Principal, customer_id: str) -> Customer:
-        violations = Violations()
-        validate_customer_id(customer_id, "customer_id", violations)
-        violations.raise_if_any()
-        reach = Reach.of(principal)
-        with self._db.snapshot() as connection:
-            repo = CustomerRepository(connection)
-            survivor = repo.survivor_of(customer_id)
-            customer = repo.get(survivor) if survivor else None
+        checked_customer_id(customer_id)
+        reach = reach_of(principal)
+        customer = self._uow.read(lambda tx: _current(tx.stores.customers, customer_id))
         # A customer the caller does not act for is answered as one that does not exist.
         if customer is None or not reach.acts_for(customer):
             raise NotFound("customer", customer_id)
         return reach.view(customer)
 
     def lookup_by_account(self, principal: Principal, account: ChannelAccount) -> Customer:
-        violations = Violations()
-        validate_account(account, "account", violations)
-        violations.raise_if_any()
-        reach = Reach.of(principal)
+        checked_account(account)
+        reach = reach_of(principal)
         missing = NotFound("customer", f"{account.channel}:{account.external_id}")
         if not reach.names(account):
             raise missing  # another channel's account is nothing to this caller, not even known
-        with self._db.snapshot() as connection:
-            repo = CustomerRepository(connection)
-            owner = repo.owner_of_account(account)
-            survivor = repo.survivor_of(owner) if owner else None
-            customer = repo.get(survivor) if survivor else None
+        customer = self._uow.read(
+            lambda tx: _current(tx.stores.customers, tx.stores.customers.owner_of_account(account))
+        )
         if customer is None:
             raise missing
         return reach.view(customer)
 
     def lookup_by_phone(self, principal: Principal, raw_phone: str) -> Customer:
-        if not raw_phone:
-            raise InvalidArgument("phone", "give a channel account or a phone")
-        phone = Phone.parse(raw_phone)
+        phone = checked_phone(raw_phone)
         self._looking_up_phone(principal)
-        reach = Reach.of(principal)
-        with self._db.snapshot() as connection:
-            repo = CustomerRepository(connection)
-            owner = repo.owner_of_phone(self._phones.digest(phone))
-            survivor = repo.survivor_of(owner) if owner else None
-            customer = repo.get(survivor) if survivor else None
+        reach = reach_of(principal)
+        phone_hash = self._phones.digest(phone)
+        customer = self._uow.read(
+            lambda tx: _current(tx.stores.customers, tx.stores.customers.owner_of_phone(phone_hash))
+        )
         if customer is None or not reach.acts_for(customer):
             # The masked form only: the key of a failed lookup must not leak the number.
             raise NotFound("customer", phone.masked)
@@ -188,38 +174,34 @@ class IdentityService:
     def link_account(
         self, principal: Principal, customer_id: str, account: ChannelAccount | None
     ) -> Customer:
-        violations = Violations()
-        validate_customer_id(customer_id, "customer_id", violations)
-        validate_account(account, "account", violations)
-        violations.raise_if_any()
-        assert account is not None
-        reach = Reach.of(principal)
-        reach.require_own(account)
+        linked = checked_link(customer_id, account)
+        reach = reach_of(principal)
+        reach.require_own(linked)
 
-        def work(connection: Connection) -> Customer:
-            repo = CustomerRepository(connection)
+        def work(tx: Tx) -> Customer:
+            repo = tx.stores.customers
             survivor = repo.survivor_of(customer_id)
             found = repo.get(survivor) if survivor else None
             if survivor is None or found is None or not reach.acts_for(found):
                 raise NotFound("customer", customer_id)
-            owner = repo.owner_of_account(account)
+            owner = repo.owner_of_account(linked)
             if owner is None:
-                repo.link_account(survivor, account, utcnow())
+                repo.link_account(survivor, linked, self._clock())
             elif repo.survivor_of(owner) != survivor:
                 raise AlreadyExists(
                     "the account belongs to another customer; merge the customers instead",
                     reason="ACCOUNT_LINKED_ELSEWHERE",
-                    metadata={"channel": account.channel},
+                    metadata={"channel": linked.channel},
                 )
-            return reach.view(self._load(repo, survivor))
+            return reach.view(_load(repo, survivor))
 
-        return self._db.run(work)
+        return self._uow.run(work)
 
     def merge_customers(self, survivor_customer_id: str, merged_customer_id: str) -> Customer:
         check_merge(survivor_customer_id, merged_customer_id)
 
-        def work(connection: Connection) -> Customer:
-            repo = CustomerRepository(connection)
+        def work(tx: Tx) -> Customer:
+            repo = tx.stores.customers
             # Lock both chains in a fixed order so two opposite merges cannot interleave.
             ends: dict[str, str | None] = {}
             for key in sorted((survivor_customer_id, merged_customer_id)):
@@ -229,36 +211,70 @@ class IdentityService:
                 raise NotFound("customer", survivor_customer_id)
             if merged is None:
                 raise NotFound("customer", merged_customer_id)
-            if survivor != merged:
-                now = utcnow()
+            effect = merge(survivor, merged)
+            if effect is not None:
+                now = self._clock()
                 repo.merge(survivor, merged, now)
                 # Membership merges the two members too; the effect commits with the merge.
-                add_effect(
-                    connection,
-                    outbox,
-                    CUSTOMERS_MERGED,
-                    {
-                        "survivor_customer_id": survivor,
-                        "merged_customer_id": merged,
-                        "request_id": f"customer-merge:{merged}:{survivor}",
-                    },
-                    now,
-                )
-            return self._load(repo, survivor)
+                tx.stores.outbox.add(effect, now)
+                tx.after_commit(self._on_effects)
+            return _load(repo, survivor)
 
-        customer = self._db.run(work)
-        self._on_effects()
-        return customer
+        return self._uow.run(work)
 
-    def issue_token(self, principal: Principal, ttl_seconds: int) -> IssuedToken:
-        """A token for a caller that exists: a store token for a store fulfilment knows."""
+    def issue_token(
+        self, role: Role | None, *, subject: str, store_id: str, channel: str, ttl_seconds: int
+    ) -> IssuedToken:
+        """A token for a caller that exists: a store token for a store fulfilment knows. `channel`
+        is "" for none, else a channel's name (anything else is not a channel); `ttl_seconds` 0
+        is the default lifetime."""
+        violations = Violations()
+        violations.check(
+            role is not None, "role", "must be ROLE_OPS, ROLE_SERVICE, ROLE_CHANNEL or ROLE_STORE"
+        )
+        violations.text(subject, "subject", max_length=MAX_SUBJECT_LENGTH, required=False)
+        violations.text(store_id, "store_id", max_length=MAX_STORE_ID_LENGTH, required=False)
+        violations.check(not channel or channel in CHANNELS, "channel", "is not a channel")
+        violations.check(ttl_seconds >= 0, "ttl_seconds", "must not be negative")
+        violations.raise_if_any()
+        assert role is not None
+        principal = caller(role, store_id=store_id, channel=channel, subject=subject)
         if principal.role is Role.STORE and not self._store_exists(principal.store_id):
             raise NotFound("store", principal.store_id)
-        return self._tokens.issue(principal, ttl_seconds)
+        return self._tokens.issue(principal, ttl_seconds or DEFAULT_TTL_SECONDS, now=self._clock())
 
-    @staticmethod
-    def _load(repo: CustomerRepository, customer_id: str) -> Customer:
-        customer = repo.get(customer_id)
-        if customer is None:
-            raise NotFound("customer", customer_id)
-        return customer
+
+def _survivor(repo: Customers, customer_id: str | None) -> str | None:
+    return repo.survivor_of(customer_id) if customer_id else None
+
+
+def _current(repo: Customers, customer_id: str | None) -> Customer | None:
+    """The customer an id stands for today (None: no such customer)."""
+    survivor = _survivor(repo, customer_id)
+    return repo.get(survivor) if survivor else None
+
+
+def _known(repo: Customers, request: ResolveRequest, phone_hash: str | None) -> Customer | None:
+    """The customer a resolve finds, when it would write nothing (no account or phone to link,
+    no name to fill in); None when the write path must run."""
+    owner = repo.owner_of_account(request.account) if request.account is not None else None
+    if owner is None and request.account is not None:
+        return None  # a new account: it must be linked, or a customer created
+    if owner is None and phone_hash is not None:
+        owner = repo.owner_of_phone(phone_hash)
+    survivor = _survivor(repo, owner)
+    if survivor is None:
+        return None
+    if phone_hash is not None and repo.owner_of_phone(phone_hash) is None:
+        return None  # the profile would gain the phone
+    customer = repo.get(survivor)
+    if customer is None or (request.display_name and not customer.display_name):
+        return None
+    return customer
+
+
+def _load(repo: Customers, customer_id: str) -> Customer:
+    customer = repo.get(customer_id)
+    if customer is None:
+        raise NotFound("customer", customer_id)
+    return customer

@@ -1,4 +1,5 @@
-"""Identity's tables and the repository that reads and writes them inside one transaction."""
+"""Identity's tables, and the repositories that read and write them inside one transaction
+(`SqlStores`, the `Stores` of SqlUnitOfWork)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from sqlalchemy import Column, ForeignKey, Index, String, Table, bindparam, inse
 from sqlalchemy.engine import Connection
 
 from quanyu.db import UtcDateTime, new_metadata
-from quanyu.outbox import outbox_table
-from services.identity.domain import MAX_MERGE_CHAIN, ChannelAccount, Customer
+from quanyu.outbox import add_effect, outbox_table
+from services.identity.domain import MAX_MERGE_CHAIN, ChannelAccount, Customer, CustomersMerged
 
 metadata = new_metadata()
 
@@ -186,3 +187,21 @@ class CustomerRepository:
             .where(customers.c.customer_id == merged_id)
             .values(merged_into=survivor_id, phone_masked="", update_time=now)
         )
+
+
+class EffectLog:
+    """The outbox of the current transaction."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._db = connection
+
+    def add(self, effect: CustomersMerged, now: datetime) -> None:
+        add_effect(self._db, outbox, effect.KIND, effect.payload, now)
+
+
+class SqlStores:
+    """The repositories of one transaction's connection."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.customers = CustomerRepository(connection)
+        self.outbox = EffectLog(connection)

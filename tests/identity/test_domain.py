@@ -7,7 +7,20 @@ import pytest
 from quanyu.auth import Principal, Role
 from quanyu.errors import InvalidArgument, PermissionDenied
 from quanyu.phones import Phone
-from services.identity.domain import ChannelAccount, Customer, PhoneHasher, Reach, ResolveRequest, check_merge
+from services.identity.domain import (
+    ChannelAccount,
+    Customer,
+    CustomersMerged,
+    PhoneHasher,
+    ResolveRequest,
+    check_merge,
+    checked_account,
+    checked_customer_id,
+    checked_link,
+    checked_phone,
+    merge,
+)
+from services.identity.handlers import reach_of
 
 
 @pytest.mark.parametrize("raw", ["+86 138-0013-8000", "13800138000", "8613800138000", "008613800138000"])
@@ -78,6 +91,43 @@ def test_a_merge_names_both_customers() -> None:
     assert {v.field for v in caught.value.violations} == {"survivor_customer_id", "merged_customer_id"}
 
 
+def test_merging_a_customer_into_the_one_it_already_is_asks_nothing_of_membership() -> None:
+    assert merge("cus_a", "cus_a") is None
+    effect = merge("cus_a", "cus_b")
+    assert effect == CustomersMerged("cus_a", "cus_b")
+    # The key makes the merge exactly-once in effect at membership, however often it is delivered.
+    assert effect.payload == {
+        "survivor_customer_id": "cus_a",
+        "merged_customer_id": "cus_b",
+        "request_id": "customer-merge:cus_b:cus_a",
+    }
+
+
+def test_a_link_names_every_bad_field_at_once() -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        checked_link("", ChannelAccount("", "x" * 129))
+    assert [v.field for v in caught.value.violations] == [
+        "customer_id",
+        "account.channel",
+        "account.external_id",
+    ]
+    with pytest.raises(InvalidArgument) as missing:
+        checked_link("cus_1", None)
+    assert [v.field for v in missing.value.violations] == ["account"]
+
+
+def test_a_lookup_names_an_account_a_phone_or_a_customer() -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        checked_account(ChannelAccount("CHANNEL_APP", "bad\nid"))
+    assert [v.field for v in caught.value.violations] == ["account.external_id"]
+    with pytest.raises(InvalidArgument) as no_phone:
+        checked_phone("")
+    assert [v.field for v in no_phone.value.violations] == ["phone"]
+    assert checked_phone("+86 138 0013 8000").e164 == "+8613800138000"
+    with pytest.raises(InvalidArgument):
+        checked_customer_id("c" * 65)
+
+
 # --- who reaches which customer ----------------------------------------------------------------
 
 
@@ -88,7 +138,7 @@ def _customer(*accounts: tuple[str, str]) -> Customer:
 
 
 def test_a_channel_acts_for_customers_holding_its_account_and_sees_only_those_accounts() -> None:
-    reach = Reach.of(Principal(Role.CHANNEL, "tmall", channel="CHANNEL_TMALL"))
+    reach = reach_of(Principal(Role.CHANNEL, "tmall", channel="CHANNEL_TMALL"))
     both = _customer(("CHANNEL_TMALL", "buyer-1"), ("CHANNEL_WECHAT_MINI_PROGRAM", "openid-1"))
     assert reach.acts_for(both)
     assert reach.view(both).accounts == [ChannelAccount("CHANNEL_TMALL", "buyer-1")]
@@ -99,7 +149,7 @@ def test_a_channel_acts_for_customers_holding_its_account_and_sees_only_those_ac
 
 
 def test_a_till_serves_any_customer_but_names_and_sees_till_accounts_only() -> None:
-    reach = Reach.of(Principal(Role.STORE, "till-1", store_id="SH-001"))
+    reach = reach_of(Principal(Role.STORE, "till-1", store_id="SH-001"))
     customer = _customer(("CHANNEL_STORE_POS", "card-9"), ("CHANNEL_TMALL", "buyer-1"))
     assert reach.acts_for(_customer(("CHANNEL_TMALL", "buyer-1")))
     assert reach.view(customer).accounts == [ChannelAccount("CHANNEL_STORE_POS", "card-9")]
@@ -110,6 +160,6 @@ def test_a_till_serves_any_customer_but_names_and_sees_till_accounts_only() -> N
 def test_the_platform_reaches_every_customer_and_account() -> None:
     customer = _customer(("CHANNEL_STORE_POS", "card-9"), ("CHANNEL_TMALL", "buyer-1"))
     for principal in (Principal(Role.OPS, "ops"), Principal(Role.SERVICE, "orders")):
-        reach = Reach.of(principal)
+        reach = reach_of(principal)
         assert reach.acts_for(customer)
         assert reach.view(customer) == customer

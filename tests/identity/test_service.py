@@ -11,10 +11,11 @@ from sqlalchemy import func, select
 from quanyu.auth import Principal, Role, TokenCodec
 from quanyu.db import Database, migrate
 from quanyu.errors import AlreadyExists, InvalidArgument, NotFound
+from quanyu.unit_of_work import SqlUnitOfWork, system_clock
 from services.identity.bootstrap import MIGRATIONS
 from services.identity.domain import ChannelAccount, PhoneHasher, ResolveRequest
 from services.identity.handlers import IdentityService, Resolved
-from services.identity.storage import customer_phones, customers
+from services.identity.storage import SqlStores, customer_phones, customers
 
 OPS = Principal(Role.OPS, "ops")
 WECHAT = "CHANNEL_WECHAT_MINI_PROGRAM"
@@ -31,7 +32,9 @@ def database(database_url: str) -> Iterator[Database]:
 
 @pytest.fixture
 def identity(database: Database) -> IdentityService:
-    return IdentityService(database, PhoneHasher(b"h" * 32), TokenCodec(b"s" * 32))
+    return IdentityService(
+        SqlUnitOfWork(database, SqlStores), PhoneHasher(b"h" * 32), TokenCodec(b"s" * 32), system_clock
+    )
 
 
 def resolve(

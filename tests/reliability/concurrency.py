@@ -18,7 +18,8 @@ from quanyu.common.v1 import common_pb2
 from quanyu.fulfilment.v1 import fulfilment_pb2, fulfilment_pb2_grpc
 from quanyu.membership.v1 import membership_pb2
 from quanyu.orders.v1 import orders_pb2
-from services.fulfilment.storage import ACTIVE, reservations
+from services.fulfilment.domain.reservations import ReservationState
+from services.fulfilment.storage import reservations
 from services.membership.domain import EntryKind
 from services.membership.storage import coupons, ledger_entries
 from services.orders.handlers import RELEASE_COUPON, REVERSE_POINTS
@@ -124,7 +125,7 @@ def _duplicate_effects(d: Deployment, customer_id: str, sku: str, code: str, ord
             select(
                 func.count(func.distinct(reservations.c.order_id)),
                 func.coalesce(func.sum(reservations.c.quantity), 0),
-            ).where(reservations.c.sku == sku, reservations.c.state == ACTIVE)
+            ).where(reservations.c.sku == sku, reservations.c.state == ReservationState.ACTIVE)
         ).one()
     with d.databases["membership"].snapshot() as db:
         coupon_order = db.execute(
@@ -299,7 +300,7 @@ def _active_units(d: Deployment, store_id: str, sku: str) -> int:
                 select(func.coalesce(func.sum(reservations.c.quantity), 0)).where(
                     reservations.c.store_id == store_id,
                     reservations.c.sku == sku,
-                    reservations.c.state == ACTIVE,
+                    reservations.c.state == ReservationState.ACTIVE,
                 )
             ).scalar_one()
         )

@@ -26,7 +26,8 @@ from typing import TypeVar
 from sqlalchemy import func, select
 
 from quanyu.orders.v1 import orders_pb2
-from services.fulfilment.storage import COMMITTED, reservations, stock
+from services.fulfilment.domain.reservations import ReservationState
+from services.fulfilment.storage import reservations, stock
 from services.membership.domain import EntryKind
 from services.membership.storage import ledger_entries
 from services.orders.grpc_servicer import request_from
@@ -362,7 +363,7 @@ def _count_effects(d: Deployment, w: World, store: str, played: list[_Round], fi
             row.order_id: int(row.units)
             for row in db.execute(
                 select(reservations.c.order_id, func.sum(reservations.c.quantity).label("units"))
-                .where(reservations.c.state == COMMITTED)
+                .where(reservations.c.state == ReservationState.COMMITTED)
                 .group_by(reservations.c.order_id)
             )
         }

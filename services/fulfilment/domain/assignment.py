@@ -17,7 +17,7 @@ from typing import Protocol
 from services.fulfilment.domain.catalogue import Candidate, CatalogueSnapshot, StoreEntry
 from services.fulfilment.domain.geodesy import unit_vector
 from services.fulfilment.domain.hours import local_time
-from services.fulfilment.domain.stores import StoreStatus
+from services.fulfilment.domain.stores import Store, StoreStatus
 
 # The nearest stores a split may combine, and the most stores one order is split across.
 SPLIT_POOL = 20
@@ -52,6 +52,18 @@ class Outcome(StrEnum):
     AT_CAPACITY = "AT_CAPACITY"
     INSUFFICIENT_STOCK = "INSUFFICIENT_STOCK"
 
+    @property
+    def message(self) -> str:
+        """What the caller is told, for a person."""
+        return _OUTCOME_MESSAGES[self]
+
+
+_OUTCOME_MESSAGES = {
+    Outcome.NO_STORE_IN_RANGE: "no active store covers this location",
+    Outcome.NO_STORE_OPEN: "the stores that cover this location are closed at this time",
+    Outcome.AT_CAPACITY: "the open stores that cover this location are at capacity",
+    Outcome.INSUFFICIENT_STOCK: "no store that could serve has stock for every line",
+}
 
 _STAGE_OF = {
     Reason.EXCLUDED: 0,
@@ -146,37 +158,71 @@ def covers(availability: Availability, demand: Mapping[str, int]) -> bool:
     return all(availability.stock.get(sku, 0) >= units for sku, units in demand.items())
 
 
-def static_reasons(candidate: Candidate, request: AssignmentRequest, clock: LocalClock) -> list[Reason]:
-    """Every rule that rules a store out before any stock is read, in the order they apply."""
+def static_reasons(candidate: Candidate, request: AssignmentRequest, clock: LocalClock) -> Iterator[Reason]:
+    """Every rule that rules a store out before any stock is read, in the order they apply:
+    the choice stops at the first, FindNearestStores lists them all."""
     store = candidate.store
-    reasons = []
     if store.store_id in request.exclude:
-        reasons.append(Reason.EXCLUDED)
+        yield Reason.EXCLUDED
     if store.status is StoreStatus.PAUSED:
-        reasons.append(Reason.PAUSED)
+        yield Reason.PAUSED
     elif store.status is StoreStatus.CLOSED:
-        reasons.append(Reason.CLOSED)
+        yield Reason.CLOSED
     if request.fulfilment_type is FulfilmentType.DELIVERY and not candidate.in_zone():
-        reasons.append(Reason.OUT_OF_ZONE)
-    if not clock.is_open(candidate.entry) and Reason.CLOSED not in reasons:
-        reasons.append(Reason.CLOSED)
-    return reasons
+        yield Reason.OUT_OF_ZONE
+    if store.status is not StoreStatus.CLOSED and not clock.is_open(candidate.entry):
+        yield Reason.CLOSED
 
 
-def static_reason(candidate: Candidate, request: AssignmentRequest, clock: LocalClock) -> Reason | None:
-    """The first rule that rules a store out, or None; cheaper than static_reasons."""
-    store = candidate.store
-    if store.store_id in request.exclude:
-        return Reason.EXCLUDED
-    if store.status is StoreStatus.PAUSED:
-        return Reason.PAUSED
-    if store.status is StoreStatus.CLOSED:
-        return Reason.CLOSED
-    if request.fulfilment_type is FulfilmentType.DELIVERY and not candidate.in_zone():
-        return Reason.OUT_OF_ZONE
-    if not clock.is_open(candidate.entry):
-        return Reason.CLOSED
-    return None
+def load_reasons(
+    entry: StoreEntry, availability: Availability, demand: Mapping[str, int]
+) -> Iterator[Reason]:
+    """The rules on a store's live load, after the static ones: room for one more order, then
+    stock for every line."""
+    if at_capacity(entry, availability):
+        yield Reason.AT_CAPACITY
+    if not covers(availability, demand):
+        yield Reason.INSUFFICIENT_STOCK
+
+
+@dataclass(frozen=True)
+class NearestQuery:
+    """FindNearestStores: the nearest stores to a location, each with whether it could take an
+    order of these lines at this time, and why not."""
+
+    request: AssignmentRequest  # the order it would be (no id, nothing excluded)
+    limit: int  # how many stores, at most
+    max_distance_m: float  # math.inf: no limit
+
+
+@dataclass(frozen=True)
+class StoreMatch:
+    store: Store
+    distance_m: float
+    can_fulfil: bool
+    reasons: list[str]
+
+
+def nearest_matches(snapshot: CatalogueSnapshot, query: NearestQuery, load: StoreLoad) -> list[StoreMatch]:
+    """The stores nearest first, each judged by the rules the choice applies, every reason named."""
+    request = query.request
+    assert request.location is not None
+    nearest = snapshot.nearest(*request.location, max_distance_m=query.max_distance_m)
+    candidates = list(itertools.islice(nearest, query.limit))
+    demand = request.demand()
+    live = load.availability([c.store.store_id for c in candidates], sorted(demand))
+    clock = LocalClock(request.at)
+    matches = []
+    for candidate in candidates:
+        availability = live.get(candidate.store.store_id, Availability(0, {}))
+        reasons = [
+            *static_reasons(candidate, request, clock),
+            *load_reasons(candidate.entry, availability, demand),
+        ]
+        matches.append(
+            StoreMatch(candidate.store, candidate.distance, not reasons, [str(r) for r in reasons])
+        )
+    return matches
 
 
 class LocalClock:
@@ -235,7 +281,7 @@ class _Deliberation:
             if entry is not None:
                 preferred = entry.store_id
                 candidate = _candidate_at(entry, request.location)
-                reason = static_reason(candidate, request, self.clock)
+                reason = next(static_reasons(candidate, request, self.clock), None)
                 if reason is None:
                     yield candidate
                 else:
@@ -246,7 +292,7 @@ class _Deliberation:
         def judge(candidate: Candidate) -> str | None:
             if candidate.store.store_id == preferred:
                 return "WEIGHED"
-            reason = static_reason(candidate, request, self.clock)
+            reason = next(static_reasons(candidate, request, self.clock), None)
             if reason is not None:
                 self.note(candidate, reason)
             return reason
@@ -260,11 +306,12 @@ class _Deliberation:
         live = self.load.availability([c.store.store_id for c in batch], self.skus)
         for index, candidate in enumerate(batch):
             availability = live.get(candidate.store.store_id, Availability(0, {}))
-            if at_capacity(candidate.entry, availability):
-                self.note(candidate, Reason.AT_CAPACITY)
-            elif not covers(availability, self.demand):
-                self.note(candidate, Reason.INSUFFICIENT_STOCK)
-                if any(availability.stock.get(sku, 0) > 0 for sku in self.skus):
+            reason = next(load_reasons(candidate.entry, availability, self.demand), None)
+            if reason is not None:
+                self.note(candidate, reason)
+                if reason is Reason.INSUFFICIENT_STOCK and any(
+                    availability.stock.get(sku, 0) > 0 for sku in self.skus
+                ):
                     self.partial.append((candidate, availability))
             else:
                 self.note(candidate, None, chosen=True)

@@ -10,7 +10,10 @@ centimetre, where the usual one-step inverse is off by a metre or two.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from enum import StrEnum
+
+from quanyu.errors import Violations
 
 # The GCJ-02 formulas are defined on the Krasovsky 1940 ellipsoid, not WGS-84's.
 _KRASOVSKY_A = 6378245.0
@@ -137,3 +140,36 @@ def to_wgs84(lat: float, lng: float, system: CoordinateSystem) -> tuple[float, f
     if system == CoordinateSystem.BD09:
         return gcj02_to_wgs84(*bd09_to_gcj02(lat, lng))
     return lat, lng
+
+
+@dataclass(frozen=True)
+class MapPoint:
+    """A location as a caller's map gave it, not yet checked: `system` names a CoordinateSystem,
+    "" when the caller left it unspecified (WGS-84), anything else when it is not one we know."""
+
+    latitude: float
+    longitude: float
+    system: str = ""
+
+
+def wgs84_of(point: MapPoint, violations: Violations) -> tuple[float, float] | None:
+    """The point as WGS-84 (latitude, longitude); None, with each problem in `violations`
+    (which names the location field), when it is not a point."""
+    latitude, longitude = point.latitude, point.longitude
+    system = CoordinateSystem(point.system) if point.system in _SYSTEMS else None
+    if point.system == "":
+        system = CoordinateSystem.WGS84
+    fine = True
+    if not (math.isfinite(latitude) and -90 <= latitude <= 90):
+        violations.add("latitude", "must be a number of degrees from -90 to 90")
+        fine = False
+    if not (math.isfinite(longitude) and -180 <= longitude <= 180):
+        violations.add("longitude", "must be a number of degrees from -180 to 180")
+        fine = False
+    if system is None:
+        violations.add("system", "is not a known coordinate system")
+        return None
+    return to_wgs84(latitude, longitude, system) if fine else None
+
+
+_SYSTEMS = frozenset(CoordinateSystem)

@@ -56,25 +56,32 @@ def parse_hours(entries: Sequence[tuple[int, str, str]], field: str = "opening_h
     Raises quanyu.errors.InvalidArgument naming each problem as `<field>[i].weekday|open|close`.
     """
     violations = Violations()
+    parsed = read_hours(entries, violations.within(field))
+    violations.raise_if_any()
+    return parsed
+
+
+def read_hours(entries: Sequence[tuple[int, str, str]], violations: Violations) -> list[OpeningHours]:
+    """The entries that are sound; each problem of the others goes to `violations`, under its
+    index (`[i].weekday|open|close` below wherever `violations` names)."""
     parsed: list[OpeningHours] = []
     if len(entries) > MAX_OPENING_HOURS:
-        violations.add(field, f"at most {MAX_OPENING_HOURS} spans (four a day)")
+        violations.add("", f"at most {MAX_OPENING_HOURS} spans (four a day)")
         entries = ()
     for index, (weekday, open_text, close_text) in enumerate(entries):
-        where = f"{field}[{index}]"
+        entry = violations.within(index)
         weekday_ok = MONDAY <= weekday <= SUNDAY
-        violations.check(weekday_ok, f"{where}.weekday", "must be 1 (Monday) to 7 (Sunday)")
+        entry.check(weekday_ok, "weekday", "must be 1 (Monday) to 7 (Sunday)")
         opens = _parse_clock(open_text)
         if opens is None:
             description = 'must be a time "HH:MM" from 00:00 to 23:59'
             if open_text == END_OF_DAY:
                 description += "; 24:00 is only a closing time"
-            violations.add(f"{where}.open", description)
+            entry.add("open", description)
         closes = time(0, 0) if close_text == END_OF_DAY else _parse_clock(close_text)
-        violations.check(closes is not None, f"{where}.close", 'must be a time "HH:MM" from 00:00 to 24:00')
+        entry.check(closes is not None, "close", 'must be a time "HH:MM" from 00:00 to 24:00')
         if weekday_ok and opens is not None and closes is not None:
             parsed.append(OpeningHours(weekday=weekday, open=opens, close=closes))
-    violations.raise_if_any()
     return parsed
 
 

@@ -1,7 +1,8 @@
 """A store as fulfilment sees it: checking what a caller sends, and where the store delivers.
 
 Validation reports every problem at once, each at its field path (`store.location.latitude`, or
-`stores[12].name` for a row of an import), so one round trip shows a caller all that is wrong.
+`stores[12].name` for a row of an import), so one round trip shows a caller all that is wrong;
+a location from a Chinese map is turned into WGS-84 on the way in.
 A delivery zone is a GeoJSON polygon in WGS-84 [longitude, latitude] when one is set, else a radius
 around the store; the spatial index needs from it only a yes/no per location and a distance
 beyond which it covers nothing.
@@ -12,7 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -23,8 +24,9 @@ from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity
 
 from quanyu.errors import InvalidArgument, Violations
+from services.fulfilment.domain.coordinates import MapPoint, wgs84_of
 from services.fulfilment.domain.geodesy import geodesic_distance_m
-from services.fulfilment.domain.hours import OpeningHours, parse_hours, valid_timezone
+from services.fulfilment.domain.hours import OpeningHours, read_hours, valid_timezone
 
 
 class StoreStatus(StrEnum):
@@ -54,19 +56,20 @@ _REACH_SEGMENT_DEGREES = 1.0
 
 @dataclass(frozen=True)
 class StoreDraft:
-    """What a caller sent, already plain Python and in WGS-84, before any of it is checked."""
+    """What a caller sent, already plain Python, before any of it is checked."""
 
     store_id: str
     name: str
     latitude: float | None  # None: the caller gave no location
     longitude: float | None
-    status: StoreStatus | None  # None: unspecified, which means ACTIVE
+    status: str | None  # a StoreStatus; None or "": unspecified, which means ACTIVE
     delivery_radius_m: float
     delivery_zone_geojson: str
     opening_hours: list[tuple[int, str, str]]  # (ISO weekday, "HH:MM", "HH:MM")
     timezone: str  # "": DEFAULT_TIMEZONE
     max_active_orders: int  # 0: no limit
     priority: int  # higher wins a tie on distance
+    coordinate_system: str = ""  # of latitude and longitude, a CoordinateSystem; "": WGS-84
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,31 +89,40 @@ class Store:
     priority: int
 
 
-def validate_store(draft: StoreDraft, field: str = "store") -> Store:
-    """The store a draft describes, or InvalidArgument naming every problem under `field`."""
+def validate_store(draft: StoreDraft | None, *where: str | int) -> Store:
+    """The store a draft describes, or InvalidArgument naming every problem below `where`
+    (the request's `store` unless told)."""
     violations = Violations()
-    violations.text(draft.store_id, f"{field}.store_id", max_length=MAX_STORE_ID_LENGTH)
-    violations.text(draft.name, f"{field}.name", max_length=MAX_NAME_LENGTH)
+    store = store_from(draft, violations.within(*(where or ("store",))))
+    violations.raise_if_any()
+    assert store is not None
+    return store
 
-    latitude, longitude = draft.latitude, draft.longitude
-    if latitude is None or longitude is None:
-        violations.add(f"{field}.location", "is required")
+
+def store_from(draft: StoreDraft | None, violations: Violations) -> Store | None:
+    """The store a draft describes; None, with each problem in `violations` (which names the
+    store field), when it is not one."""
+    if draft is None:
+        violations.add("", "is required")
+        return None
+    found = len(violations.found)
+    violations.text(draft.store_id, "store_id", max_length=MAX_STORE_ID_LENGTH)
+    violations.text(draft.name, "name", max_length=MAX_NAME_LENGTH)
+
+    location = None
+    if draft.latitude is None or draft.longitude is None:
+        violations.add("location", "is required")
     else:
-        violations.check(
-            _finite_within(latitude, 90.0),
-            f"{field}.location.latitude",
-            "must be a finite number from -90 to 90",
-        )
-        violations.check(
-            _finite_within(longitude, 180.0),
-            f"{field}.location.longitude",
-            "must be a finite number from -180 to 180",
-        )
+        point = MapPoint(draft.latitude, draft.longitude, draft.coordinate_system)
+        location = wgs84_of(point, violations.within("location"))
+
+    status = StoreStatus(draft.status) if draft.status in _STATUSES else None
+    violations.check(status is not None or not draft.status, "status", "is not a known store status")
 
     radius = draft.delivery_radius_m
     violations.check(
         math.isfinite(radius) and 0 <= radius <= MAX_RADIUS_M,
-        f"{field}.delivery_radius_m",
+        "delivery_radius_m",
         f"must be a finite number of metres from 0 to {MAX_RADIUS_M}",
     )
 
@@ -118,31 +130,25 @@ def validate_store(draft: StoreDraft, field: str = "store") -> Store:
         try:
             _zone_geometry(draft.delivery_zone_geojson)
         except ZoneError as error:
-            violations.add(f"{field}.delivery_zone_geojson", str(error))
+            violations.add("delivery_zone_geojson", str(error))
 
-    opening_hours: list[OpeningHours] = []
-    try:
-        opening_hours = parse_hours(draft.opening_hours, f"{field}.opening_hours")
-    except InvalidArgument as error:
-        violations.found.extend(error.violations)
+    opening_hours = read_hours(draft.opening_hours, violations.within("opening_hours"))
 
     timezone = draft.timezone or DEFAULT_TIMEZONE
     violations.check(
-        valid_timezone(timezone), f"{field}.timezone", f"must be an IANA time zone such as {DEFAULT_TIMEZONE}"
+        valid_timezone(timezone), "timezone", f"must be an IANA time zone such as {DEFAULT_TIMEZONE}"
     )
-    violations.check(draft.max_active_orders >= 0, f"{field}.max_active_orders", "must not be negative")
-    violations.check(draft.priority >= 0, f"{field}.priority", "must not be negative")
+    violations.check(draft.max_active_orders >= 0, "max_active_orders", "must not be negative")
+    violations.check(draft.priority >= 0, "priority", "must not be negative")
 
-    violations.raise_if_any()
-    # Checked above: raise_if_any has returned only if both are present.
-    assert latitude is not None
-    assert longitude is not None
+    if len(violations.found) > found or location is None:
+        return None
     return Store(
         store_id=draft.store_id,
         name=draft.name,
-        latitude=float(latitude),
-        longitude=float(longitude),
-        status=draft.status or StoreStatus.ACTIVE,
+        latitude=float(location[0]),
+        longitude=float(location[1]),
+        status=status or StoreStatus.ACTIVE,
         delivery_radius_m=float(radius),
         delivery_zone_geojson=draft.delivery_zone_geojson,
         opening_hours=tuple(opening_hours),
@@ -152,8 +158,37 @@ def validate_store(draft: StoreDraft, field: str = "store") -> Store:
     )
 
 
-def _finite_within(value: float, bound: float) -> bool:
-    return math.isfinite(value) and -bound <= value <= bound
+_STATUSES = frozenset(StoreStatus)
+MAX_IMPORT_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class RowError:
+    """A row of a bulk import that was not loaded, and why."""
+
+    index: int
+    field: str
+    description: str
+
+
+def checked_batch(drafts: Sequence[StoreDraft]) -> tuple[list[Store], list[RowError]]:
+    """The sound rows of an import and the problems of the others, each named under
+    `stores[i]`; a row repeating an earlier row's id is one of the others."""
+    if len(drafts) > MAX_IMPORT_BATCH:
+        raise InvalidArgument("stores", f"at most {MAX_IMPORT_BATCH} stores per call")
+    good: list[Store] = []
+    errors: list[RowError] = []
+    seen: set[str] = set()
+    for index, draft in enumerate(drafts):
+        row = Violations().within("stores", index)
+        store = store_from(draft, row)
+        if store is not None and store.store_id in seen:
+            row.add("store_id", "repeats an earlier row of this batch")
+        elif store is not None:
+            seen.add(store.store_id)
+            good.append(store)
+        errors += [RowError(index, v.field, v.description) for v in row.found]
+    return good, errors
 
 
 class ZoneError(ValueError):

@@ -1,4 +1,5 @@
-"""Identity's rules, free of gRPC and the database: phones, channel accounts, customers, merges."""
+"""Customers across every channel (OneID): their accounts, who may reach them, how phones are
+found, and the merge of two customers found to be one person."""
 
 from __future__ import annotations
 
@@ -6,16 +7,15 @@ import hashlib
 import hmac
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import ClassVar
 
-from quanyu.auth import STORE_POS, Principal, Role
-from quanyu.errors import InvalidArgument, PermissionDenied, Violations
+from quanyu.errors import PermissionDenied
 from quanyu.phones import Phone
 
-MAX_EXTERNAL_ID_LENGTH = 128
-MAX_DISPLAY_NAME_LENGTH = 64
-MAX_CUSTOMER_ID_LENGTH = 64
 # Merges form chains (A into B, B into C); a longer one than this means corrupt data.
 MAX_MERGE_CHAIN = 64
+# The channel of store tills (member cards).
+TILL_CHANNEL = "CHANNEL_STORE_POS"
 
 
 @dataclass(frozen=True)
@@ -61,11 +61,15 @@ class Reach:
     needs_account: bool
 
     @classmethod
-    def of(cls, principal: Principal) -> Reach:
-        if principal.role is Role.CHANNEL:
-            return cls(principal.channel, needs_account=True)
-        if principal.role is Role.STORE:
-            return cls(STORE_POS, needs_account=False)
+    def of_channel(cls, channel: str) -> Reach:
+        return cls(channel, needs_account=True)
+
+    @classmethod
+    def of_till(cls) -> Reach:
+        return cls(TILL_CHANNEL, needs_account=False)
+
+    @classmethod
+    def everything(cls) -> Reach:
         return cls(None, needs_account=False)
 
     def names(self, account: ChannelAccount) -> bool:
@@ -88,48 +92,26 @@ class Reach:
         return replace(customer, accounts=[a for a in customer.accounts if self.names(a)])
 
 
-def validate_account(account: ChannelAccount | None, field_name: str, violations: Violations) -> None:
-    if account is None:
-        violations.add(field_name, "is required")
-        return
-    violations.check(bool(account.channel), f"{field_name}.channel", "must name a channel")
-    violations.text(account.external_id, f"{field_name}.external_id", max_length=MAX_EXTERNAL_ID_LENGTH)
-
-
-def validate_customer_id(customer_id: str, field_name: str, violations: Violations) -> None:
-    violations.text(customer_id, field_name, max_length=MAX_CUSTOMER_ID_LENGTH)
-
-
 @dataclass(frozen=True)
-class ResolveRequest:
-    """Find a customer by channel account, else by phone, else create one."""
+class CustomersMerged:
+    """Two customers became one: membership merges their members too, through the outbox."""
 
-    account: ChannelAccount | None
-    phone: Phone | None
-    display_name: str
+    KIND: ClassVar[str] = "customers_merged"
 
-    @classmethod
-    def checked(cls, account: ChannelAccount | None, raw_phone: str, display_name: str) -> ResolveRequest:
-        violations = Violations()
-        if account is None and not raw_phone:
-            violations.add("account", "give a channel account or a phone")
-        if account is not None:
-            validate_account(account, "account", violations)
-        violations.text(display_name, "display_name", max_length=MAX_DISPLAY_NAME_LENGTH, required=False)
-        phone: Phone | None = None
-        if raw_phone:
-            try:
-                phone = Phone.parse(raw_phone)
-            except InvalidArgument as error:
-                violations.found.extend(error.violations)
-        violations.raise_if_any()
-        return cls(account=account, phone=phone, display_name=display_name)
+    survivor_customer_id: str
+    merged_customer_id: str
+
+    @property
+    def payload(self) -> dict[str, str]:
+        """What the effect carries, with the key that makes its delivery exactly-once in effect."""
+        return {
+            "survivor_customer_id": self.survivor_customer_id,
+            "merged_customer_id": self.merged_customer_id,
+            "request_id": f"customer-merge:{self.merged_customer_id}:{self.survivor_customer_id}",
+        }
 
 
-def check_merge(survivor_customer_id: str, merged_customer_id: str) -> None:
-    violations = Violations()
-    validate_customer_id(survivor_customer_id, "survivor_customer_id", violations)
-    validate_customer_id(merged_customer_id, "merged_customer_id", violations)
-    if survivor_customer_id and survivor_customer_id == merged_customer_id:
-        violations.add("merged_customer_id", "a customer cannot be merged into itself")
-    violations.raise_if_any()
+def merge(survivor: str, merged: str) -> CustomersMerged | None:
+    """What merging the customers two ids stand for today means: nothing when they are one
+    already (merging again is harmless), else the merge membership must hear of."""
+    return None if survivor == merged else CustomersMerged(survivor, merged)

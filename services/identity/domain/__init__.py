@@ -1,0 +1,38 @@
+"""Identity's rules, free of gRPC, the database and the clock: customers and their channel
+accounts, who reaches which, phones by keyed hash, merges, and the checks of each request."""
+
+from services.identity.domain.customers import (
+    MAX_MERGE_CHAIN,
+    TILL_CHANNEL,
+    ChannelAccount,
+    Customer,
+    CustomersMerged,
+    PhoneHasher,
+    Reach,
+    merge,
+)
+from services.identity.domain.requests import (
+    ResolveRequest,
+    check_merge,
+    checked_account,
+    checked_customer_id,
+    checked_link,
+    checked_phone,
+)
+
+__all__ = [
+    "MAX_MERGE_CHAIN",
+    "TILL_CHANNEL",
+    "ChannelAccount",
+    "Customer",
+    "CustomersMerged",
+    "PhoneHasher",
+    "Reach",
+    "ResolveRequest",
+    "check_merge",
+    "checked_account",
+    "checked_customer_id",
+    "checked_link",
+    "checked_phone",
+    "merge",
+]
