@@ -7,6 +7,18 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.membership.domain import DEFAULT_TIERS, Programme, RedemptionWindow, Tier
 
+# Settings the programme takes as they are, under the same names.
+_AS_THEY_ARE = (
+    "member_weekday",
+    "member_day_of_month",
+    "referral_bonus_points",
+    "timezone",
+    "max_spend_cents",
+    "max_points_per_earn",
+    "max_points_per_member_day",
+    "max_referral_bonuses_per_member_day",
+)
+
 
 class MembershipSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="QUANYU_MEMBERSHIP_", extra="ignore")
@@ -47,16 +59,9 @@ class MembershipSettings(BaseSettings):
     def programme(self) -> Programme:
         return Programme(
             tiers=parse_tiers(self.tiers),
-            member_weekday=self.member_weekday,
-            member_day_of_month=self.member_day_of_month,
             validity_months=self.points_validity_months,
             redemption_windows=parse_windows(self.redemption_windows),
-            referral_bonus_points=self.referral_bonus_points,
-            timezone=self.timezone,
-            max_spend_cents=self.max_spend_cents,
-            max_points_per_earn=self.max_points_per_earn,
-            max_points_per_member_day=self.max_points_per_member_day,
-            max_referral_bonuses_per_member_day=self.max_referral_bonuses_per_member_day,
+            **{name: getattr(self, name) for name in _AS_THEY_ARE},
         )
 
 

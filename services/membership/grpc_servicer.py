@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import grpc
 
 from quanyu.auth import Role, current_principal
@@ -58,30 +61,17 @@ def member_message(member: Member) -> membership_pb2.Member:
         else common_pb2.CHANNEL_UNSPECIFIED
     )
     return membership_pb2.Member(
-        member_id=member.member_id,
-        customer_id=member.customer_id,
-        tier=member.tier,
-        points_balance=member.points_balance,
-        home_store_id=member.home_store_id,
-        guide_id=member.guide_id,
+        **_same_named(member, _MEMBER_FIELDS),
         enrolled_channel=channel,
         enroll_time=to_timestamp(member.enroll_time),
         stage=_STAGES[member.stage],
-        tags=member.tags,
-        lifetime_spend_cents=member.lifetime_spend_cents,
-        referrer_member_id=member.referrer_member_id,
     )
 
 
 def entry_message(entry: Entry) -> membership_pb2.LedgerEntry:
     return membership_pb2.LedgerEntry(
-        entry_id=entry.entry_id,
-        member_id=entry.member_id,
+        **_same_named(entry, _ENTRY_FIELDS),
         kind=_KINDS[entry.kind],
-        points=entry.points,
-        balance_after=entry.balance_after,
-        source_id=entry.source_id,
-        store_id=entry.store_id,
         create_time=to_timestamp(entry.create_time),
         expire_time=to_timestamp(entry.expire_time),
     )
@@ -89,10 +79,7 @@ def entry_message(entry: Entry) -> membership_pb2.LedgerEntry:
 
 def coupon_message(coupon: Coupon) -> membership_pb2.Coupon:
     return membership_pb2.Coupon(
-        code=coupon.code,
-        member_id=coupon.member_id,
-        discount_cents=coupon.discount_cents,
-        min_spend_cents=coupon.min_spend_cents,
+        **_same_named(coupon, _COUPON_FIELDS),
         expire_time=to_timestamp(coupon.expire_time),
         redeemed=coupon.redeemed_order_id is not None,
         redeemed_order_id=coupon.redeemed_order_id or "",
@@ -100,9 +87,39 @@ def coupon_message(coupon: Coupon) -> membership_pb2.Coupon:
 
 
 def guide_message(guide: Guide) -> membership_pb2.Guide:
-    return membership_pb2.Guide(
-        guide_id=guide.guide_id, store_id=guide.store_id, name=guide.name, active=guide.active
-    )
+    return membership_pb2.Guide(**_same_named(guide, ("guide_id", "store_id", "name", "active")))
+
+
+# The fields a message carries as the domain has them, under the same names.
+_MEMBER_FIELDS = (
+    "member_id",
+    "customer_id",
+    "tier",
+    "points_balance",
+    "home_store_id",
+    "guide_id",
+    "tags",
+    "lifetime_spend_cents",
+    "referrer_member_id",
+)
+_ENTRY_FIELDS = (
+    "entry_id",
+    "member_id",
+    "points",
+    "balance_after",
+    "source_id",
+    "store_id",
+)
+_COUPON_FIELDS = (
+    "code",
+    "member_id",
+    "discount_cents",
+    "min_spend_cents",
+)
+
+
+def _same_named(value: object, names: Sequence[str]) -> dict[str, Any]:
+    return {name: getattr(value, name) for name in names}
 
 
 def channel_name(value: int) -> str:

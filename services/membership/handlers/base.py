@@ -76,9 +76,7 @@ class UseCases:
         two tills or two replicas working on one member take turns in the database."""
         while True:
             root = stores.members.root_of(member_id)
-            member = stores.members.get(root, lock=True) if root else None
-            if member is None:
-                raise NotFound("member", member_id)
+            member = _existing(stores.members.get(root, lock=True) if root else None, member_id)
             # A concurrent merge may have folded the root into another member between reading it
             # and locking it; once locked, a member that is still its own root stays one.
             if stores.members.root_of(member.member_id) == member.member_id:
@@ -87,14 +85,21 @@ class UseCases:
     def _account(self, tx: Tx, member_id: str, *, live: bool = False) -> PointsAccount:
         """The member locked, with their lapsed lots written off (and counted once committed);
         with `live`, holding every lot they can still spend from."""
-        stores, now = tx.stores, self._clock()
-        member = self._lock_root(stores, member_id)
-        lots = stores.ledger.open_lots if live else (lambda root: stores.ledger.lapsed_lots(root, now))
-        account = PointsAccount(member, lots(member.member_id))
+        now = self._clock()
+        member = self._lock_root(tx.stores, member_id)
+        if not live:
+            return self._write_off(tx, member, now)[0]
+        account = PointsAccount(member, tx.stores.ledger.open_lots(member.member_id))
         self._expire(tx, account, now)
         return account
 
+    def _write_off(self, tx: Tx, member: Member, as_of: datetime) -> tuple[PointsAccount, int]:
+        """The member's lots lapsed by `as_of` written off: the account, and how many lots were."""
+        account = PointsAccount(member, tx.stores.ledger.lapsed_lots(member.member_id, as_of))
+        return account, self._expire(tx, account, as_of)
+
     def _expire(self, tx: Tx, account: PointsAccount, as_of: datetime) -> int:
+        """Expire what lapsed by `as_of` among the account's lots; counted once committed."""
         postings = account.expire(as_of, self._clock())
         for posting in postings:
             tx.stores.ledger.append(posting)

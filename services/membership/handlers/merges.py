@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from quanyu.errors import FailedPrecondition, NotFound
-from services.membership.domain import Member, MergeRecord, PointsAccount, requests
+from services.membership.domain import Member, MergeRecord, requests
 from services.membership.handlers.base import Tx, UseCases
 
 
@@ -66,7 +66,7 @@ class MergeCases(UseCases):
     def _combine(self, tx: Tx, survivor: Member, merged: Member, now: datetime) -> None:
         stores = tx.stores
         for member in (survivor, merged):
-            self._expire(tx, PointsAccount(member, stores.ledger.lapsed_lots(member.member_id, now)), now)
+            self._write_off(tx, member, now)
         stores.members.fold_into(survivor, merged, now)
         rolling = stores.ledger.rolling_spend(
             stores.members.group(survivor.member_id), self.programme.spend_window_start(now)

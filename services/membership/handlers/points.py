@@ -181,8 +181,7 @@ class PointsCases(UseCases):
 
     def _expire_root(self, tx: Tx, *, root: str, as_of: datetime) -> int:
         member = self._lock_root(tx.stores, root)
-        account = PointsAccount(member, tx.stores.ledger.lapsed_lots(member.member_id, as_of))
-        written = self._expire(tx, account, as_of)
+        _, written = self._write_off(tx, member, as_of)
         if written:
             tx.stores.members.save(member, self._clock())
         return written
