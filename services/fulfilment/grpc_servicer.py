@@ -90,7 +90,7 @@ def _at(request: Any) -> datetime | None:
 
 
 def draft_from(message: fulfilment_pb2.Store) -> StoreDraft:
-    point = point_from(message.location) if message.HasField("location") else None
+    point = _point(message)
     return StoreDraft(
         store_id=message.store_id,
         name=message.name,
