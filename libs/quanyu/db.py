@@ -12,7 +12,7 @@ import hashlib
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -154,33 +154,6 @@ class Database:
         with self.engine.connect() as connection, connection.begin() as tx:
             yield connection
             tx.rollback()
-
-    def run(
-        self,
-        work: Callable[[Connection], T],
-        *,
-        attempts: int = 4,
-        retry_on: tuple[type[Exception], ...] = (),
-    ) -> T:
-        """Run one use case in a write transaction, retrying it when a concurrent one won.
-
-        A unique key taken by a concurrent transaction, a serialization failure or a deadlock
-        means the other caller got there first: the use case runs again and sees its result.
-        So does any exception in `retry_on`, which a use case raises when a conditional update
-        found that the rows it read a moment ago have changed.
-        """
-        for attempt in range(1, attempts + 1):
-            try:
-                with self.transaction() as connection:
-                    return work(connection)
-            except (IntegrityError, OperationalError) as exc:
-                if attempt == attempts or not is_conflict(exc):
-                    raise
-            except retry_on:
-                # The use case saw a concurrent change it cannot work around in place.
-                if attempt == attempts:
-                    raise
-        raise AssertionError("unreachable")
 
     def dispose(self) -> None:
         self.engine.dispose()
