@@ -14,10 +14,10 @@ from services.fulfilment.domain.assignment import (
     Assignment,
     Decision,
     Line,
-    LocalClock,
     StoreMatch,
     decide,
     nearest_matches,
+    open_for_business,
 )
 from services.fulfilment.domain.coordinates import MapPoint
 from services.fulfilment.domain.reservations import DecisionRecord, StockLevel
@@ -25,7 +25,6 @@ from services.fulfilment.domain.stores import (
     RowError,
     Store,
     StoreDraft,
-    StoreStatus,
     checked_batch,
     validate_store,
 )
@@ -237,7 +236,7 @@ class FulfilmentService:
         entry = self._catalogue.snapshot.get(store_id)
         if entry is None:
             raise NotFound("store", store_id)
-        return entry.store.status is StoreStatus.ACTIVE and LocalClock(at or self._clock()).is_open(entry)
+        return open_for_business(entry, at or self._clock())
 
     def explain(self, order_id: str) -> DecisionRecord:
         requests.require_id(order_id, "order_id")

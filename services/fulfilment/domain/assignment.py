@@ -242,6 +242,11 @@ class LocalClock:
         return entry.schedule.is_open(*local)
 
 
+def open_for_business(entry: StoreEntry, at: datetime) -> bool:
+    """ACTIVE and within its hours at `at`, on the store's own clock (CheckStoreOpen)."""
+    return entry.store.status is StoreStatus.ACTIVE and LocalClock(at).is_open(entry)
+
+
 class _Deliberation:
     """One decision in progress: the stores weighed, the furthest step any got past, and the
     stores with part of the order (what a split may combine)."""
