@@ -297,6 +297,29 @@ class ServiceApp:
     tasks: list[BackgroundTask] = field(default_factory=list)
     on_stop: list[Callable[[], None]] = field(default_factory=list)
 
+    @classmethod
+    def serving(
+        cls,
+        name: str,
+        servicer: Any,
+        add_to_server: Callable[[Any, grpc.Server], None],
+        *,
+        service: Any,
+        policy: Policy,
+        tasks: Sequence[BackgroundTask] = (),
+        on_stop: Sequence[Callable[[], None]] = (),
+    ) -> ServiceApp:
+        """A service's app from its servicer, the generated `add_…Servicer_to_server` and the
+        service's descriptor: what every bootstrap ends with."""
+        return cls(
+            name=name,
+            service_names=[service.full_name],
+            register=lambda server: add_to_server(servicer, server),
+            policy=policy,
+            tasks=list(tasks),
+            on_stop=list(on_stop),
+        )
+
 
 @dataclass
 class RunningServer:

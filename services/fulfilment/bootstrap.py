@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import grpc
-
 from quanyu.config import Settings
 from quanyu.db import Database, migrate_url
 from quanyu.fulfilment.v1 import fulfilment_pb2_grpc
@@ -47,13 +45,11 @@ def build_app(
 
     gauge_from("quanyu_reservations_open", "Orders holding reserved stock", service.open_reservations)
 
-    def register(server: grpc.Server) -> None:
-        fulfilment_pb2_grpc.add_FulfilmentServiceServicer_to_server(FulfilmentServicer(service), server)
-
-    return ServiceApp(
-        name=NAME,
-        service_names=[SERVICE.full_name],
-        register=register,
+    return ServiceApp.serving(
+        NAME,
+        FulfilmentServicer(service),
+        fulfilment_pb2_grpc.add_FulfilmentServiceServicer_to_server,
+        service=SERVICE,
         policy=POLICY,
         tasks=[catalogue],
         on_stop=[database.dispose],

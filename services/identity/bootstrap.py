@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import grpc
-
 from quanyu.auth import TokenCodec
 from quanyu.clients import service_channel, store_exists
 from quanyu.config import Settings
@@ -63,13 +61,11 @@ def build_app(
 
     export_metrics(relay)
 
-    def register(server: grpc.Server) -> None:
-        identity_pb2_grpc.add_IdentityServiceServicer_to_server(IdentityServicer(service), server)
-
-    return ServiceApp(
-        name=NAME,
-        service_names=[SERVICE.full_name],
-        register=register,
+    return ServiceApp.serving(
+        NAME,
+        IdentityServicer(service),
+        identity_pb2_grpc.add_IdentityServiceServicer_to_server,
+        service=SERVICE,
         policy=POLICY,
         tasks=[relay],
         on_stop=[database.dispose],

@@ -6,8 +6,6 @@ import hashlib
 from datetime import timedelta
 from pathlib import Path
 
-import grpc
-
 from quanyu.clients import service_channel
 from quanyu.config import Settings
 from quanyu.db import Database, migrate_url
@@ -69,13 +67,11 @@ def build_app(
     export_metrics(relay)
     labelled_gauge_from("quanyu_orders", "Orders by status", "status", service.orders_by_status)
 
-    def register(server: grpc.Server) -> None:
-        orders_pb2_grpc.add_OrderServiceServicer_to_server(OrderServicer(service, clock), server)
-
-    return ServiceApp(
-        name=NAME,
-        service_names=[SERVICE.full_name],
-        register=register,
+    return ServiceApp.serving(
+        NAME,
+        OrderServicer(service, clock),
+        orders_pb2_grpc.add_OrderServiceServicer_to_server,
+        service=SERVICE,
         policy=POLICY,
         tasks=[relay, Periodic("accept-timeout", service.time_out_unaccepted, own.accept_check_seconds)],
         on_stop=[service.close],
