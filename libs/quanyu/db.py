@@ -8,6 +8,7 @@ rely on unique keys, conditional updates and row locks.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import sqlite3
 import threading
@@ -20,7 +21,18 @@ from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, func, text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Engine,
+    Integer,
+    MetaData,
+    create_engine,
+    event,
+    func,
+    text,
+)
 from sqlalchemy.engine import Connection, Dialect, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.types import TypeDecorator
@@ -42,6 +54,33 @@ NAMING_CONVENTION = {
 
 def new_metadata() -> MetaData:
     return MetaData(naming_convention=NAMING_CONVENTION)
+
+
+# SQLite numbers rows itself only for an INTEGER PRIMARY KEY; PostgreSQL wants a BIGINT identity.
+SEQUENCE = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def timestamps() -> tuple[Column[datetime], Column[datetime]]:
+    """When a row was created and last changed: the two columns most tables keep."""
+    return (
+        Column("create_time", UtcDateTime(), nullable=False),
+        Column("update_time", UtcDateTime(), nullable=False),
+    )
+
+
+_FIELD_NAMES: dict[type[Any], tuple[str, ...]] = {}
+
+
+def from_row(cls: type[T], row: Any, **given: Any) -> T:
+    """A domain dataclass from a row whose columns carry its fields' names; `given` holds the
+    fields whose values are not a column as such (an enum, a value object, child rows), and a
+    field neither gives keeps its default."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+    present = row._fields
+    values = {name: getattr(row, name) for name in names if name not in given and name in present}
+    return cls(**values, **given)
 
 
 class UtcDateTime(TypeDecorator[datetime]):

@@ -23,7 +23,6 @@ from typing import Any
 import grpc
 import structlog
 from sqlalchemy import (
-    BigInteger,
     Column,
     Index,
     Insert,
@@ -43,12 +42,11 @@ from sqlalchemy.engine import Connection
 
 from quanyu import tracing
 from quanyu.clients import failure_of
-from quanyu.db import Database, UtcDateTime, utcnow
+from quanyu.db import SEQUENCE, Database, UtcDateTime, utcnow
 from quanyu.errors import QuanyuError, Unavailable
 
 log = structlog.get_logger("quanyu.outbox")
 
-_SEQUENCE = BigInteger().with_variant(Integer(), "sqlite")
 LEASE = timedelta(seconds=30)
 MAX_BACKOFF_SECONDS = 60.0
 
@@ -61,7 +59,7 @@ def outbox_table(metadata: MetaData) -> Table:
     return Table(
         "outbox",
         metadata,
-        Column("effect_id", _SEQUENCE, primary_key=True, autoincrement=True),
+        Column("effect_id", SEQUENCE, primary_key=True, autoincrement=True),
         Column("kind", String(64), nullable=False),
         Column("payload", Text, nullable=False),
         Column("create_time", UtcDateTime(), nullable=False),

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import Column, ForeignKey, Index, String, Table, bindparam, insert, select, update
 from sqlalchemy.engine import Connection
 
-from quanyu.db import UtcDateTime, new_metadata
+from quanyu.db import UtcDateTime, new_metadata, timestamps
 from quanyu.outbox import add_effect, outbox_table
 from services.identity.domain import MAX_MERGE_CHAIN, ChannelAccount, Customer, CustomersMerged
 
@@ -22,8 +22,7 @@ customers = Table(
     Column("phone_masked", String(32), nullable=False, default=""),
     # Set once this customer was merged into another: lookups follow it to the survivor.
     Column("merged_into", String(64), ForeignKey("customers.customer_id"), nullable=True),
-    Column("create_time", UtcDateTime(), nullable=False),
-    Column("update_time", UtcDateTime(), nullable=False),
+    *timestamps(),
 )
 
 # A phone is kept only as its keyed hash; the primary key makes "one phone, one customer" a

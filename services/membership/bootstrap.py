@@ -5,8 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-import grpc
-
 from quanyu.clients import service_channel
 from quanyu.config import Settings
 from quanyu.db import Database, migrate_url
@@ -57,13 +55,11 @@ def build_app(
     own = own or MembershipSettings()
     service = build_service(settings, own, clock=clock)
 
-    def register(server: grpc.Server) -> None:
-        membership_pb2_grpc.add_MembershipServiceServicer_to_server(MembershipServicer(service), server)
-
-    return ServiceApp(
-        name=NAME,
-        service_names=[SERVICE.full_name],
-        register=register,
+    return ServiceApp.serving(
+        NAME,
+        MembershipServicer(service),
+        membership_pb2_grpc.add_MembershipServiceServicer_to_server,
+        service=SERVICE,
         policy=POLICY,
         tasks=[
             Periodic("points-expiry", service.expire, own.expiry_interval_seconds),

@@ -13,24 +13,19 @@ from typing import Any
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection
 
+from quanyu.db import from_row
 from services.fulfilment.domain.hours import OpeningHours, parse_hours
 from services.fulfilment.domain.stores import Store, StoreStatus
 from services.fulfilment.storage.tables import store_revision, stores
 
 
 def store_from_row(row: Any) -> Store:
-    return Store(
-        store_id=row.store_id,
-        name=row.name,
-        latitude=row.latitude,
-        longitude=row.longitude,
+    return from_row(
+        Store,
+        row,
         status=StoreStatus(row.status),
-        delivery_radius_m=row.delivery_radius_m,
-        delivery_zone_geojson=row.delivery_zone_geojson,
         opening_hours=_hours_from_json(row.opening_hours),
         timezone=sys.intern(row.timezone),
-        max_active_orders=row.max_active_orders,
-        priority=row.priority,
     )
 
 

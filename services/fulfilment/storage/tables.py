@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, CheckConstraint, Column, Float, Index, Integer, String, Table, Text
 
-from quanyu.db import UtcDateTime, new_metadata
+from quanyu.db import UtcDateTime, new_metadata, timestamps
 
 metadata = new_metadata()
 
@@ -29,8 +29,7 @@ stores = Table(
     # Taken from store_revision in the writing transaction, so replicas refreshing their
     # catalogue read changes in commit order: "everything after revision N".
     Column("revision", BigInteger, nullable=False, index=True),
-    Column("create_time", UtcDateTime(), nullable=False),
-    Column("update_time", UtcDateTime(), nullable=False),
+    *timestamps(),
     CheckConstraint("open_orders >= 0", name="open_orders_not_negative"),
 )
 
@@ -61,8 +60,7 @@ assignments = Table(
     Column("order_id", String(64), primary_key=True),
     Column("state", String(16), nullable=False),  # ACTIVE, RELEASED, COMMITTED
     Column("fulfilment_type", String(16), nullable=False),
-    Column("create_time", UtcDateTime(), nullable=False),
-    Column("update_time", UtcDateTime(), nullable=False),
+    *timestamps(),
 )
 
 reservations = Table(

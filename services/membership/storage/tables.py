@@ -19,12 +19,10 @@ from sqlalchemy import (
     Table,
 )
 
-from quanyu.db import UtcDateTime, new_metadata
+from quanyu.db import SEQUENCE, UtcDateTime, new_metadata, timestamps
 
 metadata = new_metadata()
 
-# SQLite numbers rows itself only for an INTEGER PRIMARY KEY; PostgreSQL wants a BIGINT identity.
-_SEQUENCE = BigInteger().with_variant(Integer(), "sqlite")
 
 members = Table(
     "members",
@@ -75,7 +73,7 @@ member_tags = Table(
 ledger_entries = Table(
     "ledger_entries",
     metadata,
-    Column("seq", _SEQUENCE, primary_key=True, autoincrement=True),
+    Column("seq", SEQUENCE, primary_key=True, autoincrement=True),
     Column("entry_id", String(64), nullable=False, unique=True),
     Column("member_id", String(64), nullable=False),
     Column("kind", String(16), nullable=False),
@@ -164,8 +162,7 @@ guides = Table(
     Column("store_id", String(64), nullable=False),
     Column("name", String(64), nullable=False),
     Column("active", Boolean, nullable=False),
-    Column("create_time", UtcDateTime(), nullable=False),
-    Column("update_time", UtcDateTime(), nullable=False),
+    *timestamps(),
     Index("ix_guides_store_id_guide_id", "store_id", "guide_id"),
 )
 

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import bindparam, case, func, insert, select, update
 from sqlalchemy.engine import Connection
 
-from quanyu.db import joined_sum, wide_sum
+from quanyu.db import from_row, joined_sum, wide_sum
 from quanyu.outbox import add_effect
 from quanyu.unit_of_work import ConcurrentChange
 from services.orders.domain import Effect, FulfilmentType, Line, Order, Price, Status, StatusChange
@@ -277,31 +277,15 @@ def _order(row: Any, lines: list[Line], rejected: list[str]) -> Order:
     location = None
     if row.delivery_latitude is not None:
         location = (row.delivery_latitude, row.delivery_longitude, int(row.delivery_system or 0))
-    return Order(
-        order_id=row.order_id,
-        request_id=row.request_id,
-        customer_id=row.customer_id,
-        member_id=row.member_id,
-        channel=row.channel,
+    return from_row(
+        Order,
+        row,
         fulfilment_type=FulfilmentType(row.fulfilment_type),
         lines=lines,
         price=Price(row.subtotal_cents, row.discount_cents, row.points_redeemed),
         delivery_location=location,
-        delivery_address=row.delivery_address,
-        origin_store_id=row.origin_store_id,
-        pickup_store_id=row.pickup_store_id,
-        fulfilling_store_id=row.fulfilling_store_id,
-        guide_id=row.guide_id,
         status=Status(row.status),
-        status_reason=row.status_reason,
-        coupon_code=row.coupon_code,
-        points_earned=row.points_earned,
-        create_time=row.create_time,
-        update_time=row.update_time,
         rejected_store_ids=rejected,
-        accept_deadline=row.accept_deadline,
-        complete_time=row.complete_time,
-        origin_open=row.origin_open,
     )
 
 

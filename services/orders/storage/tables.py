@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Boolean, Column, Float, Index, Integer, String, Table, UniqueConstraint
 
-from quanyu.db import UtcDateTime, new_metadata
+from quanyu.db import SEQUENCE, UtcDateTime, new_metadata, timestamps
 from quanyu.outbox import outbox_table
 
 metadata = new_metadata()
 
-_SEQUENCE = BigInteger().with_variant(Integer(), "sqlite")
 
 orders = Table(
     "orders",
@@ -47,8 +46,7 @@ orders = Table(
     # Whether the origin store was open when the order was placed; None until fulfilment said.
     Column("origin_open", Boolean, nullable=True),
     Column("accept_deadline", UtcDateTime(), nullable=True),
-    Column("create_time", UtcDateTime(), nullable=False),
-    Column("update_time", UtcDateTime(), nullable=False),
+    *timestamps(),
     Column("complete_time", UtcDateTime(), nullable=True),
     UniqueConstraint("request_owner", "request_id"),
     # A store's queue: its orders in a status, newest first.
@@ -81,7 +79,7 @@ order_rejections = Table(
 status_changes = Table(
     "status_changes",
     metadata,
-    Column("change_id", _SEQUENCE, primary_key=True, autoincrement=True),
+    Column("change_id", SEQUENCE, primary_key=True, autoincrement=True),
     Column("order_id", String(64), nullable=False, index=True),
     Column("from_status", String(24), nullable=False),
     Column("to_status", String(24), nullable=False),
