@@ -302,20 +302,18 @@ class ServiceApp:
         cls,
         name: str,
         servicer: Any,
-        add_to_server: Callable[[Any, grpc.Server], None],
         *,
-        service: Any,
-        policy: Policy,
         tasks: Sequence[BackgroundTask] = (),
         on_stop: Sequence[Callable[[], None]] = (),
     ) -> ServiceApp:
-        """A service's app from its servicer, the generated `add_…Servicer_to_server` and the
-        service's descriptor: what every bootstrap ends with."""
+        """A service's app from its servicer, which names its service descriptor (`SERVICE`), its
+        policy (`POLICY`) and the generated function that adds it to a server (`add_to_server`):
+        what every bootstrap ends with."""
         return cls(
             name=name,
-            service_names=[service.full_name],
-            register=lambda server: add_to_server(servicer, server),
-            policy=policy,
+            service_names=[servicer.SERVICE.full_name],
+            register=lambda server: servicer.add_to_server(servicer, server),
+            policy=servicer.POLICY,
             tasks=list(tasks),
             on_stop=list(on_stop),
         )

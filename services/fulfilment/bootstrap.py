@@ -6,13 +6,12 @@ from pathlib import Path
 
 from quanyu.config import Settings
 from quanyu.db import Database, migrate_url
-from quanyu.fulfilment.v1 import fulfilment_pb2_grpc
 from quanyu.metrics import gauge_from
 from quanyu.paging import PageTokens
 from quanyu.server import ServiceApp
 from quanyu.unit_of_work import Clock, SqlUnitOfWork, system_clock
 from services.fulfilment.config import FulfilmentSettings
-from services.fulfilment.grpc_servicer import POLICY, SERVICE, FulfilmentServicer
+from services.fulfilment.grpc_servicer import FulfilmentServicer
 from services.fulfilment.handlers import FulfilmentService
 from services.fulfilment.storage import CachedCatalogue, SqlStores
 
@@ -46,11 +45,5 @@ def build_app(
     gauge_from("quanyu_reservations_open", "Orders holding reserved stock", service.open_reservations)
 
     return ServiceApp.serving(
-        NAME,
-        FulfilmentServicer(service),
-        fulfilment_pb2_grpc.add_FulfilmentServiceServicer_to_server,
-        service=SERVICE,
-        policy=POLICY,
-        tasks=[catalogue],
-        on_stop=[database.dispose],
+        NAME, FulfilmentServicer(service), tasks=[catalogue], on_stop=[database.dispose]
     )

@@ -145,6 +145,10 @@ def _wgs84(location: tuple[float, float]) -> common_pb2.LatLng:
 
 
 class FulfilmentServicer(fulfilment_pb2_grpc.FulfilmentServiceServicer):
+    SERVICE = SERVICE
+    POLICY = POLICY
+    add_to_server = staticmethod(fulfilment_pb2_grpc.add_FulfilmentServiceServicer_to_server)
+
     def __init__(self, service: FulfilmentService) -> None:
         self._service = service
 

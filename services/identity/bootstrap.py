@@ -9,7 +9,6 @@ from quanyu.clients import service_channel, store_exists
 from quanyu.config import Settings
 from quanyu.db import Database, migrate_url
 from quanyu.fulfilment.v1 import fulfilment_pb2_grpc
-from quanyu.identity.v1 import identity_pb2_grpc
 from quanyu.membership.v1 import membership_pb2_grpc
 from quanyu.outbox import OutboxRelay, export_metrics
 from quanyu.quota import quota_from
@@ -18,7 +17,7 @@ from quanyu.unit_of_work import Clock, SqlUnitOfWork, system_clock
 from services.identity.config import IdentitySettings
 from services.identity.domain import CustomersMerged, PhoneHasher
 from services.identity.effects import merge_members
-from services.identity.grpc_servicer import POLICY, SERVICE, IdentityServicer
+from services.identity.grpc_servicer import IdentityServicer
 from services.identity.handlers import IdentityService
 from services.identity.storage import SqlStores, outbox
 
@@ -61,12 +60,4 @@ def build_app(
 
     export_metrics(relay)
 
-    return ServiceApp.serving(
-        NAME,
-        IdentityServicer(service),
-        identity_pb2_grpc.add_IdentityServiceServicer_to_server,
-        service=SERVICE,
-        policy=POLICY,
-        tasks=[relay],
-        on_stop=[database.dispose],
-    )
+    return ServiceApp.serving(NAME, IdentityServicer(service), tasks=[relay], on_stop=[database.dispose])

@@ -64,6 +64,10 @@ def customer_message(customer: Customer) -> identity_pb2.Customer:
 
 
 class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
+    SERVICE = SERVICE
+    POLICY = POLICY
+    add_to_server = staticmethod(identity_pb2_grpc.add_IdentityServiceServicer_to_server)
+
     def __init__(self, service: IdentityService) -> None:
         self._service = service
 

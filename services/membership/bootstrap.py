@@ -9,14 +9,13 @@ from quanyu.clients import service_channel
 from quanyu.config import Settings
 from quanyu.db import Database, migrate_url
 from quanyu.identity.v1 import identity_pb2_grpc
-from quanyu.membership.v1 import membership_pb2_grpc
 from quanyu.paging import PageTokens
 from quanyu.server import ServiceApp
 from quanyu.tasks import Periodic
 from quanyu.unit_of_work import Clock, SqlUnitOfWork, system_clock
 from services.membership.config import MembershipSettings
 from services.membership.downstream import CustomerChannels
-from services.membership.grpc_servicer import POLICY, SERVICE, MembershipServicer
+from services.membership.grpc_servicer import MembershipServicer
 from services.membership.handlers import MembershipService
 from services.membership.ports import Stores
 from services.membership.storage import SqlStores
@@ -58,9 +57,6 @@ def build_app(
     return ServiceApp.serving(
         NAME,
         MembershipServicer(service),
-        membership_pb2_grpc.add_MembershipServiceServicer_to_server,
-        service=SERVICE,
-        policy=POLICY,
         tasks=[
             Periodic("points-expiry", service.expire, own.expiry_interval_seconds),
             Periodic("tier-evaluation", service.evaluate_tiers, own.tier_evaluation_interval_seconds),

@@ -131,6 +131,10 @@ def channel_name(value: int) -> str:
 
 
 class MembershipServicer(membership_pb2_grpc.MembershipServiceServicer):
+    SERVICE = SERVICE
+    POLICY = POLICY
+    add_to_server = staticmethod(membership_pb2_grpc.add_MembershipServiceServicer_to_server)
+
     def __init__(self, service: MembershipService) -> None:
         self._service = service
 

@@ -13,7 +13,6 @@ from quanyu.fulfilment.v1 import fulfilment_pb2_grpc
 from quanyu.identity.v1 import identity_pb2_grpc
 from quanyu.membership.v1 import membership_pb2_grpc
 from quanyu.metrics import labelled_gauge_from
-from quanyu.orders.v1 import orders_pb2_grpc
 from quanyu.outbox import OutboxRelay, export_metrics
 from quanyu.paging import PageTokens
 from quanyu.quota import quota_from
@@ -23,7 +22,7 @@ from quanyu.unit_of_work import Clock, SqlUnitOfWork, system_clock
 from services.orders.config import OrdersSettings
 from services.orders.downstream import GrpcDownstream
 from services.orders.effects import LANES, deliverers
-from services.orders.grpc_servicer import POLICY, SERVICE, OrderServicer
+from services.orders.grpc_servicer import OrderServicer
 from services.orders.handlers import Behaviour, OrdersService
 from services.orders.storage import SqlStores, outbox
 
@@ -70,9 +69,6 @@ def build_app(
     return ServiceApp.serving(
         NAME,
         OrderServicer(service, clock),
-        orders_pb2_grpc.add_OrderServiceServicer_to_server,
-        service=SERVICE,
-        policy=POLICY,
         tasks=[relay, Periodic("accept-timeout", service.time_out_unaccepted, own.accept_check_seconds)],
         on_stop=[service.close],
     )

@@ -164,6 +164,10 @@ def _window(
 
 
 class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
+    SERVICE = SERVICE
+    POLICY = POLICY
+    add_to_server = staticmethod(orders_pb2_grpc.add_OrderServiceServicer_to_server)
+
     def __init__(self, service: OrdersService, clock: Clock) -> None:
         self._service = service
         self._clock = clock
