@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import KW_ONLY, dataclass
 from datetime import datetime
 
 from quanyu.auth import Principal
@@ -34,21 +35,14 @@ from services.fulfilment.ports import Catalogue, Stores
 Tx = Transaction[Stores]
 
 
+@dataclass
 class FulfilmentService:
-    def __init__(
-        self,
-        uow: UnitOfWork[Stores],
-        catalogue: Catalogue,
-        page_tokens: PageTokens,
-        clock: Clock,
-        *,
-        pickup_radius_m: float,
-    ) -> None:
-        self._uow = uow
-        self._catalogue = catalogue
-        self._pages = page_tokens
-        self._clock = clock
-        self._pickup_radius_m = pickup_radius_m
+    uow: UnitOfWork[Stores]
+    catalogue: Catalogue
+    page_tokens: PageTokens
+    clock: Clock
+    _: KW_ONLY
+    pickup_radius_m: float
 
     # --- stores ---------------------------------------------------------------------------
 
@@ -66,13 +60,13 @@ class FulfilmentService:
     def _write_stores(self, batch: list[Store]) -> None:
         if not batch:
             return
-        now = self._clock()
-        self._uow.run(lambda tx: tx.stores.stores.upsert(batch, now))
-        self._catalogue.refresh()
+        now = self.clock()
+        self.uow.run(lambda tx: tx.stores.stores.upsert(batch, now))
+        self.catalogue.refresh()
 
     def get_store(self, store_id: str) -> Store:
         requests.require_id(store_id, "store_id")
-        store = self._uow.read(lambda tx: tx.stores.stores.get(store_id))
+        store = self.uow.read(lambda tx: tx.stores.stores.get(store_id))
         if store is None:
             raise NotFound("store", store_id)
         return store
@@ -80,12 +74,14 @@ class FulfilmentService:
     def list_stores(self, principal: Principal, requested_size: int, token: str) -> tuple[list[Store], str]:
         size = page_size(requested_size)
         caller = f"{principal.role.value}:{principal.subject}"
-        position = self._pages.decode(token, query={}, caller=caller)
+        position = self.page_tokens.decode(token, query={}, caller=caller)
         after = str(position["after"]) if position else ""
-        page = self._uow.read(lambda tx: tx.stores.stores.page(after, size + 1))
+        page = self.uow.read(lambda tx: tx.stores.stores.page(after, size + 1))
         more = len(page) > size
         page = page[:size]
-        next_token = self._pages.encode({"after": page[-1].store_id}, query={}, caller=caller) if more else ""
+        next_token = (
+            self.page_tokens.encode({"after": page[-1].store_id}, query={}, caller=caller) if more else ""
+        )
         return page, next_token
 
     # --- stock ----------------------------------------------------------------------------
@@ -98,7 +94,7 @@ class FulfilmentService:
 
         def work(tx: Tx) -> list[StockLevel]:
             _require_store(tx, store_id)
-            below = tx.stores.stock.set_on_hand(store_id, wanted, self._clock())
+            below = tx.stores.stock.set_on_hand(store_id, wanted, self.clock())
             if below:
                 raise FailedPrecondition(
                     f"on hand would fall below what open orders have reserved for {', '.join(below)}; "
@@ -108,7 +104,7 @@ class FulfilmentService:
                 )
             return tx.stores.stock.levels(store_id, list(wanted))
 
-        return self._uow.run(work)
+        return self.uow.run(work)
 
     def get_stock(self, principal: Principal, store_id: str, skus: Sequence[str]) -> list[StockLevel]:
         wanted = requests.stock_query(store_id, skus)
@@ -118,7 +114,7 @@ class FulfilmentService:
             _require_store(tx, store_id)
             return tx.stores.stock.levels(store_id, wanted)
 
-        return self._uow.read(work)
+        return self.uow.read(work)
 
     # --- choosing stores --------------------------------------------------------------------
 
@@ -139,10 +135,10 @@ class FulfilmentService:
             max_distance_m=max_distance_m,
             lines=lines,
             fulfilment_type=fulfilment_type,
-            at=at or self._clock(),
+            at=at or self.clock(),
         )
-        snapshot = self._catalogue.snapshot
-        return self._uow.read(lambda tx: nearest_matches(snapshot, query, tx.stores.load))
+        snapshot = self.catalogue.snapshot
+        return self.uow.read(lambda tx: nearest_matches(snapshot, query, tx.stores.load))
 
     def assign(
         self,
@@ -162,12 +158,12 @@ class FulfilmentService:
             location,
             lines,
             fulfilment_type,
-            at or self._clock(),
+            at or self.clock(),
             exclude=exclude,
             preferred_store_id=preferred_store_id,
             allow_split=allow_split,
         )
-        snapshot = self._catalogue.snapshot
+        snapshot = self.catalogue.snapshot
         if request.preferred_store_id and snapshot.get(request.preferred_store_id) is None:
             raise NotFound("store", request.preferred_store_id, reason="PREFERRED_STORE_NOT_FOUND")
 
@@ -182,8 +178,8 @@ class FulfilmentService:
                 held = reservations.held(request.order_id)
                 if held:
                     return held, None  # asked before (or by a concurrent call that got there first)
-            decision = decide(snapshot, request, tx.stores.load, pickup_radius_m=self._pickup_radius_m)
-            now = self._clock()
+            decision = decide(snapshot, request, tx.stores.load, pickup_radius_m=self.pickup_radius_m)
+            now = self.clock()
             if decision.assigned:
                 known = state is not None
                 kind = request.fulfilment_type.value
@@ -194,7 +190,7 @@ class FulfilmentService:
             return decision.assignments, decision
 
         try:
-            placed, decision = self._uow.run(attempt)
+            placed, decision = self.uow.run(attempt)
         except ConcurrentChange as exc:
             raise Aborted("other orders kept taking the stock chosen; retry", reason="CONTENDED") from exc
         if decision is not None and decision.outcome is not None:
@@ -207,11 +203,11 @@ class FulfilmentService:
 
     def open_reservations(self) -> int:
         """Orders holding stock now, across every store (a gauge for ops)."""
-        return self._uow.read(lambda tx: tx.stores.reservations.active_orders())
+        return self.uow.read(lambda tx: tx.stores.reservations.active_orders())
 
     def release(self, order_id: str, store_id: str) -> int:
         requests.release_request(order_id, store_id)
-        return self._uow.run(lambda tx: tx.stores.reservations.release(order_id, store_id, self._clock()))
+        return self.uow.run(lambda tx: tx.stores.reservations.release(order_id, store_id, self.clock()))
 
     def commit(self, order_id: str) -> None:
         requests.require_id(order_id, "order_id")
@@ -220,27 +216,27 @@ class FulfilmentService:
             reservations = tx.stores.reservations
             if reservations.state_of(order_id) is None:
                 raise NotFound("reservation", order_id, reason="RESERVATION_NOT_FOUND")
-            committed, already = reservations.commit(order_id, self._clock())
+            committed, already = reservations.commit(order_id, self.clock())
             if committed == 0 and already == 0:
                 raise FailedPrecondition(
                     "the order's reservation was released; assign it again first",
                     reason="RESERVATION_RELEASED",
                 )
 
-        self._uow.run(work)
+        self.uow.run(work)
 
     def is_open(self, principal: Principal, store_id: str, at: datetime | None) -> bool:
         """Open for business at `at` (None: now): ACTIVE and within its hours, on its own clock."""
         requests.require_id(store_id, "store_id")
         principal.require_store(store_id)
-        entry = self._catalogue.snapshot.get(store_id)
+        entry = self.catalogue.snapshot.get(store_id)
         if entry is None:
             raise NotFound("store", store_id)
-        return open_for_business(entry, at or self._clock())
+        return open_for_business(entry, at or self.clock())
 
     def explain(self, order_id: str) -> DecisionRecord:
         requests.require_id(order_id, "order_id")
-        record = self._uow.read(lambda tx: tx.stores.reservations.latest_decision(order_id))
+        record = self.uow.read(lambda tx: tx.stores.reservations.latest_decision(order_id))
         if record is None:
             raise NotFound("assignment decision", order_id)
         return record.explained()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
 from quanyu.auth import (
     CHANNELS,
@@ -54,31 +54,22 @@ def reach_of(principal: Principal) -> Reach:
     return Reach.everything()
 
 
+@dataclass
 class IdentityService:
-    def __init__(
-        self,
-        uow: UnitOfWork[Stores],
-        phones: PhoneHasher,
-        tokens: TokenCodec,
-        clock: Clock,
-        *,
-        on_effects: Callable[[], None] = lambda: None,
-        phone_lookups: Quota | None = None,
-        store_exists: Callable[[str], bool] = lambda _: True,
-    ) -> None:
-        self._uow = uow
-        self._phones = phones
-        self._tokens = tokens
-        self._clock = clock
-        self._on_effects = on_effects
-        self._phone_lookups = phone_lookups
-        self._store_exists = store_exists
+    uow: UnitOfWork[Stores]
+    phones: PhoneHasher
+    tokens: TokenCodec
+    clock: Clock
+    _: KW_ONLY
+    on_effects: Callable[[], None] = lambda: None
+    phone_lookups: Quota | None = None
+    store_exists: Callable[[str], bool] = lambda _: True
 
     def _looking_up_phone(self, principal: Principal) -> None:
         """Whether a number is a customer's is itself worth stealing: each caller may ask only so
         often."""
-        if self._phone_lookups is not None:
-            self._phone_lookups.take(principal)
+        if self.phone_lookups is not None:
+            self.phone_lookups.take(principal)
 
     def resolve_customer(self, principal: Principal, request: ResolveRequest) -> Resolved:
         """Find by account, else by phone, else create; link what the caller told us.
@@ -97,15 +88,15 @@ class IdentityService:
         return Resolved(reach.view(resolved.customer), resolved.created)
 
     def _resolve(self, request: ResolveRequest) -> Resolved:
-        phone_hash = self._phones.digest(request.phone) if request.phone else None
+        phone_hash = self.phones.digest(request.phone) if request.phone else None
         # Most calls find a customer who is already complete: answer from a read, no write lock.
-        known = self._uow.read(lambda tx: _known(tx.stores.customers, request, phone_hash))
+        known = self.uow.read(lambda tx: _known(tx.stores.customers, request, phone_hash))
         if known is not None:
             return Resolved(known, created=False)
 
         def work(tx: Tx) -> Resolved:
             repo = tx.stores.customers
-            now = self._clock()
+            now = self.clock()
             customer_id = None
             if request.account is not None:
                 customer_id = _survivor(repo, repo.owner_of_account(request.account))
@@ -134,12 +125,12 @@ class IdentityService:
                 repo.link_phone(customer_id, phone_hash, request.phone.masked, now)
             return Resolved(_load(repo, customer_id), created=False)
 
-        return self._uow.run(work)
+        return self.uow.run(work)
 
     def get_customer(self, principal: Principal, customer_id: str) -> Customer:
         checked_customer_id(customer_id)
         reach = reach_of(principal)
-        customer = self._uow.read(lambda tx: _current(tx.stores.customers, customer_id))
+        customer = self.uow.read(lambda tx: _current(tx.stores.customers, customer_id))
         # A customer the caller does not act for is answered as one that does not exist.
         if customer is None or not reach.acts_for(customer):
             raise NotFound("customer", customer_id)
@@ -151,7 +142,7 @@ class IdentityService:
         missing = NotFound("customer", f"{account.channel}:{account.external_id}")
         if not reach.names(account):
             raise missing  # another channel's account is nothing to this caller, not even known
-        customer = self._uow.read(
+        customer = self.uow.read(
             lambda tx: _current(tx.stores.customers, tx.stores.customers.owner_of_account(account))
         )
         if customer is None:
@@ -162,8 +153,8 @@ class IdentityService:
         phone = checked_phone(raw_phone)
         self._looking_up_phone(principal)
         reach = reach_of(principal)
-        phone_hash = self._phones.digest(phone)
-        customer = self._uow.read(
+        phone_hash = self.phones.digest(phone)
+        customer = self.uow.read(
             lambda tx: _current(tx.stores.customers, tx.stores.customers.owner_of_phone(phone_hash))
         )
         if customer is None or not reach.acts_for(customer):
@@ -186,7 +177,7 @@ class IdentityService:
                 raise NotFound("customer", customer_id)
             owner = repo.owner_of_account(linked)
             if owner is None:
-                repo.link_account(survivor, linked, self._clock())
+                repo.link_account(survivor, linked, self.clock())
             elif repo.survivor_of(owner) != survivor:
                 raise AlreadyExists(
                     "the account belongs to another customer; merge the customers instead",
@@ -195,7 +186,7 @@ class IdentityService:
                 )
             return reach.view(_load(repo, survivor))
 
-        return self._uow.run(work)
+        return self.uow.run(work)
 
     def merge_customers(self, survivor_customer_id: str, merged_customer_id: str) -> Customer:
         check_merge(survivor_customer_id, merged_customer_id)
@@ -213,14 +204,14 @@ class IdentityService:
                 raise NotFound("customer", merged_customer_id)
             effect = merge(survivor, merged)
             if effect is not None:
-                now = self._clock()
+                now = self.clock()
                 repo.merge(survivor, merged, now)
                 # Membership merges the two members too; the effect commits with the merge.
                 tx.stores.outbox.add(effect, now)
-                tx.after_commit(self._on_effects)
+                tx.after_commit(self.on_effects)
             return _load(repo, survivor)
 
-        return self._uow.run(work)
+        return self.uow.run(work)
 
     def issue_token(
         self, role: Role | None, *, subject: str, store_id: str, channel: str, ttl_seconds: int
@@ -239,9 +230,9 @@ class IdentityService:
         violations.raise_if_any()
         assert role is not None
         principal = caller(role, store_id=store_id, channel=channel, subject=subject)
-        if principal.role is Role.STORE and not self._store_exists(principal.store_id):
+        if principal.role is Role.STORE and not self.store_exists(principal.store_id):
             raise NotFound("store", principal.store_id)
-        return self._tokens.issue(principal, ttl_seconds or DEFAULT_TTL_SECONDS, now=self._clock())
+        return self.tokens.issue(principal, ttl_seconds or DEFAULT_TTL_SECONDS, now=self.clock())
 
 
 def _survivor(repo: Customers, customer_id: str | None) -> str | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import KW_ONLY, dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -36,27 +37,19 @@ def code_hash(code: str) -> str:
     return hashlib.sha256(f"member-code|{code}".encode()).hexdigest()
 
 
+@dataclass
 class UseCases:
-    def __init__(
-        self,
-        uow: UnitOfWork[Stores],
-        programme: Programme,
-        page_tokens: PageTokens,
-        customers: Customers,
-        *,
-        clock: Clock,
-        member_code_ttl: timedelta = DEFAULT_MEMBER_CODE_TTL,
-    ) -> None:
-        self._uow = uow
-        self.programme = programme
-        self._pages = page_tokens
-        self._customers = customers
-        self._clock = clock
-        self._code_ttl = member_code_ttl
+    uow: UnitOfWork[Stores]
+    programme: Programme
+    page_tokens: PageTokens
+    customers: Customers
+    _: KW_ONLY
+    clock: Clock
+    member_code_ttl: timedelta = DEFAULT_MEMBER_CODE_TTL
 
     def close(self) -> None:
         """Let go of the database's connections (a unit of work in memory holds none)."""
-        database = getattr(self._uow, "database", None)
+        database = getattr(self.uow, "database", None)
         if database is not None:
             database.dispose()
 
@@ -85,7 +78,7 @@ class UseCases:
     def _account(self, tx: Tx, member_id: str, *, live: bool = False) -> PointsAccount:
         """The member locked, with their lapsed lots written off (and counted once committed);
         with `live`, holding every lot they can still spend from."""
-        now = self._clock()
+        now = self.clock()
         member = self._lock_root(tx.stores, member_id)
         if not live:
             return self._write_off(tx, member, now)[0]
@@ -100,7 +93,7 @@ class UseCases:
 
     def _expire(self, tx: Tx, account: PointsAccount, as_of: datetime) -> int:
         """Expire what lapsed by `as_of` among the account's lots; counted once committed."""
-        postings = account.expire(as_of, self._clock())
+        postings = account.expire(as_of, self.clock())
         for posting in postings:
             tx.stores.ledger.append(posting)
         expired = -sum(p.points for p in postings)
@@ -114,7 +107,7 @@ class UseCases:
         return sees(
             principal,
             member.home_store_id,
-            holds_channel_account=lambda: self._customers.holds(member.customer_id, principal.channel),
+            holds_channel_account=lambda: self.customers.holds(member.customer_id, principal.channel),
         )
 
     def _reach(self, principal: Principal, member_id: str = "", customer_id: str = "") -> Member:
@@ -126,7 +119,7 @@ class UseCases:
             root = members.root_of(member_id) if member_id else members.root_of_customer(customer_id)
             return members.get(root) if root else None
 
-        member = self._uow.read(find)
+        member = self.uow.read(find)
         if member is None or not self._sees(principal, member):
             raise NotFound("member", member_id or customer_id)
         return member
@@ -141,14 +134,14 @@ class UseCases:
         if principal.role is Role.CHANNEL:
             # A code is for the till it is shown at; a channel acts for its own customers instead.
             raise invalid_member_code()
-        key, now = code_hash(code), self._clock()
+        key, now = code_hash(code), self.clock()
         found = stores.codes.get(key)
         if found is not None and found.binds_to(store_id, now):
             found = stores.codes.bind(key, store_id)
         if found is None:
             raise invalid_member_code()
         code_root = stores.members.root_of(found.member_id)
-        if not found.admits(member_root or code_root or "", code_root, store_id, self._clock()):
+        if not found.admits(member_root or code_root or "", code_root, store_id, self.clock()):
             raise invalid_member_code()
         assert code_root is not None
         return code_root
@@ -177,7 +170,7 @@ class UseCases:
             root = tx.stores.members.root_of(member_id) or _NO_MEMBER
             return self._admit(tx.stores, principal, member_code, store_id=store_id, member_root=root)
 
-        self._uow.run(admit)
+        self.uow.run(admit)
 
     # --- paging --------------------------------------------------------------------------------
 
@@ -196,10 +189,10 @@ class UseCases:
         token of the next (empty when this is the last); `check` runs once the token is read."""
         size = page_size(requested)
         caller = principal.name
-        after = self._pages.decode(token, query=query, caller=caller)
+        after = self.page_tokens.decode(token, query=query, caller=caller)
         if check is not None:
             check()
-        found = list(self._uow.read(lambda tx: fetch(tx, after, size + 1)))
+        found = list(self.uow.read(lambda tx: fetch(tx, after, size + 1)))
         page = found[:size]
         more = len(found) > size
-        return page, (self._pages.encode(position(page[-1]), query=query, caller=caller) if more else "")
+        return page, (self.page_tokens.encode(position(page[-1]), query=query, caller=caller) if more else "")

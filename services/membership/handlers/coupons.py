@@ -27,7 +27,7 @@ class CouponCases(UseCases):
         expire_time: datetime | None,
         request_id: str,
     ) -> Coupon:
-        now = self._clock()
+        now = self.clock()
         expire = requests.CouponIssue(
             member_id, discount_cents, min_spend_cents, expire_time, request_id
         ).checked(now)
@@ -51,7 +51,7 @@ class CouponCases(UseCases):
             tx.stores.coupons.issue(coupon, request_id, now)
             return coupon
 
-        return self._uow.run(work)
+        return self.uow.run(work)
 
     def redeem_coupon(
         self,
@@ -87,7 +87,7 @@ class CouponCases(UseCases):
             discount = coupon.discount_for(order_amount_cents)
             if coupon.redeemed_by(order_id, store_id):
                 return coupon, discount
-            now = self._clock()
+            now = self.clock()
             coupon.require_redeemable(order_amount_cents, now)
             if not coupons.redeem(code, order_id, store_id, now):
                 # A concurrent call took the coupon since it was read: when that was a copy of this
@@ -100,7 +100,7 @@ class CouponCases(UseCases):
             assert redeemed is not None
             return redeemed, discount
 
-        return self._uow.run(work)
+        return self.uow.run(work)
 
     def release_coupon(self, code: str, order_id: str) -> Coupon:
         requests.coupon_release(code, order_id)
@@ -114,4 +114,4 @@ class CouponCases(UseCases):
             assert released is not None
             return released
 
-        return self._uow.run(work)
+        return self.uow.run(work)

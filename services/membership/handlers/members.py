@@ -33,9 +33,9 @@ class MemberCases(UseCases):
             # A till or channel enrols a customer identity knows (a channel, one of its own), never
             # an id it made up.
             known = (
-                self._customers.holds(customer_id, principal.channel)
+                self.customers.holds(customer_id, principal.channel)
                 if principal.role is Role.CHANNEL
-                else self._customers.exists(customer_id)
+                else self.customers.exists(customer_id)
             )
             if not known:
                 raise NotFound("customer", customer_id)
@@ -62,7 +62,7 @@ class MemberCases(UseCases):
             return self._guide_home(tx.stores, principal, guide_id, home_store_id), enrolled(tx.stores)
 
         # Most calls (every order of a known customer) find the member: a read, no write lock.
-        home_store_id, found = self._uow.read(look)
+        home_store_id, found = self.uow.read(look)
         if found is not None:
             return found
 
@@ -88,12 +88,12 @@ class MemberCases(UseCases):
                 guide_id=guide_id,
                 channel=channel,
                 referrer_member_id=referrer,
-                at=self._clock(),
+                at=self.clock(),
             )
             members.add(member)
             return self._load(tx.stores, member.member_id), True
 
-        return self._uow.run(enrol)
+        return self.uow.run(enrol)
 
     @staticmethod
     def _guide_home(stores: Stores, principal: Principal, guide_id: str, home_store_id: str) -> str:
@@ -121,7 +121,7 @@ class MemberCases(UseCases):
         reaches them."""
         requests.member_lookup(key, value)
         if key == "member_code":
-            return self._uow.run(
+            return self.uow.run(
                 lambda tx: self._load(
                     tx.stores, self._admit(tx.stores, principal, value, store_id=principal.store_id)
                 )
@@ -133,9 +133,9 @@ class MemberCases(UseCases):
         requests.ids(member_id=member_id)
         member = self._reach(principal, member_id=member_id)
         code = f"{secrets.randbelow(10**18):018d}"
-        now = self._clock()
-        expire = now + self._code_ttl
-        self._uow.run(lambda tx: tx.stores.codes.add(code_hash(code), member.member_id, now, expire))
+        now = self.clock()
+        expire = now + self.member_code_ttl
+        self.uow.run(lambda tx: tx.stores.codes.add(code_hash(code), member.member_id, now, expire))
         return code, expire
 
     # --- engagement, tags, segments -----------------------------------------------------------
@@ -156,7 +156,7 @@ class MemberCases(UseCases):
             root = tx.stores.members.root_of_customer(customer_id)
             return tx.stores.members.get(root) if root else None
 
-        member = self._uow.read(find)
+        member = self.uow.read(find)
         # Not a member, or not one the caller reaches: accepted alike, with nothing moved.
         if member is None or member.stage >= Stage.INTEREST or not self._sees(principal, member):
             return
@@ -164,10 +164,10 @@ class MemberCases(UseCases):
 
         def engage(tx: Tx) -> None:
             locked = self._lock_root(tx.stores, root_id)
-            if locked.engage(occur_time or self._clock()):
-                tx.stores.members.save(locked, self._clock())
+            if locked.engage(occur_time or self.clock()):
+                tx.stores.members.save(locked, self.clock())
 
-        self._uow.run(engage)
+        self.uow.run(engage)
 
     def update_tags(self, member_id: str, add: Sequence[str], remove: Sequence[str]) -> Member:
         change = requests.tag_update(member_id, add, remove)
@@ -178,7 +178,7 @@ class MemberCases(UseCases):
             tx.stores.members.remove_tags(member.member_id, change.remove)
             return self._load(tx.stores, member.member_id)
 
-        return self._uow.run(work)
+        return self.uow.run(work)
 
     def list_members(
         self, principal: Principal, filters: Segment, requested: int, token: str
@@ -199,7 +199,7 @@ class MemberCases(UseCases):
     def funnel(self, principal: Principal, home_store_id: str) -> Funnel:
         requests.ids(optional={"home_store_id": home_store_id})
         store = own_store(principal, home_store_id)
-        return Funnel.of(self._uow.read(lambda tx: tx.stores.members.stage_counts(store)))
+        return Funnel.of(self.uow.read(lambda tx: tx.stores.members.stage_counts(store)))
 
     # --- guides -------------------------------------------------------------------------------
 
@@ -217,16 +217,16 @@ class MemberCases(UseCases):
             ):
                 # Another store's guide id: taken, and nothing of its owner is told.
                 raise AlreadyExists("a guide of another store has this id", reason="GUIDE_ID_TAKEN")
-            guides.save(guide, self._clock())
+            guides.save(guide, self.clock())
             saved = guides.get(guide.guide_id)
             assert saved is not None
             return saved
 
-        return self._uow.run(work)
+        return self.uow.run(work)
 
     def get_guide(self, principal: Principal, guide_id: str) -> Guide:
         requests.ids(guide_id=guide_id)
-        guide = self._uow.read(lambda tx: tx.stores.guides.get(guide_id))
+        guide = self.uow.read(lambda tx: tx.stores.guides.get(guide_id))
         if guide is None or (principal.role is Role.STORE and guide.store_id != principal.store_id):
             raise NotFound("guide", guide_id)
         return guide

@@ -20,7 +20,7 @@ class MergeCases(UseCases):
             if done is not None:
                 done.require_same(survivor_customer_id, merged_customer_id)
                 return self._load(tx.stores, self._root(tx.stores, done.survivor_member_id))
-            now = self._clock()
+            now = self.clock()
             while True:
                 survivor_root = members.root_of_customer(survivor_customer_id)
                 merged_root = members.root_of_customer(merged_customer_id)
@@ -61,7 +61,7 @@ class MergeCases(UseCases):
             )
             return self._load(tx.stores, result)
 
-        return self._uow.run(work)
+        return self.uow.run(work)
 
     def _combine(self, tx: Tx, survivor: Member, merged: Member, now: datetime) -> None:
         stores = tx.stores

@@ -27,7 +27,7 @@ class PointsCases(UseCases):
             if done is not None:
                 return self._retried(tx, done, member_id, spend=spend_cents)
             account = self._account(tx, member_id)
-            member, now = account.member, self._clock()
+            member, now = account.member, self.clock()
             group = stores.members.group(member.member_id)
             first_purchase = spend_cents > 0 and stores.ledger.purchases(group) == 0
             posting = account.earn(
@@ -48,7 +48,7 @@ class PointsCases(UseCases):
                 self._credit_referrer(tx, member, source_id, now)
             return entry, self._load(stores, member.member_id)
 
-        return self._uow.run(work)
+        return self.uow.run(work)
 
     def _credit_referrer(self, tx: Tx, referred: Member, source_id: str, now: datetime) -> None:
         """The referrer's bonus, once per referred member however often the earn is retried, and
@@ -94,7 +94,7 @@ class PointsCases(UseCases):
             done = stores.ledger.by_key(key) or _redeemed_before_owners(stores.ledger, principal, source_id)
             if done is not None:
                 return self._retried(tx, done, member_id, points=-points)
-            now = self._clock()
+            now = self.clock()
             self.programme.require_redemption_window(now)
             account = self._account(tx, member_id, live=True)
             posting = account.redeem(
@@ -105,7 +105,7 @@ class PointsCases(UseCases):
             tx.after_commit(lambda: POINTS_REDEEMED.inc(points))
             return entry, self._load(stores, account.member.member_id)
 
-        return self._uow.run(work)
+        return self.uow.run(work)
 
     def _retried(
         self, tx: Tx, done: Entry, member_id: str, *, spend: int | None = None, points: int | None = None
@@ -131,12 +131,12 @@ class PointsCases(UseCases):
                 reversals.append(done if done is not None else self._reverse_one(tx, entry))
             return reversals
 
-        return self._uow.run(work)
+        return self.uow.run(work)
 
     def _reverse_one(self, tx: Tx, entry: Entry) -> Entry:
         stores = tx.stores
         account = self._account(tx, entry.member_id)
-        now = self._clock()
+        now = self.clock()
         paid_from = []
         if entry.kind is EntryKind.REDEEM:
             paid_from = stores.ledger.draws(entry.entry_id)
@@ -170,25 +170,25 @@ class PointsCases(UseCases):
 
     def expire(self, as_of: datetime | None = None) -> int:
         """Write EXPIRE entries for what is left of lapsed earnings, once; how many were written."""
-        as_of = as_of or self._clock()
+        as_of = as_of or self.clock()
         written = 0
         while True:
-            lapsed = self._uow.read(lambda tx: tx.stores.ledger.lapsed_roots(as_of, _BATCH))
+            lapsed = self.uow.read(lambda tx: tx.stores.ledger.lapsed_roots(as_of, _BATCH))
             if not lapsed:
                 return written
             for root in lapsed:
-                written += self._uow.run(functools.partial(self._expire_root, root=root, as_of=as_of))
+                written += self.uow.run(functools.partial(self._expire_root, root=root, as_of=as_of))
 
     def _expire_root(self, tx: Tx, *, root: str, as_of: datetime) -> int:
         member = self._lock_root(tx.stores, root)
         _, written = self._write_off(tx, member, as_of)
         if written:
-            tx.stores.members.save(member, self._clock())
+            tx.stores.members.save(member, self.clock())
         return written
 
     def evaluate_tiers(self, as_of: datetime | None = None) -> int:
         """Move every member to the tier their rolling spend earns, down as well as up."""
-        as_of = as_of or self._clock()
+        as_of = as_of or self.clock()
         since = self.programme.spend_window_start(as_of)
 
         def evaluate(tx: Tx, member_id: str) -> int:
@@ -196,17 +196,17 @@ class PointsCases(UseCases):
             rolling = tx.stores.ledger.rolling_spend(tx.stores.members.group(member.member_id), since)
             if not member.reevaluate_tier(self.programme, rolling):
                 return 0
-            tx.stores.members.save(member, self._clock())
+            tx.stores.members.save(member, self.clock())
             return 1
 
         changed, after = 0, ""
         while True:
-            batch = self._uow.read(functools.partial(_members_after, after=after))
+            batch = self.uow.read(functools.partial(_members_after, after=after))
             if not batch:
                 return changed
             after = batch[-1]
             for member_id in batch:
-                changed += self._uow.run(functools.partial(evaluate, member_id=member_id))
+                changed += self.uow.run(functools.partial(evaluate, member_id=member_id))
 
 
 def _redeemed_before_owners(ledger: LedgerStore, principal: Principal, source_id: str) -> Entry | None:

@@ -4,7 +4,7 @@ it calls, the clock, and the relay to wake once effects are committed."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from datetime import datetime, timedelta
 
 from quanyu.outbox import OutboxRelay
@@ -25,25 +25,16 @@ class Behaviour:
     phone_lookups: Quota | None = None
 
 
+@dataclass
 class UseCases:
-    def __init__(
-        self,
-        uow: UnitOfWork[Stores],
-        downstream: Downstream,
-        page_tokens: PageTokens,
-        behaviour: Behaviour,
-        *,
-        clock: Clock,
-        relay: OutboxRelay | None = None,
-        close: Callable[[], None] = lambda: None,
-    ) -> None:
-        self._uow = uow
-        self._downstream = downstream
-        self._pages = page_tokens
-        self._settings = behaviour
-        self._clock = clock
-        self.relay = relay
-        self.close = close
+    uow: UnitOfWork[Stores]
+    downstream: Downstream
+    page_tokens: PageTokens
+    behaviour: Behaviour
+    _: KW_ONLY
+    clock: Clock
+    relay: OutboxRelay | None = None
+    close: Callable[[], None] = lambda: None
 
     def _wake(self) -> None:
         if self.relay is not None:

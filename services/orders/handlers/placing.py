@@ -37,18 +37,18 @@ GIVE_BACK_DELAY = timedelta(seconds=15)
 
 class Placing(UseCases):
     def create(self, principal: Principal, command: PlaceOrder) -> Order:
-        request = command.checked(self._settings.limits)
+        request = command.checked(self.behaviour.limits)
         check_caller(principal, request)
-        existing = self._uow.read(lambda tx: self._existing(tx.stores.orders, request))
+        existing = self.uow.read(lambda tx: self._existing(tx.stores.orders, request))
         if existing is not None:
             return existing
-        lookups = self._settings.phone_lookups
+        lookups = self.behaviour.phone_lookups
         if request.customer.phone and lookups is not None:
             # Placing an order by phone finds the customer by it: counted as a look-up of the
             # caller's, or orders would be the way round the quota.
             lookups.take(principal)
         order_id = request.order_id()
-        customer = self._downstream.resolve_customer(request.customer)
+        customer = self.downstream.resolve_customer(request.customer)
         if principal.role is Role.CHANNEL and principal.channel not in customer.channels:
             # A customer known only through other channels is not this channel's to order for:
             # answered as identity answers an id it does not know.
@@ -56,7 +56,7 @@ class Placing(UseCases):
         # Paying at the till makes a member, with that store and guide as home; a guide named on
         # an online order is checked too (membership knows the guides and their stores).
         in_store = request.fulfilment_type is FulfilmentType.IN_STORE
-        member = self._downstream.enroll(
+        member = self.downstream.enroll(
             customer.customer_id,
             home_store_id=request.origin_store_id if in_store else "",
             guide_id=request.guide_id,
@@ -80,7 +80,7 @@ class Placing(UseCases):
         discount = 0
         if request.coupon_code:
             with held.taking("coupon"):
-                discount = self._downstream.redeem_coupon(
+                discount = self.downstream.redeem_coupon(
                     request.coupon_code,
                     member_id,
                     order_id,
@@ -91,7 +91,7 @@ class Placing(UseCases):
         points = points_to_spend(request.subtotal_cents, discount, request.points_to_redeem)
         if points:
             with held.taking("points"):
-                self._downstream.redeem_points(
+                self.downstream.redeem_points(
                     member_id, points, order_id, store_id=till_store, member_code=request.member_code
                 )
         return discount, points
@@ -104,8 +104,8 @@ class Placing(UseCases):
             chosen_store_id=request.origin_store_id,
         )
         try:
-            placed = self._downstream.assign(
-                order_id, request.lines, request.fulfilment_type, where, at=self._clock()
+            placed = self.downstream.assign(
+                order_id, request.lines, request.fulfilment_type, where, at=self.clock()
             )
         except Unavailable:
             log.warning("fulfilment unavailable; the order waits for assignment", order_id=order_id)
@@ -115,8 +115,8 @@ class Placing(UseCases):
     def _store(
         self, request: OrderRequest, customer_id: str, member: Member, price: Price, store_id: str | None
     ) -> Order:
-        now = self._clock()
-        fingerprint = request.fingerprint(self._settings.fingerprint_key)
+        now = self.clock()
+        fingerprint = request.fingerprint(self.behaviour.fingerprint_key)
 
         def work(tx: Transaction[Stores]) -> Order:
             # A concurrent retry of the same request may have stored it first (this runs again
@@ -131,13 +131,13 @@ class Placing(UseCases):
                 price=price,
                 store_id=store_id,
                 now=now,
-                accept_window=self._settings.accept_window,
+                accept_window=self.behaviour.accept_window,
             )
             tx.stores.orders.add(order, fingerprint, owner=request.owner)
             self._record(tx, effects, now)
             return order  # what was written is what is answered: no need to read it back
 
-        return self._uow.run(work)
+        return self.uow.run(work)
 
     def _give_back(self, order_id: str, coupon_code: str, *, points: bool) -> None:
         """A refused order leaves nothing behind: the coupon and points go back, through the
@@ -153,9 +153,9 @@ class Placing(UseCases):
             effects: list[Effect] = [GiveBackPoints(order_id, coupon_code)] if points else []
             if coupon_code:
                 effects.append(GiveBackCoupon(order_id, coupon_code))
-            self._record(tx, effects, self._clock(), delay=GIVE_BACK_DELAY)
+            self._record(tx, effects, self.clock(), delay=GIVE_BACK_DELAY)
 
-        self._uow.run(work)
+        self.uow.run(work)
 
     def _existing(self, orders: Orders, request: OrderRequest) -> Order | None:
         found = orders.fingerprint(request.owner, request.request_id) or _placed_before_owners(
@@ -166,7 +166,7 @@ class Placing(UseCases):
         order_id, fingerprint = found
         # An order stored before fingerprints were keyed has none left to compare (the old one
         # gave phones away): its retry is answered with it.
-        if fingerprint and fingerprint != request.fingerprint(self._settings.fingerprint_key):
+        if fingerprint and fingerprint != request.fingerprint(self.behaviour.fingerprint_key):
             raise InvalidArgument("request_id", "was used for a different order", reason="REQUEST_ID_REUSED")
         return orders.get(order_id)
 

@@ -23,7 +23,7 @@ class Reading(UseCases):
         return visible(principal, order_id, self.order(order_id))
 
     def order(self, order_id: str) -> Order | None:
-        return self._uow.read(lambda tx: tx.stores.orders.get(order_id))
+        return self.uow.read(lambda tx: tx.stores.orders.get(order_id))
 
     def list_orders(
         self,
@@ -53,16 +53,16 @@ class Reading(UseCases):
             "statuses": sorted(s.value for s in statuses),
         }
         caller = principal.name
-        position = self._pages.decode(token, query=query, caller=caller)
+        position = self.page_tokens.decode(token, query=query, caller=caller)
         before = (datetime.fromisoformat(position["time"]), str(position["order"])) if position else None
         page = Page(customer_id, store_id, channel, statuses, before, size + 1)
-        found = self._uow.read(lambda tx: tx.stores.orders.page(page))
+        found = self.uow.read(lambda tx: tx.stores.orders.page(page))
         more = len(found) > size
         found = found[:size]
         next_token = ""
         if more:
             last = found[-1]
-            next_token = self._pages.encode(
+            next_token = self.page_tokens.encode(
                 {"time": last.create_time.isoformat(), "order": last.order_id}, query=query, caller=caller
             )
         return found, next_token
@@ -74,24 +74,24 @@ class Reading(UseCases):
             visible(principal, order_id, tx.stores.orders.get(order_id))
             return tx.stores.orders.history(order_id)
 
-        return self._uow.read(read)
+        return self.uow.read(read)
 
     def store_report(
         self, principal: Principal, store_id: str, start: datetime | None, end: datetime | None
     ) -> StoreFigures:
-        start, end = report_window("store_id", store_id, start, end, self._clock())
+        start, end = report_window("store_id", store_id, start, end, self.clock())
         principal.require_store(store_id)
-        return self._uow.read(lambda tx: tx.stores.orders.store_report(store_id, start, end))
+        return self.uow.read(lambda tx: tx.stores.orders.store_report(store_id, start, end))
 
     def guide_report(
         self, principal: Principal, guide_id: str, start: datetime | None, end: datetime | None
     ) -> GuideFigures:
-        start, end = report_window("guide_id", guide_id, start, end, self._clock())
+        start, end = report_window("guide_id", guide_id, start, end, self.clock())
         origin = principal.store_id if principal.role is Role.STORE else ""
-        return self._uow.read(lambda tx: tx.stores.orders.guide_report(guide_id, start, end, origin))
+        return self.uow.read(lambda tx: tx.stores.orders.guide_report(guide_id, start, end, origin))
 
     def orders_by_status(self) -> dict[str, float]:
-        counts = self._uow.read(lambda tx: tx.stores.orders.count_by_status())
+        counts = self.uow.read(lambda tx: tx.stores.orders.count_by_status())
         return {status.value: counts.get(status.value, 0.0) for status in Status}
 
     def outbox_state(self) -> OutboxState:

@@ -57,11 +57,11 @@ class StoreWork(UseCases):
             order = allowed(found) if allowed else found
             if order is None:
                 raise NotFound("order", order_id)
-            now = self._clock()
+            now = self.clock()
             self._saved(tx, order, step(order, now), now)
             return order
 
-        return self._uow.run(work)
+        return self.uow.run(work)
 
     def reject(self, principal: Principal, order_id: str, reason: str, store_id: str) -> Order | None:
         """The store turns the order down: release its stock and route the order on.
@@ -81,13 +81,13 @@ class StoreWork(UseCases):
             if found is not None and found.has_rejected(store_id):
                 return []  # a retry, also by a store that is no longer fulfilling the order
             order = fulfilling_store_only(principal, order_id, found)
-            now = self._clock()
+            now = self.clock()
             effects = order.reject(store_id, reason, actor_of(principal), now)
             self._saved(tx, order, effects, now)
             return effects
 
-        self._route_on(order_id, self._uow.run(work))
-        after = visible(SYSTEM_PRINCIPAL, order_id, self._uow.read(lambda tx: tx.stores.orders.get(order_id)))
+        self._route_on(order_id, self.uow.run(work))
+        after = visible(SYSTEM_PRINCIPAL, order_id, self.uow.read(lambda tx: tx.stores.orders.get(order_id)))
         if principal.role is Role.STORE and not after.is_for_store(principal.store_id):
             return None
         return after
@@ -110,17 +110,17 @@ class StoreWork(UseCases):
         Safe to run twice at once (the relay and a rejecting call): fulfilment answers both alike
         for one order id, and only one of them moves the order.
         """
-        order = self._uow.read(lambda tx: tx.stores.orders.get(order_id))
+        order = self.uow.read(lambda tx: tx.stores.orders.get(order_id))
         if order is None or order.status is not Status.PENDING_ASSIGNMENT:
             return
         if release_store_id:
-            self._downstream.release(order_id, release_store_id)
+            self.downstream.release(order_id, release_store_id)
         where = order.where()
         try:
             if not where.is_anywhere:
                 raise FailedPrecondition("nowhere to look for a store from", reason="NO_STORE_IN_RANGE")
-            placed = self._downstream.assign(
-                order_id, order.lines, order.fulfilment_type, where, at=self._clock()
+            placed = self.downstream.assign(
+                order_id, order.lines, order.fulfilment_type, where, at=self.clock()
             )
         except FailedPrecondition as nothing:
             reason = nothing.reason
@@ -131,12 +131,12 @@ class StoreWork(UseCases):
 
             self._change(order_id, give_up)
             return
-        window = self._settings.accept_window
+        window = self.behaviour.accept_window
         self._change(order_id, lambda o, now: o.assign(placed[0].store_id, now, window))
 
     def time_out_unaccepted(self) -> int:
         """Orders a store left unaccepted past its window are rejected for it (ACCEPT_TIMEOUT)."""
-        due = self._uow.read(lambda tx: tx.stores.orders.due_for_timeout(self._clock(), 100))
+        due = self.uow.read(lambda tx: tx.stores.orders.due_for_timeout(self.clock(), 100))
         for order_id, store_id in due:
             self._time_out(order_id, store_id)
         return len(due)
@@ -166,4 +166,4 @@ class StoreWork(UseCases):
                 note(order)
                 tx.stores.orders.save(order)
 
-        self._uow.run(work)
+        self.uow.run(work)
