@@ -5,6 +5,7 @@ shutdown on SIGTERM or SIGINT."""
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
 import uuid
@@ -12,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any, Protocol
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import grpc
 import structlog
@@ -286,6 +287,31 @@ class BackgroundTask(Protocol):
     def stop(self) -> None: ...
 
 
+U = TypeVar("U")
+
+
+class Servicer(Generic[U]):
+    """The base of every service's servicer, beside the generated one: it holds the service's
+    use cases and names what the server needs, given as class arguments (`service=` the
+    descriptor, `policy=` who may call each RPC). The registration is the generated
+    `add_<Name>Servicer_to_server` of the generated base."""
+
+    SERVICE: ClassVar[Any]
+    POLICY: ClassVar[Policy]
+
+    def __init_subclass__(cls, *, service: Any, policy: Policy, **rest: Any) -> None:
+        super().__init_subclass__(**rest)
+        cls.SERVICE, cls.POLICY = service, policy
+
+    def __init__(self, service: U) -> None:
+        self._service = service
+
+    def add_to(self, server: grpc.Server) -> None:
+        generated = next(base for base in type(self).__mro__ if base.__module__.endswith("_pb2_grpc"))
+        add = getattr(sys.modules[generated.__module__], f"add_{generated.__name__}_to_server")
+        add(self, server)
+
+
 @dataclass
 class ServiceApp:
     """What a service brings to the shared server: its servicers, policy and background work."""
@@ -301,18 +327,17 @@ class ServiceApp:
     def serving(
         cls,
         name: str,
-        servicer: Any,
+        servicer: Servicer[Any],
         *,
         tasks: Sequence[BackgroundTask] = (),
         on_stop: Sequence[Callable[[], None]] = (),
     ) -> ServiceApp:
-        """A service's app from its servicer, which names its service descriptor (`SERVICE`), its
-        policy (`POLICY`) and the generated function that adds it to a server (`add_to_server`):
-        what every bootstrap ends with."""
+        """A service's app from its servicer and its background work: what every bootstrap ends
+        with."""
         return cls(
             name=name,
             service_names=[servicer.SERVICE.full_name],
-            register=lambda server: servicer.add_to_server(servicer, server),
+            register=servicer.add_to,
             policy=servicer.POLICY,
             tasks=list(tasks),
             on_stop=list(on_stop),

@@ -12,7 +12,7 @@ import grpc
 from quanyu.auth import ANY_ROLE, Role, current_principal
 from quanyu.common.v1 import common_pb2
 from quanyu.fulfilment.v1 import fulfilment_pb2, fulfilment_pb2_grpc
-from quanyu.server import rpc_policy
+from quanyu.server import Servicer, rpc_policy
 from quanyu.wire import from_timestamp, to_timestamp
 from services.fulfilment.domain.assignment import Assignment, FulfilmentType, Line
 from services.fulfilment.domain.coordinates import MapPoint
@@ -144,14 +144,9 @@ def _wgs84(location: tuple[float, float]) -> common_pb2.LatLng:
     )
 
 
-class FulfilmentServicer(fulfilment_pb2_grpc.FulfilmentServiceServicer):
-    SERVICE = SERVICE
-    POLICY = POLICY
-    add_to_server = staticmethod(fulfilment_pb2_grpc.add_FulfilmentServiceServicer_to_server)
-
-    def __init__(self, service: FulfilmentService) -> None:
-        self._service = service
-
+class FulfilmentServicer(
+    Servicer[FulfilmentService], fulfilment_pb2_grpc.FulfilmentServiceServicer, service=SERVICE, policy=POLICY
+):
     def UpsertStore(
         self, request: fulfilment_pb2.UpsertStoreRequest, context: grpc.ServicerContext
     ) -> fulfilment_pb2.UpsertStoreResponse:

@@ -7,7 +7,7 @@ import grpc
 from quanyu.auth import Role, current_principal
 from quanyu.common.v1 import common_pb2
 from quanyu.identity.v1 import identity_pb2, identity_pb2_grpc
-from quanyu.server import rpc_policy
+from quanyu.server import Servicer, rpc_policy
 from quanyu.wire import to_timestamp
 from services.identity.domain import ChannelAccount, Customer, ResolveRequest
 from services.identity.handlers import IdentityService
@@ -63,14 +63,9 @@ def customer_message(customer: Customer) -> identity_pb2.Customer:
     )
 
 
-class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
-    SERVICE = SERVICE
-    POLICY = POLICY
-    add_to_server = staticmethod(identity_pb2_grpc.add_IdentityServiceServicer_to_server)
-
-    def __init__(self, service: IdentityService) -> None:
-        self._service = service
-
+class IdentityServicer(
+    Servicer[IdentityService], identity_pb2_grpc.IdentityServiceServicer, service=SERVICE, policy=POLICY
+):
     def ResolveCustomer(
         self, request: identity_pb2.ResolveCustomerRequest, context: grpc.ServicerContext
     ) -> identity_pb2.ResolveCustomerResponse:

@@ -11,7 +11,7 @@ from quanyu.auth import Role, current_principal
 from quanyu.common.v1 import common_pb2
 from quanyu.errors import InvalidArgument
 from quanyu.membership.v1 import membership_pb2, membership_pb2_grpc
-from quanyu.server import rpc_policy
+from quanyu.server import Servicer, rpc_policy
 from quanyu.wire import from_timestamp, to_timestamp
 from services.membership.domain import Coupon, EngagementEvent, Entry, EntryKind, Guide, Member, Stage
 from services.membership.handlers import MembershipService
@@ -130,14 +130,9 @@ def channel_name(value: int) -> str:
     return common_pb2.Channel.Name(common_pb2.Channel.ValueType(value))
 
 
-class MembershipServicer(membership_pb2_grpc.MembershipServiceServicer):
-    SERVICE = SERVICE
-    POLICY = POLICY
-    add_to_server = staticmethod(membership_pb2_grpc.add_MembershipServiceServicer_to_server)
-
-    def __init__(self, service: MembershipService) -> None:
-        self._service = service
-
+class MembershipServicer(
+    Servicer[MembershipService], membership_pb2_grpc.MembershipServiceServicer, service=SERVICE, policy=POLICY
+):
     def Enroll(
         self, request: membership_pb2.EnrollRequest, context: grpc.ServicerContext
     ) -> membership_pb2.EnrollResponse:

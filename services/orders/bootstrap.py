@@ -68,7 +68,7 @@ def build_app(
 
     return ServiceApp.serving(
         NAME,
-        OrderServicer(service, clock),
+        OrderServicer(service),
         tasks=[relay, Periodic("accept-timeout", service.time_out_unaccepted, own.accept_check_seconds)],
         on_stop=[service.close],
     )

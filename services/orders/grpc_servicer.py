@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 
 import grpc
@@ -10,8 +11,7 @@ from quanyu.auth import Principal, Role, current_principal
 from quanyu.common.v1 import common_pb2
 from quanyu.errors import InvalidArgument
 from quanyu.orders.v1 import orders_pb2, orders_pb2_grpc
-from quanyu.server import rpc_policy
-from quanyu.unit_of_work import Clock
+from quanyu.server import Servicer, rpc_policy
 from quanyu.wire import from_timestamp, to_timestamp
 from services.orders.domain import (
     MAX_STATUSES,
@@ -163,15 +163,9 @@ def _window(
     )
 
 
-class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
-    SERVICE = SERVICE
-    POLICY = POLICY
-    add_to_server = staticmethod(orders_pb2_grpc.add_OrderServiceServicer_to_server)
-
-    def __init__(self, service: OrdersService, clock: Clock) -> None:
-        self._service = service
-        self._clock = clock
-
+class OrderServicer(
+    Servicer[OrdersService], orders_pb2_grpc.OrderServiceServicer, service=SERVICE, policy=POLICY
+):
     def CreateOrder(
         self, request: orders_pb2.CreateOrderRequest, context: grpc.ServicerContext
     ) -> orders_pb2.CreateOrderResponse:
@@ -245,34 +239,14 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
     def GetStoreReport(
         self, request: orders_pb2.GetStoreReportRequest, context: grpc.ServicerContext
     ) -> orders_pb2.GetStoreReportResponse:
-        report = self._service.store_report(
-            current_principal(),
-            request.store_id,
-            *_window(request),
-        )
-        return orders_pb2.GetStoreReportResponse(
-            orders_originated=report.originated,
-            orders_fulfilled=report.fulfilled,
-            fulfilled_for_other_stores=report.for_others,
-            originated_while_closed=report.while_closed,
-            revenue_cents=report.revenue_cents,
-        )
+        report = self._service.store_report(current_principal(), request.store_id, *_window(request))
+        return orders_pb2.GetStoreReportResponse(**asdict(report))
 
     def GetGuideReport(
         self, request: orders_pb2.GetGuideReportRequest, context: grpc.ServicerContext
     ) -> orders_pb2.GetGuideReportResponse:
-        figures = self._service.guide_report(
-            current_principal(),
-            request.guide_id,
-            *_window(request),
-        )
-        return orders_pb2.GetGuideReportResponse(
-            members=figures.members,
-            orders=figures.orders,
-            online_orders=figures.online,
-            in_store_orders=figures.in_store,
-            revenue_cents=figures.revenue_cents,
-        )
+        figures = self._service.guide_report(current_principal(), request.guide_id, *_window(request))
+        return orders_pb2.GetGuideReportResponse(**asdict(figures))
 
     def GetOrderHistory(
         self, request: orders_pb2.GetOrderHistoryRequest, context: grpc.ServicerContext
@@ -302,5 +276,5 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
             undelivered=state.undelivered,
             failed=state.failed,
             oldest_undelivered_time=to_timestamp(state.oldest_undelivered),
-            lag_seconds=state.lag_seconds(self._clock()),
+            lag_seconds=state.lag_seconds(self._service.clock()),
         )

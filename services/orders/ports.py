@@ -35,19 +35,21 @@ class Page:
 
 @dataclass(frozen=True)
 class StoreFigures:
-    originated: int
-    fulfilled: int
-    for_others: int
-    while_closed: int
+    # Named as GetStoreReportResponse names them: the report is those figures and nothing else.
+    orders_originated: int
+    orders_fulfilled: int
+    fulfilled_for_other_stores: int
+    originated_while_closed: int
     revenue_cents: int
 
 
 @dataclass(frozen=True)
 class GuideFigures:
+    # Named as GetGuideReportResponse names them.
     members: int
     orders: int
-    online: int
-    in_store: int
+    online_orders: int
+    in_store_orders: int
     revenue_cents: int
 
 

@@ -143,4 +143,4 @@ def test_reports_sum_money_exactly_however_large_the_total(database: Database) -
         store = repo.store_report("SH-001", PLACED - timedelta(days=1), PLACED + timedelta(days=1))
         guide = repo.guide_report("guide-1", PLACED - timedelta(days=1), PLACED + timedelta(days=1), "")
     assert store.revenue_cents == guide.revenue_cents == 3 * 2**62 + 3
-    assert (store.fulfilled, guide.orders) == (3, 3)
+    assert (store.orders_fulfilled, guide.orders) == (3, 3)
