@@ -174,9 +174,7 @@ class FulfilmentServicer(
         self, request: fulfilment_pb2.ListStoresRequest, context: grpc.ServicerContext
     ) -> fulfilment_pb2.ListStoresResponse:
         stores, token = self._service.list_stores(current_principal(), request.page_size, request.page_token)
-        return fulfilment_pb2.ListStoresResponse(
-            stores=[store_message(s) for s in stores], next_page_token=token
-        )
+        return fulfilment_pb2.ListStoresResponse(stores=map(store_message, stores), next_page_token=token)
 
     def SetStock(
         self, request: fulfilment_pb2.SetStockRequest, context: grpc.ServicerContext

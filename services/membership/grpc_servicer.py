@@ -193,7 +193,7 @@ class MembershipServicer(
             current_principal(), request.member_id, request.page_size, request.page_token, request.member_code
         )
         return membership_pb2.ListLedgerEntriesResponse(
-            entries=[entry_message(e) for e in entries], next_page_token=token
+            entries=map(entry_message, entries), next_page_token=token
         )
 
     def IssueCoupon(
@@ -259,9 +259,7 @@ class MembershipServicer(
         members, token = self._service.list_members(
             current_principal(), filters, request.page_size, request.page_token
         )
-        return membership_pb2.ListMembersResponse(
-            members=[member_message(m) for m in members], next_page_token=token
-        )
+        return membership_pb2.ListMembersResponse(members=map(member_message, members), next_page_token=token)
 
     def UpdateTags(
         self, request: membership_pb2.UpdateTagsRequest, context: grpc.ServicerContext
@@ -315,6 +313,4 @@ class MembershipServicer(
         guides, token = self._service.list_guides(
             current_principal(), request.store_id, request.page_size, request.page_token
         )
-        return membership_pb2.ListGuidesResponse(
-            guides=[guide_message(g) for g in guides], next_page_token=token
-        )
+        return membership_pb2.ListGuidesResponse(guides=map(guide_message, guides), next_page_token=token)
