@@ -69,6 +69,7 @@ def timestamps() -> tuple[Column[datetime], Column[datetime]]:
 
 
 _FIELD_NAMES: dict[type[Any], tuple[str, ...]] = {}
+_ABSENT = object()
 
 
 def from_row(cls: type[T], row: Any, **given: Any) -> T:
@@ -78,8 +79,10 @@ def from_row(cls: type[T], row: Any, **given: Any) -> T:
     names = _FIELD_NAMES.get(cls)
     if names is None:
         names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
-    present = row._fields
-    values = {name: getattr(row, name) for name in names if name not in given and name in present}
+    values = {}
+    for name in names:
+        if name not in given and (value := getattr(row, name, _ABSENT)) is not _ABSENT:
+            values[name] = value
     return cls(**values, **given)
 
 
