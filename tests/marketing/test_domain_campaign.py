@@ -19,14 +19,11 @@ def test_a_new_campaign_is_a_draft_of_version_one() -> None:
 
 def test_the_lifecycle_runs_draft_running_paused_running_ended() -> None:
     c = campaign()
-    c.start()
-    assert c.state is CampaignState.RUNNING
-    c.pause()
-    assert c.state is CampaignState.PAUSED
-    c.start()
-    assert c.state is CampaignState.RUNNING
-    c.end()
-    assert c.state is CampaignState.ENDED
+    seen = []
+    for move in (c.start, c.pause, c.start, c.end):
+        move()
+        seen.append(c.state)
+    assert seen == [CampaignState.RUNNING, CampaignState.PAUSED, CampaignState.RUNNING, CampaignState.ENDED]
 
 
 def test_a_paused_campaign_may_end() -> None:

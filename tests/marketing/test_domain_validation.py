@@ -83,7 +83,9 @@ def test_a_local_time_as_hh_mm_passes(value: str) -> None:
     assert problems(trigger=Trigger(schedule=Schedule(ScheduleKind.DAILY, value))) == {}
 
 
-@pytest.mark.parametrize("value", ["", "24:00", "9:00", "10:60", "10:00:00", "1000", " 10:00", "１０:００"])
+@pytest.mark.parametrize(
+    "value", ["", "24:00", "9:00", "10:60", "10:00:00", "1000", " 10:00", "１０:００", "1０:00"]
+)
 def test_a_local_time_not_hh_mm_is_named(value: str) -> None:
     found = problems(trigger=Trigger(schedule=Schedule(ScheduleKind.BIRTHDAY, value)))
     assert set(found) == {"campaign.trigger.schedule.local_time"}

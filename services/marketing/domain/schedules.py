@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from quanyu.errors import InvalidArgument
+from services.marketing.domain.validation import is_local_time
 from services.marketing.domain.values import Expiry, ScheduleKind
 
 DEFAULT_TIME_ZONE = "Asia/Shanghai"
@@ -29,11 +30,9 @@ def zone_of(name: str) -> ZoneInfo:
 
 
 def parse_local_time(value: str, *, field_name: str = "local_time") -> time:
-    hours, sep, minutes = value.partition(":")
-    if not (sep and len(hours) == 2 and len(minutes) == 2 and hours.isdigit() and minutes.isdigit()):
+    if not is_local_time(value):
         raise InvalidArgument(field_name, 'must be a time of day as "HH:MM"')
-    if int(hours) > 23 or int(minutes) > 59:
-        raise InvalidArgument(field_name, 'must be a time of day as "HH:MM"')
+    hours, _, minutes = value.partition(":")
     return time(int(hours), int(minutes))
 
 
@@ -57,7 +56,9 @@ def next_daily_run(local_time: time, zone: ZoneInfo, after: datetime) -> datetim
 def parse_birthday(value: str) -> tuple[int, int]:
     """ "MM-DD" as (month, day); 02-29 is a birthday."""
     month, sep, day = value.partition("-")
-    if not (sep and len(month) == 2 and len(day) == 2 and month.isdigit() and day.isdigit()):
+    if not (
+        sep and len(month) == 2 and len(day) == 2 and (month + day).isascii() and (month + day).isdigit()
+    ):
         raise InvalidArgument("birthday", 'must be a date as "MM-DD"')
     m, d = int(month), int(day)
     if not 1 <= m <= 12 or not 1 <= d <= calendar.monthrange(2000, m)[1]:

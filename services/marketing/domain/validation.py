@@ -49,7 +49,8 @@ MAX_ORDER_CENTS = 10**10
 PLACEHOLDERS = frozenset({"display_name", "tier", "points_balance", "coupon_code"})
 # Anything between braces is read as a placeholder, so a misspelt one is an error, not literal text.
 PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
-LOCAL_TIME = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
+# ASCII digits only: re's \d would also take full-width ones.
+LOCAL_TIME = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 
 
 def validate_campaign(campaign: Campaign, *, known_tiers: Collection[str]) -> None:
