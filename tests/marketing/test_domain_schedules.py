@@ -32,7 +32,7 @@ URUMQI = ZoneInfo("Asia/Urumqi")  # UTC+6
 TEN = time(10, 0)
 
 
-def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, *, second: int = 0) -> datetime:
     return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
@@ -50,7 +50,7 @@ def test_ten_o_clock_is_ten_o_clock_where_the_member_lives() -> None:
 
 def test_a_daily_run_due_exactly_now_is_this_one_a_moment_later_tomorrow_s() -> None:
     assert next_daily_run(TEN, SHANGHAI, utc(2026, 3, 1, 2, 0)) == utc(2026, 3, 1, 2, 0)
-    assert next_daily_run(TEN, SHANGHAI, utc(2026, 3, 1, 2, 0, 1)) == utc(2026, 3, 2, 2, 0)
+    assert next_daily_run(TEN, SHANGHAI, utc(2026, 3, 1, 2, 0, second=1)) == utc(2026, 3, 2, 2, 0)
 
 
 def test_the_local_date_decides_the_day_not_the_utc_one() -> None:
