@@ -31,6 +31,8 @@ from services.marketing.domain import (
     limit_holder,
     member_window_start,
     most_cost,
+    occurrence_of_event,
+    occurrence_slot,
 )
 from tests.marketing.factory import T0, campaign, coupon, member
 
@@ -162,6 +164,14 @@ def test_every_key_fits_membership_s_128_characters(
     for index in range(10):
         for kind in ActionKind:
             assert len(action_key(key, index, kind)) <= 128
+
+
+def test_an_occurrence_has_one_slot_whatever_the_version_while_its_keys_name_the_version() -> None:
+    slot = occurrence_slot("cmp_1", "mem_1", occurrence_of_event("evt_1"))
+    assert slot == occurrence_slot("cmp_1", "mem_1", "event:evt_1")
+    assert slot != occurrence_slot("cmp_1", "mem_2", "event:evt_1")
+    assert slot != occurrence_slot("cmp_1", "mem_1", "event:evt_2")
+    assert len(slot) <= 128
 
 
 def test_joining_the_parts_cannot_make_two_tuples_one_key() -> None:

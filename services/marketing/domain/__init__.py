@@ -22,6 +22,7 @@ from services.marketing.domain.grants import (
     member_window_start,
     most_cost,
     occurrence_of_event,
+    occurrence_slot,
 )
 from services.marketing.domain.messages import (
     ContactPolicy,
@@ -129,6 +130,7 @@ __all__ = [
     "next_daily_run",
     "occurrence_of_event",
     "occurrence_of_run",
+    "occurrence_slot",
     "parse_local_time",
     "picks",
     "placeholder_values",

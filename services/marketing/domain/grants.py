@@ -4,7 +4,7 @@ budgets (storage enforces it with conditional updates; the rule is stated here o
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -40,6 +40,15 @@ def grant_key(campaign_id: str, version: int, member_id: str, occurrence_id: str
     return GRANT_KEY_PREFIX + hashlib.sha256(material.encode()).hexdigest()
 
 
+def occurrence_slot(campaign_id: str, member_id: str, occurrence_id: str) -> str:
+    """The one grant a member may have per occurrence of a campaign's trigger, whatever the
+    version: the unique key of the grants table. The grant key handed to membership is made from
+    the version recorded in that row, so an event delivered again after the campaign was edited
+    finds its row and repeats the same key instead of making a second grant under the new one."""
+    material = "\x1f".join((campaign_id, member_id, occurrence_id))
+    return "occ_" + hashlib.sha256(material.encode()).hexdigest()
+
+
 def action_key(grant_key_: str, index: int, kind: ActionKind) -> str:
     """The key one action of a grant hands membership: the coupon's request_id, the points'
     source_id, the tag change's request. The action's place keeps two coupons of one grant apart."""
@@ -73,7 +82,7 @@ def member_window_start(limits: Limits, campaign_start: datetime | None, at: dat
     return campaign_start
 
 
-def count_in_window(grant_times: list[datetime], window_start: datetime | None) -> int:
+def count_in_window(grant_times: Iterable[datetime], window_start: datetime | None) -> int:
     """Grants counted against the member: those after the window's start."""
     return sum(1 for t in grant_times if window_start is None or t > window_start)
 
