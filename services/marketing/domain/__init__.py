@@ -4,7 +4,7 @@ each member's time zone, messages and the contact policy, results against the co
 the explanation of what a member got."""
 
 from services.marketing.domain.campaign import UPDATABLE_FIELDS, Campaign
-from services.marketing.domain.explain import ExplainFacts, MessageFact, explain
+from services.marketing.domain.explain import ExplainFacts, MessageFact, Reason, codes, explain
 from services.marketing.domain.grants import (
     Counters,
     Decision,
@@ -99,6 +99,7 @@ __all__ = [
     "MostCost",
     "OrderFacts",
     "Outcome",
+    "Reason",
     "Results",
     "Schedule",
     "ScheduleKind",
@@ -111,6 +112,7 @@ __all__ = [
     "after",
     "arbitrate",
     "birthday_in",
+    "codes",
     "converted",
     "count_in_window",
     "decide",
