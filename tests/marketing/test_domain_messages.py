@@ -187,3 +187,10 @@ def test_every_replica_picks_the_same_winner_whatever_the_order(entries: list[tu
     assert arbitrate(list(reversed(contenders)))[0] == winner
     assert len(suppressed) == len(contenders) - 1
     assert all(winner.priority >= other.priority for other in suppressed)
+
+
+@given(st.from_regex(r"1[3-9][0-9]{9}", fullmatch=True), st.sampled_from(["", " ", "-", "+86 "]))
+def test_no_mainland_mobile_in_a_display_name_survives_rendering(number: str, lead: str) -> None:
+    text = render("Dear {display_name}!", placeholder_values(member(display_name=lead + number)))
+    assert number not in text.replace(" ", "").replace("-", "")
+    assert number[-4:] in text
