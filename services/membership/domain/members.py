@@ -111,7 +111,7 @@ class Member:
         self.tier = programme.upgraded(programme.higher(self.tier, merged.tier), rolling_spend_cents)
 
 
-_BIRTHDAY = re.compile(r"(\d\d)-(\d\d)")
+_BIRTHDAY = re.compile(r"([0-9]{2})-([0-9]{2})")
 
 
 def is_birthday(text: str) -> bool:
