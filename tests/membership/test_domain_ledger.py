@@ -199,9 +199,7 @@ def test_a_callers_source_ids_never_name_another_callers_entries() -> None:
     assert source_key("redeem", "store:A:1", "X") != source_key("redeem", "store:A", "1:X")
 
 
-def test_a_grant_credits_an_adjust_entry_keyed_by_its_source_and_opens_a_lot_expiring_like_earned_points() -> (
-    None
-):
+def test_a_grant_is_an_adjust_entry_keyed_by_its_source_opening_a_lot_that_expires_like_earned_ones() -> None:
     account = PointsAccount(member(balance=50), [lot("lot-0", 50, 30)])
     posting = account.grant(DEFAULT, 300, source_id="cmp-1:v1:mem-1:1", at=NOON)
     assert (posting.kind, posting.points, posting.balance_after) == (EntryKind.ADJUST, 300, 350)
