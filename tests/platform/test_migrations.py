@@ -108,7 +108,8 @@ def test_members_and_coupons_stored_before_birthdays_and_campaigns_have_none_and
             stores = storage.SqlStores(connection)
             member = stores.members.get("mem_1")
             coupons = stores.coupons.page(["mem_1"], active_at=None, before=None, limit=10)
-        assert member is not None and member.birthday == ""
+        assert member is not None
+        assert member.birthday == ""
         assert [(c.code, c.campaign_id, c.create_time) for c in coupons] == [("CODE1", "", now)]
 
         config = Config()
@@ -122,7 +123,8 @@ def test_members_and_coupons_stored_before_birthdays_and_campaigns_have_none_and
                 for table in ("members", "coupons")
             }
             left = connection.execute(text("SELECT count(*) FROM coupons")).scalar_one()
-        assert "birthday" not in columns["members"] and "campaign_id" not in columns["coupons"]
+        assert "birthday" not in columns["members"]
+        assert "campaign_id" not in columns["coupons"]
         assert left == 1
     finally:
         database.dispose()
