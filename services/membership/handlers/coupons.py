@@ -74,7 +74,8 @@ class CouponCases(UseCases):
             )
 
         def check() -> None:
-            self._may_read(principal, member_id, "", principal.store_id)
+            # A channel its own customers' members, a till its own members: no member code here.
+            self._reach(principal, member_id=member_id)
 
         query = {"member": member_id, "inactive": include_inactive}
         return self._page(
