@@ -29,7 +29,9 @@ POLICY = rpc_policy(
         "RedeemPoints": _FRONT,
         "ReversePoints": _FRONT,
         "ListLedgerEntries": _FRONT,
+        "GrantPoints": _BACK,
         "IssueCoupon": _BACK,
+        "ListCoupons": _FRONT,
         "RedeemCoupon": _FRONT,
         "ReleaseCoupon": _BACK,
         "RecordEvent": _FRONT,
@@ -101,6 +103,7 @@ _MEMBER_FIELDS = (
     "tags",
     "lifetime_spend_cents",
     "referrer_member_id",
+    "birthday",
 )
 _ENTRY_FIELDS = (
     "entry_id",
@@ -115,6 +118,7 @@ _COUPON_FIELDS = (
     "member_id",
     "discount_cents",
     "min_spend_cents",
+    "campaign_id",
 )
 
 
@@ -143,6 +147,7 @@ class MembershipServicer(
             guide_id=request.guide_id,
             channel=channel_name(request.channel),
             referrer_member_id=request.referrer_member_id,
+            birthday=request.birthday,
         )
         return membership_pb2.EnrollResponse(member=member_message(member), created=created)
 
@@ -196,6 +201,14 @@ class MembershipServicer(
             entries=map(entry_message, entries), next_page_token=token
         )
 
+    def GrantPoints(
+        self, request: membership_pb2.GrantPointsRequest, context: grpc.ServicerContext
+    ) -> membership_pb2.GrantPointsResponse:
+        entry, member = self._service.grant(
+            request.member_id, request.points, request.source_id, request.reason
+        )
+        return membership_pb2.GrantPointsResponse(entry=entry_message(entry), member=member_message(member))
+
     def IssueCoupon(
         self, request: membership_pb2.IssueCouponRequest, context: grpc.ServicerContext
     ) -> membership_pb2.IssueCouponResponse:
@@ -207,8 +220,21 @@ class MembershipServicer(
                 request.expire_time, field_name="expire_time", present=request.HasField("expire_time")
             ),
             request.request_id,
+            campaign_id=request.campaign_id,
         )
         return membership_pb2.IssueCouponResponse(coupon=coupon_message(coupon))
+
+    def ListCoupons(
+        self, request: membership_pb2.ListCouponsRequest, context: grpc.ServicerContext
+    ) -> membership_pb2.ListCouponsResponse:
+        coupons, token = self._service.list_coupons(
+            current_principal(),
+            request.member_id,
+            request.include_inactive,
+            request.page_size,
+            request.page_token,
+        )
+        return membership_pb2.ListCouponsResponse(coupons=map(coupon_message, coupons), next_page_token=token)
 
     def RedeemCoupon(
         self, request: membership_pb2.RedeemCouponRequest, context: grpc.ServicerContext

@@ -124,6 +124,18 @@ class CouponStore(Protocol):
 
     def release(self, code: str, order_id: str) -> None: ...
 
+    def page(
+        self,
+        member_ids: Sequence[str],
+        *,
+        active_at: datetime | None,
+        before: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[Coupon]:
+        """The members' coupons, newest first (then by code, descending), issued before `before`
+        (time, code); with `active_at`, only those unredeemed and unexpired then."""
+        ...
+
 
 class MemberCodeStore(Protocol):
     def add(self, code_hash: str, member_id: str, now: datetime, expire_time: datetime) -> None: ...

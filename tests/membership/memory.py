@@ -241,8 +241,29 @@ class MemoryCoupons:
         return self.by_code[code] if code else None
 
     def issue(self, coupon: Coupon, request_id: str, now: datetime) -> None:
-        self.by_code[coupon.code] = coupon
+        self.by_code[coupon.code] = replace(coupon, create_time=now)
         self.requests[request_id] = coupon.code
+
+    def page(
+        self,
+        member_ids: Sequence[str],
+        *,
+        active_at: datetime | None,
+        before: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[Coupon]:
+        def key(coupon: Coupon) -> tuple[datetime, str]:
+            assert coupon.create_time is not None
+            return coupon.create_time, coupon.code
+
+        found = [
+            c
+            for c in self.by_code.values()
+            if c.member_id in member_ids
+            and (active_at is None or c.active(active_at))
+            and (before is None or key(c) < before)
+        ]
+        return sorted(found, key=key, reverse=True)[:limit]
 
     def redeem(self, code: str, order_id: str, store_id: str, now: datetime) -> bool:
         coupon = self.by_code[code]

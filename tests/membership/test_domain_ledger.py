@@ -197,3 +197,38 @@ def test_a_retry_must_name_the_same_member_and_amount() -> None:
 def test_a_callers_source_ids_never_name_another_callers_entries() -> None:
     assert source_key("redeem", "", "X") == "redeem:X"
     assert source_key("redeem", "store:A:1", "X") != source_key("redeem", "store:A", "1:X")
+
+
+def test_a_grant_is_an_adjust_entry_keyed_by_its_source_opening_a_lot_that_expires_like_earned_ones() -> None:
+    account = PointsAccount(member(balance=50), [lot("lot-0", 50, 30)])
+    posting = account.grant(DEFAULT, 300, source_id="cmp-1:v1:mem-1:1", at=NOON)
+    assert (posting.kind, posting.points, posting.balance_after) == (EntryKind.ADJUST, 300, 350)
+    assert (posting.key, posting.source_id, posting.store_id) == (
+        "grant:cmp-1:v1:mem-1:1",
+        "cmp-1:v1:mem-1:1",
+        "",
+    )
+    assert posting.lot_expire_time == posting.expire_time == DEFAULT.expiry(NOON)
+    assert posting.takes == ()
+    # Given, not spent for: no spend counts, the tier and stage stay.
+    assert (posting.spend_cents, posting.spend_time) == (0, None)
+    assert (account.member.tier, account.member.stage, account.member.lifetime_spend_cents) == (
+        "BRONZE",
+        Stage.AWARENESS,
+        0,
+    )
+
+
+def test_a_grant_of_nothing_or_less_is_no_grant() -> None:
+    for points in (0, -5):
+        with pytest.raises(ValueError, match="credits points"):
+            PointsAccount(member()).grant(DEFAULT, points, source_id="s", at=NOON)
+
+
+def test_a_retried_grant_must_name_the_same_member_and_points() -> None:
+    granted = entry(EntryKind.ADJUST, 300)
+    granted.require_same_request(True, points=300)
+    for same_member, points in ((False, 300), (True, 301)):
+        with pytest.raises(InvalidArgument) as refused:
+            granted.require_same_request(same_member, points=points)
+        assert refused.value.reason == "SOURCE_ID_REUSED"

@@ -20,6 +20,7 @@ from services.membership.domain import (
     requests,
 )
 from services.membership.domain.coupons import coupon_fingerprint
+from services.membership.domain.members import is_birthday
 
 DEFAULT = Programme()
 NOON = datetime(2026, 3, 10, 4, 0, tzinfo=UTC)
@@ -228,3 +229,90 @@ def test_a_customer_is_not_merged_into_itself() -> None:
     with pytest.raises(InvalidArgument) as refused:
         requests.merge("cus-1", "cus-1", "req-1")
     assert fields(refused.value) == ["merged_customer_id"]
+
+
+# --- birthdays, campaign coupons, grants and coupon pages --------------------------------------
+
+
+@pytest.mark.parametrize("text", ["01-01", "02-29", "12-31", "04-30", "09-09"])
+def test_a_birthday_is_a_month_and_day_of_the_calendar_leap_day_included(text: str) -> None:
+    assert is_birthday(text)
+    requests.enrolment("cus-1", "", "", "", text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "02-30",
+        "04-31",
+        "13-01",
+        "00-01",
+        "01-00",
+        "1-01",
+        "01-1",
+        "0101",
+        "01/01",
+        " 01-01",
+        "01-01\n",
+        "٠١-٠١",
+    ],
+)
+def test_anything_but_a_calendar_day_as_mm_dd_is_no_birthday(text: str) -> None:
+    assert not is_birthday(text)
+    with pytest.raises(InvalidArgument) as refused:
+        requests.enrolment("cus-1", "", "", "", text)
+    assert fields(refused.value) == ["birthday"]
+
+
+def test_a_member_is_enrolled_with_a_birthday_and_a_merge_keeps_the_one_known() -> None:
+    survivor = enrolled()
+    assert survivor.birthday == ""
+    merged = replace(enrolled("mem-2", "cus-2"), birthday="07-14")
+    survivor.absorb(merged, DEFAULT, 0)
+    assert survivor.birthday == "07-14"
+    known = replace(enrolled("mem-3", "cus-3"), birthday="01-02")
+    known.absorb(replace(enrolled("mem-4", "cus-4"), birthday="03-04"), DEFAULT, 0)
+    assert known.birthday == "01-02"
+
+
+def test_a_coupon_is_active_until_redeemed_or_expired() -> None:
+    assert coupon().active(NOON)
+    assert not coupon().active(NOON + timedelta(days=7))
+    assert not coupon(redeemed_order_id="o-1").active(NOON)
+
+
+def test_a_campaign_is_part_of_what_a_coupon_request_asked_for() -> None:
+    expire = NOON + timedelta(days=7)
+    plain = coupon_fingerprint("mem-1", 500, 2_000, expire)
+    assert coupon_fingerprint("mem-1", 500, 2_000, expire, "") == plain  # coupons issued before campaigns
+    stamped = coupon_fingerprint("mem-1", 500, 2_000, expire, "cmp-1")
+    assert stamped not in (plain, coupon_fingerprint("mem-1", 500, 2_000, expire, "cmp-2"))
+    with pytest.raises(InvalidArgument) as refused:
+        coupon(request_fingerprint=stamped).require_same_request(plain)
+    assert refused.value.reason == "REQUEST_ID_REUSED"
+    with pytest.raises(InvalidArgument) as too_long:
+        requests.CouponIssue("mem-1", 500, 0, expire, "req-1", "c" * 65).checked(NOON)
+    assert fields(too_long.value) == ["campaign_id"]
+
+
+def test_a_grant_request_names_every_bad_value() -> None:
+    requests.grant("mem-1", 100_000_000, "cmp-1:v1:mem-1:1", "CAMPAIGN")
+    with pytest.raises(InvalidArgument) as refused:
+        requests.grant("", 0, "", "r" * 257)
+    assert sorted(fields(refused.value)) == [
+        "member_id",
+        "points",
+        "reason",
+        "source_id",
+    ]
+    for points in (-1, 100_000_001):
+        with pytest.raises(InvalidArgument) as out_of_bounds:
+            requests.grant("mem-1", points, "s", "")
+        assert fields(out_of_bounds.value) == ["points"]
+
+
+def test_a_coupon_page_needs_a_member_and_a_token_of_sane_length() -> None:
+    requests.coupon_page("mem-1", "")
+    with pytest.raises(InvalidArgument) as refused:
+        requests.coupon_page("", "t" * 2_049)
+    assert sorted(fields(refused.value)) == ["member_id", "page_token"]

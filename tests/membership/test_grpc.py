@@ -1214,6 +1214,24 @@ BAD_REQUESTS: list[tuple[str, Message, str]] = [
     ("ListLedgerEntries", pb.ListLedgerEntriesRequest(), "member_id"),
     ("ListLedgerEntries", pb.ListLedgerEntriesRequest(member_id="m", page_size=-1), "page_size"),
     ("ListLedgerEntries", pb.ListLedgerEntriesRequest(member_id="m", page_token="garbage"), "page_token"),
+    ("Enroll", pb.EnrollRequest(customer_id="c", birthday="02-30"), "birthday"),
+    ("Enroll", pb.EnrollRequest(customer_id="c", birthday="2-3"), "birthday"),
+    ("GrantPoints", pb.GrantPointsRequest(member_id="m", source_id="g", points=0), "points"),
+    ("GrantPoints", pb.GrantPointsRequest(member_id="m", source_id="g", points=-1), "points"),
+    ("GrantPoints", pb.GrantPointsRequest(member_id="m", source_id="g", points=100_000_001), "points"),
+    ("GrantPoints", pb.GrantPointsRequest(member_id="m", source_id="", points=5), "source_id"),
+    ("GrantPoints", pb.GrantPointsRequest(member_id="", source_id="g", points=5), "member_id"),
+    ("GrantPoints", pb.GrantPointsRequest(member_id="m", source_id="g", points=5, reason=LONG * 5), "reason"),
+    ("ListCoupons", pb.ListCouponsRequest(), "member_id"),
+    ("ListCoupons", pb.ListCouponsRequest(member_id="m", page_size=-1), "page_size"),
+    ("ListCoupons", pb.ListCouponsRequest(member_id="m", page_token="garbage"), "page_token"),
+    (
+        "IssueCoupon",
+        pb.IssueCouponRequest(
+            member_id="m", discount_cents=1, expire_time=FUTURE, request_id="r", campaign_id=LONG
+        ),
+        "campaign_id",
+    ),
     (
         "IssueCoupon",
         pb.IssueCouponRequest(member_id="m", discount_cents=0, expire_time=FUTURE, request_id="r"),
@@ -1280,6 +1298,8 @@ UNKNOWN: list[tuple[str, Message]] = [
     ("EarnPoints", pb.EarnPointsRequest(member_id="mem_nobody", source_id="o", spend_cents=100)),
     ("RedeemPoints", pb.RedeemPointsRequest(member_id="mem_nobody", source_id="o", points=1)),
     ("ListLedgerEntries", pb.ListLedgerEntriesRequest(member_id="mem_nobody")),
+    ("GrantPoints", pb.GrantPointsRequest(member_id="mem_nobody", points=1, source_id="g")),
+    ("ListCoupons", pb.ListCouponsRequest(member_id="mem_nobody")),
     (
         "IssueCoupon",
         pb.IssueCouponRequest(member_id="mem_nobody", discount_cents=1, expire_time=FUTURE, request_id="r"),
@@ -1311,7 +1331,9 @@ ALLOWED = {
     "RedeemPoints": FRONT,
     "ReversePoints": FRONT,
     "ListLedgerEntries": FRONT,
+    "GrantPoints": BACK,
     "IssueCoupon": BACK,
+    "ListCoupons": FRONT,
     "RedeemCoupon": FRONT,
     "ReleaseCoupon": BACK,
     "RecordEvent": FRONT,
@@ -1334,6 +1356,8 @@ CALLS: dict[str, Message] = {
     "RedeemPoints": pb.RedeemPointsRequest(member_id="mem_1", source_id="o", points=1),
     "ReversePoints": pb.ReversePointsRequest(source_id="o"),
     "ListLedgerEntries": pb.ListLedgerEntriesRequest(member_id="mem_1"),
+    "GrantPoints": pb.GrantPointsRequest(member_id="mem_1", points=1, source_id="g"),
+    "ListCoupons": pb.ListCouponsRequest(member_id="mem_1"),
     "IssueCoupon": pb.IssueCouponRequest(
         member_id="mem_1",
         discount_cents=1,
@@ -1393,3 +1417,229 @@ def test_every_rpc_admits_only_its_roles(
 @pytest.mark.parametrize("method", sorted(CALLS))
 def test_every_rpc_refuses_a_missing_token(deployed: Stub, method: str) -> None:
     assert failure(getattr(deployed, method), CALLS[method]).code() is grpc.StatusCode.UNAUTHENTICATED
+
+
+# --- birthdays, grants and a member's coupons (for campaigns and channel frontends) ---------
+
+
+def test_enrolment_records_a_birthday_that_a_later_enrolment_leaves_as_it_is(
+    m: Membership, app_channel: Meta, svc: Meta
+) -> None:
+    stub = m.stub
+    leap = enroll(stub, app_channel, m.customer("leap"), birthday="02-29")
+    assert leap.birthday == "02-29"
+    assert member(stub, svc, leap.member_id).birthday == "02-29"
+    again = stub.Enroll(pb.EnrollRequest(customer_id=leap.customer_id, birthday="03-01"), metadata=svc)
+    assert (again.created, again.member.birthday) == (False, "02-29")
+    assert enroll(stub, svc, "cus-unknown-birthday").birthday == ""
+    for bad in ("13-01", "04-31", "00-10", "1-01", "01-1", "0229", "02-29 ", "aa-bb"):
+        error = failure(stub.Enroll, pb.EnrollRequest(customer_id="cus-bad", birthday=bad), svc)
+        assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert [name for name, _ in field_violations(error)] == ["birthday"]
+    # A refused enrolment enrolled nobody.
+    assert failure(stub.GetMember, pb.GetMemberRequest(customer_id="cus-bad"), svc).code() is (
+        grpc.StatusCode.NOT_FOUND
+    )
+
+
+def grant(stub: Stub, meta: Meta, member_id: str, source_id: str, points: int) -> pb.GrantPointsResponse:
+    request = pb.GrantPointsRequest(
+        member_id=member_id, points=points, source_id=source_id, reason="CAMPAIGN"
+    )
+    response: pb.GrantPointsResponse = stub.GrantPoints(request, metadata=meta)
+    return response
+
+
+def test_granted_points_are_credited_once_per_source_id_and_expire_like_earned_ones(
+    m: Membership, svc: Meta, ops: Meta
+) -> None:
+    stub = m.stub
+    member_id = enroll(stub, svc, "cus-1").member_id
+    other_id = enroll(stub, svc, "cus-2").member_id
+    granted = grant(stub, svc, member_id, "cmp-1:v1:birthday:2026", 300)
+    entry = granted.entry
+    assert (pb.EntryKind.Name(entry.kind), entry.points, entry.balance_after) == (
+        "ENTRY_KIND_ADJUST",
+        300,
+        300,
+    )
+    assert entry.source_id == "cmp-1:v1:birthday:2026"
+    assert when(entry.expire_time) == add_months(START, 12)
+    # Points given, not spend: no tier, stage or spend moves.
+    assert (granted.member.points_balance, granted.member.tier) == (300, "BRONZE")
+    assert (granted.member.lifetime_spend_cents, granted.member.stage) == (0, AWARENESS)
+
+    repeated = grant(stub, svc, member_id, "cmp-1:v1:birthday:2026", 300)
+    assert repeated.entry == entry
+    assert repeated.member.points_balance == 300
+    for who, points in ((member_id, 301), (other_id, 300)):
+        error = failure(
+            stub.GrantPoints,
+            pb.GrantPointsRequest(member_id=who, points=points, source_id="cmp-1:v1:birthday:2026"),
+            svc,
+        )
+        assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert error_reason(error) == "SOURCE_ID_REUSED"
+    assert member(stub, svc, other_id).points_balance == 0
+
+    # The most one call grants, by ops too; the points are spent like any others.
+    assert grant(stub, ops, other_id, "goodwill-1", 100_000_000).member.points_balance == 100_000_000
+    m.clock.advance(days=1)
+    redeem(stub, svc, member_id, "order-1", 100)
+    assert member(stub, svc, member_id).points_balance == 200
+    assert_balance_is_the_ledgers(stub, svc, member_id)
+
+    # Twelve months after the grant what is left of it lapses.
+    m.clock.advance(months=12)
+    assert m.service.expire() >= 1
+    assert member(stub, svc, member_id).points_balance == 0
+    assert kinds(ledger(stub, svc, member_id)) == ["EXPIRE", "REDEEM", "ADJUST"]
+    assert ledger(stub, svc, member_id)[0].points == -200
+    assert_balance_is_the_ledgers(stub, svc, member_id)
+
+
+def test_a_channel_or_a_till_may_not_grant_points(stub: Stub, svc: Meta, token: TokenFactory) -> None:
+    member_id = enroll(stub, svc, "cus-1", home_store_id="SH-1").member_id
+    till = bearer(token(Role.STORE, store_id="SH-1"))
+    channel = bearer(token(Role.CHANNEL, channel="CHANNEL_WECHAT_MINI_PROGRAM"))
+    for meta in (till, channel):
+        error = failure(
+            stub.GrantPoints,
+            pb.GrantPointsRequest(member_id=member_id, points=10, source_id="self-serve"),
+            meta,
+        )
+        assert (error.code(), error_reason(error)) == (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED")
+    assert member(stub, svc, member_id).points_balance == 0
+    assert ledger(stub, svc, member_id) == []
+
+
+def test_a_campaign_stamps_the_coupons_it_issues_and_a_retry_must_name_the_same_campaign(
+    stub: Stub, svc: Meta
+) -> None:
+    member_id = enroll(stub, svc, "cus-1").member_id
+    request = pb.IssueCouponRequest(
+        member_id=member_id,
+        discount_cents=500,
+        expire_time=stamp(START + timedelta(days=7)),
+        request_id="cmp-7:v2:mem:1",
+        campaign_id="cmp-7",
+    )
+    coupon = stub.IssueCoupon(request, metadata=svc).coupon
+    assert coupon.campaign_id == "cmp-7"
+    assert stub.IssueCoupon(request, metadata=svc).coupon == coupon
+    request.campaign_id = "cmp-8"
+    error = failure(stub.IssueCoupon, request, svc)
+    assert (error.code(), error_reason(error)) == (grpc.StatusCode.INVALID_ARGUMENT, "REQUEST_ID_REUSED")
+    by_hand = issue(stub, svc, member_id, "by-hand")
+    assert by_hand.campaign_id == ""
+    listed_coupons = stub.ListCoupons(pb.ListCouponsRequest(member_id=member_id), metadata=svc).coupons
+    assert {(c.code, c.campaign_id) for c in listed_coupons} == {(coupon.code, "cmp-7"), (by_hand.code, "")}
+
+
+def coupon_pages(stub: Stub, meta: Meta, member_id: str, *, inactive: bool, size: int) -> list[list[str]]:
+    pages: list[list[str]] = []
+    page_token = ""
+    while True:
+        page = stub.ListCoupons(
+            pb.ListCouponsRequest(
+                member_id=member_id, include_inactive=inactive, page_size=size, page_token=page_token
+            ),
+            metadata=meta,
+        )
+        pages.append([c.code for c in page.coupons])
+        page_token = page.next_page_token
+        if not page_token:
+            return pages
+
+
+def test_a_members_coupons_are_listed_newest_first_in_pages_the_inactive_ones_on_request(
+    m: Membership, svc: Meta, ops: Meta
+) -> None:
+    stub = m.stub
+    member_id = enroll(stub, svc, "cus-1").member_id
+    other_id = enroll(stub, svc, "cus-2").member_id
+    issue(stub, svc, other_id, "not-theirs")
+    oldest = issue(stub, svc, member_id, "c-1", expire=START + timedelta(days=60)).code
+    m.clock.advance(hours=1)
+    lapsing = issue(stub, svc, member_id, "c-2", expire=START + timedelta(days=2)).code
+    m.clock.advance(hours=1)
+    # Two issued at the same moment: both listed, once each, whatever the page size.
+    twins = sorted(
+        (issue(stub, svc, member_id, "c-3a").code, issue(stub, svc, member_id, "c-3b").code), reverse=True
+    )
+    m.clock.advance(hours=1)
+    used = issue(stub, svc, member_id, "c-4").code
+    use_coupon(stub, svc, used, member_id, "order-1", amount=10_000)
+    m.clock.advance(days=3)  # c-2 has expired
+    newest = issue(stub, svc, member_id, "c-5").code
+
+    assert coupon_pages(stub, svc, member_id, inactive=False, size=2) == [
+        [newest, twins[0]],
+        [twins[1], oldest],
+    ]
+    assert coupon_pages(stub, svc, member_id, inactive=False, size=3) == [[newest, *twins], [oldest]]
+    assert coupon_pages(stub, svc, member_id, inactive=True, size=2) == [
+        [newest, used],
+        twins,
+        [lapsing, oldest],
+    ]
+    assert coupon_pages(stub, svc, member_id, inactive=True, size=1) == [
+        [code] for code in (newest, used, *twins, lapsing, oldest)
+    ]
+    everything = stub.ListCoupons(
+        pb.ListCouponsRequest(member_id=member_id, include_inactive=True), metadata=svc
+    )
+    assert [c.redeemed for c in everything.coupons] == [False, True, False, False, False, False]
+    assert everything.next_page_token == ""
+
+    first = stub.ListCoupons(
+        pb.ListCouponsRequest(member_id=member_id, include_inactive=True, page_size=1), metadata=svc
+    ).next_page_token
+    misuses = [
+        (pb.ListCouponsRequest(member_id=member_id, page_token=first), svc),  # the active ones only
+        (pb.ListCouponsRequest(member_id=other_id, include_inactive=True, page_token=first), svc),
+        (pb.ListCouponsRequest(member_id=member_id, include_inactive=True, page_token=first), ops),
+    ]
+    for request, meta in misuses:
+        error = failure(stub.ListCoupons, request, meta)
+        assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert "page_token" in [name for name, _ in field_violations(error)]
+
+
+def test_a_channel_lists_the_coupons_of_its_own_customers_and_a_till_those_of_its_members(
+    m: Membership, svc: Meta, token: TokenFactory
+) -> None:
+    stub = m.stub
+    mini = bearer(token(Role.CHANNEL, channel="CHANNEL_WECHAT_MINI_PROGRAM"))
+    till, other_till = bearer(token(Role.STORE, store_id="SH-1")), bearer(token(Role.STORE, store_id="BJ-1"))
+    own = enroll(stub, mini, m.customer("openid-own"), home_store_id="SH-1").member_id
+    app_only = m.identity.ResolveCustomer(
+        identity_pb2.ResolveCustomerRequest(
+            account=common_pb2.ChannelAccount(channel=common_pb2.CHANNEL_APP, external_id="app-user")
+        ),
+        metadata=m.ops,
+    ).customer.customer_id
+    foreign = enroll(stub, svc, app_only, home_store_id="SH-1").member_id
+    codes = {who: issue(stub, svc, who, f"welcome-{who}").code for who in (own, foreign)}
+
+    def listed_by(meta: Meta, member_id: str) -> list[str]:
+        return [
+            c.code
+            for c in stub.ListCoupons(pb.ListCouponsRequest(member_id=member_id), metadata=meta).coupons
+        ]
+
+    assert listed_by(mini, own) == [codes[own]]
+    assert listed_by(till, own) == [codes[own]]
+    assert listed_by(till, foreign) == [codes[foreign]]
+    assert listed_by(svc, foreign) == [codes[foreign]]
+
+    def refusal(meta: Meta, member_id: str) -> tuple[grpc.StatusCode, str]:
+        error = failure(stub.ListCoupons, pb.ListCouponsRequest(member_id=member_id), meta)
+        return error.code(), (error.details() or "").replace(member_id, "<id>")
+
+    # A member the caller does not reach is answered exactly as one that does not exist.
+    nobody = refusal(svc, "mem_nobody")
+    assert nobody[0] is grpc.StatusCode.NOT_FOUND
+    assert refusal(mini, foreign) == nobody
+    assert refusal(other_till, own) == nobody
+    assert refusal(other_till, foreign) == nobody

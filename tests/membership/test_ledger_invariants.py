@@ -155,11 +155,11 @@ def check_books(database: Database) -> Books:
         )
     everything = sum(entry_sums.values())
     kind = {k.value: by_kind.get(k.value, 0) for k in EntryKind}
-    assert kind[EntryKind.ADJUST] == 0
     assert sum(survivors.values()) == everything
     assert everything == (
         kind[EntryKind.EARN]
         + kind[EntryKind.REFERRAL_BONUS]
+        + kind[EntryKind.ADJUST]  # points granted
         + given_back
         + kind[EntryKind.REDEEM]  # negative: what was redeemed
         + kind[EntryKind.EXPIRE]  # negative: what expired
@@ -167,6 +167,7 @@ def check_books(database: Database) -> Books:
     )
     assert kind[EntryKind.EARN] >= 0
     assert kind[EntryKind.REFERRAL_BONUS] >= 0
+    assert kind[EntryKind.ADJUST] >= 0
     assert kind[EntryKind.REDEEM] <= 0
     assert kind[EntryKind.EXPIRE] <= 0
     return Books(survivors, everything, kind)

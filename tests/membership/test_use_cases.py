@@ -18,7 +18,7 @@ from quanyu.errors import FailedPrecondition, InvalidArgument
 from quanyu.paging import PageTokens
 from quanyu.unit_of_work import ConcurrentChange, InMemoryUnitOfWork, SqlUnitOfWork, Transaction
 from services.membership import bootstrap
-from services.membership.domain import EntryKind, Programme, RedemptionWindow, Stage
+from services.membership.domain import EntryKind, Programme, RedemptionWindow, Stage, add_months
 from services.membership.handlers import MembershipService
 from services.membership.ports import Stores
 from services.membership.storage import SqlStores
@@ -249,3 +249,64 @@ def test_expired_points_are_counted_once_when_a_conflict_runs_the_expiry_again(
     expired = counted("quanyu_points_expired")
     assert retried.expire(START + timedelta(days=400)) == 1
     assert counted("quanyu_points_expired") - expired == 100
+
+
+def test_granted_points_are_counted_once_when_a_conflict_runs_the_grant_again(
+    retried: MembershipService,
+) -> None:
+    member_id = enrol(retried, "cus-1")
+    granted = counted("quanyu_points_granted")
+    entry, member = retried.grant(member_id, 250, "cmp-1:v1:mem:1", "CAMPAIGN")
+    assert (entry.kind, entry.points, member.points_balance) == (EntryKind.ADJUST, 250, 250)
+    assert counted("quanyu_points_granted") - granted == 250
+    # A repeat is answered with the first entry and counts nothing.
+    assert retried.grant(member_id, 250, "cmp-1:v1:mem:1", "CAMPAIGN")[0] == entry
+    assert counted("quanyu_points_granted") - granted == 250
+
+
+# --- grants and coupon pages in memory ---------------------------------------------------------
+
+
+def test_a_grant_opens_a_lot_that_redemptions_draw_on_and_that_lapses_like_earned_points() -> None:
+    service, clock, stores = in_memory()
+    member_id = enrol(service, "cus-1")
+    service.earn(member_id, "order-1", 10_000, "SH-001")  # 100 points, expiring first
+    clock.now = START + timedelta(days=10)
+    entry, _ = service.grant(member_id, 500, "cmp-1", "CAMPAIGN")
+    assert entry.expire_time == add_months(clock.now, 12)
+    assert sorted(lot.remaining for lot in stores.ledger.open_lots(member_id)) == [100, 500]
+    service.redeem(SERVICE, member_id, 150, "spend-1", store_id="")
+    assert sorted(lot.remaining for lot in stores.ledger.open_lots(member_id)) == [450]
+    # The earned lot, soonest to expire, paid first; what is left of the grant lapses twelve months
+    # after it, and only then.
+    assert service.expire(add_months(clock.now, 12) - timedelta(seconds=1)) == 0
+    assert service.get_member(OPS, member_id=member_id).points_balance == 450
+    assert service.expire(add_months(clock.now, 12)) == 1
+    member = service.get_member(OPS, member_id=member_id)
+    assert member.points_balance == 0
+    with pytest.raises(InvalidArgument):
+        service.grant(member_id, 1, "cmp-1", "CAMPAIGN")  # the source id granted 500
+
+
+def test_coupon_pages_follow_one_another_without_a_gap_or_a_repeat() -> None:
+    service, clock, _ = in_memory()
+    member_id = enrol(service, "cus-1")
+    issued = []
+    for index in range(7):
+        clock.now = START + timedelta(minutes=index // 2)  # pairs issued at one moment
+        expire = START + timedelta(days=30)
+        issued.append(service.issue_coupon(member_id, 100, 0, expire, f"req-{index}").code)
+    seen: list[str] = []
+    token = ""
+    while True:
+        page, token = service.list_coupons(SERVICE, member_id, False, 3, token)
+        assert len(page) <= 3
+        seen += [c.code for c in page]
+        if not token:
+            break
+    assert sorted(seen) == sorted(issued)
+    assert len(seen) == len(set(seen))
+    coupons = service.list_coupons(SERVICE, member_id, False, 0, "")[0]
+    times = [c.create_time for c in coupons if c.create_time is not None]
+    assert len(times) == 7
+    assert times == sorted(times, reverse=True)

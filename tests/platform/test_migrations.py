@@ -72,3 +72,59 @@ def test_guides_members_already_name_are_kept_at_the_home_store_most_of_their_me
         assert [tuple(row) for row in kept] == [("g-1", "SH-001", True), ("g-2", "BJ-002", True)]
     finally:
         database.dispose()
+
+
+def test_members_and_coupons_stored_before_birthdays_and_campaigns_have_none_and_the_step_undoes(
+    database_url: str,
+) -> None:
+    """Revision 0003 gives members an unknown birthday and coupons no campaign; undone, it drops
+    both columns and leaves the rows."""
+    membership = importlib.import_module("services.membership.bootstrap")
+    storage = importlib.import_module("services.membership.storage")
+    database = Database(database_url)
+    try:
+        _upgrade(database, membership.MIGRATIONS, "0002")
+        now = datetime(2026, 12, 1, tzinfo=UTC)
+        with database.transaction() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO members (member_id, customer_id, root_member_id, tier, home_store_id, "
+                    "guide_id, enrolled_channel, enroll_time, stage, referrer_member_id, points_balance, "
+                    "lifetime_spend_cents, merged, update_time) "
+                    "VALUES ('mem_1', 'cus_1', 'mem_1', 'BRONZE', '', '', '', :t, 1, '', 0, 0, false, :t)"
+                ),
+                {"t": now},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO coupons (code, member_id, discount_cents, min_spend_cents, expire_time, "
+                    "redeemed_store_id, request_id, request_fingerprint, create_time) "
+                    "VALUES ('CODE1', 'mem_1', 500, 0, :t, '', 'req-1', 'f', :t)"
+                ),
+                {"t": now},
+            )
+        _upgrade(database, membership.MIGRATIONS, "head")
+        with database.transaction() as connection:
+            stores = storage.SqlStores(connection)
+            member = stores.members.get("mem_1")
+            coupons = stores.coupons.page(["mem_1"], active_at=None, before=None, limit=10)
+        assert member is not None
+        assert member.birthday == ""
+        assert [(c.code, c.campaign_id, c.create_time) for c in coupons] == [("CODE1", "", now)]
+
+        config = Config()
+        config.set_main_option("script_location", str(membership.MIGRATIONS))
+        with database.transaction() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0002")
+        with database.engine.connect() as connection:
+            columns = {
+                table: {c["name"] for c in inspect(connection).get_columns(table)}
+                for table in ("members", "coupons")
+            }
+            left = connection.execute(text("SELECT count(*) FROM coupons")).scalar_one()
+        assert "birthday" not in columns["members"]
+        assert "campaign_id" not in columns["coupons"]
+        assert left == 1
+    finally:
+        database.dispose()

@@ -615,6 +615,21 @@ def _specs() -> list[Spec]:
             with_code,
         ),
         Spec(
+            memb + "GrantPoints",
+            lambda s, meta, t, role: s.d.membership.GrantPoints(
+                m.GrantPointsRequest(
+                    member_id=t.member_id, points=5, source_id=s.w.name(f"grant-{_id(t)}"), reason="MATRIX"
+                ),
+                metadata=meta,
+            ),
+        ),
+        Spec(
+            memb + "ListCoupons",
+            lambda s, meta, t, role: s.d.membership.ListCoupons(
+                m.ListCouponsRequest(member_id=t.member_id, include_inactive=True), metadata=meta
+            ),
+        ),
+        Spec(
             memb + "IssueCoupon",
             lambda s, meta, t, role: s.d.membership.IssueCoupon(
                 m.IssueCouponRequest(
@@ -1033,6 +1048,17 @@ def _page_tokens(d: Deployment, s: _Scene, figures: AuthzFigures) -> None:
             ),
             s.store_b,
             s.store_a,
+        ),
+        (
+            "ListCoupons",
+            lambda who, token, whose: d.membership.ListCoupons(
+                membership_pb2.ListCouponsRequest(
+                    member_id=whose, include_inactive=True, page_size=1, page_token=token
+                ),
+                metadata=who,
+            ),
+            member,
+            s.till_b.member_id if s.till_b.member_id != member else w.name("nobody"),
         ),
         (
             "ListLedgerEntries",

@@ -24,6 +24,8 @@ class Coupon:
     redeemed_order_id: str | None
     request_fingerprint: str
     redeemed_store_id: str = ""
+    campaign_id: str = ""
+    create_time: datetime | None = None  # when it was issued
 
     @classmethod
     def issued(
@@ -35,9 +37,25 @@ class Coupon:
         min_spend_cents: int,
         expire_time: datetime,
         fingerprint: str,
+        campaign_id: str = "",
+        at: datetime | None = None,
     ) -> Coupon:
         """A fresh coupon, free to redeem; `fingerprint` is the request's (coupon_fingerprint)."""
-        return cls(code, member_id, discount_cents, min_spend_cents, expire_time, None, fingerprint)
+        return cls(
+            code,
+            member_id,
+            discount_cents,
+            min_spend_cents,
+            expire_time,
+            None,
+            fingerprint,
+            campaign_id=campaign_id,
+            create_time=at,
+        )
+
+    def active(self, now: datetime) -> bool:
+        """Still usable: not redeemed and not expired."""
+        return self.redeemed_order_id is None and self.expire_time > now
 
     def require_same_request(self, fingerprint: str) -> None:
         if self.request_fingerprint != fingerprint:
@@ -68,9 +86,11 @@ def already_redeemed() -> FailedPrecondition:
 
 
 def coupon_fingerprint(
-    member_id: str, discount_cents: int, min_spend_cents: int, expire_time: datetime
+    member_id: str, discount_cents: int, min_spend_cents: int, expire_time: datetime, campaign_id: str = ""
 ) -> str:
-    """What an IssueCoupon request asked for: a retry under its request id must ask the same."""
-    return hashlib.sha256(
-        f"{member_id}|{discount_cents}|{min_spend_cents}|{expire_time.isoformat()}".encode()
-    ).hexdigest()
+    """What an IssueCoupon request asked for: a retry under its request id must ask the same. A
+    coupon of no campaign keeps the fingerprint coupons had before campaigns."""
+    asked = f"{member_id}|{discount_cents}|{min_spend_cents}|{expire_time.isoformat()}"
+    if campaign_id:
+        asked += f"|campaign:{campaign_id}"
+    return hashlib.sha256(asked.encode()).hexdigest()

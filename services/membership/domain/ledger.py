@@ -69,6 +69,11 @@ def source_key(kind: str, owner: str, source_id: str) -> str:
     return f"{kind}:{source_id}" if not owner else f"{kind}@{len(owner)}:{owner}:{source_id}"
 
 
+def grant_key(source_id: str) -> str:
+    """The ledger key of a grant: a source id grants once."""
+    return f"grant:{source_id}"
+
+
 @dataclass(frozen=True)
 class Lot:
     """Points earned together that expire together: what a redemption draws from, oldest first."""
@@ -221,6 +226,21 @@ class PointsAccount:
         )
         self.member.purchase(spend_cents, at, programme, rolling_spend_cents + spend_cents)
         return replace(posting, spend_cents=spend_cents, spend_time=at)
+
+    def grant(self, programme: Programme, points: int, *, source_id: str, at: datetime) -> Posting:
+        """Points given rather than earned (a campaign's reward): an ADJUST entry whose points
+        open a lot that expires like earned ones. No spend, so no tier or stage moves."""
+        if points <= 0:
+            raise ValueError("a grant credits points")
+        return self._credit(
+            programme,
+            EntryKind.ADJUST,
+            points,
+            source_id=source_id,
+            store_id="",
+            key=grant_key(source_id),
+            at=at,
+        )
 
     def referral_bonus(
         self, programme: Programme, points: int, *, referred_member_id: str, source_id: str, at: datetime

@@ -4,8 +4,9 @@ the short-lived codes a member's app shows at a till."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 
 from quanyu.errors import InvalidArgument, PermissionDenied
 from services.membership.domain.programme import Programme
@@ -28,6 +29,7 @@ class Member:
     last_purchase_time: datetime | None = None
     stage_times: dict[Stage, datetime | None] = field(default_factory=dict)
     tags: list[str] = field(default_factory=list)
+    birthday: str = ""  # "MM-DD"; empty when unknown
 
     @classmethod
     def enrolled(
@@ -41,6 +43,7 @@ class Member:
         channel: str,
         referrer_member_id: str,
         at: datetime,
+        birthday: str = "",
     ) -> Member:
         """A new member: the entry tier, no points, aware of the brand from now."""
         return cls(
@@ -53,6 +56,7 @@ class Member:
             at,
             referrer_member_id,
             stage_times={Stage.AWARENESS: at},
+            birthday=birthday,
         )
 
     def enter(self, stage: Stage, at: datetime) -> None:
@@ -96,6 +100,7 @@ class Member:
         self.home_store_id = self.home_store_id or merged.home_store_id
         self.guide_id = self.guide_id or merged.guide_id
         self.referrer_member_id = self.referrer_member_id or merged.referrer_member_id
+        self.birthday = self.birthday or merged.birthday
         purchases = [t for t in (self.last_purchase_time, merged.last_purchase_time) if t is not None]
         self.last_purchase_time = max(purchases, default=None)
         for stage in Stage:
@@ -104,6 +109,21 @@ class Member:
                 self.stage_times[stage] = min(times)
         self.stage = max(self.stage, merged.stage)
         self.tier = programme.upgraded(programme.higher(self.tier, merged.tier), rolling_spend_cents)
+
+
+_BIRTHDAY = re.compile(r"([0-9]{2})-([0-9]{2})")
+
+
+def is_birthday(text: str) -> bool:
+    """Whether `text` is a birthday as "MM-DD": a day of some year's calendar, 02-29 included."""
+    matched = _BIRTHDAY.fullmatch(text)
+    if matched is None:
+        return False
+    try:
+        date(2024, int(matched[1]), int(matched[2]))  # a leap year: 02-29 is someone's birthday
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from datetime import datetime
 
 from quanyu.errors import InvalidArgument, Violations
 from quanyu.paging import check_page_token
-from services.membership.domain.members import Guide
+from services.membership.domain.members import Guide, is_birthday
 from services.membership.domain.programme import Programme
 from services.membership.domain.stages import EngagementEvent
 
@@ -52,15 +52,18 @@ def ids(*, optional: dict[str, str] | None = None, **required: str) -> None:
     violations.raise_if_any()
 
 
-def enrolment(customer_id: str, home_store_id: str, guide_id: str, referrer_member_id: str) -> None:
-    ids(
-        customer_id=customer_id,
-        optional={
-            "home_store_id": home_store_id,
-            "guide_id": guide_id,
-            "referrer_member_id": referrer_member_id,
-        },
+def enrolment(
+    customer_id: str, home_store_id: str, guide_id: str, referrer_member_id: str, birthday: str = ""
+) -> None:
+    violations = Violations()
+    _required(violations, customer_id=customer_id)
+    _optional(
+        violations, home_store_id=home_store_id, guide_id=guide_id, referrer_member_id=referrer_member_id
     )
+    violations.check(
+        not birthday or is_birthday(birthday), "birthday", 'must be "MM-DD", a day of the calendar'
+    )
+    violations.raise_if_any()
 
 
 MEMBER_KEYS = ("member_id", "customer_id", "member_code")
@@ -107,6 +110,25 @@ def redemption(member_id: str, points: int, source_id: str, store_id: str, membe
     violations.raise_if_any()
 
 
+def grant(member_id: str, points: int, source_id: str, reason: str) -> None:
+    violations = Violations()
+    _required(violations, member_id=member_id)
+    violations.text(source_id, "source_id", max_length=MAX_SOURCE_ID_LENGTH)
+    violations.check(points > 0, "points", "must be greater than zero")
+    violations.check(points <= MAX_POINTS_PER_CALL, "points", f"must be at most {MAX_POINTS_PER_CALL}")
+    violations.check(
+        len(reason) <= MAX_REASON_LENGTH, "reason", f"must be at most {MAX_REASON_LENGTH} characters"
+    )
+    violations.raise_if_any()
+
+
+def coupon_page(member_id: str, page_token: str) -> None:
+    violations = Violations()
+    _required(violations, member_id=member_id)
+    check_page_token(page_token, violations)
+    violations.raise_if_any()
+
+
 def reversal(source_id: str, reason: str) -> None:
     violations = Violations()
     violations.check(
@@ -131,12 +153,14 @@ class CouponIssue:
     min_spend_cents: int
     expire_time: datetime | None
     request_id: str
+    campaign_id: str = ""
 
     def checked(self, now: datetime) -> datetime:
         """The coupon's expiry, once every value is found good (it must lie ahead of `now`)."""
         violations = Violations()
         _required(violations, member_id=self.member_id)
         violations.text(self.request_id, "request_id", max_length=MAX_REQUEST_ID_LENGTH)
+        _optional(violations, campaign_id=self.campaign_id)
         violations.check(self.discount_cents > 0, "discount_cents", "must be greater than zero")
         violations.check(self.min_spend_cents >= 0, "min_spend_cents", "must not be negative")
         if self.expire_time is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime
+from typing import Any
 
 from quanyu.auth import Principal
 from quanyu.errors import FailedPrecondition, NotFound
@@ -26,12 +27,14 @@ class CouponCases(UseCases):
         min_spend_cents: int,
         expire_time: datetime | None,
         request_id: str,
+        *,
+        campaign_id: str = "",
     ) -> Coupon:
         now = self.clock()
         expire = requests.CouponIssue(
-            member_id, discount_cents, min_spend_cents, expire_time, request_id
+            member_id, discount_cents, min_spend_cents, expire_time, request_id, campaign_id
         ).checked(now)
-        fingerprint = coupon_fingerprint(member_id, discount_cents, min_spend_cents, expire)
+        fingerprint = coupon_fingerprint(member_id, discount_cents, min_spend_cents, expire, campaign_id)
 
         def work(tx: Tx) -> Coupon:
             done = tx.stores.coupons.by_request(request_id)
@@ -47,11 +50,37 @@ class CouponCases(UseCases):
                 min_spend_cents=min_spend_cents,
                 expire_time=expire,
                 fingerprint=fingerprint,
+                campaign_id=campaign_id,
+                at=now,
             )
             tx.stores.coupons.issue(coupon, request_id, now)
             return coupon
 
         return self.uow.run(work)
+
+    def list_coupons(
+        self, principal: Principal, member_id: str, include_inactive: bool, requested: int, token: str
+    ) -> tuple[list[Coupon], str]:
+        """A member's coupons (and those of members merged into them), newest first: the usable
+        ones, or with `include_inactive` every one. Read by whoever reaches the member."""
+        requests.coupon_page(member_id, token)
+        now = self.clock()
+
+        def fetch(tx: Tx, position: dict[str, Any] | None, limit: int) -> list[Coupon]:
+            group = tx.stores.members.group(self._root(tx.stores, member_id))
+            before = (datetime.fromisoformat(position["time"]), str(position["code"])) if position else None
+            return tx.stores.coupons.page(
+                group, active_at=None if include_inactive else now, before=before, limit=limit
+            )
+
+        def check() -> None:
+            # A channel its own customers' members, a till its own members: no member code here.
+            self._reach(principal, member_id=member_id)
+
+        query = {"member": member_id, "inactive": include_inactive}
+        return self._page(
+            principal, token, requested, query=query, fetch=fetch, position=_before, check=check
+        )
 
     def redeem_coupon(
         self,
@@ -115,3 +144,8 @@ class CouponCases(UseCases):
             return released
 
         return self.uow.run(work)
+
+
+def _before(coupon: Coupon) -> dict[str, str]:
+    assert coupon.create_time is not None
+    return {"time": coupon.create_time.isoformat(), "code": coupon.code}

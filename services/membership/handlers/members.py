@@ -26,8 +26,9 @@ class MemberCases(UseCases):
         guide_id: str,
         channel: str,
         referrer_member_id: str,
+        birthday: str = "",
     ) -> tuple[Member, bool]:
-        requests.enrolment(customer_id, home_store_id, guide_id, referrer_member_id)
+        requests.enrolment(customer_id, home_store_id, guide_id, referrer_member_id, birthday)
         home_store_id, channel = enrolling_as(principal, home_store_id, channel)
         if is_front(principal):
             # A till or channel enrols a customer identity knows (a channel, one of its own), never
@@ -89,6 +90,7 @@ class MemberCases(UseCases):
                 channel=channel,
                 referrer_member_id=referrer,
                 at=self.clock(),
+                birthday=birthday,
             )
             members.add(member)
             return self._load(tx.stores, member.member_id), True

@@ -8,9 +8,9 @@ from datetime import datetime
 
 from quanyu.auth import Principal, Role
 from services.membership.domain import Entry, EntryKind, Member, PointsAccount, requests
-from services.membership.domain.ledger import REVERSIBLE, source_key
+from services.membership.domain.ledger import REVERSIBLE, grant_key, source_key
 from services.membership.handlers.base import Tx, UseCases
-from services.membership.metrics import POINTS_EARNED, POINTS_REDEEMED
+from services.membership.metrics import POINTS_EARNED, POINTS_GRANTED, POINTS_REDEEMED
 from services.membership.ports import LedgerStore
 
 # Members the expiry and tier runs read at once, each then changed in its own transaction.
@@ -73,6 +73,26 @@ class PointsCases(UseCases):
             )
         )
         stores.members.save(referrer, now)
+
+    def grant(self, member_id: str, points: int, source_id: str, reason: str = "") -> tuple[Entry, Member]:
+        """Credit points not earned by spend (a campaign's reward), once per source id; they expire
+        like earned points."""
+        requests.grant(member_id, points, source_id, reason)
+
+        def work(tx: Tx) -> tuple[Entry, Member]:
+            stores = tx.stores
+            done = stores.ledger.by_key(grant_key(source_id))
+            if done is not None:
+                return self._retried(tx, done, member_id, points=points)
+            account = self._account(tx, member_id)
+            now = self.clock()
+            posting = account.grant(self.programme, points, source_id=source_id, at=now)
+            entry = stores.ledger.append(posting)
+            stores.members.save(account.member, now)
+            tx.after_commit(lambda: POINTS_GRANTED.inc(points))
+            return entry, self._load(stores, account.member.member_id)
+
+        return self.uow.run(work)
 
     def redeem(
         self,

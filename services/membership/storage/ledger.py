@@ -7,7 +7,7 @@ from dataclasses import asdict, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from quanyu.db import joined_sum, wide_sum
@@ -242,3 +242,25 @@ class CouponRepository:
 
     def release(self, code: str, order_id: str) -> None:
         self._db.execute(_GIVE_BACK_COUPON, {"coupon": code, "order": order_id})
+
+    def page(
+        self,
+        member_ids: Sequence[str],
+        *,
+        active_at: datetime | None,
+        before: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[Coupon]:
+        query = select(coupons).where(coupons.c.member_id.in_(member_ids))
+        if active_at is not None:
+            query = query.where(coupons.c.redeemed_order_id.is_(None), coupons.c.expire_time > active_at)
+        if before is not None:
+            time, code = before
+            query = query.where(
+                or_(
+                    coupons.c.create_time < time,
+                    and_(coupons.c.create_time == time, coupons.c.code < code),
+                )
+            )
+        ordered = query.order_by(coupons.c.create_time.desc(), coupons.c.code.desc()).limit(limit)
+        return [_coupon(r) for r in self._db.execute(ordered)]

@@ -60,6 +60,7 @@ def _changing(member: Member) -> dict[str, Any]:
         "lifetime_spend_cents": member.lifetime_spend_cents,
         "referrer_member_id": member.referrer_member_id,
         "last_purchase_time": member.last_purchase_time,
+        "birthday": member.birthday,
     }
     for stage, column in _STAGE_TIME_COLUMN.items():
         values[column] = member.stage_times.get(stage)

@@ -45,6 +45,8 @@ members = Table(
     Column("lifetime_spend_cents", BigInteger, nullable=False),
     Column("merged", Boolean, nullable=False),
     Column("update_time", UtcDateTime(), nullable=False),
+    # "MM-DD"; empty when unknown.
+    Column("birthday", String(5), nullable=False, server_default=""),
     CheckConstraint("points_balance >= 0", name="balance_not_negative"),
     # Segments page through members in id order within one filter, each from its own index.
     Index("ix_members_tier_member_id", "tier", "member_id"),
@@ -137,7 +139,11 @@ coupons = Table(
     Column("request_id", String(128), nullable=False, unique=True),
     Column("request_fingerprint", String(64), nullable=False),
     Column("create_time", UtcDateTime(), nullable=False),
+    # The campaign that issued it; empty for none.
+    Column("campaign_id", String(64), nullable=False, server_default=""),
     CheckConstraint("discount_cents > 0", name="discount_positive"),
+    # A member's coupons are listed newest first.
+    Index("ix_coupons_member_id_create_time", "member_id", "create_time"),
 )
 
 # Member codes (会员码) a member's app shows at a till, kept as a hash only: a code is as good as
