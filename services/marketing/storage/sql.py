@@ -15,5 +15,7 @@ def insert_new(connection: Connection, table: Table, values: Mapping[str, Any]) 
     on PostgreSQL a failed insert would abort the whole transaction, and these callers expect
     the row to exist often (an event delivered twice, a member seen again)."""
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(table).values(**values).on_conflict_do_nothing()
-    return connection.execute(statement).rowcount == 1
+    # RETURNING says whether a row went in; the drivers' rowcount is not reliable for this.
+    key = next(iter(table.primary_key.columns))
+    statement = dialect.insert(table).values(**values).on_conflict_do_nothing().returning(key)
+    return connection.execute(statement).first() is not None
