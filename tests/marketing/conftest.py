@@ -23,3 +23,12 @@ def database(database_url: str) -> Iterator[Database]:
 @pytest.fixture
 def uow(database: Database) -> SqlUnitOfWork[SqlStores]:
     return SqlUnitOfWork(database, SqlStores)
+
+
+@pytest.fixture
+def replicas(database: Database, uow: SqlUnitOfWork[SqlStores]) -> Iterator[list[SqlUnitOfWork[SqlStores]]]:
+    """Two replicas' units of work: each its own engine and pool on the one database, as two
+    marketing processes have."""
+    other = Database(database.url, pool_size=20)
+    yield [uow, SqlUnitOfWork(other, SqlStores)]
+    other.dispose()

@@ -19,8 +19,12 @@ NOW = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
 TRIGGERS = 50
 
 
-def race(uow: SqlUnitOfWork[SqlStores], limits: Limits, actions: tuple[Action, ...]) -> list[GrantRecord]:
-    """TRIGGERS members, each with an event of their own, decided at once on as many threads."""
+def race(
+    replicas: list[SqlUnitOfWork[SqlStores]], limits: Limits, actions: tuple[Action, ...]
+) -> list[GrantRecord]:
+    """TRIGGERS members, each with an event of their own, decided at once on as many threads,
+    shared between the replicas."""
+    uow = replicas[0]
     live = campaign(limits=limits, actions=actions, holdout_percent=0)
     uow.run(lambda tx: tx.stores.campaigns.add(live, NOW))
     gate = threading.Barrier(TRIGGERS)
@@ -30,7 +34,7 @@ def race(uow: SqlUnitOfWork[SqlStores], limits: Limits, actions: tuple[Action, .
     def trigger(n: int) -> None:
         try:
             gate.wait()
-            record = uow.run(
+            record = replicas[n % len(replicas)].run(
                 lambda tx: decide_grant(tx, live, f"mem_{n:02d}", occurrence_of_event(f"evt_{n}"), NOW)
             )
             decided.append(record)
@@ -52,9 +56,9 @@ def outcomes(decided: list[GrantRecord]) -> Counter[tuple[Outcome, str]]:
 
 
 def test_fifty_concurrent_triggers_against_max_grants_ten_grant_exactly_ten(
-    uow: SqlUnitOfWork[SqlStores],
+    uow: SqlUnitOfWork[SqlStores], replicas: list[SqlUnitOfWork[SqlStores]]
 ) -> None:
-    decided = race(uow, Limits(max_grants=10), (Action(grant_points=5),))
+    decided = race(replicas, Limits(max_grants=10), (Action(grant_points=5),))
 
     assert outcomes(decided) == {
         (Outcome.GRANTED, ""): 10,
@@ -65,9 +69,11 @@ def test_fifty_concurrent_triggers_against_max_grants_ten_grant_exactly_ten(
     assert uow.read(lambda tx: tx.stores.grants.count("cmp_1", Outcome.GRANTED)) == 10
 
 
-def test_a_points_budget_is_never_overspent(uow: SqlUnitOfWork[SqlStores]) -> None:
+def test_a_points_budget_is_never_overspent(
+    uow: SqlUnitOfWork[SqlStores], replicas: list[SqlUnitOfWork[SqlStores]]
+) -> None:
     # 70 points buys seven grants of 10 points, whichever seven win.
-    decided = race(uow, Limits(points_budget=70), (Action(grant_points=10),))
+    decided = race(replicas, Limits(points_budget=70), (Action(grant_points=10),))
 
     assert outcomes(decided) == {
         (Outcome.GRANTED, ""): 7,
@@ -76,9 +82,11 @@ def test_a_points_budget_is_never_overspent(uow: SqlUnitOfWork[SqlStores]) -> No
     assert uow.read(lambda tx: tx.stores.budgets.totals("cmp_1")).points == 70
 
 
-def test_a_coupon_budget_is_never_overspent(uow: SqlUnitOfWork[SqlStores]) -> None:
+def test_a_coupon_budget_is_never_overspent(
+    uow: SqlUnitOfWork[SqlStores], replicas: list[SqlUnitOfWork[SqlStores]]
+) -> None:
     # 25,000 cents of coupons at 2,000 each is twelve coupons, with 1,000 left that buys none.
-    decided = race(uow, Limits(coupon_budget_cents=25_000), (coupon(discount_cents=2_000),))
+    decided = race(replicas, Limits(coupon_budget_cents=25_000), (coupon(discount_cents=2_000),))
 
     assert outcomes(decided) == {
         (Outcome.GRANTED, ""): 12,
@@ -88,7 +96,7 @@ def test_a_coupon_budget_is_never_overspent(uow: SqlUnitOfWork[SqlStores]) -> No
 
 
 def test_one_member_triggered_fifty_times_at_once_is_granted_their_share_only(
-    uow: SqlUnitOfWork[SqlStores],
+    uow: SqlUnitOfWork[SqlStores], replicas: list[SqlUnitOfWork[SqlStores]]
 ) -> None:
     live = campaign(limits=Limits(per_member_max=2), actions=(Action(grant_points=1),), holdout_percent=0)
     uow.run(lambda tx: tx.stores.campaigns.add(live, NOW))
@@ -97,8 +105,9 @@ def test_one_member_triggered_fifty_times_at_once_is_granted_their_share_only(
 
     def trigger(n: int) -> None:
         gate.wait()
+        replica = replicas[n % len(replicas)]
         decided.append(
-            uow.run(lambda tx: decide_grant(tx, live, "mem_1", occurrence_of_event(f"evt_{n}"), NOW))
+            replica.run(lambda tx: decide_grant(tx, live, "mem_1", occurrence_of_event(f"evt_{n}"), NOW))
         )
 
     threads = [threading.Thread(target=trigger, args=(n,)) for n in range(TRIGGERS)]
@@ -111,17 +120,22 @@ def test_one_member_triggered_fifty_times_at_once_is_granted_their_share_only(
     assert uow.read(lambda tx: tx.stores.budgets.totals("cmp_1")).grants == 2
 
 
-def test_one_occurrence_delivered_at_once_by_many_gives_one_grant(uow: SqlUnitOfWork[SqlStores]) -> None:
+def test_one_occurrence_delivered_at_once_by_many_gives_one_grant(
+    uow: SqlUnitOfWork[SqlStores], replicas: list[SqlUnitOfWork[SqlStores]]
+) -> None:
     live = campaign(limits=Limits(per_member_max=5), actions=(Action(grant_points=1),), holdout_percent=0)
     uow.run(lambda tx: tx.stores.campaigns.add(live, NOW))
     gate = threading.Barrier(20)
     decided: list[GrantRecord] = []
 
-    def trigger() -> None:
+    def trigger(n: int) -> None:
         gate.wait()
-        decided.append(uow.run(lambda tx: decide_grant(tx, live, "mem_1", occurrence_of_event("evt_1"), NOW)))
+        replica = replicas[n % len(replicas)]
+        decided.append(
+            replica.run(lambda tx: decide_grant(tx, live, "mem_1", occurrence_of_event("evt_1"), NOW))
+        )
 
-    threads = [threading.Thread(target=trigger) for _ in range(20)]
+    threads = [threading.Thread(target=trigger, args=(n,)) for n in range(20)]
     for thread in threads:
         thread.start()
     for thread in threads:
