@@ -23,7 +23,7 @@ from services.marketing.domain import (
     TriggerEvent,
     occurrence_of_event,
 )
-from services.marketing.ports import CompletedOrder, Outcome, Profile
+from services.marketing.ports import CompletedOrder, GrantRecord, Outcome, Profile
 from services.marketing.storage import SqlStores
 from services.marketing.storage.tables import campaigns, outbox
 from tests.marketing.factory import campaign, coupon, member, message, scheduled
@@ -118,6 +118,9 @@ def test_campaigns_are_found_by_state_trigger_and_page(uow: SqlUnitOfWork[SqlSto
 
     uow.run(seed)
 
+    stored = uow.read(lambda tx: tx.stores.campaigns.get("cmp_s"))
+    assert stored is not None
+    assert stored.trigger == scheduled(ScheduleKind.DAILY).trigger
     running = uow.read(lambda tx: tx.stores.campaigns.running_for(TriggerEvent.FIRST_PURCHASE))
     assert [c.campaign_id for c in running] == ["cmp_0", "cmp_2"]
     assert uow.read(lambda tx: tx.stores.campaigns.running_for(TriggerEvent.ORDER_COMPLETED)) == []
@@ -215,7 +218,22 @@ def test_the_arms_of_a_campaign_carry_their_orders_within_the_window(uow: SqlUni
     assert by_member["mem_1"].orders == ((NOW + timedelta(days=3), 100),)
     assert by_member["mem_2"].orders == ()
     assert uow.read(lambda tx: tx.stores.grants.count("cmp_1", Outcome.GRANTED)) == 2
-    assert uow.read(lambda tx: tx.stores.grants.count("cmp_1", Outcome.HELD_OUT)) == 0
+    held = GrantRecord(
+        slot="occ_held",
+        grant_key="mkt_held",
+        campaign_id="cmp_1",
+        version=1,
+        member_id="mem_3",
+        holder_id="mem_3",
+        occurrence_id=occurrence_of_event("e4"),
+        outcome=Outcome.HELD_OUT,
+        grant_time=NOW,
+    )
+    uow.run(lambda tx: tx.stores.grants.add(held))
+    assert uow.read(lambda tx: tx.stores.grants.get("occ_held")) == held
+    assert uow.read(lambda tx: tx.stores.grants.count("cmp_1", Outcome.HELD_OUT)) == 1
+    # Held out is not a grant: it counts against no limit.
+    assert uow.read(lambda tx: tx.stores.grants.count_for("cmp_1", "mem_3", None)) == 0
     assert uow.read(lambda tx: tx.stores.grants.count_for("cmp_1", "mem_1", NOW)) == 1
     assert uow.read(lambda tx: tx.stores.grants.counters("cmp_1", "mem_1", None)).member_grants == 2
 

@@ -4,6 +4,7 @@ in, so nothing waits."""
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 from quanyu.unit_of_work import SqlUnitOfWork
@@ -123,3 +124,25 @@ def test_sends_of_the_last_days_are_counted_per_customer_and_channel(uow: SqlUni
     times = uow.read(lambda tx: tx.stores.messages.sent_times("cus_1", Channel.APP, week_ago))
 
     assert times == [NOW - timedelta(days=6), NOW - timedelta(days=1)]
+
+
+def test_two_backends_pulling_at_once_never_lease_one_message_twice(
+    uow: SqlUnitOfWork[SqlStores], replicas: list[SqlUnitOfWork[SqlStores]]
+) -> None:
+    uow.run(lambda tx: [tx.stores.messages.add(queued(n)) for n in range(40)])
+    gate = threading.Barrier(4)
+    pulled: list[list[str]] = []
+
+    def backend(n: int) -> None:
+        gate.wait()
+        replica = replicas[n % len(replicas)]
+        pulled.append(ids(replica.run(lambda tx: tx.stores.messages.pull(Channel.APP, NOW, LEASE, 15))))
+
+    threads = [threading.Thread(target=backend, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    every = [message_id for batch in pulled for message_id in batch]
+    assert len(every) == len(set(every)) == 40

@@ -52,9 +52,12 @@ class MessageRepository:
         c = messages.c
         free = or_(c.lease_until.is_(None), c.lease_until <= now)
         due = [c.channel == channel.value, c.status == MessageStatus.PENDING.value, c.send_at <= now, free]
-        candidates = self._db.execute(
-            select(c.message_id).where(*due).order_by(c.send_at, c.message_id).limit(limit)
-        ).scalars()
+        query = select(c.message_id).where(*due).order_by(c.send_at, c.message_id).limit(limit)
+        if self._db.dialect.name == "postgresql":
+            # Backends pulling at once each take different messages rather than all reaching for
+            # the same first few and leaving with nothing (SQLite lets one writer in at a time).
+            query = query.with_for_update(skip_locked=True)
+        candidates = self._db.execute(query).scalars()
         leased = []
         for message_id in list(candidates):
             # Conditional on the lease still being free: of two backends pulling at once, one
