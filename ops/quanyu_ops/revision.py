@@ -53,10 +53,16 @@ def _body(code: str) -> str:
     return text if text.strip() else "    pass"
 
 
+def migrations_of(service: str) -> Path:
+    """A service's migrations folder, beside its storage (a service being built has no bootstrap
+    to name it yet)."""
+    package = importlib.import_module(f"services.{service}")
+    return Path(str(package.__file__)).parent / "migrations"
+
+
 def write_revision(service: str, message: str) -> Path | None:
-    bootstrap = importlib.import_module(f"services.{service}.bootstrap")
     storage = importlib.import_module(f"services.{service}.storage")
-    migrations: Path = bootstrap.MIGRATIONS
+    migrations = migrations_of(service)
     config = Config()
     config.set_main_option("script_location", str(migrations))
     head = ScriptDirectory.from_config(config).get_current_head()
