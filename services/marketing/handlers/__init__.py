@@ -1,0 +1,7 @@
+"""Marketing's use cases: campaigns managed through their lifecycle, and the grants that events
+and schedules make, each through the unit of work."""
+
+from services.marketing.handlers.campaigns import CampaignCases
+from services.marketing.handlers.triggers import EventIn, EventKind, Ingested, TriggerCases
+
+__all__ = ["CampaignCases", "EventIn", "EventKind", "Ingested", "TriggerCases"]
