@@ -14,6 +14,7 @@ from services.marketing.domain import Campaign, Channel, MemberFacts, OrderFacts
 from services.marketing.handlers import CampaignCases, EventIn, EventKind, TriggerCases
 from services.marketing.storage.tables import outbox
 from tests.marketing.factory import TIERS, member
+from tests.marketing.memory import MemoryStores
 
 # 10:00 in Shanghai: outside quiet hours.
 T0 = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
@@ -61,7 +62,10 @@ def make_cases(uow: Any, clock: Clock) -> tuple[CampaignCases, TriggerCases]:
     return CampaignCases(uow, TIERS, clock=clock), TriggerCases(uow, clock=clock)
 
 
-def effects(database: Database) -> list[tuple[str, dict[str, Any]]]:
+def effects(database: Database | MemoryStores) -> list[tuple[str, dict[str, Any]]]:
+    """(kind, payload) of each effect in the outbox, oldest first."""
+    if isinstance(database, MemoryStores):
+        return [(kind, payload) for kind, payload, _ in database.outbox.effects]
     with database.snapshot() as connection:
         rows = connection.execute(select(outbox.c.kind, outbox.c.payload).order_by(outbox.c.effect_id))
         return [(row.kind, json.loads(row.payload)) for row in rows]

@@ -1,0 +1,412 @@
+"""Marketing's stores kept in memory (services.marketing.ports.Stores), for use cases tested
+without a database over quanyu.unit_of_work.InMemoryUnitOfWork. One caller at a time: the
+database's tests are where concurrency is shown."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from quanyu.unit_of_work import ConcurrentChange
+from services.marketing.domain import (
+    Campaign,
+    CampaignState,
+    Channel,
+    Counters,
+    Decision,
+    Expiry,
+    GrantCost,
+    Limits,
+    MemberFacts,
+    TriggerEvent,
+    Verdict,
+    decide,
+    fits,
+)
+from services.marketing.ports import (
+    CampaignTotals,
+    CompletedOrder,
+    GrantRecord,
+    Message,
+    MessageStatus,
+    Outcome,
+    Profile,
+    Reach,
+    RunClaim,
+)
+
+
+class MemoryCampaigns:
+    def __init__(self, world: MemoryStores) -> None:
+        self._world = world
+        self._rows: dict[str, Campaign] = {}
+        self._versions: dict[tuple[str, int], Campaign] = {}
+        self._requests: dict[str, tuple[str, str]] = {}
+
+    def add(self, campaign: Campaign, now: datetime, *, request_id: str = "", fingerprint: str = "") -> None:
+        if campaign.create_time is None:
+            campaign.create_time = now
+        if request_id:
+            self._requests[request_id] = (campaign.campaign_id, fingerprint)
+        self._rows[campaign.campaign_id] = copy.deepcopy(campaign)
+        self._versions[campaign.campaign_id, campaign.version] = copy.deepcopy(campaign)
+        self._world.budgets.open(campaign.campaign_id)
+
+    def by_request(self, request_id: str) -> tuple[str, str] | None:
+        return self._requests.get(request_id)
+
+    def get(self, campaign_id: str) -> Campaign | None:
+        found = self._rows.get(campaign_id)
+        return copy.deepcopy(found) if found else None
+
+    def version(self, campaign_id: str, version: int) -> Campaign | None:
+        found = self._versions.get((campaign_id, version))
+        return copy.deepcopy(found) if found else None
+
+    def save(self, campaign: Campaign, now: datetime) -> None:
+        stored = self._rows.get(campaign.campaign_id)
+        # A save whose version is behind the stored one lost a race, as the database's would.
+        if stored is None or campaign.version < stored.version:
+            raise ConcurrentChange(f"campaign {campaign.campaign_id}")
+        self._rows[campaign.campaign_id] = copy.deepcopy(campaign)
+        self._versions.setdefault((campaign.campaign_id, campaign.version), copy.deepcopy(campaign))
+
+    def page(
+        self, states: Sequence[CampaignState], after: tuple[datetime, str] | None, limit: int
+    ) -> list[Campaign]:
+        rows = sorted(self._rows.values(), key=_position)
+        chosen = [
+            c for c in rows if (not states or c.state in states) and (after is None or _position(c) > after)
+        ]
+        return [copy.deepcopy(c) for c in chosen[:limit]]
+
+    def running_for(self, event: TriggerEvent) -> list[Campaign]:
+        return [
+            copy.deepcopy(c)
+            for c in self._rows.values()
+            if c.state is CampaignState.RUNNING and c.trigger.event == event
+        ]
+
+    def running_scheduled(self) -> list[Campaign]:
+        return [
+            copy.deepcopy(c)
+            for c in self._rows.values()
+            if c.state is CampaignState.RUNNING and c.trigger.schedule is not None
+        ]
+
+
+def _position(campaign: Campaign) -> tuple[datetime, str]:
+    assert campaign.create_time is not None
+    return campaign.create_time, campaign.campaign_id
+
+
+class MemoryBudgets:
+    def __init__(self) -> None:
+        self._totals: dict[str, CampaignTotals] = {}
+
+    def open(self, campaign_id: str) -> None:
+        self._totals[campaign_id] = CampaignTotals()
+
+    def take(self, campaign_id: str, limits: Limits, cost: GrantCost, now: datetime) -> Decision:
+        t = self._totals[campaign_id]
+        if (
+            fits(limits.max_grants, t.grants, 1)
+            and fits(limits.points_budget, t.points, cost.points)
+            and fits(limits.coupon_budget_cents, t.coupon_cents, cost.coupon_cents)
+        ):
+            self._totals[campaign_id] = replace(
+                t,
+                grants=t.grants + 1,
+                points=t.points + cost.points,
+                coupon_cents=t.coupon_cents + cost.coupon_cents,
+            )
+            return Decision(Verdict.GRANTED)
+        decision = decide(
+            limits, Counters(grants=t.grants, points=t.points, coupon_cents=t.coupon_cents), cost
+        )
+        if not t.exhausted_limit:
+            self._totals[campaign_id] = replace(t, exhausted_limit=decision.limit, exhaust_time=now)
+        return decision
+
+    def totals(self, campaign_id: str) -> CampaignTotals:
+        return self._totals.get(campaign_id, CampaignTotals())
+
+    def count_suppressed(self, campaign_id: str, messages: int) -> None:
+        t = self._totals[campaign_id]
+        self._totals[campaign_id] = replace(t, messages_suppressed=t.messages_suppressed + messages)
+
+
+class MemoryGrants:
+    def __init__(self, world: MemoryStores) -> None:
+        self._world = world
+        self._rows: dict[str, GrantRecord] = {}
+
+    def get(self, slot: str) -> GrantRecord | None:
+        return self._rows.get(slot)
+
+    def add(self, grant: GrantRecord) -> None:
+        if grant.slot in self._rows:
+            raise ConcurrentChange(f"grant {grant.slot}")
+        self._rows[grant.slot] = grant
+
+    def lock_member(self, campaign_id: str, holder_id: str) -> None:
+        # One caller at a time: nothing to wait for.
+        return None
+
+    def count_for(self, campaign_id: str, holder_id: str, since: datetime | None) -> int:
+        return sum(
+            1
+            for g in self._rows.values()
+            if g.campaign_id == campaign_id
+            and g.holder_id == holder_id
+            and g.outcome is Outcome.GRANTED
+            and (since is None or g.grant_time > since)
+        )
+
+    def counters(self, campaign_id: str, holder_id: str, since: datetime | None) -> Counters:
+        t = self._world.budgets.totals(campaign_id)
+        return Counters(self.count_for(campaign_id, holder_id, since), t.grants, t.points, t.coupon_cents)
+
+    def of_member(self, campaign_id: str, member_id: str) -> list[GrantRecord]:
+        found = [g for g in self._rows.values() if g.campaign_id == campaign_id and g.member_id == member_id]
+        return sorted(found, key=lambda g: (g.grant_time, g.slot))
+
+    def count(self, campaign_id: str, outcome: Outcome) -> int:
+        return len(
+            {
+                g.member_id
+                for g in self._rows.values()
+                if g.campaign_id == campaign_id and g.outcome is outcome
+            }
+        )
+
+    def reaches(self, campaign_id: str, outcome: Outcome, window: timedelta) -> list[Reach]:
+        first: dict[str, datetime] = {}
+        for g in self._rows.values():
+            if g.campaign_id == campaign_id and g.outcome is outcome:
+                first[g.member_id] = min(first.get(g.member_id, g.grant_time), g.grant_time)
+        orders = self._world.facts.orders
+        return [
+            Reach(
+                member_id,
+                at,
+                tuple(
+                    sorted(
+                        (o.complete_time, o.total_cents)
+                        for o in orders.values()
+                        if o.member_id == member_id
+                        and o.order_id not in self._world.facts.cancelled
+                        and at <= o.complete_time < at + window
+                    )
+                ),
+            )
+            for member_id, at in sorted(first.items())
+        ]
+
+
+class MemoryMessages:
+    def __init__(self) -> None:
+        self.rows: dict[str, Message] = {}
+
+    def add(self, message: Message) -> bool:
+        if any(m.grant_key == message.grant_key and m.channel is message.channel for m in self.rows.values()):
+            return False
+        self.rows[message.message_id] = message
+        return True
+
+    def get(self, message_id: str) -> Message | None:
+        return self.rows.get(message_id)
+
+    def pull(self, channel: Channel, now: datetime, lease: timedelta, limit: int) -> list[Message]:
+        due = sorted(
+            (
+                m
+                for m in self.rows.values()
+                if m.channel is channel
+                and m.status is MessageStatus.PENDING
+                and m.send_at <= now
+                and (m.lease_until is None or m.lease_until <= now)
+            ),
+            key=lambda m: (m.send_at, m.message_id),
+        )[:limit]
+        for m in due:
+            self.rows[m.message_id] = replace(m, lease_until=now + lease, pulls=m.pulls + 1)
+        return [self.rows[m.message_id] for m in due]
+
+    def ack(self, channel: Channel, message_ids: Iterable[str], now: datetime) -> int:
+        done = 0
+        for message_id in message_ids:
+            m = self.rows.get(message_id)
+            if m and m.channel is channel and m.status is MessageStatus.PENDING and m.lease_until is not None:
+                self.rows[message_id] = replace(m, status=MessageStatus.DELIVERED, deliver_time=now)
+                done += 1
+        return done
+
+    def suppress_unpulled(self, customer_id: str, channel: Channel, reason: str) -> int:
+        stopped = [
+            m
+            for m in self.rows.values()
+            if m.customer_id == customer_id
+            and m.channel is channel
+            and m.status is MessageStatus.PENDING
+            and m.pulls == 0
+        ]
+        for m in stopped:
+            self.rows[m.message_id] = replace(m, status=MessageStatus.SUPPRESSED, status_reason=reason)
+        return len(stopped)
+
+    def sent_times(self, customer_id: str, channel: Channel, since: datetime) -> list[datetime]:
+        return sorted(
+            m.send_at
+            for m in self.rows.values()
+            if m.customer_id == customer_id
+            and m.channel is channel
+            and m.status is not MessageStatus.SUPPRESSED
+            and m.send_at > since
+        )
+
+    def count(self, campaign_id: str, status: MessageStatus) -> int:
+        return sum(1 for m in self.rows.values() if m.campaign_id == campaign_id and m.status is status)
+
+
+class MemoryConsents:
+    def __init__(self) -> None:
+        self._answers: dict[str, dict[Channel, bool]] = {}
+
+    def set(self, customer_id: str, channel: Channel, consent: bool, now: datetime) -> None:
+        self._answers.setdefault(customer_id, {})[channel] = consent
+
+    def of(self, customer_id: str) -> dict[Channel, bool]:
+        return dict(self._answers.get(customer_id, {}))
+
+
+class MemoryFacts:
+    def __init__(self) -> None:
+        self.events: dict[str, str] = {}
+        self.profiles: dict[str, Profile] = {}
+        self.orders: dict[str, CompletedOrder] = {}
+        self.cancelled: set[str] = set()
+        self._expiries: dict[str, list[Expiry]] = {}
+
+    def claim_event(self, event_id: str, kind: str, now: datetime) -> bool:
+        if event_id in self.events:
+            return False
+        self.events[event_id] = kind
+        return True
+
+    def put_profile(self, profile: Profile, now: datetime) -> None:
+        self.profiles[profile.facts.member_id] = profile
+
+    def profile(self, member_id: str) -> Profile | None:
+        return self.profiles.get(member_id)
+
+    def profiles_after(self, cursor: str, limit: int) -> list[Profile]:
+        standing = sorted(
+            (p for m, p in self.profiles.items() if m > cursor and not p.survivor_id),
+            key=lambda p: p.facts.member_id,
+        )
+        return standing[:limit]
+
+    def merge(self, member_id: str, survivor_id: str, now: datetime) -> None:
+        found = self.profiles.get(member_id)
+        if found is None:
+            found = Profile(facts=MemberFacts(member_id=member_id), customer_id="")
+        self.profiles[member_id] = replace(found, survivor_id=survivor_id)
+
+    def survivor_of(self, member_id: str) -> str | None:
+        found = self.profiles.get(member_id)
+        return (found.survivor_id or None) if found else None
+
+    def record_order(self, order: CompletedOrder) -> bool:
+        if order.order_id in self.orders:
+            return False
+        self.orders[order.order_id] = order
+        found = self.profiles.get(order.member_id)
+        if found is None:
+            return False
+        last = found.last_order_time
+        first = found.first_purchase_time is None
+        self.profiles[order.member_id] = replace(
+            found,
+            last_order_time=order.complete_time if last is None or last < order.complete_time else last,
+            first_purchase_time=order.complete_time if first else found.first_purchase_time,
+        )
+        return first
+
+    def cancel_order(self, order_id: str) -> None:
+        self.cancelled.add(order_id)
+
+    def set_expiries(self, member_id: str, expiries: Iterable[Expiry]) -> None:
+        self._expiries[member_id] = sorted(expiries, key=lambda e: e.expire_time)
+
+    def expiries(self, member_id: str) -> list[Expiry]:
+        return list(self._expiries.get(member_id, []))
+
+
+class MemoryRuns:
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, str], RunClaim] = {}
+
+    def claim(
+        self, campaign_id: str, run_key: str, who: str, now: datetime, lease: timedelta
+    ) -> RunClaim | None:
+        found = self._rows.get((campaign_id, run_key))
+        if found is None:
+            claim = RunClaim(campaign_id, run_key, who, now + lease, "", False, 1)
+        elif found.done or (found.claimed_by != who and found.lease_until > now):
+            return None
+        else:
+            claim = replace(found, claimed_by=who, lease_until=now + lease, attempts=found.attempts + 1)
+        self._rows[campaign_id, run_key] = claim
+        return claim
+
+    def advance(self, claim: RunClaim, cursor: str, now: datetime, lease: timedelta) -> RunClaim:
+        self._still_held(claim)
+        moved = replace(claim, cursor=cursor, lease_until=now + lease)
+        self._rows[claim.campaign_id, claim.run_key] = moved
+        return moved
+
+    def finish(self, claim: RunClaim, now: datetime) -> None:
+        self._still_held(claim)
+        self._rows[claim.campaign_id, claim.run_key] = replace(claim, done=True)
+
+    def get(self, campaign_id: str, run_key: str) -> RunClaim | None:
+        return self._rows.get((campaign_id, run_key))
+
+    def _still_held(self, claim: RunClaim) -> None:
+        found = self._rows.get((claim.campaign_id, claim.run_key))
+        if (
+            found is None
+            or found.done
+            or (found.claimed_by, found.attempts) != (claim.claimed_by, claim.attempts)
+        ):
+            raise ConcurrentChange(f"run {claim.run_key} of campaign {claim.campaign_id}")
+
+
+@dataclass
+class MemoryOutbox:
+    effects: list[tuple[str, dict[str, Any], datetime]] = field(default_factory=list)
+
+    def add(
+        self, kind: str, payload: Mapping[str, Any], now: datetime, *, delay: timedelta = timedelta(0)
+    ) -> None:
+        self.effects.append((kind, dict(payload), now + delay))
+
+
+@dataclass
+class MemoryStores:
+    campaigns: MemoryCampaigns = field(init=False)
+    budgets: MemoryBudgets = field(default_factory=MemoryBudgets)
+    grants: MemoryGrants = field(init=False)
+    messages: MemoryMessages = field(default_factory=MemoryMessages)
+    consents: MemoryConsents = field(default_factory=MemoryConsents)
+    facts: MemoryFacts = field(default_factory=MemoryFacts)
+    runs: MemoryRuns = field(default_factory=MemoryRuns)
+    outbox: MemoryOutbox = field(default_factory=MemoryOutbox)
+
+    def __post_init__(self) -> None:
+        self.campaigns = MemoryCampaigns(self)
+        self.grants = MemoryGrants(self)
