@@ -181,3 +181,20 @@ def test_a_message_waits_for_consent_and_past_quiet_hours(uow: Uow) -> None:
     assert "{coupon_code}" in pending[0].text
     assert "Li Lei" in pending[0].text
     assert uow.read(lambda tx: tx.stores.messages.count(live.campaign_id, MessageStatus.SUPPRESSED)) == 1
+
+
+def test_of_campaigns_messaging_a_member_at_once_the_higher_priority_sends(uow: Uow) -> None:
+    campaigns, triggers = make_cases(uow, Clock())
+    low = running(campaigns, campaign(name="Low", holdout_percent=0, priority=1))
+    high = running(campaigns, campaign(name="High", holdout_percent=0, priority=5))
+    triggers.ingest([enrolled("mem_1")])
+    uow.run(lambda tx: tx.stores.consents.set("cus_mem_1", Channel.APP, True, T0))
+
+    done = triggers.ingest([order_completed("mem_1", "evt_1")])
+
+    assert sorted(g.outcome for g in done.grants) == [Outcome.GRANTED, Outcome.GRANTED]
+    pending = uow.read(lambda tx: tx.stores.messages.pull(Channel.APP, T0, timedelta(minutes=1), 10))
+    assert [m.campaign_id for m in pending] == [high.campaign_id]
+    assert uow.read(lambda tx: tx.stores.messages.count(low.campaign_id, MessageStatus.SUPPRESSED)) == 1
+    assert uow.read(lambda tx: tx.stores.budgets.totals(low.campaign_id)).messages_suppressed == 1
+    assert uow.read(lambda tx: tx.stores.budgets.totals(high.campaign_id)).messages_suppressed == 0

@@ -24,6 +24,7 @@ from tests.marketing.test_use_cases_grants import (
     test_a_message_waits_for_consent_and_past_quiet_hours,
     test_a_replayed_event_grants_once,
     test_first_purchase_fires_on_the_first_completed_order_only,
+    test_of_campaigns_messaging_a_member_at_once_the_higher_priority_sends,
     test_the_audience_is_asked_when_the_trigger_happens,
 )
 
@@ -40,6 +41,7 @@ __all__ = [
     "test_an_update_is_checked_whole",
     "test_campaigns_are_listed_by_state_a_page_at_a_time",
     "test_first_purchase_fires_on_the_first_completed_order_only",
+    "test_of_campaigns_messaging_a_member_at_once_the_higher_priority_sends",
     "test_the_audience_is_asked_when_the_trigger_happens",
     "test_the_lifecycle_runs_draft_running_paused_ended",
     "test_updates_make_new_versions_and_keep_the_old",

@@ -15,7 +15,6 @@ from quanyu.paging import page_size
 from quanyu.unit_of_work import Clock, Transaction, UnitOfWork
 from services.marketing.domain import Campaign, CampaignState, validate_campaign
 from services.marketing.ports import Stores
-from services.marketing.storage.codec import dump
 
 Tx = Transaction[Stores]
 
@@ -24,7 +23,8 @@ def _fingerprint(campaign: Campaign) -> str:
     """What a CreateCampaign request asked for, so a retry of it is told apart from another
     campaign sent under the same request id."""
     asked = dataclasses.replace(campaign, campaign_id="", create_time=None)
-    return hashlib.sha256(dump(asked).encode()).hexdigest()
+    # A campaign's repr is made of values only (tuples, enums, numbers, times): stable across runs.
+    return hashlib.sha256(repr(asked).encode()).hexdigest()
 
 
 def _existing(stores: Stores, campaign_id: str) -> Campaign:

@@ -28,7 +28,7 @@ from services.marketing.domain import (
     occurrence_of_event,
     occurrence_slot,
 )
-from services.marketing.handlers.effects import record_effects
+from services.marketing.handlers.effects import WantedMessage, record_effects, send_messages
 from services.marketing.ports import CompletedOrder, GrantRecord, Outcome, Profile, Stores
 
 Tx = Transaction[Stores]
@@ -106,10 +106,13 @@ class TriggerCases:
         *,
         order: OrderFacts | None,
         now: datetime,
+        messages: list[WantedMessage] | None = None,
     ) -> GrantRecord | None:
         """The decision for one member and occurrence, taken in the caller's transaction: the
         member's turn first, then the campaign's counters, then the grant's row, the one order
-        every grant takes its locks in, so concurrent grants queue rather than deadlock."""
+        every grant takes its locks in, so concurrent grants queue rather than deadlock. With
+        `messages`, the grant's messages are left there for the caller to arbitrate with those of
+        other campaigns granted at the same moment; otherwise they are queued at once."""
         stores = tx.stores
         slot = occurrence_slot(campaign.campaign_id, member_id, occurrence_id)
         if (found := stores.grants.get(slot)) is not None:
@@ -144,7 +147,11 @@ class TriggerCases:
         )
         stores.grants.add(record)
         if granted:
-            record_effects(stores, campaign, record, profile, policy=self.policy)
+            wanted = record_effects(stores, campaign, record, profile)
+            if messages is None:
+                send_messages(stores, wanted, policy=self.policy)
+            else:
+                messages.extend(wanted)
         return record
 
     @staticmethod
@@ -186,11 +193,17 @@ class TriggerCases:
         fired = self._apply(stores, event, now)
         occurrence = occurrence_of_event(event.event_id)
         grants: list[GrantRecord] = []
+        wanted: list[WantedMessage] = []
         for trigger in fired:
             for campaign in self._live(stores.campaigns.running_for(trigger), now):
-                record = self.grant(tx, campaign, event.member_id, occurrence, order=event.order, now=now)
+                record = self.grant(
+                    tx, campaign, event.member_id, occurrence, order=event.order, now=now, messages=wanted
+                )
                 if record is not None:
                     grants.append(record)
+        # Every campaign this event granted wants the member at the same moment: one message each
+        # channel, the highest priority's.
+        send_messages(stores, wanted, policy=self.policy)
         return grants
 
     @staticmethod
