@@ -9,6 +9,8 @@ import threading
 from collections import Counter
 from datetime import timedelta
 
+from prometheus_client import REGISTRY
+
 from quanyu.db import Database
 from quanyu.unit_of_work import SqlUnitOfWork
 from services.marketing.domain import (
@@ -198,3 +200,18 @@ def test_of_campaigns_messaging_a_member_at_once_the_higher_priority_sends(uow: 
     assert uow.read(lambda tx: tx.stores.messages.count(low.campaign_id, MessageStatus.SUPPRESSED)) == 1
     assert uow.read(lambda tx: tx.stores.budgets.totals(low.campaign_id)).messages_suppressed == 1
     assert uow.read(lambda tx: tx.stores.budgets.totals(high.campaign_id)).messages_suppressed == 0
+
+
+def granted_so_far() -> float:
+    return REGISTRY.get_sample_value("quanyu_marketing_grant_decisions_total", {"outcome": "GRANTED"}) or 0.0
+
+
+def test_a_decision_is_counted_once_however_often_its_event_arrives(uow: Uow) -> None:
+    campaigns, triggers = make_cases(uow, Clock())
+    running(campaigns, campaign(holdout_percent=0))
+    triggers.ingest([enrolled("mem_1")])
+    before = granted_so_far()
+
+    triggers.ingest([order_completed("mem_1", "evt_1")] * 3)
+
+    assert granted_so_far() - before == 1

@@ -18,6 +18,7 @@ from tests.marketing.test_use_cases_campaigns import (
     test_updates_make_new_versions_and_keep_the_old,
 )
 from tests.marketing.test_use_cases_grants import (
+    test_a_decision_is_counted_once_however_often_its_event_arrives,
     test_a_grants_effects_carry_the_action_keys,
     test_a_held_out_member_gets_nothing_but_is_recorded,
     test_a_member_outside_the_audience_is_not_granted,
@@ -31,6 +32,7 @@ from tests.marketing.test_use_cases_grants import (
 # Collected here as well as in their own modules: pytest runs what a module's namespace holds.
 __all__ = [
     "test_a_campaign_naming_an_unknown_tier_is_refused",
+    "test_a_decision_is_counted_once_however_often_its_event_arrives",
     "test_a_draft_cannot_be_paused_and_an_unknown_campaign_is_not_found",
     "test_a_grants_effects_carry_the_action_keys",
     "test_a_held_out_member_gets_nothing_but_is_recorded",

@@ -29,6 +29,7 @@ from services.marketing.domain import (
     occurrence_slot,
 )
 from services.marketing.handlers.effects import WantedMessage, record_effects, send_messages
+from services.marketing.metrics import EVENTS_INGESTED, GRANT_DECISIONS
 from services.marketing.ports import CompletedOrder, GrantRecord, Outcome, Profile, Stores
 
 Tx = Transaction[Stores]
@@ -146,6 +147,8 @@ class TriggerCases:
             coupon_cents=cost.coupon_cents if granted else 0,
         )
         stores.grants.add(record)
+        # Counted once committed: an attempt rolled back and run again must not count twice.
+        tx.after_commit(GRANT_DECISIONS.labels(outcome.value).inc)
         if granted:
             wanted = record_effects(stores, campaign, record, profile)
             if messages is None:
@@ -189,7 +192,9 @@ class TriggerCases:
         now = self.clock()
         stores = tx.stores
         if not stores.facts.claim_event(event.event_id, event.kind.value, now):
+            tx.after_commit(EVENTS_INGESTED.labels("duplicate").inc)
             return None
+        tx.after_commit(EVENTS_INGESTED.labels("new").inc)
         fired = self._apply(stores, event, now)
         occurrence = occurrence_of_event(event.event_id)
         grants: list[GrantRecord] = []
