@@ -215,3 +215,64 @@ def test_a_decision_is_counted_once_however_often_its_event_arrives(uow: Uow) ->
     triggers.ingest([order_completed("mem_1", "evt_1")] * 3)
 
     assert granted_so_far() - before == 1
+
+
+def test_a_paused_or_finished_campaign_grants_nothing(uow: Uow, database: Database) -> None:
+    clock = Clock()
+    campaigns, triggers = make_cases(uow, clock)
+    paused = running(campaigns, campaign(name="Paused", holdout_percent=0))
+    campaigns.pause_campaign(paused.campaign_id)
+    running(campaigns, campaign(name="Over", holdout_percent=0, end_time=T0 - timedelta(days=1)))
+    running(campaigns, campaign(name="Not yet", holdout_percent=0, start_time=T0 + timedelta(days=1)))
+    triggers.ingest([enrolled("mem_1")])
+
+    done = triggers.ingest([order_completed("mem_1", "evt_1")])
+
+    assert done.grants == ()
+    assert effects(database) == []
+
+
+def test_an_event_delivered_again_after_an_update_repeats_the_first_versions_grant(
+    uow: Uow, database: Database
+) -> None:
+    campaigns, triggers = make_cases(uow, Clock())
+    live = running(campaigns, campaign(holdout_percent=0))
+    triggers.ingest([enrolled("mem_1")])
+    (first,) = triggers.ingest([order_completed("mem_1", "evt_1")]).grants
+    campaigns.pause_campaign(live.campaign_id)
+    campaigns.update_campaign(live.campaign_id, campaign(name="Renamed"), ["name"])
+    campaigns.start_campaign(live.campaign_id)
+
+    again = triggers.trigger(live.campaign_id, "mem_1", occurrence_of_event("evt_1"))
+
+    assert again == first
+    assert first.version == 1
+    assert [kind for kind, _ in effects(database)] == ["issue_coupon"]
+
+
+def test_one_event_delivered_to_both_replicas_at_once_grants_once(
+    uow: Uow, replicas: list[Uow], database: Database
+) -> None:
+    campaigns, triggers = make_cases(uow, Clock())
+    live = running(campaigns, campaign(holdout_percent=0, actions=(coupon(),)))
+    triggers.ingest([enrolled("mem_1")])
+    each = [make_cases(replicas[n % len(replicas)], Clock())[1] for n in range(10)]
+    gate = threading.Barrier(len(each))
+    failures: list[BaseException] = []
+
+    def deliver(n: int) -> None:
+        try:
+            gate.wait()
+            each[n].ingest([order_completed("mem_1", "evt_1")])
+        except BaseException as error:  # a thread's failure is reported by the test
+            failures.append(error)
+
+    threads = [threading.Thread(target=deliver, args=(n,)) for n in range(len(each))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert failures == []
+    assert uow.read(lambda tx: tx.stores.grants.count(live.campaign_id, Outcome.GRANTED)) == 1
+    assert [kind for kind, _ in effects(database)] == ["issue_coupon"]
