@@ -166,6 +166,12 @@ class MemoryGrants:
             and (since is None or g.grant_time > since)
         )
 
+    def move_holder(self, holder_id: str, survivor_id: str) -> int:
+        moving = [g for g in self._rows.values() if g.holder_id == holder_id]
+        for g in moving:
+            self._rows[g.slot] = replace(g, holder_id=survivor_id)
+        return len(moving)
+
     def counters(self, campaign_id: str, holder_id: str, since: datetime | None) -> Counters:
         t = self._world.budgets.totals(campaign_id)
         return Counters(self.count_for(campaign_id, holder_id, since), t.grants, t.points, t.coupon_cents)

@@ -276,3 +276,20 @@ def test_one_event_delivered_to_both_replicas_at_once_grants_once(
     assert failures == []
     assert uow.read(lambda tx: tx.stores.grants.count(live.campaign_id, Outcome.GRANTED)) == 1
     assert [kind for kind, _ in effects(database)] == ["issue_coupon"]
+
+
+def test_what_a_merged_member_was_given_counts_for_the_survivor(uow: Uow) -> None:
+    campaigns, triggers = make_cases(uow, Clock())
+    live = running(campaigns, campaign(holdout_percent=0))
+    triggers.ingest([enrolled("mem_old"), enrolled("mem_1")])
+    triggers.ingest([order_completed("mem_old", "evt_1")])
+    merged = EventIn("merge_1", EventKind.CUSTOMER_MERGED, "mem_old", T0, survivor_id="mem_1")
+
+    (second,) = triggers.ingest([merged, order_completed("mem_1", "evt_2")]).grants
+
+    assert (second.holder_id, second.outcome, second.limit_name) == (
+        "mem_1",
+        Outcome.LIMIT_REACHED,
+        "per_member_max",
+    )
+    assert uow.read(lambda tx: tx.stores.budgets.totals(live.campaign_id)).grants == 1

@@ -29,6 +29,7 @@ from tests.marketing.test_use_cases_grants import (
     test_first_purchase_fires_on_the_first_completed_order_only,
     test_of_campaigns_messaging_a_member_at_once_the_higher_priority_sends,
     test_the_audience_is_asked_when_the_trigger_happens,
+    test_what_a_merged_member_was_given_counts_for_the_survivor,
 )
 
 # Collected here as well as in their own modules: pytest runs what a module's namespace holds.
@@ -51,6 +52,7 @@ __all__ = [
     "test_the_audience_is_asked_when_the_trigger_happens",
     "test_the_lifecycle_runs_draft_running_paused_ended",
     "test_updates_make_new_versions_and_keep_the_old",
+    "test_what_a_merged_member_was_given_counts_for_the_survivor",
 ]
 
 

@@ -223,6 +223,8 @@ class TriggerCases:
         kind = event.kind
         if kind is EventKind.CUSTOMER_MERGED:
             facts.merge(event.member_id, event.survivor_id, now)
+            # What the merged member was given counts toward the survivor's limits from now on.
+            stores.grants.move_holder(event.member_id, event.survivor_id)
             return []
         profile = facts.profile(event.member_id) or Profile(
             facts=MemberFacts(member_id=event.member_id), customer_id=event.customer_id
