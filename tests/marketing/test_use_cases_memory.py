@@ -31,6 +31,10 @@ from tests.marketing.test_use_cases_grants import (
     test_the_audience_is_asked_when_the_trigger_happens,
     test_what_a_merged_member_was_given_counts_for_the_survivor,
 )
+from tests.marketing.test_use_cases_messages import (
+    test_a_message_not_acknowledged_is_pulled_again_once_its_lease_lapses,
+    test_withdrawing_consent_stops_what_is_queued,
+)
 
 # Collected here as well as in their own modules: pytest runs what a module's namespace holds.
 __all__ = [
@@ -40,6 +44,7 @@ __all__ = [
     "test_a_grants_effects_carry_the_action_keys",
     "test_a_held_out_member_gets_nothing_but_is_recorded",
     "test_a_member_outside_the_audience_is_not_granted",
+    "test_a_message_not_acknowledged_is_pulled_again_once_its_lease_lapses",
     "test_a_message_waits_for_consent_and_past_quiet_hours",
     "test_a_paused_or_finished_campaign_grants_nothing",
     "test_a_replayed_event_grants_once",
@@ -53,6 +58,7 @@ __all__ = [
     "test_the_lifecycle_runs_draft_running_paused_ended",
     "test_updates_make_new_versions_and_keep_the_old",
     "test_what_a_merged_member_was_given_counts_for_the_survivor",
+    "test_withdrawing_consent_stops_what_is_queued",
 ]
 
 
