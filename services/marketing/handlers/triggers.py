@@ -271,7 +271,3 @@ _TRIGGERED = {
     EventKind.STAGE_CHANGED: TriggerEvent.STAGE_CHANGED,
     EventKind.ENGAGEMENT: TriggerEvent.ENGAGEMENT,
 }
-
-
-def _with_facts(profile: Profile, **changes: object) -> Profile:
-    return dataclasses.replace(profile, facts=dataclasses.replace(profile.facts, **changes))  # type: ignore[arg-type]
