@@ -35,6 +35,7 @@ from tests.marketing.test_use_cases_messages import (
     test_a_message_not_acknowledged_is_pulled_again_once_its_lease_lapses,
     test_withdrawing_consent_stops_what_is_queued,
 )
+from tests.marketing.test_use_cases_results import test_results_compare_the_reached_with_the_held_out
 
 # Collected here as well as in their own modules: pytest runs what a module's namespace holds.
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "test_campaigns_are_listed_by_state_a_page_at_a_time",
     "test_first_purchase_fires_on_the_first_completed_order_only",
     "test_of_campaigns_messaging_a_member_at_once_the_higher_priority_sends",
+    "test_results_compare_the_reached_with_the_held_out",
     "test_the_audience_is_asked_when_the_trigger_happens",
     "test_the_lifecycle_runs_draft_running_paused_ended",
     "test_updates_make_new_versions_and_keep_the_old",

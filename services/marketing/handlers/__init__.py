@@ -3,6 +3,16 @@ and schedules make, each through the unit of work."""
 
 from services.marketing.handlers.campaigns import CampaignCases
 from services.marketing.handlers.messages import MessageCases
+from services.marketing.handlers.results import CampaignResults, ResultCases
 from services.marketing.handlers.triggers import EventIn, EventKind, Ingested, TriggerCases
 
-__all__ = ["CampaignCases", "EventIn", "EventKind", "Ingested", "MessageCases", "TriggerCases"]
+__all__ = [
+    "CampaignCases",
+    "CampaignResults",
+    "EventIn",
+    "EventKind",
+    "Ingested",
+    "MessageCases",
+    "ResultCases",
+    "TriggerCases",
+]
