@@ -31,6 +31,10 @@ from tests.marketing.test_use_cases_grants import (
     test_the_audience_is_asked_when_the_trigger_happens,
     test_what_a_merged_member_was_given_counts_for_the_survivor,
 )
+from tests.marketing.test_use_cases_insight import (
+    test_a_member_is_told_why,
+    test_a_preview_counts_the_audience_and_grants_nothing,
+)
 from tests.marketing.test_use_cases_messages import (
     test_a_message_not_acknowledged_is_pulled_again_once_its_lease_lapses,
     test_withdrawing_consent_stops_what_is_queued,
@@ -44,10 +48,12 @@ __all__ = [
     "test_a_draft_cannot_be_paused_and_an_unknown_campaign_is_not_found",
     "test_a_grants_effects_carry_the_action_keys",
     "test_a_held_out_member_gets_nothing_but_is_recorded",
+    "test_a_member_is_told_why",
     "test_a_member_outside_the_audience_is_not_granted",
     "test_a_message_not_acknowledged_is_pulled_again_once_its_lease_lapses",
     "test_a_message_waits_for_consent_and_past_quiet_hours",
     "test_a_paused_or_finished_campaign_grants_nothing",
+    "test_a_preview_counts_the_audience_and_grants_nothing",
     "test_a_replayed_event_grants_once",
     "test_a_request_id_makes_one_campaign",
     "test_an_event_delivered_again_after_an_update_repeats_the_first_versions_grant",

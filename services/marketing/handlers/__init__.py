@@ -2,6 +2,7 @@
 and schedules make, each through the unit of work."""
 
 from services.marketing.handlers.campaigns import CampaignCases
+from services.marketing.handlers.insight import InsightCases, Preview
 from services.marketing.handlers.messages import MessageCases
 from services.marketing.handlers.results import CampaignResults, ResultCases
 from services.marketing.handlers.triggers import EventIn, EventKind, Ingested, TriggerCases
@@ -12,7 +13,9 @@ __all__ = [
     "EventIn",
     "EventKind",
     "Ingested",
+    "InsightCases",
     "MessageCases",
+    "Preview",
     "ResultCases",
     "TriggerCases",
 ]
