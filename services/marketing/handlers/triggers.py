@@ -199,13 +199,13 @@ class TriggerCases:
         occurrence = occurrence_of_event(event.event_id)
         grants: list[GrantRecord] = []
         wanted: list[WantedMessage] = []
-        for trigger in fired:
-            for campaign in self._live(stores.campaigns.running_for(trigger), now):
-                record = self.grant(
-                    tx, campaign, event.member_id, occurrence, order=event.order, now=now, messages=wanted
-                )
-                if record is not None:
-                    grants.append(record)
+        triggered = [c for trigger in fired for c in stores.campaigns.running_for(trigger)]
+        for campaign in self._live(triggered, now):
+            record = self.grant(
+                tx, campaign, event.member_id, occurrence, order=event.order, now=now, messages=wanted
+            )
+            if record is not None:
+                grants.append(record)
         # Every campaign this event granted wants the member at the same moment: one message each
         # channel, the highest priority's.
         send_messages(stores, wanted, policy=self.policy)
@@ -213,8 +213,8 @@ class TriggerCases:
 
     @staticmethod
     def _live(campaigns: Iterable[Campaign], now: datetime) -> list[Campaign]:
-        # One order for every transaction that grants several campaigns, so their counters are
-        # locked in the same sequence everywhere.
+        # One order for every transaction that grants several campaigns (whichever trigger events
+        # found them), so their counters are locked in the same sequence everywhere.
         return sorted((c for c in campaigns if c.is_live(now)), key=lambda c: c.campaign_id)
 
     def _apply(self, stores: Stores, event: EventIn, now: datetime) -> list[TriggerEvent]:
