@@ -69,6 +69,12 @@ class GrantRepository:
             query = query.where(grants.c.grant_time > since)
         return int(self._db.execute(query).scalar_one())
 
+    def move_holder(self, holder_id: str, survivor_id: str) -> int:
+        moved = self._db.execute(
+            update(grants).where(grants.c.holder_id == holder_id).values(holder_id=survivor_id)
+        )
+        return int(moved.rowcount)
+
     def counters(self, campaign_id: str, holder_id: str, since: datetime | None) -> Counters:
         row = self._db.execute(
             select(campaign_counters).where(campaign_counters.c.campaign_id == campaign_id)

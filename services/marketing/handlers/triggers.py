@@ -1,0 +1,273 @@
+"""The grant of one occurrence of a campaign's trigger to one member, and the events that fire
+them: each event taken once by its id, its facts kept, and every live campaign it triggers
+granted in the same transaction, so an event delivered again, to any replica, acts once."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import KW_ONLY, dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from quanyu.errors import NotFound
+from quanyu.unit_of_work import Clock, Transaction, UnitOfWork
+from services.marketing.domain import (
+    Campaign,
+    Channel,
+    ContactPolicy,
+    MemberFacts,
+    OrderFacts,
+    Stage,
+    TriggerEvent,
+    grant_key,
+    is_held_out,
+    limit_holder,
+    member_window_start,
+    occurrence_of_event,
+    occurrence_slot,
+)
+from services.marketing.handlers.effects import WantedMessage, record_effects, send_messages
+from services.marketing.metrics import EVENTS_INGESTED, GRANT_DECISIONS
+from services.marketing.ports import CompletedOrder, GrantRecord, Outcome, Profile, Stores
+
+Tx = Transaction[Stores]
+
+
+class EventKind(StrEnum):
+    """What orders and membership tell marketing through their outboxes."""
+
+    ORDER_COMPLETED = "ORDER_COMPLETED"
+    ORDER_CANCELLED = "ORDER_CANCELLED"
+    MEMBER_ENROLLED = "MEMBER_ENROLLED"
+    TIER_CHANGED = "TIER_CHANGED"
+    STAGE_CHANGED = "STAGE_CHANGED"
+    ENGAGEMENT = "ENGAGEMENT"
+    CUSTOMER_MERGED = "CUSTOMER_MERGED"
+
+
+@dataclass(frozen=True)
+class EventIn:
+    """One event as it arrives; the fields its kind does not use stay empty."""
+
+    event_id: str
+    kind: EventKind
+    member_id: str
+    occur_time: datetime
+    customer_id: str = ""
+    facts: MemberFacts | None = None  # the member as enrolled
+    accounts: Mapping[Channel, str] = field(default_factory=dict)
+    tier: str = ""
+    stage: Stage = Stage.UNSPECIFIED
+    order_id: str = ""
+    order: OrderFacts | None = None
+    survivor_id: str = ""
+
+
+@dataclass(frozen=True)
+class Ingested:
+    accepted: int = 0
+    duplicates: int = 0
+    grants: tuple[GrantRecord, ...] = ()
+
+
+@dataclass
+class TriggerCases:
+    uow: UnitOfWork[Stores]
+    _: KW_ONLY
+    clock: Clock
+    policy: ContactPolicy = field(default_factory=ContactPolicy)
+
+    # --- one occurrence ------------------------------------------------------------------------
+
+    def trigger(
+        self, campaign_id: str, member_id: str, occurrence_id: str, order: OrderFacts | None = None
+    ) -> GrantRecord | None:
+        """The member's grant for the occurrence (None when the campaign is not live or the
+        member is outside its audience now), decided once whoever asks again."""
+
+        def work(tx: Tx) -> GrantRecord | None:
+            campaign = tx.stores.campaigns.get(campaign_id)
+            if campaign is None:
+                raise NotFound("campaign", campaign_id)
+            now = self.clock()
+            if not campaign.is_live(now):
+                return tx.stores.grants.get(occurrence_slot(campaign_id, member_id, occurrence_id))
+            return self.grant(tx, campaign, member_id, occurrence_id, order=order, now=now)
+
+        return self.uow.run(work)
+
+    def grant(
+        self,
+        tx: Tx,
+        campaign: Campaign,
+        member_id: str,
+        occurrence_id: str,
+        *,
+        order: OrderFacts | None,
+        now: datetime,
+        messages: list[WantedMessage] | None = None,
+    ) -> GrantRecord | None:
+        """The decision for one member and occurrence, taken in the caller's transaction: the
+        member's turn first, then the campaign's counters, then the grant's row, the one order
+        every grant takes its locks in, so concurrent grants queue rather than deadlock. With
+        `messages`, the grant's messages are left there for the caller to arbitrate with those of
+        other campaigns granted at the same moment; otherwise they are queued at once."""
+        stores = tx.stores
+        slot = occurrence_slot(campaign.campaign_id, member_id, occurrence_id)
+        if (found := stores.grants.get(slot)) is not None:
+            return found
+        profile = stores.facts.profile(member_id)
+        # The audience as the member stands now: one who left it before the trigger is not reached.
+        if profile is None or campaign.audience.why_not(profile.facts, order) is not None:
+            return None
+        holder = limit_holder(member_id, stores.facts.survivor_of)
+        stores.grants.lock_member(campaign.campaign_id, holder)
+        # Asked again under the member's lock: a concurrent delivery of the same occurrence that
+        # got there first has committed its row by now, and is answered instead of a second one.
+        if (found := stores.grants.get(slot)) is not None:
+            return found
+        key = grant_key(campaign.campaign_id, campaign.version, member_id, occurrence_id)
+        outcome, limit = self._outcome(stores, campaign, member_id, holder, now)
+        granted = outcome is Outcome.GRANTED
+        cost = campaign.cost
+        record = GrantRecord(
+            slot=slot,
+            grant_key=key,
+            campaign_id=campaign.campaign_id,
+            version=campaign.version,
+            member_id=member_id,
+            holder_id=holder,
+            occurrence_id=occurrence_id,
+            outcome=outcome,
+            grant_time=now,
+            limit_name=limit,
+            points=cost.points if granted else 0,
+            coupon_cents=cost.coupon_cents if granted else 0,
+        )
+        stores.grants.add(record)
+        # Counted once committed: an attempt rolled back and run again must not count twice.
+        tx.after_commit(GRANT_DECISIONS.labels(outcome.value).inc)
+        if granted:
+            wanted = record_effects(stores, campaign, record, profile)
+            if messages is None:
+                send_messages(stores, wanted, policy=self.policy)
+            else:
+                messages.extend(wanted)
+        return record
+
+    @staticmethod
+    def _outcome(
+        stores: Stores, campaign: Campaign, member_id: str, holder: str, now: datetime
+    ) -> tuple[Outcome, str]:
+        # The control group is drawn before any limit: a held-out member spends no budget, and is
+        # recorded so the results compare them with those reached.
+        if is_held_out(campaign.campaign_id, member_id, campaign.holdout_percent):
+            return Outcome.HELD_OUT, ""
+        since = member_window_start(campaign.limits, campaign.start_time, now)
+        if stores.grants.count_for(campaign.campaign_id, holder, since) >= campaign.limits.grants_per_member:
+            return Outcome.LIMIT_REACHED, "per_member_max"
+        decision = stores.budgets.take(campaign.campaign_id, campaign.limits, campaign.cost, now)
+        if not decision.granted:
+            return Outcome(decision.verdict.value), decision.limit
+        return Outcome.GRANTED, ""
+
+    # --- events --------------------------------------------------------------------------------
+
+    def ingest(self, events: Sequence[EventIn]) -> Ingested:
+        """A batch of events, each in its own transaction (one failing event does not hold back
+        the rest of the batch's, nor make them act twice when the batch is sent again)."""
+        accepted, duplicates, grants = 0, 0, list[GrantRecord]()
+        for event in events:
+            done = self.uow.run(functools.partial(self._ingest_one, event=event))
+            if done is None:
+                duplicates += 1
+                continue
+            accepted += 1
+            grants.extend(done)
+        return Ingested(accepted=accepted, duplicates=duplicates, grants=tuple(grants))
+
+    def _ingest_one(self, tx: Tx, *, event: EventIn) -> list[GrantRecord] | None:
+        now = self.clock()
+        stores = tx.stores
+        if not stores.facts.claim_event(event.event_id, event.kind.value, now):
+            tx.after_commit(EVENTS_INGESTED.labels("duplicate").inc)
+            return None
+        tx.after_commit(EVENTS_INGESTED.labels("new").inc)
+        fired = self._apply(stores, event, now)
+        occurrence = occurrence_of_event(event.event_id)
+        grants: list[GrantRecord] = []
+        wanted: list[WantedMessage] = []
+        triggered = [c for trigger in fired for c in stores.campaigns.running_for(trigger)]
+        for campaign in self._live(triggered, now):
+            record = self.grant(
+                tx, campaign, event.member_id, occurrence, order=event.order, now=now, messages=wanted
+            )
+            if record is not None:
+                grants.append(record)
+        # Every campaign this event granted wants the member at the same moment: one message each
+        # channel, the highest priority's.
+        send_messages(stores, wanted, policy=self.policy)
+        return grants
+
+    @staticmethod
+    def _live(campaigns: Iterable[Campaign], now: datetime) -> list[Campaign]:
+        # One order for every transaction that grants several campaigns (whichever trigger events
+        # found them), so their counters are locked in the same sequence everywhere.
+        return sorted((c for c in campaigns if c.is_live(now)), key=lambda c: c.campaign_id)
+
+    def _apply(self, stores: Stores, event: EventIn, now: datetime) -> list[TriggerEvent]:
+        """The member's facts moved on by the event, and the trigger events it amounts to."""
+        facts = stores.facts
+        kind = event.kind
+        if kind is EventKind.CUSTOMER_MERGED:
+            facts.merge(event.member_id, event.survivor_id, now)
+            # What the merged member was given counts toward the survivor's limits from now on.
+            stores.grants.move_holder(event.member_id, event.survivor_id)
+            return []
+        profile = facts.profile(event.member_id) or Profile(
+            facts=MemberFacts(member_id=event.member_id), customer_id=event.customer_id
+        )
+        if kind is EventKind.MEMBER_ENROLLED:
+            enrolled = event.facts or profile.facts
+            profile = dataclasses.replace(
+                profile,
+                facts=dataclasses.replace(enrolled, member_id=event.member_id),
+                customer_id=event.customer_id or profile.customer_id,
+                accounts={**profile.accounts, **event.accounts},
+            )
+        elif kind is EventKind.TIER_CHANGED:
+            profile = dataclasses.replace(profile, facts=dataclasses.replace(profile.facts, tier=event.tier))
+        elif kind is EventKind.STAGE_CHANGED:
+            profile = dataclasses.replace(
+                profile, facts=dataclasses.replace(profile.facts, stage=event.stage)
+            )
+        elif event.customer_id and not profile.customer_id:
+            profile = dataclasses.replace(profile, customer_id=event.customer_id)
+        facts.put_profile(profile, now)
+        if kind is EventKind.ORDER_COMPLETED:
+            order = event.order or OrderFacts(total_cents=0)
+            first = facts.record_order(
+                CompletedOrder(
+                    order_id=event.order_id,
+                    member_id=event.member_id,
+                    customer_id=profile.customer_id,
+                    store_id=order.store_id,
+                    total_cents=order.total_cents,
+                    complete_time=event.occur_time,
+                )
+            )
+            return [TriggerEvent.ORDER_COMPLETED, *([TriggerEvent.FIRST_PURCHASE] if first else [])]
+        if kind is EventKind.ORDER_CANCELLED:
+            facts.cancel_order(event.order_id)
+            return [TriggerEvent.ORDER_CANCELLED]
+        return [_TRIGGERED[kind]]
+
+
+_TRIGGERED = {
+    EventKind.MEMBER_ENROLLED: TriggerEvent.MEMBER_ENROLLED,
+    EventKind.TIER_CHANGED: TriggerEvent.TIER_CHANGED,
+    EventKind.STAGE_CHANGED: TriggerEvent.STAGE_CHANGED,
+    EventKind.ENGAGEMENT: TriggerEvent.ENGAGEMENT,
+}
