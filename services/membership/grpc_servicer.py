@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
@@ -15,6 +15,13 @@ from quanyu.server import Servicer, rpc_policy
 from quanyu.wire import from_timestamp, to_timestamp
 from services.membership.domain import Coupon, EngagementEvent, Entry, EntryKind, Guide, Member, Stage
 from services.membership.handlers import MembershipService
+
+_Posted = TypeVar(
+    "_Posted",
+    membership_pb2.EarnPointsResponse,
+    membership_pb2.RedeemPointsResponse,
+    membership_pb2.GrantPointsResponse,
+)
 
 SERVICE = membership_pb2.DESCRIPTOR.services_by_name["MembershipService"]
 _FRONT = (Role.CHANNEL, Role.STORE, Role.SERVICE, Role.OPS)
@@ -167,15 +174,15 @@ class MembershipServicer(
     def EarnPoints(
         self, request: membership_pb2.EarnPointsRequest, context: grpc.ServicerContext
     ) -> membership_pb2.EarnPointsResponse:
-        entry, member = self._service.earn(
+        posted = self._service.earn(
             request.member_id, request.source_id, request.spend_cents, request.store_id
         )
-        return membership_pb2.EarnPointsResponse(entry=entry_message(entry), member=member_message(member))
+        return _posted(membership_pb2.EarnPointsResponse, *posted)
 
     def RedeemPoints(
         self, request: membership_pb2.RedeemPointsRequest, context: grpc.ServicerContext
     ) -> membership_pb2.RedeemPointsResponse:
-        entry, member = self._service.redeem(
+        posted = self._service.redeem(
             current_principal(),
             request.member_id,
             request.points,
@@ -183,7 +190,7 @@ class MembershipServicer(
             store_id=request.store_id,
             member_code=request.member_code,
         )
-        return membership_pb2.RedeemPointsResponse(entry=entry_message(entry), member=member_message(member))
+        return _posted(membership_pb2.RedeemPointsResponse, *posted)
 
     def ReversePoints(
         self, request: membership_pb2.ReversePointsRequest, context: grpc.ServicerContext
@@ -204,10 +211,8 @@ class MembershipServicer(
     def GrantPoints(
         self, request: membership_pb2.GrantPointsRequest, context: grpc.ServicerContext
     ) -> membership_pb2.GrantPointsResponse:
-        entry, member = self._service.grant(
-            request.member_id, request.points, request.source_id, request.reason
-        )
-        return membership_pb2.GrantPointsResponse(entry=entry_message(entry), member=member_message(member))
+        posted = self._service.grant(request.member_id, request.points, request.source_id, request.reason)
+        return _posted(membership_pb2.GrantPointsResponse, *posted)
 
     def IssueCoupon(
         self, request: membership_pb2.IssueCouponRequest, context: grpc.ServicerContext
@@ -340,3 +345,8 @@ class MembershipServicer(
             current_principal(), request.store_id, request.page_size, request.page_token
         )
         return membership_pb2.ListGuidesResponse(guides=map(guide_message, guides), next_page_token=token)
+
+
+def _posted(response: type[_Posted], entry: Entry, member: Member) -> _Posted:
+    """The answer of every RPC that posts to the ledger: the entry and the member after it."""
+    return response(entry=entry_message(entry), member=member_message(member))

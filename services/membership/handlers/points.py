@@ -4,10 +4,11 @@ reversing what a source did, the ledger's pages, expiry and the tier evaluation.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from datetime import datetime
 
 from quanyu.auth import Principal, Role
-from services.membership.domain import Entry, EntryKind, Member, PointsAccount, requests
+from services.membership.domain import Entry, EntryKind, Member, PointsAccount, Posting, requests
 from services.membership.domain.ledger import REVERSIBLE, grant_key, source_key
 from services.membership.handlers.base import Tx, UseCases
 from services.membership.metrics import POINTS_EARNED, POINTS_GRANTED, POINTS_REDEEMED
@@ -87,10 +88,7 @@ class PointsCases(UseCases):
             account = self._account(tx, member_id)
             now = self.clock()
             posting = account.grant(self.programme, points, source_id=source_id, at=now)
-            entry = stores.ledger.append(posting)
-            stores.members.save(account.member, now)
-            tx.after_commit(lambda: POINTS_GRANTED.inc(points))
-            return entry, self._load(stores, account.member.member_id)
+            return self._posted(tx, account, posting, now, lambda: POINTS_GRANTED.inc(points))
 
         return self.uow.run(work)
 
@@ -120,12 +118,18 @@ class PointsCases(UseCases):
             posting = account.redeem(
                 points, source_id=source_id, store_id=store_id, key=key, owner=owner, at=now
             )
-            entry = stores.ledger.append(posting)
-            stores.members.save(account.member, now)
-            tx.after_commit(lambda: POINTS_REDEEMED.inc(points))
-            return entry, self._load(stores, account.member.member_id)
+            return self._posted(tx, account, posting, now, lambda: POINTS_REDEEMED.inc(points))
 
         return self.uow.run(work)
+
+    def _posted(
+        self, tx: Tx, account: PointsAccount, posting: Posting, now: datetime, count: Callable[[], None]
+    ) -> tuple[Entry, Member]:
+        """The posting appended to the ledger and its member saved; `count` once it has committed."""
+        entry = tx.stores.ledger.append(posting)
+        tx.stores.members.save(account.member, now)
+        tx.after_commit(count)
+        return entry, self._load(tx.stores, account.member.member_id)
 
     def _retried(
         self, tx: Tx, done: Entry, member_id: str, *, spend: int | None = None, points: int | None = None
