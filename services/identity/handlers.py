@@ -26,12 +26,8 @@ from services.identity.domain import (
     PhoneHasher,
     Reach,
     ResolveRequest,
-    check_merge,
-    checked_account,
-    checked_customer_id,
-    checked_link,
-    checked_phone,
     merge,
+    requests,
 )
 from services.identity.ports import Customers, Stores
 
@@ -128,7 +124,7 @@ class IdentityService:
         return self.uow.run(work)
 
     def get_customer(self, principal: Principal, customer_id: str) -> Customer:
-        checked_customer_id(customer_id)
+        requests.checked_customer_id(customer_id)
         reach = reach_of(principal)
         customer = self.uow.read(lambda tx: _current(tx.stores.customers, customer_id))
         # A customer the caller does not act for is answered as one that does not exist.
@@ -137,7 +133,7 @@ class IdentityService:
         return reach.view(customer)
 
     def lookup_by_account(self, principal: Principal, account: ChannelAccount) -> Customer:
-        checked_account(account)
+        requests.checked_account(account)
         reach = reach_of(principal)
         missing = NotFound("customer", f"{account.channel}:{account.external_id}")
         if not reach.names(account):
@@ -150,7 +146,7 @@ class IdentityService:
         return reach.view(customer)
 
     def lookup_by_phone(self, principal: Principal, raw_phone: str) -> Customer:
-        phone = checked_phone(raw_phone)
+        phone = requests.checked_phone(raw_phone)
         self._looking_up_phone(principal)
         reach = reach_of(principal)
         phone_hash = self.phones.digest(phone)
@@ -165,7 +161,7 @@ class IdentityService:
     def link_account(
         self, principal: Principal, customer_id: str, account: ChannelAccount | None
     ) -> Customer:
-        linked = checked_link(customer_id, account)
+        linked = requests.checked_link(customer_id, account)
         reach = reach_of(principal)
         reach.require_own(linked)
 
@@ -189,7 +185,7 @@ class IdentityService:
         return self.uow.run(work)
 
     def merge_customers(self, survivor_customer_id: str, merged_customer_id: str) -> Customer:
-        check_merge(survivor_customer_id, merged_customer_id)
+        requests.check_merge(survivor_customer_id, merged_customer_id)
 
         def work(tx: Tx) -> Customer:
             repo = tx.stores.customers

@@ -4,6 +4,7 @@ transaction by storage/ or kept in memory by tests) and identity (`Customers`)."
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
@@ -22,6 +23,18 @@ from services.membership.domain import (
 
 # ListMembers' filters: tier, tag, stage (its number), home_store_id, guide_id; empty = any.
 Segment = Mapping[str, str | int]
+
+
+@dataclass(frozen=True)
+class CouponListing:
+    """Which coupons one page of ListCoupons reads: the members' (a member and those merged into
+    them), issued before `before` (time, code) when given, and with `active_at` only those
+    unredeemed and unexpired then."""
+
+    member_ids: Sequence[str]
+    active_at: datetime | None
+    before: tuple[datetime, str] | None
+    limit: int
 
 
 class MemberStore(Protocol):
@@ -124,16 +137,8 @@ class CouponStore(Protocol):
 
     def release(self, code: str, order_id: str) -> None: ...
 
-    def page(
-        self,
-        member_ids: Sequence[str],
-        *,
-        active_at: datetime | None,
-        before: tuple[datetime, str] | None,
-        limit: int,
-    ) -> list[Coupon]:
-        """The members' coupons, newest first (then by code, descending), issued before `before`
-        (time, code); with `active_at`, only those unredeemed and unexpired then."""
+    def page(self, listing: CouponListing) -> list[Coupon]:
+        """The listing's coupons, newest first (then by code, descending)."""
         ...
 
 

@@ -22,7 +22,7 @@ from services.membership.domain import (
     Posting,
     Stage,
 )
-from services.membership.ports import Segment
+from services.membership.ports import CouponListing, Segment
 
 
 @dataclass
@@ -244,14 +244,9 @@ class MemoryCoupons:
         self.by_code[coupon.code] = replace(coupon, create_time=now)
         self.requests[request_id] = coupon.code
 
-    def page(
-        self,
-        member_ids: Sequence[str],
-        *,
-        active_at: datetime | None,
-        before: tuple[datetime, str] | None,
-        limit: int,
-    ) -> list[Coupon]:
+    def page(self, listing: CouponListing) -> list[Coupon]:
+        active_at, before = listing.active_at, listing.before
+
         def key(coupon: Coupon) -> tuple[datetime, str]:
             assert coupon.create_time is not None
             return coupon.create_time, coupon.code
@@ -259,11 +254,11 @@ class MemoryCoupons:
         found = [
             c
             for c in self.by_code.values()
-            if c.member_id in member_ids
+            if c.member_id in listing.member_ids
             and (active_at is None or c.active(active_at))
             and (before is None or key(c) < before)
         ]
-        return sorted(found, key=key, reverse=True)[:limit]
+        return sorted(found, key=key, reverse=True)[: listing.limit]
 
     def redeem(self, code: str, order_id: str, store_id: str, now: datetime) -> bool:
         coupon = self.by_code[code]

@@ -17,6 +17,7 @@ from services.membership.domain.coupons import (
 )
 from services.membership.handlers.access import is_front
 from services.membership.handlers.base import Tx, UseCases
+from services.membership.ports import CouponListing
 
 
 class CouponCases(UseCases):
@@ -70,7 +71,7 @@ class CouponCases(UseCases):
             group = tx.stores.members.group(self._root(tx.stores, member_id))
             before = (datetime.fromisoformat(position["time"]), str(position["code"])) if position else None
             return tx.stores.coupons.page(
-                group, active_at=None if include_inactive else now, before=before, limit=limit
+                CouponListing(group, None if include_inactive else now, before, limit)
             )
 
         def check() -> None:

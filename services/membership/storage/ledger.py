@@ -14,6 +14,7 @@ from quanyu.db import joined_sum, wide_sum
 from quanyu.ids import new_id
 from quanyu.unit_of_work import ConcurrentChange
 from services.membership.domain import Coupon, Entry, EntryKind, Lot, Posting
+from services.membership.ports import CouponListing
 from services.membership.storage.tables import coupons, ledger_entries, lot_draws, point_lots
 
 # An entry's fields that are columns of its row by the same name.
@@ -243,15 +244,9 @@ class CouponRepository:
     def release(self, code: str, order_id: str) -> None:
         self._db.execute(_GIVE_BACK_COUPON, {"coupon": code, "order": order_id})
 
-    def page(
-        self,
-        member_ids: Sequence[str],
-        *,
-        active_at: datetime | None,
-        before: tuple[datetime, str] | None,
-        limit: int,
-    ) -> list[Coupon]:
-        query = select(coupons).where(coupons.c.member_id.in_(member_ids))
+    def page(self, listing: CouponListing) -> list[Coupon]:
+        active_at, before = listing.active_at, listing.before
+        query = select(coupons).where(coupons.c.member_id.in_(listing.member_ids))
         if active_at is not None:
             query = query.where(coupons.c.redeemed_order_id.is_(None), coupons.c.expire_time > active_at)
         if before is not None:
@@ -262,5 +257,5 @@ class CouponRepository:
                     and_(coupons.c.create_time == time, coupons.c.code < code),
                 )
             )
-        ordered = query.order_by(coupons.c.create_time.desc(), coupons.c.code.desc()).limit(limit)
+        ordered = query.order_by(coupons.c.create_time.desc(), coupons.c.code.desc()).limit(listing.limit)
         return [_coupon(r) for r in self._db.execute(ordered)]
