@@ -83,6 +83,7 @@ def test_members_and_coupons_stored_before_birthdays_and_campaigns_have_none_and
     both columns and leaves the rows."""
     membership = importlib.import_module("services.membership.bootstrap")
     storage = importlib.import_module("services.membership.storage")
+    ports = importlib.import_module("services.membership.ports")
     database = Database(database_url)
     try:
         _upgrade(database, membership.MIGRATIONS, "0002")
@@ -109,7 +110,9 @@ def test_members_and_coupons_stored_before_birthdays_and_campaigns_have_none_and
         with database.transaction() as connection:
             stores = storage.SqlStores(connection)
             member = stores.members.get("mem_1")
-            coupons = stores.coupons.page(["mem_1"], active_at=None, before=None, limit=10)
+            coupons = stores.coupons.page(
+                ports.CouponListing(["mem_1"], active_at=None, before=None, limit=10)
+            )
         assert member is not None
         assert member.birthday == ""
         assert [(c.code, c.campaign_id, c.create_time) for c in coupons] == [("CODE1", "", now)]
