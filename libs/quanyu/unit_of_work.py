@@ -16,13 +16,13 @@ database.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from quanyu.db import Database, is_conflict
+from quanyu.db import Database, is_conflict, utcnow
 from quanyu.errors import Aborted
 
 S = TypeVar("S")
@@ -32,9 +32,8 @@ T = TypeVar("T")
 Clock = Callable[[], datetime]
 """What every service reads the time from; bootstrap passes the real one, tests a fixed one."""
 
-
-def system_clock() -> datetime:
-    return datetime.now(UTC)
+system_clock: Clock = utcnow
+"""The real time, the one every bootstrap passes unless a test gives its own."""
 
 
 class ConcurrentChange(Aborted):
