@@ -59,7 +59,8 @@ class EventIn:
     event_id: str
     kind: EventKind
     member_id: str
-    occur_time: datetime
+    # None when the sender did not say: it happened as marketing takes it in.
+    occur_time: datetime | None
     customer_id: str = ""
     facts: MemberFacts | None = None  # the member as enrolled
     accounts: Mapping[Channel, str] = field(default_factory=dict)
@@ -289,7 +290,7 @@ class TriggerCases:
                     customer_id=profile.customer_id,
                     store_id=order.store_id,
                     total_cents=order.total_cents,
-                    complete_time=event.occur_time,
+                    complete_time=event.occur_time or now,
                 )
             )
             return [TriggerEvent.ORDER_COMPLETED, *([TriggerEvent.FIRST_PURCHASE] if first else [])]
