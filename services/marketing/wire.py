@@ -49,6 +49,9 @@ MAX_ID_LENGTH = 64
 MAX_REQUEST_ID_LENGTH = 128
 MAX_ACCOUNT_LENGTH = 128
 MAX_LOCAL_TIME_LENGTH = 5
+MAX_NAME_LENGTH = 128
+MAX_ACTIONS = 10
+MAX_TEMPLATE_LENGTH = 1000
 
 
 def _pairs(enum: type[E], names: Mapping[str, int], prefix: str) -> dict[int, E]:
@@ -98,17 +101,27 @@ def state_of(number: int) -> CampaignState:
 
 
 def check_campaign_message(violations: Violations, message: pb.Campaign) -> None:
-    """What a campaign's message may carry before it is read: bounded lists and strings."""
+    """What a campaign's message may carry before it is read: bounded lists and strings, each
+    named whatever else is wrong with the request (the domain checks the values themselves)."""
+    violations.text(message.campaign_id, "campaign_id", max_length=MAX_ID_LENGTH, required=False)
+    violations.text(message.name, "name", max_length=MAX_NAME_LENGTH, required=False)
     audience = violations.within("audience")
-    for name in ("tiers", "tags", "stages", "home_store_ids", "guide_ids", "skus"):
-        count = len(getattr(message.audience, name))
-        audience.check(count <= MAX_AUDIENCE_ENTRIES, name, f"must hold at most {MAX_AUDIENCE_ENTRIES}")
+    for name in ("tiers", "tags", "home_store_ids", "guide_ids", "skus"):
+        _list(audience, getattr(message.audience, name), name, MAX_AUDIENCE_ENTRIES)
+    stages = len(message.audience.stages)
+    audience.check(stages <= MAX_AUDIENCE_ENTRIES, "stages", f"must hold at most {MAX_AUDIENCE_ENTRIES}")
     schedule = message.trigger.schedule
-    violations.within("trigger", "schedule").check(
-        len(schedule.local_time) <= MAX_LOCAL_TIME_LENGTH,
-        "local_time",
-        f"must be at most {MAX_LOCAL_TIME_LENGTH} characters",
+    violations.within("trigger", "schedule").text(
+        schedule.local_time, "local_time", max_length=MAX_LOCAL_TIME_LENGTH, required=False
     )
+    violations.check(len(message.actions) <= MAX_ACTIONS, "actions", f"must hold at most {MAX_ACTIONS}")
+    for i, action in enumerate(message.actions[:MAX_ACTIONS]):
+        inside = violations.within("actions", i)
+        inside.text(action.add_tag, "add_tag", max_length=MAX_ID_LENGTH, required=False)
+        inside.text(action.remove_tag, "remove_tag", max_length=MAX_ID_LENGTH, required=False)
+        inside.within("send_message").text(
+            action.send_message.template, "template", max_length=MAX_TEMPLATE_LENGTH, required=False
+        )
 
 
 def campaign_of(message: pb.Campaign, violations: Violations) -> Campaign:

@@ -243,6 +243,7 @@ _MARKED_CALLS = {
     "membership": "/quanyu.membership.v1.MembershipService/GetMember",
     "orders": "/quanyu.orders.v1.OrderService/GetOrder",
     "fulfilment": "/quanyu.fulfilment.v1.FulfilmentService/GetStore",
+    "marketing": "/quanyu.marketing.v1.MarketingService/GetCampaign",
 }
 
 

@@ -36,10 +36,12 @@ from quanyu.common.v1 import common_pb2
 from quanyu.config import SERVICE_NAMES
 from quanyu.fulfilment.v1 import fulfilment_pb2
 from quanyu.identity.v1 import identity_pb2
+from quanyu.marketing.v1 import marketing_pb2
 from quanyu.membership.v1 import membership_pb2
 from quanyu.orders.v1 import orders_pb2
 from services.fulfilment.grpc_servicer import POLICY as FULFILMENT_POLICY
 from services.identity.grpc_servicer import POLICY as IDENTITY_POLICY
+from services.marketing.grpc_servicer import POLICY as MARKETING_POLICY
 from services.membership.grpc_servicer import POLICY as MEMBERSHIP_POLICY
 from services.orders.grpc_servicer import POLICY as ORDERS_POLICY
 from tests.membership.test_ledger_invariants import check_books
@@ -52,8 +54,9 @@ SERVICES: dict[str, ServiceDescriptor] = {
     "membership": membership_pb2.DESCRIPTOR.services_by_name["MembershipService"],
     "orders": orders_pb2.DESCRIPTOR.services_by_name["OrderService"],
     "fulfilment": fulfilment_pb2.DESCRIPTOR.services_by_name["FulfilmentService"],
+    "marketing": marketing_pb2.DESCRIPTOR.services_by_name["MarketingService"],
 }
-POLICIES = {**IDENTITY_POLICY, **MEMBERSHIP_POLICY, **ORDERS_POLICY, **FULFILMENT_POLICY}
+POLICIES = {**IDENTITY_POLICY, **MEMBERSHIP_POLICY, **ORDERS_POLICY, **FULFILMENT_POLICY, **MARKETING_POLICY}
 # What a service may answer to a request it dislikes; anything else is the server's fault.
 REFUSALS = frozenset(
     {
