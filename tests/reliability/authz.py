@@ -37,6 +37,7 @@ from quanyu.auth import Principal, Role, TokenCodec
 from quanyu.common.v1 import common_pb2
 from quanyu.fulfilment.v1 import fulfilment_pb2
 from quanyu.identity.v1 import identity_pb2
+from quanyu.marketing.v1 import marketing_pb2, marketing_pb2_grpc
 from quanyu.membership.v1 import membership_pb2
 from quanyu.orders.v1 import orders_pb2
 from tests.orders.platform import Metadata
@@ -191,6 +192,8 @@ class Target:
     order_id: str
     store_id: str
     guide_id: str
+    # Marketing's campaign for the target's store alone (GetCampaignResults).
+    campaign_id: str = ""
 
 
 @dataclass
@@ -253,6 +256,7 @@ class _Scene:
                 guide_id=w.name("no-guide"),
             ),
         }
+        scene.targets = scene.marketing(scene.targets)
         scene.member_b = d.membership.GetMember(
             membership_pb2.GetMemberRequest(member_id=scene.targets[OTHER_STORE].member_id), metadata=w.ops
         ).member
@@ -297,6 +301,39 @@ class _Scene:
             store_id=store_id,
             guide_id=guide_id,
         )
+
+    def marketing(self, targets: dict[str, Target]) -> dict[str, Target]:
+        """What marketing knows of the targets: each customer's account, as identity's outbox
+        reports it, and a campaign for each store's members alone; nobody's campaign does not
+        exist."""
+        w, stub = self.w, marketing_pb2_grpc.MarketingServiceStub(self.d.channel("marketing"))
+        linked = [
+            marketing_pb2.Event(
+                event_id=w.name(f"linked-{t.customer_id}"),
+                account_linked=marketing_pb2.AccountLinked(customer_id=t.customer_id, account=t.account),
+            )
+            for kind, t in targets.items()
+            if kind != NOBODY
+        ]
+        stub.IngestEvents(marketing_pb2.IngestEventsRequest(events=linked), metadata=w.service)
+        campaigns = {f"cmp_{uuid.uuid4().hex}": ""}
+        for store_id in (self.store_a, self.store_b):
+            made = stub.CreateCampaign(
+                marketing_pb2.CreateCampaignRequest(
+                    campaign=marketing_pb2.Campaign(
+                        name=f"{store_id}'s members",
+                        trigger=marketing_pb2.Trigger(event=marketing_pb2.TRIGGER_EVENT_ORDER_COMPLETED),
+                        audience=marketing_pb2.Audience(home_store_ids=[store_id]),
+                        actions=[marketing_pb2.Action(grant_points=10)],
+                    )
+                ),
+                metadata=w.ops,
+            ).campaign
+            campaigns[store_id] = made.campaign_id
+        nobody = next(iter(campaigns))
+        return {
+            kind: replace(t, campaign_id=campaigns.get(t.store_id, nobody)) for kind, t in targets.items()
+        }
 
     def order(self, channel: str, customer_id: str, north_m: float) -> str:
         """An order through `channel` for the customer, to the store `north_m` metres north."""
@@ -402,13 +439,14 @@ def _id(t: Target) -> str:
 
 
 def _specs() -> list[Spec]:
-    ident, memb, ords, fulf = (
+    ident, memb, ords, fulf, mark = (
         "/quanyu.identity.v1.IdentityService/",
         "/quanyu.membership.v1.MembershipService/",
         "/quanyu.orders.v1.OrderService/",
         "/quanyu.fulfilment.v1.FulfilmentService/",
+        "/quanyu.marketing.v1.MarketingService/",
     )
-    i, m, o, f = identity_pb2, membership_pb2, orders_pb2, fulfilment_pb2
+    i, m, o, f, mk = identity_pb2, membership_pb2, orders_pb2, fulfilment_pb2, marketing_pb2
 
     def own_account(s: _Scene, role: Role) -> common_pb2.ChannelAccount:
         """An account of the caller's own to link: a till card, a mini-program openid; ops and
@@ -853,7 +891,39 @@ def _specs() -> list[Spec]:
             ),
             lambda role, kind: store_scoped(role, kind) if role is Role.STORE else public(role, kind),
         ),
+        # marketing: a store reads the results of its own store's campaigns only; a channel sets
+        # consent for customers with an account on it only (ops for anyone, answered alike); an
+        # acknowledgement of another channel's message, or of none, changes nothing
+        Spec(
+            mark + "GetCampaignResults",
+            lambda s, meta, t, role: _marketing(s).GetCampaignResults(
+                mk.GetCampaignResultsRequest(campaign_id=t.campaign_id), metadata=meta
+            ),
+        ),
+        Spec(
+            mark + "SetContactPreferences",
+            lambda s, meta, t, role: _marketing(s).SetContactPreferences(
+                mk.SetContactPreferencesRequest(
+                    customer_id=t.customer_id,
+                    channel=common_pb2.CHANNEL_WECHAT_MINI_PROGRAM,
+                    marketing_consent=True,
+                ),
+                metadata=meta,
+            ),
+            lambda role, kind: ALIKE if role is Role.OPS else house_rule(role, kind),
+        ),
+        Spec(
+            mark + "AckMessages",
+            lambda s, meta, t, role: _marketing(s).AckMessages(
+                mk.AckMessagesRequest(message_ids=[f"msg_{t.customer_id}"[:64]]), metadata=meta
+            ),
+            always(ALIKE),
+        ),
     ]
+
+
+def _marketing(s: _Scene) -> marketing_pb2_grpc.MarketingServiceStub:
+    return marketing_pb2_grpc.MarketingServiceStub(s.d.channel("marketing"))
 
 
 def _code(s: _Scene, t: Target) -> str:
@@ -994,7 +1064,16 @@ def _accounts(message: Message) -> Iterator[common_pb2.ChannelAccount]:
 
 
 def _ids(t: Target) -> tuple[str, ...]:
-    return (t.customer_id, t.member_id, t.order_id, t.store_id, t.guide_id, t.coupon, t.account.external_id)
+    return (
+        t.customer_id,
+        t.member_id,
+        t.order_id,
+        t.store_id,
+        t.guide_id,
+        t.coupon,
+        t.account.external_id,
+        t.campaign_id,
+    )
 
 
 _NAMED_IN_MESSAGES = re.compile(r"CHANNEL_[A-Z_]+|\d{3}\*{4}\d{4}")

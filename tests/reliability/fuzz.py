@@ -308,6 +308,14 @@ _POOL_OF: dict[str | tuple[str, str], str] = {
     "tier": "tier",
     "request_id": "request",
     "source_id": "request",
+    # marketing
+    "campaign_id": "campaign",
+    "message_id": "message",
+    "message_ids": "message",
+    "survivor_member_id": "member",
+    "tiers": "tier",
+    "home_store_ids": "store",
+    "guide_ids": "guide",
 }
 
 _GEOJSON = [
