@@ -60,7 +60,7 @@ def test_any_other_move_fails_its_precondition(path: tuple[str, ...], move: str)
     before = c.state
     with pytest.raises(FailedPrecondition) as caught:
         getattr(c, move)()
-    assert caught.value.reason == "CAMPAIGN_STATE_CONFLICT"
+    assert caught.value.reason == "INVALID_TRANSITION"
     assert before.value.lower() in caught.value.message
     assert c.state is before
 
@@ -119,7 +119,7 @@ def test_a_paused_campaign_may_be_updated_a_running_or_ended_one_not() -> None:
     c.start()
     with pytest.raises(FailedPrecondition) as caught:
         c.update(campaign(name="x"), ["name"], known_tiers=TIERS)
-    assert caught.value.reason == "CAMPAIGN_NOT_EDITABLE"
+    assert caught.value.reason == "INVALID_TRANSITION"
     c.pause()
     c.update(campaign(name="x"), ["name"], known_tiers=TIERS)
     assert c.version == 2

@@ -173,13 +173,16 @@ def test_a_campaign_goes_through_its_life_over_the_wire(m: Marketing) -> None:
         ),
         m.ops,
     )
-    assert editing.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert (editing.code(), error_reason(editing)) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "INVALID_TRANSITION",
+    )
     paused = m.stub.PauseCampaign(pb.PauseCampaignRequest(campaign_id=made.campaign_id), metadata=m.ops)
     assert paused.campaign.state == pb.CAMPAIGN_STATE_PAUSED
     ended = m.stub.EndCampaign(pb.EndCampaignRequest(campaign_id=made.campaign_id), metadata=m.ops)
     assert ended.campaign.state == pb.CAMPAIGN_STATE_ENDED
     again = failure(m.stub.StartCampaign, ids, m.ops)
-    assert again.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert (again.code(), error_reason(again)) == (grpc.StatusCode.FAILED_PRECONDITION, "INVALID_TRANSITION")
 
     missing = failure(m.stub.GetCampaign, pb.GetCampaignRequest(campaign_id="cmp_none"), m.ops)
     assert missing.code() is grpc.StatusCode.NOT_FOUND

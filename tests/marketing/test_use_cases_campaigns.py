@@ -54,7 +54,7 @@ def test_the_lifecycle_runs_draft_running_paused_ended(uow: Uow) -> None:
     assert campaigns.end_campaign(cid).state is CampaignState.ENDED
     with pytest.raises(FailedPrecondition) as refused:
         campaigns.start_campaign(cid)
-    assert refused.value.reason == "CAMPAIGN_STATE_CONFLICT"
+    assert refused.value.reason == "INVALID_TRANSITION"
     assert campaigns.get_campaign(cid).state is CampaignState.ENDED
 
 
@@ -79,7 +79,7 @@ def test_updates_make_new_versions_and_keep_the_old(uow: Uow) -> None:
     campaigns.pause_campaign(cid)
     nested = campaigns.update_campaign(cid, campaign(limits=Limits(max_grants=9)), ["limits.max_grants"])
 
-    assert refused.value.reason == "CAMPAIGN_NOT_EDITABLE"
+    assert refused.value.reason == "INVALID_TRANSITION"
     assert (changed.version, changed.name, changed.limits.max_grants) == (2, "Renamed", 5)
     assert (nested.version, nested.name, nested.limits.max_grants) == (3, "Renamed", 9)
     first = uow.read(lambda tx: tx.stores.campaigns.version(cid, 1))

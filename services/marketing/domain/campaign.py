@@ -90,7 +90,7 @@ class Campaign:
             raise FailedPrecondition(
                 f"a {self.state.value.lower()} campaign cannot be made {to.value.lower()}"
                 f" ({_allowed_from(self.state)})",
-                reason="CAMPAIGN_STATE_CONFLICT",
+                reason="INVALID_TRANSITION",
                 metadata={"state": self.state.value, "wanted": to.value},
             )
         self.state = to
@@ -101,7 +101,7 @@ class Campaign:
         if self.state not in (CampaignState.DRAFT, CampaignState.PAUSED):
             raise FailedPrecondition(
                 f"a {self.state.value.lower()} campaign cannot be changed; pause it first",
-                reason="CAMPAIGN_NOT_EDITABLE",
+                reason="INVALID_TRANSITION",
                 metadata={"state": self.state.value},
             )
         # Imported here: validation reads campaigns, and a campaign asks it only when it changes.
