@@ -12,12 +12,9 @@ from quanyu.config import ConfigurationError, Environment, Settings
 
 def test_defaults_are_the_contract_ports_and_sqlite_files_under_var(tmp_path: Path) -> None:
     settings = Settings(var_dir=tmp_path)
-    assert [settings.service(n).port for n in ("identity", "membership", "orders", "fulfilment")] == [
-        50051,
-        50052,
-        50053,
-        50054,
-    ]
+    assert [
+        settings.service(n).port for n in ("identity", "membership", "orders", "fulfilment", "marketing")
+    ] == [50051, 50052, 50053, 50054, 50055]
     assert settings.database_url("orders") == f"sqlite:///{tmp_path.resolve() / 'orders.db'}"
     assert settings.target("fulfilment") == "127.0.0.1:50054"
 

@@ -13,7 +13,7 @@ import pytest
 
 KERNEL = Path(__file__).resolve().parents[2] / "libs" / "quanyu"
 # The stubs generated from protos/ (libs/quanyu/<package>/v1) are not the kernel's own code.
-GENERATED = ("common", "identity", "membership", "orders", "fulfilment")
+GENERATED = ("common", "identity", "membership", "orders", "fulfilment", "marketing")
 _PROJECT = tomllib.loads((KERNEL.parents[1] / "pyproject.toml").read_text())["project"]
 # What the ops extra brings beyond the services' dependencies (matplotlib, tqdm, ...).
 OPS_ONLY = {re.split(r"[\[<>=!~; ]", r, maxsplit=1)[0] for r in _PROJECT["optional-dependencies"]["ops"]} - {
