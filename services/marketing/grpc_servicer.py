@@ -9,7 +9,7 @@ from quanyu.auth import Principal, Role, current_principal
 from quanyu.errors import InvalidArgument, PermissionDenied, Violations
 from quanyu.marketing.v1 import marketing_pb2 as pb
 from quanyu.marketing.v1 import marketing_pb2_grpc
-from quanyu.paging import check_page_token, page_size
+from quanyu.paging import check_page_token
 from quanyu.server import Servicer, rpc_policy
 from quanyu.wire import to_timestamp
 from services.marketing.domain import Channel, codes
@@ -99,7 +99,6 @@ class MarketingServicer(
         violations.check(request.page_size >= 0, "page_size", "must not be negative")
         check_page_token(request.page_token, violations)
         violations.raise_if_any()
-        page_size(request.page_size)
         found, token = self._service.list_campaigns(
             states, request.page_size, request.page_token, current_principal().name
         )

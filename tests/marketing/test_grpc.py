@@ -355,6 +355,10 @@ def test_an_order_grants_once_and_the_channel_pulls_and_acknowledges_its_message
         pb.ExplainMemberRequest(campaign_id=campaign_id, member_id="mem-1"), metadata=m.ops
     )
     assert explained.reasons[0] == "GRANTED"
+    stranger = m.stub.ExplainMember(
+        pb.ExplainMemberRequest(campaign_id=campaign_id, member_id="mem-unheard-of"), metadata=m.ops
+    )
+    assert list(stranger.reasons) == ["UNKNOWN_MEMBER"]
     preview = m.stub.PreviewCampaign(pb.PreviewCampaignRequest(campaign_id=campaign_id), metadata=m.ops)
     assert (preview.audience_size, list(preview.sample_member_ids)) == (1, ["mem-1"])
     assert preview.max_coupon_cost_cents == 2000

@@ -4,7 +4,14 @@ each member's time zone, messages and the contact policy, results against the co
 the explanation of what a member got."""
 
 from services.marketing.domain.campaign import UPDATABLE_FIELDS, Campaign
-from services.marketing.domain.explain import ExplainFacts, MessageFact, Reason, codes, explain
+from services.marketing.domain.explain import (
+    UNKNOWN_MEMBER,
+    ExplainFacts,
+    MessageFact,
+    Reason,
+    codes,
+    explain,
+)
 from services.marketing.domain.grants import (
     Counters,
     Decision,
@@ -73,6 +80,7 @@ from services.marketing.domain.values import (
 
 __all__ = [
     "DEFAULT_TIME_ZONE",
+    "UNKNOWN_MEMBER",
     "UPDATABLE_FIELDS",
     "Action",
     "ActionKind",

@@ -24,6 +24,8 @@ NOT_TRIGGERED = "NOT_TRIGGERED"
 # Every gate passed and no grant recorded yet: the grant is queued or in flight.
 PENDING = "PENDING"
 MERGED_INTO = "MERGED_INTO"
+# Marketing has heard nothing of the member: no event named them.
+UNKNOWN_MEMBER = "UNKNOWN_MEMBER"
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from dataclasses import KW_ONLY, dataclass
 from quanyu.errors import NotFound
 from quanyu.unit_of_work import Clock, Transaction, UnitOfWork
 from services.marketing.domain import (
+    UNKNOWN_MEMBER,
     Campaign,
     Decision,
     ExplainFacts,
@@ -83,7 +84,9 @@ class InsightCases:
             campaign = _campaign(stores, campaign_id)
             profile = stores.facts.profile(member_id)
             if profile is None:
-                raise NotFound("member", member_id)
+                # The contract answers a member no event named with a reason, not an error: the
+                # campaign exists, and what ops learn is that marketing never heard of them.
+                return [Reason(UNKNOWN_MEMBER)]
             records = stores.grants.of_member(campaign_id, member_id)
             refused = [r for r in records if r.outcome in (Outcome.LIMIT_REACHED, Outcome.BUDGET_EXHAUSTED)]
             decision = (
