@@ -27,18 +27,18 @@ from services.marketing.domain.values import (
 MAX_NAME_LENGTH = 128
 MAX_ID_LENGTH = 64
 MAX_TAG_LENGTH = 64
-MAX_TIER_LENGTH = 32
+MAX_TIER_LENGTH = 64
 MAX_SKU_LENGTH = 64
 # Each audience list: enough for a region's stores, few enough to match in memory per event.
-MAX_AUDIENCE_VALUES = 200
+MAX_AUDIENCE_VALUES = 100
 MAX_ACTIONS = 10
 MAX_TEMPLATE_LENGTH = 1000
-# One grant gives at most ¥10,000 of coupon or 1,000,000 points: above any real reward, below
-# what a typo of a few zeros would make of one.
-MAX_COUPON_CENTS = 1_000_000
-MAX_POINTS_PER_GRANT = 1_000_000
-MAX_VALID_DAYS = 366
-MAX_SCHEDULE_DAYS = 3660
+# The contract's bounds of one grant (membership's GrantPoints takes as many points); a campaign's
+# budgets are what keep its total in check.
+MAX_COUPON_CENTS = 100_000_000
+MAX_POINTS_PER_GRANT = 100_000_000
+MAX_VALID_DAYS = 3650
+MAX_SCHEDULE_DAYS = 3650
 MAX_PER_MEMBER = 1000
 MAX_PERIOD_DAYS = 3660
 MAX_BUDGET = 10**12

@@ -149,7 +149,7 @@ member_profiles = Table(
     metadata,
     Column("member_id", String(64), primary_key=True),
     Column("customer_id", String(64), nullable=False, index=True),
-    Column("tier", String(32), nullable=False),
+    Column("tier", String(64), nullable=False),
     Column("stage", String(16), nullable=False),
     # Space-separated: tags are single words on membership's side.
     Column("tags", Text, nullable=False),

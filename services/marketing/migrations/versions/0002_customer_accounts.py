@@ -1,4 +1,4 @@
-"""Customers' accounts per channel, as identity reports them linked
+"""Customers' accounts per channel, as identity reports them linked; tier names as long as the contract's
 
 Revision ID: 0002
 Revises: 0001
@@ -26,7 +26,16 @@ def upgrade() -> None:
         sa.Column("update_time", UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("customer_id", "channel", name=op.f("pk_customer_accounts")),
     )
+    # MemberProfile.tier holds up to 64 characters.
+    with op.batch_alter_table("member_profiles") as batch:
+        batch.alter_column(
+            "tier", existing_type=sa.String(length=32), type_=sa.String(length=64), existing_nullable=False
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("member_profiles") as batch:
+        batch.alter_column(
+            "tier", existing_type=sa.String(length=64), type_=sa.String(length=32), existing_nullable=False
+        )
     op.drop_table("customer_accounts")
