@@ -1,5 +1,5 @@
 """The platform's promises under concurrency, faults, bad input and intruders, in full: the same
-checks `make test` runs in small (tests/reliability/), run at length on all four services as real
+checks `make test` runs in small (tests/reliability/), run at length on all five services as real
 processes, printed as one table of figures whose goal is zero.
 
 For each database (SQLite, and PostgreSQL when a URL is given) it starts a deployment in a

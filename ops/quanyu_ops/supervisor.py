@@ -1,4 +1,4 @@
-"""`quanyu up`: the four services as child processes, restarted when they crash, stopped together."""
+"""`quanyu up`: every service as a child process, restarted when they crash, stopped together."""
 
 from __future__ import annotations
 
