@@ -180,7 +180,8 @@ def test_marketing_hears_of_a_members_order_completed_or_cancelled_by_ids_that_f
 def test_an_order_without_a_member_tells_marketing_nothing() -> None:
     completed = an_order(Status.READY, member_id="").complete("till", LATER)
     cancelled = an_order(Status.ACCEPTED, member_id="").cancel("app", "", LATER)
-    assert completed and cancelled
+    assert completed
+    assert cancelled
     assert not [e for e in completed + cancelled if e.kind == "marketing_event"]
 
 
