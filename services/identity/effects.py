@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
+from google.protobuf import json_format
 
+from quanyu.marketing.v1 import marketing_pb2, marketing_pb2_grpc
 from quanyu.membership.v1 import membership_pb2, membership_pb2_grpc
 from quanyu.outbox import Deliver, refusals_are_final
 
@@ -26,3 +29,17 @@ def merge_members(membership: membership_pb2_grpc.MembershipServiceStub) -> Deli
             # Neither customer is a member: there is nothing to merge, and that is done.
 
     return refusals_are_final("membership", deliver)
+
+
+def tell_marketing(marketing: marketing_pb2_grpc.MarketingServiceStub) -> Deliver:
+    """Marketing's events, each in its Event JSON form; one a call for now, though the call
+    takes the events of a lane together."""
+
+    def ingest(payloads: Sequence[dict[str, Any]]) -> None:
+        marketing.IngestEvents(
+            marketing_pb2.IngestEventsRequest(
+                events=[json_format.ParseDict(payload, marketing_pb2.Event()) for payload in payloads]
+            )
+        )
+
+    return refusals_are_final("marketing", lambda payload: ingest([payload]))
