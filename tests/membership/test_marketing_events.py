@@ -18,6 +18,7 @@ from quanyu.auth import Principal, Role
 from quanyu.config import Settings
 from quanyu.db import Database
 from quanyu.marketing.v1 import marketing_pb2
+from quanyu.membership.v1 import membership_pb2
 from quanyu.paging import PageTokens
 from quanyu.unit_of_work import ConcurrentChange, InMemoryUnitOfWork, SqlUnitOfWork, Transaction
 from services.membership import bootstrap
@@ -156,7 +157,7 @@ def test_every_change_run_again_tells_marketing_once(
     assert [p.points for p in earned.member.expiring_points] == [1_500]
     assert events[5].member_changed.member.tags == ["vip"]
     assert not events[5].member_changed.tier_changed
-    assert events[6].engagement.event_type == 1  # EVENT_TYPE_VIEW
+    assert events[6].engagement.event_type == membership_pb2.EVENT_TYPE_VIEW
     assert events[10].member_merged.member_id == merged
     assert events[10].member_merged.survivor_member_id == survivor
     last = events[-1].member_changed.member
@@ -214,7 +215,7 @@ def test_an_enrolment_tells_the_member_as_enrolled_and_wakes_the_relay_once_comm
         member_id=member.member_id,
         customer_id="cus-1",
         tier="BRONZE",
-        stage=1,  # LIFECYCLE_STAGE_AWARENESS
+        stage=membership_pb2.LIFECYCLE_STAGE_AWARENESS,
         home_store_id="SH-001",
         birthday="05-04",
     )
