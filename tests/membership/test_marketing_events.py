@@ -257,7 +257,7 @@ def test_an_engagement_past_interest_is_told_without_a_member_change() -> None:
     assert told[0].engagement == marketing_pb2.Engagement(
         member_id=member_id,
         customer_id="cus-1",
-        event_type=4,  # EVENT_TYPE_SHARE
+        event_type=membership_pb2.EVENT_TYPE_SHARE,
     )
 
 
