@@ -1,7 +1,8 @@
 """Marketing hears of members' orders across processes: orders, identity, membership and
 fulfilment run as real processes, marketing is a gRPC server of this test recording what it is
 told. With marketing down, orders are placed, completed and cancelled as ever, their other
-effects arrive, and marketing's events arrive once it is up."""
+effects arrive, and marketing's events (orders', and identity's and membership's of the same
+customers) arrive once it is up."""
 
 from __future__ import annotations
 
@@ -93,17 +94,24 @@ def test_orders_go_on_while_marketing_is_down_and_it_hears_of_them_once_it_is_up
     ).order
     assert cancelled.status == orders_pb2.ORDER_STATUS_CANCELLED
     # Membership's own lane is not held up behind marketing's: the points arrive meanwhile.
-    eventually(order_of(p, ops, completed.order_id), lambda o: o.points_earned > 0, "the points arrive")
+    earned = eventually(
+        order_of(p, ops, completed.order_id), lambda o: o.points_earned > 0, "the points arrive"
+    )
 
     marketing = Marketing()
     server = serve(marketing, target(p.env, "marketing"))
     try:
         completed_id = f"orders/{completed.order_id}/completed"
         cancelled_id = f"orders/{placed.order_id}/cancelled"
+        enrolled_id = f"membership/{completed.member_id}/enrolled"
         heard = eventually(
             marketing.heard,
-            lambda h: {completed_id, cancelled_id} <= set(h),
-            "marketing hears of both orders",
+            lambda h: (
+                {completed_id, cancelled_id, enrolled_id} <= set(h)
+                and any(e.WhichOneof("kind") == "account_linked" for e in h.values())
+                and any(e.WhichOneof("kind") == "member_changed" for e in h.values())
+            ),
+            "marketing hears of both orders, and of what identity and membership did for them",
         )
     finally:
         server.stop(grace=None)
@@ -124,5 +132,14 @@ def test_orders_go_on_while_marketing_is_down_and_it_hears_of_them_once_it_is_up
     assert heard[cancelled_id].order_cancelled == marketing_pb2.OrderCancelled(
         order_id=placed.order_id, member_id=placed.member_id, customer_id=placed.customer_id
     )
-    # Every event it heard is one of these two: the placing and packing told it nothing.
-    assert set(heard) == {completed_id, cancelled_id}
+    # Of orders' events it heard only these two: the placing and packing told it nothing.
+    assert {event_id for event_id in heard if event_id.startswith("orders/")} == {completed_id, cancelled_id}
+    # Identity and membership told it of the customer and member the first order made, and of the
+    # points that order earned.
+    linked = [e.account_linked for e in heard.values() if e.WhichOneof("kind") == "account_linked"]
+    assert common_pb2.ChannelAccount(channel=common_pb2.CHANNEL_APP, external_id="mk-ext-1") in [
+        a.account for a in linked if a.customer_id == completed.customer_id
+    ]
+    assert heard[enrolled_id].member_enrolled.member.customer_id == completed.customer_id
+    changed = [e.member_changed.member for e in heard.values() if e.WhichOneof("kind") == "member_changed"]
+    assert earned.points_earned in [m.points_balance for m in changed if m.member_id == completed.member_id]
