@@ -193,7 +193,7 @@ class Settings(BaseSettings):
 def _local_secret(path: Path) -> bytes:
     """Read the key of a local deployment, creating it the first time.
 
-    Four services start at once and may all find it missing: the key is written to a temporary
+    The services start at once and may all find it missing: the key is written to a temporary
     file and hard-linked into place, so exactly one wins and nobody reads half a key.
     """
     try:
