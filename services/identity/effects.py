@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -31,9 +31,10 @@ def merge_members(membership: membership_pb2_grpc.MembershipServiceStub) -> Deli
     return refusals_are_final("membership", deliver)
 
 
-def tell_marketing(marketing: marketing_pb2_grpc.MarketingServiceStub) -> Deliver:
-    """Marketing's events, each in its Event JSON form; one a call for now, though the call
-    takes the events of a lane together."""
+def ingest_events(
+    marketing: marketing_pb2_grpc.MarketingServiceStub,
+) -> Callable[[Sequence[dict[str, Any]]], None]:
+    """One IngestEvents call for events in their Event JSON form, in order (at most 500)."""
 
     def ingest(payloads: Sequence[dict[str, Any]]) -> None:
         marketing.IngestEvents(
@@ -42,4 +43,10 @@ def tell_marketing(marketing: marketing_pb2_grpc.MarketingServiceStub) -> Delive
             )
         )
 
+    return ingest
+
+
+def tell_marketing(marketing: marketing_pb2_grpc.MarketingServiceStub) -> Deliver:
+    """Marketing's events one a call for now; ingest_events takes a lane's run of them at once."""
+    ingest = ingest_events(marketing)
     return refusals_are_final("marketing", lambda payload: ingest([payload]))

@@ -3,7 +3,7 @@ happened to members."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from google.protobuf import json_format
@@ -12,9 +12,10 @@ from quanyu.marketing.v1 import marketing_pb2, marketing_pb2_grpc
 from quanyu.outbox import Deliver, refusals_are_final
 
 
-def tell_marketing(marketing: marketing_pb2_grpc.MarketingServiceStub) -> Deliver:
-    """Marketing's events, each in its Event JSON form; one a call for now, though the call
-    takes the events of a lane together."""
+def ingest_events(
+    marketing: marketing_pb2_grpc.MarketingServiceStub,
+) -> Callable[[Sequence[dict[str, Any]]], None]:
+    """One IngestEvents call for events in their Event JSON form, in order (at most 500)."""
 
     def ingest(payloads: Sequence[dict[str, Any]]) -> None:
         marketing.IngestEvents(
@@ -23,4 +24,10 @@ def tell_marketing(marketing: marketing_pb2_grpc.MarketingServiceStub) -> Delive
             )
         )
 
+    return ingest
+
+
+def tell_marketing(marketing: marketing_pb2_grpc.MarketingServiceStub) -> Deliver:
+    """Marketing's events one a call for now; ingest_events takes a lane's run of them at once."""
+    ingest = ingest_events(marketing)
     return refusals_are_final("marketing", lambda payload: ingest([payload]))
