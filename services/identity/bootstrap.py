@@ -9,14 +9,15 @@ from quanyu.clients import service_channel, store_exists
 from quanyu.config import Settings
 from quanyu.db import Database, migrate_url
 from quanyu.fulfilment.v1 import fulfilment_pb2_grpc
+from quanyu.marketing.v1 import marketing_pb2_grpc
 from quanyu.membership.v1 import membership_pb2_grpc
 from quanyu.outbox import OutboxRelay, export_metrics
 from quanyu.quota import quota_from
 from quanyu.server import ServiceApp
 from quanyu.unit_of_work import Clock, SqlUnitOfWork, system_clock
 from services.identity.config import IdentitySettings
-from services.identity.domain import CustomersMerged, PhoneHasher
-from services.identity.effects import merge_members
+from services.identity.domain import MARKETING_EVENT, CustomersMerged, PhoneHasher
+from services.identity.effects import merge_members, tell_marketing
 from services.identity.grpc_servicer import IdentityServicer
 from services.identity.handlers import IdentityService
 from services.identity.storage import SqlStores, outbox
@@ -40,10 +41,13 @@ def build_app(
     fulfilment = fulfilment_pb2_grpc.FulfilmentServiceStub(
         service_channel(settings, "fulfilment", caller=NAME)
     )
+    marketing = marketing_pb2_grpc.MarketingServiceStub(service_channel(settings, "marketing", caller=NAME))
     relay = OutboxRelay(
         database,
         outbox,
-        {CustomersMerged.KIND: merge_members(membership)},
+        {CustomersMerged.KIND: merge_members(membership), MARKETING_EVENT: tell_marketing(marketing)},
+        # Marketing down or slow never holds up the merges membership must hear of.
+        lanes={"membership": (CustomersMerged.KIND,), "marketing": (MARKETING_EVENT,)},
         poll_seconds=own.outbox_poll_seconds,
     )
     service = IdentityService(

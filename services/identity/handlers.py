@@ -26,6 +26,7 @@ from services.identity.domain import (
     PhoneHasher,
     Reach,
     ResolveRequest,
+    accounts_linked,
     merge,
     requests,
 )
@@ -96,10 +97,12 @@ class IdentityService:
             customer_id = None
             if request.account is not None:
                 customer_id = _survivor(repo, repo.owner_of_account(request.account))
+            linked: list[ChannelAccount] = []
             if customer_id is None and phone_hash is not None:
                 customer_id = _survivor(repo, repo.owner_of_phone(phone_hash))
                 if customer_id is not None and request.account is not None:
                     repo.link_account(customer_id, request.account, now)
+                    linked.append(request.account)
             if customer_id is None:
                 # A new customer takes the account and the phone unconditionally: if a concurrent
                 # resolve took either first, the unique key fails this attempt and the retry
@@ -110,7 +113,9 @@ class IdentityService:
                     repo.link_account(customer_id, request.account, now)
                 if request.phone is not None and phone_hash is not None:
                     repo.link_phone(customer_id, phone_hash, request.phone.masked, now)
-                return Resolved(_load(repo, customer_id), created=True)
+                created = _load(repo, customer_id)
+                self._tell_marketing(tx, created, created.accounts, wake=True)
+                return Resolved(created, created=True)
             repo.fill_display_name(customer_id, request.display_name, now)
             if (
                 request.phone is not None
@@ -119,7 +124,9 @@ class IdentityService:
             ):
                 # Found by account with a phone nobody owns yet: the profile gains it.
                 repo.link_phone(customer_id, phone_hash, request.phone.masked, now)
-            return Resolved(_load(repo, customer_id), created=False)
+            found = _load(repo, customer_id)
+            self._tell_marketing(tx, found, linked, wake=True)
+            return Resolved(found, created=False)
 
         return self.uow.run(work)
 
@@ -180,7 +187,10 @@ class IdentityService:
                     reason="ACCOUNT_LINKED_ELSEWHERE",
                     metadata={"channel": linked.channel},
                 )
-            return reach.view(_load(repo, survivor))
+            customer = _load(repo, survivor)
+            if owner is None:
+                self._tell_marketing(tx, customer, [linked], wake=True)
+            return reach.view(customer)
 
         return self.uow.run(work)
 
@@ -205,9 +215,24 @@ class IdentityService:
                 # Membership merges the two members too; the effect commits with the merge.
                 tx.stores.outbox.add(effect, now)
                 tx.after_commit(self.on_effects)
+                # The survivor holds the merged customer's accounts now; marketing hears of all
+                # of them, those it knew of already being repeats it ignores.
+                survivor_now = _load(repo, survivor)
+                self._tell_marketing(tx, survivor_now, survivor_now.accounts)
+                return survivor_now
             return _load(repo, survivor)
 
         return self.uow.run(work)
+
+    def _tell_marketing(
+        self, tx: Tx, customer: Customer, accounts: list[ChannelAccount], *, wake: bool = False
+    ) -> None:
+        """Marketing hears of the accounts the customer gained, in the transaction that gave them;
+        with `wake`, the relay is woken once it commits (else the caller wakes it)."""
+        for event in accounts_linked(customer, accounts, self.clock()):
+            tx.stores.outbox.add(event, event.occur_time)
+        if accounts and wake:
+            tx.after_commit(self.on_effects)
 
     def issue_token(
         self, role: Role | None, *, subject: str, store_id: str, channel: str, ttl_seconds: int

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
-from services.identity.domain import ChannelAccount, Customer, CustomersMerged
+from services.identity.domain import AccountLinked, ChannelAccount, Customer, CustomersMerged
 
 
 class Customers(Protocol):
@@ -41,7 +41,7 @@ class Customers(Protocol):
 
 
 class Outbox(Protocol):
-    def add(self, effect: CustomersMerged, now: datetime) -> None:
+    def add(self, effect: CustomersMerged | AccountLinked, now: datetime) -> None:
         """Record an effect, delivered once the transaction commits."""
         ...
 

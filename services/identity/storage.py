@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection
 
 from quanyu.db import UtcDateTime, new_metadata, timestamps
 from quanyu.outbox import add_effect, outbox_table
-from services.identity.domain import MAX_MERGE_CHAIN, ChannelAccount, Customer, CustomersMerged
+from services.identity.domain import MAX_MERGE_CHAIN, AccountLinked, ChannelAccount, Customer, CustomersMerged
 
 metadata = new_metadata()
 
@@ -194,7 +194,7 @@ class EffectLog:
     def __init__(self, connection: Connection) -> None:
         self._db = connection
 
-    def add(self, effect: CustomersMerged, now: datetime) -> None:
+    def add(self, effect: CustomersMerged | AccountLinked, now: datetime) -> None:
         add_effect(self._db, outbox, effect.KIND, effect.payload, now)
 
 

@@ -9,16 +9,20 @@ from quanyu.clients import service_channel
 from quanyu.config import Settings
 from quanyu.db import Database, migrate_url
 from quanyu.identity.v1 import identity_pb2_grpc
+from quanyu.marketing.v1 import marketing_pb2_grpc
+from quanyu.outbox import OutboxRelay, export_metrics
 from quanyu.paging import PageTokens
 from quanyu.server import ServiceApp
 from quanyu.tasks import Periodic
 from quanyu.unit_of_work import Clock, SqlUnitOfWork, system_clock
 from services.membership.config import MembershipSettings
+from services.membership.domain.marketing import MARKETING_EVENT
 from services.membership.downstream import CustomerChannels
+from services.membership.effects import tell_marketing
 from services.membership.grpc_servicer import MembershipServicer
 from services.membership.handlers import MembershipService
 from services.membership.ports import Stores
-from services.membership.storage import SqlStores
+from services.membership.storage import SqlStores, outbox
 
 NAME = "membership"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -33,10 +37,14 @@ def unit_of_work(database: Database) -> SqlUnitOfWork[Stores]:
 
 
 def build_service(
-    settings: Settings, own: MembershipSettings | None = None, *, clock: Clock = system_clock
+    settings: Settings,
+    own: MembershipSettings | None = None,
+    *,
+    clock: Clock = system_clock,
+    database: Database | None = None,
 ) -> MembershipService:
     own = own or MembershipSettings()
-    database = Database(settings.database_url(NAME), pool_size=settings.database_pool_size)
+    database = database or Database(settings.database_url(NAME), pool_size=settings.database_pool_size)
     identity = identity_pb2_grpc.IdentityServiceStub(service_channel(settings, "identity", caller=NAME))
     return MembershipService(
         unit_of_work(database),
@@ -52,12 +60,24 @@ def build_app(
     settings: Settings, own: MembershipSettings | None = None, *, clock: Clock = system_clock
 ) -> ServiceApp:
     own = own or MembershipSettings()
-    service = build_service(settings, own, clock=clock)
+    database = Database(settings.database_url(NAME), pool_size=settings.database_pool_size)
+    service = build_service(settings, own, clock=clock, database=database)
+    marketing = marketing_pb2_grpc.MarketingServiceStub(service_channel(settings, "marketing", caller=NAME))
+    relay = OutboxRelay(
+        database,
+        outbox,
+        {MARKETING_EVENT: tell_marketing(marketing)},
+        # Marketing only hears what happened: its lane is its own should another ever join.
+        lanes={"marketing": (MARKETING_EVENT,)},
+    )
+    service.on_effects = relay.wake
+    export_metrics(relay)
 
     return ServiceApp.serving(
         NAME,
         MembershipServicer(service),
         tasks=[
+            relay,
             Periodic("points-expiry", service.expire, own.expiry_interval_seconds),
             Periodic("tier-evaluation", service.evaluate_tiers, own.tier_evaluation_interval_seconds),
         ],

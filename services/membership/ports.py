@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from services.membership.domain import (
     Coupon,
@@ -160,6 +160,12 @@ class GuideStore(Protocol):
     def page(self, store_id: str, after: str, limit: int) -> list[Guide]: ...
 
 
+class Outbox(Protocol):
+    def add(self, kind: str, payload: Mapping[str, Any], now: datetime) -> None:
+        """Record an effect, delivered once the transaction commits."""
+        ...
+
+
 class Stores(Protocol):
     """Membership's repositories on one transaction."""
 
@@ -177,6 +183,9 @@ class Stores(Protocol):
 
     @property
     def guides(self) -> GuideStore: ...
+
+    @property
+    def outbox(self) -> Outbox: ...
 
 
 class Customers(Protocol):

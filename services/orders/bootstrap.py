@@ -11,6 +11,7 @@ from quanyu.config import Settings
 from quanyu.db import Database, migrate_url
 from quanyu.fulfilment.v1 import fulfilment_pb2_grpc
 from quanyu.identity.v1 import identity_pb2_grpc
+from quanyu.marketing.v1 import marketing_pb2_grpc
 from quanyu.membership.v1 import membership_pb2_grpc
 from quanyu.metrics import labelled_gauge_from
 from quanyu.outbox import OutboxRelay, export_metrics
@@ -43,6 +44,7 @@ def build_app(
         identity_pb2_grpc.IdentityServiceStub(service_channel(settings, "identity", caller=NAME)),
         membership_pb2_grpc.MembershipServiceStub(service_channel(settings, "membership", caller=NAME)),
         fulfilment_pb2_grpc.FulfilmentServiceStub(service_channel(settings, "fulfilment", caller=NAME)),
+        marketing_pb2_grpc.MarketingServiceStub(service_channel(settings, "marketing", caller=NAME)),
         assign_timeout=own.assign_timeout_seconds,
     )
     service = OrdersService(

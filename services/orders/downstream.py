@@ -1,4 +1,4 @@
-"""Orders' view of the three services it calls, over their gRPC contracts.
+"""Orders' view of the services it calls, over their gRPC contracts.
 
 Answers come back as domain values and failures as domain errors: a service that cannot be
 reached (down, too slow, overloaded) is Unavailable; any other refusal keeps its code, reason and
@@ -7,11 +7,12 @@ field violations so the caller of orders learns exactly what the other service s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from quanyu.clients import failure_of
@@ -19,6 +20,7 @@ from quanyu.common.v1 import common_pb2
 from quanyu.errors import FailedPrecondition, NotFound
 from quanyu.fulfilment.v1 import fulfilment_pb2, fulfilment_pb2_grpc
 from quanyu.identity.v1 import identity_pb2, identity_pb2_grpc
+from quanyu.marketing.v1 import marketing_pb2, marketing_pb2_grpc
 from quanyu.membership.v1 import membership_pb2, membership_pb2_grpc
 from services.orders.domain import CustomerRef, FulfilmentType, Line, Location, Member, Where
 from services.orders.ports import Customer, Placed
@@ -44,12 +46,14 @@ class GrpcDownstream:
         identity: identity_pb2_grpc.IdentityServiceStub,
         membership: membership_pb2_grpc.MembershipServiceStub,
         fulfilment: fulfilment_pb2_grpc.FulfilmentServiceStub,
+        marketing: marketing_pb2_grpc.MarketingServiceStub,
         *,
         assign_timeout: float,
     ) -> None:
         self._identity = identity
         self._membership = membership
         self._fulfilment = fulfilment
+        self._marketing = marketing
         self._assign_timeout = assign_timeout
 
     @staticmethod
@@ -224,3 +228,14 @@ class GrpcDownstream:
             fulfilment_pb2.CheckStoreOpenRequest(store_id=store_id, at_time=_stamp(at)),
         )
         return bool(answer.open)
+
+    # --- marketing ----------------------------------------------------------------------------
+
+    def ingest_events(self, events: Sequence[Mapping[str, Any]]) -> None:
+        self._call(
+            "marketing",
+            self._marketing.IngestEvents,
+            marketing_pb2.IngestEventsRequest(
+                events=[json_format.ParseDict(dict(event), marketing_pb2.Event()) for event in events]
+            ),
+        )

@@ -3,7 +3,7 @@ contract and, where the order shows the result, writes it back on the order."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +24,9 @@ LANES = {
         kinds.RECORD_ORIGIN_HOURS,
     ),
     "membership": (kinds.EARN_POINTS, kinds.REVERSE_POINTS, kinds.RELEASE_COUPON),
+    # Marketing only hears what happened: when it is down or slow, orders and their other
+    # effects go on as ever and its events wait here.
+    "marketing": (kinds.MARKETING_EVENT,),
 }
 
 
@@ -69,6 +72,9 @@ def deliverers(orders: OrdersService, downstream: Downstream) -> dict[str, Deliv
         except NotFound:
             return  # no coupon has the code: nothing was taken, nothing to give back
 
+    def tell_marketing(payloads: Sequence[dict[str, Any]]) -> None:
+        downstream.ingest_events(payloads)
+
     def origin_hours(payload: dict[str, Any]) -> None:
         was_open = downstream.is_open(payload["store_id"], datetime.fromisoformat(payload["at"]))
         orders.note_origin_hours(payload["order_id"], was_open)
@@ -82,6 +88,8 @@ def deliverers(orders: OrdersService, downstream: Downstream) -> dict[str, Deliv
         kinds.REVERSE_POINTS: reverse,
         kinds.RELEASE_COUPON: release_coupon,
         kinds.RECORD_ORIGIN_HOURS: origin_hours,
+        # One event a call for now; the events of one lane can go together in one call.
+        kinds.MARKETING_EVENT: lambda payload: tell_marketing([payload]),
     }
     service = {kind: name for name, lane in LANES.items() for kind in lane}
     return {kind: refusals_are_final(service[kind], deliver) for kind, deliver in plain.items()}

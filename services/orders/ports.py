@@ -3,10 +3,10 @@ in-memory fakes implement them) and the services orders calls (downstream.py).""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from services.orders.domain import (
     CustomerRef,
@@ -140,3 +140,7 @@ class Downstream(Protocol):
     def commit(self, order_id: str) -> None: ...
 
     def is_open(self, store_id: str, at: datetime) -> bool: ...
+
+    def ingest_events(self, events: Sequence[Mapping[str, Any]]) -> None:
+        """Tell marketing what happened: each event in marketing's Event JSON form, in order."""
+        ...

@@ -6,7 +6,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from quanyu.errors import AlreadyExists
-from services.identity.domain import MAX_MERGE_CHAIN, ChannelAccount, Customer, CustomersMerged
+from services.identity.domain import MAX_MERGE_CHAIN, AccountLinked, ChannelAccount, Customer, CustomersMerged
 
 
 class MemoryCustomers:
@@ -83,9 +83,9 @@ class MemoryCustomers:
 
 class MemoryOutbox:
     def __init__(self) -> None:
-        self.effects: list[tuple[CustomersMerged, datetime]] = []
+        self.effects: list[tuple[CustomersMerged | AccountLinked, datetime]] = []
 
-    def add(self, effect: CustomersMerged, now: datetime) -> None:
+    def add(self, effect: CustomersMerged | AccountLinked, now: datetime) -> None:
         self.effects.append((effect, now))
 
 

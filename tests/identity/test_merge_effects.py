@@ -14,6 +14,7 @@ from quanyu.auth import Principal, Role, TokenCodec
 from quanyu.common.v1 import common_pb2
 from quanyu.identity.v1 import identity_pb2, identity_pb2_grpc
 from quanyu.membership.v1 import membership_pb2, membership_pb2_grpc
+from services.identity.domain import CustomersMerged
 from services.identity.storage import outbox
 from tests.conftest import bearer
 from tests.processes import platform_env, started, target, wait_serving
@@ -88,7 +89,11 @@ def test_merged_customers_become_one_member_once_membership_is_back(tmp_path: Pa
 
     engine = create_engine(f"sqlite:///{var / 'identity.db'}")
     with engine.connect() as connection:
-        rows = connection.execute(select(outbox.c.delivered_time, outbox.c.attempts, outbox.c.failed)).all()
+        rows = connection.execute(
+            select(outbox.c.delivered_time, outbox.c.attempts, outbox.c.failed).where(
+                outbox.c.kind == CustomersMerged.KIND
+            )
+        ).all()
     engine.dispose()
     assert len(rows) == 1
     delivered_time, attempts, failed = rows[0]

@@ -9,7 +9,13 @@ import pytest
 from quanyu.auth import Principal, Role, TokenCodec
 from quanyu.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
 from quanyu.unit_of_work import InMemoryUnitOfWork
-from services.identity.domain import ChannelAccount, CustomersMerged, PhoneHasher, ResolveRequest
+from services.identity.domain import (
+    AccountLinked,
+    ChannelAccount,
+    CustomersMerged,
+    PhoneHasher,
+    ResolveRequest,
+)
 from services.identity.handlers import IdentityService
 from tests.identity.memory import MemoryStores
 
@@ -61,20 +67,29 @@ def test_a_new_customer_is_created_at_the_clocks_time_and_found_again(world: Wor
 def test_a_merge_records_one_effect_for_membership_and_wakes_the_relay_after_it_commits(world: World) -> None:
     survivor = world.resolve(OPS, WECHAT, "a")
     merged = world.resolve(OPS, "CHANNEL_TMALL", "b")
+    before, woken = len(world.stores.outbox.effects), world.woken
     world.service.merge_customers(survivor, merged)
     world.service.merge_customers(survivor, merged)  # again: already one customer
-    assert world.stores.outbox.effects == [(CustomersMerged(survivor, merged), NOW)]
-    assert world.woken == 1
-    assert world.stores.outbox.effects[0][0].payload["request_id"] == f"customer-merge:{merged}:{survivor}"
+    recorded = world.stores.outbox.effects[before:]
+    assert recorded[0] == (CustomersMerged(survivor, merged), NOW)
+    assert world.woken == woken + 1
+    assert recorded[0][0].payload["request_id"] == f"customer-merge:{merged}:{survivor}"
+    # Marketing hears that the survivor holds both accounts now.
+    assert [(e.customer_id, e.account) for e, _ in recorded[1:] if isinstance(e, AccountLinked)] == [
+        (survivor, ChannelAccount(WECHAT, "a")),
+        (survivor, ChannelAccount("CHANNEL_TMALL", "b")),
+    ]
+    assert len(recorded) == 3
     assert world.service.get_customer(OPS, merged).customer_id == survivor
 
 
 def test_merging_an_unknown_customer_is_not_found_and_records_nothing(world: World) -> None:
     survivor = world.resolve(OPS, WECHAT, "a")
+    before, woken = list(world.stores.outbox.effects), world.woken
     with pytest.raises(NotFound):
         world.service.merge_customers(survivor, "cus_missing")
-    assert world.stores.outbox.effects == []
-    assert world.woken == 0
+    assert world.stores.outbox.effects == before
+    assert world.woken == woken
 
 
 def test_a_channel_links_only_its_own_accounts_and_an_account_belongs_to_one_customer(world: World) -> None:
@@ -109,3 +124,46 @@ def test_a_token_request_names_every_bad_field_at_once(world: World) -> None:
     with pytest.raises(InvalidArgument) as caught:
         world.service.issue_token(None, subject="x" * 129, store_id="", channel="99", ttl_seconds=-1)
     assert [v.field for v in caught.value.violations] == ["role", "subject", "channel", "ttl_seconds"]
+
+
+def linked(world: World, since: int = 0) -> list[tuple[str, ChannelAccount, str]]:
+    return [
+        (e.customer_id, e.account, e.display_name)
+        for e, _ in world.stores.outbox.effects[since:]
+        if isinstance(e, AccountLinked)
+    ]
+
+
+def test_marketing_hears_each_account_a_customer_gains_once(world: World) -> None:
+    request = ResolveRequest.checked(ChannelAccount(WECHAT, "openid-1"), "13800138000", "Li Lei")
+    customer = world.service.resolve_customer(OPS, request).customer.customer_id
+    assert linked(world) == [(customer, ChannelAccount(WECHAT, "openid-1"), "Li Lei")]
+    assert world.woken == 1
+    world.service.resolve_customer(OPS, request)  # found again: gains nothing
+    assert len(linked(world)) == 1
+    # Found by phone through another channel: the customer gains that channel's account.
+    tmall = ResolveRequest.checked(ChannelAccount("CHANNEL_TMALL", "buyer-9"), "13800138000", "")
+    world.service.resolve_customer(TMALL, tmall)
+    assert linked(world)[1:] == [(customer, ChannelAccount("CHANNEL_TMALL", "buyer-9"), "Li Lei")]
+    # Linked by its own call; linking it again gains nothing.
+    till = ChannelAccount("CHANNEL_STORE_POS", "card-7")
+    world.service.link_account(OPS, customer, till)
+    world.service.link_account(OPS, customer, till)
+    assert linked(world)[2:] == [(customer, till, "Li Lei")]
+    event = world.stores.outbox.effects[-1][0]
+    assert isinstance(event, AccountLinked)
+    payload = event.payload
+    assert payload["event_id"].startswith("identity/account/")
+    assert len(payload["event_id"]) <= 64
+    assert payload == {
+        "event_id": payload["event_id"],
+        "occur_time": NOW.isoformat(),
+        "account_linked": {
+            "customer_id": customer,
+            "account": {"channel": "CHANNEL_STORE_POS", "external_id": "card-7"},
+            "display_name": "Li Lei",
+        },
+    }
+    # The id follows from the customer and the account alone.
+    assert AccountLinked(customer, till, "", NOW).payload["event_id"] == payload["event_id"]
+    assert AccountLinked("cus_other", till, "", NOW).payload["event_id"] != payload["event_id"]

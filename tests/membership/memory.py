@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 from quanyu.unit_of_work import ConcurrentChange
 from services.membership.domain import (
@@ -309,6 +310,16 @@ class MemoryGuides:
         return found[:limit]
 
 
+class MemoryOutbox:
+    """The effects recorded, as (kind, payload) in order."""
+
+    def __init__(self) -> None:
+        self.effects: list[tuple[str, dict[str, Any]]] = []
+
+    def add(self, kind: str, payload: Mapping[str, Any], now: datetime) -> None:
+        self.effects.append((kind, dict(payload)))
+
+
 @dataclass
 class MemoryStores:
     members: MemoryMembers = field(init=False)
@@ -316,6 +327,7 @@ class MemoryStores:
     coupons: MemoryCoupons = field(default_factory=MemoryCoupons)
     codes: MemoryCodes = field(default_factory=MemoryCodes)
     guides: MemoryGuides = field(default_factory=MemoryGuides)
+    outbox: MemoryOutbox = field(default_factory=MemoryOutbox)
 
     def __post_init__(self) -> None:
         self.members = MemoryMembers(self)

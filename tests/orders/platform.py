@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,14 +84,16 @@ class Platform:
 
 
 @contextmanager
-def platform(tmp_path: Path, **env: str) -> Iterator[Platform]:
+def platform(tmp_path: Path, services: Sequence[str] = SERVICE_NAMES, **env: str) -> Iterator[Platform]:
+    """`services` started (each service has a free port, whether started or not: a test may serve
+    one itself there)."""
     var = tmp_path / "var"
     logs = tmp_path / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         # Every service on free ports, its metrics endpoint included (see platform_env).
         running = Platform(var, platform_env(var, **env), logs, stack)
-        for service in SERVICE_NAMES:
+        for service in services:
             running.start(service)
         stack.callback(running.terminate_all)  # runs first on the way out
         yield running

@@ -26,12 +26,15 @@ from services.orders.domain.events import (
     CommitStock,
     EarnPoints,
     Effect,
+    OrderCancelled,
+    OrderCompleted,
     RecordOriginHours,
     ReleaseCoupon,
     ReleaseStock,
     Reroute,
     ReversePoints,
     TakeInStoreStock,
+    event_skus,
 )
 
 PLACED = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
@@ -139,8 +142,47 @@ def test_accepting_and_marking_ready_have_no_effect_elsewhere() -> None:
 
 def test_completing_commits_the_stock_and_earns_on_what_was_paid_at_the_fulfilling_store() -> None:
     order = an_order(Status.READY)
-    assert order.complete("till", LATER) == [CommitStock("ord-1"), EarnPoints("ord-1", "mem-1", 2_300, "S1")]
+    assert order.complete("till", LATER) == [
+        CommitStock("ord-1"),
+        EarnPoints("ord-1", "mem-1", 2_300, "S1"),
+        OrderCompleted("ord-1", "mem-1", "cus-1", 2_300, "S1", "CHANNEL_APP", LATER.isoformat(), ("tea",)),
+    ]
     assert order.complete_time == LATER
+
+
+def test_marketing_hears_of_a_members_order_completed_or_cancelled_by_ids_that_follow_from_it() -> None:
+    completed = an_order(Status.READY, lines=[Line("tea", 1, 1_000), Line("cup", 1, 500), Line("tea", 1, 9)])
+    told = completed.complete("till", LATER)[-1]
+    assert told.kind == "marketing_event"
+    assert told.payload() == {
+        "event_id": "orders/ord-1/completed",
+        "occur_time": LATER.isoformat(),
+        "order_completed": {
+            "order_id": "ord-1",
+            "member_id": "mem-1",
+            "customer_id": "cus-1",
+            "total_cents": 2_300,
+            "store_id": "S1",
+            "skus": ["tea", "cup"],
+            "channel": "CHANNEL_APP",
+        },
+    }
+    cancelled = an_order(Status.ACCEPTED).cancel("app", "", LATER)[-1]
+    assert cancelled.payload() == {
+        "event_id": "orders/ord-1/cancelled",
+        "occur_time": LATER.isoformat(),
+        "order_cancelled": {"order_id": "ord-1", "member_id": "mem-1", "customer_id": "cus-1"},
+    }
+    # Marketing takes at most 100 SKUs of an order, each once.
+    assert event_skus([f"sku-{n % 150}" for n in range(300)]) == tuple(f"sku-{n}" for n in range(100))
+
+
+def test_an_order_without_a_member_tells_marketing_nothing() -> None:
+    completed = an_order(Status.READY, member_id="").complete("till", LATER)
+    cancelled = an_order(Status.ACCEPTED, member_id="").cancel("app", "", LATER)
+    assert completed
+    assert cancelled
+    assert not [e for e in completed + cancelled if e.kind == "marketing_event"]
 
 
 def test_cancelling_releases_the_stock_and_gives_back_the_points_and_coupon_it_spent() -> None:
@@ -149,10 +191,16 @@ def test_cancelling_releases_the_stock_and_gives_back_the_points_and_coupon_it_s
         ReleaseStock("ord-1"),
         ReversePoints("ord-1", "CANCELLED"),
         ReleaseCoupon("SAVE5", "ord-1"),
+        OrderCancelled("ord-1", "mem-1", "cus-1", LATER.isoformat()),
     ]
     assert order.status_reason == "changed my mind"
     plain = an_order(price=Price(3_000, 0, 0), coupon_code="")
-    assert plain.cancel("app", "", LATER) == [ReleaseStock("ord-1")]
+    assert plain.cancel("app", "", LATER) == [
+        ReleaseStock("ord-1"),
+        OrderCancelled("ord-1", "mem-1", "cus-1", LATER.isoformat()),
+    ]
+    # A retry moves nothing and tells nobody again.
+    assert plain.cancel("app", "", LATER) == []
 
 
 def test_a_rejection_leaves_the_store_for_good_and_asks_for_the_next() -> None:
@@ -299,6 +347,16 @@ def test_a_till_sale_completes_at_once_takes_its_stock_and_earns() -> None:
     assert effects == [
         CommitStock(order.order_id),
         EarnPoints(order.order_id, "mem-1", 3_000, "TILL"),
+        OrderCompleted(
+            order.order_id,
+            "mem-1",
+            order.customer_id,
+            3_000,
+            "TILL",
+            "CHANNEL_STORE_POS",
+            PLACED.isoformat(),
+            ("tea",),
+        ),
         RecordOriginHours(order.order_id, "TILL", PLACED.isoformat()),
     ]
     offline, effects = placed(sale, None)

@@ -29,6 +29,7 @@ from services.orders.domain import (
     Where,
 )
 from services.orders.domain.events import (
+    OrderCancelled,
     RecordOriginHours,
     ReleaseCoupon,
     ReleaseStock,
@@ -229,6 +230,7 @@ def test_cancelling_records_what_goes_back_and_only_a_fulfilling_store_may(runni
     assert running.stores.outbox.effects[len(before) :] == [
         ReleaseStock(order.order_id),
         ReleaseCoupon("SAVE5", order.order_id),
+        OrderCancelled(order.order_id, "mem-1", "cus-1", NOW.isoformat()),
     ]
     assert ReversePoints(order.order_id, "CANCELLED") not in running.stores.outbox.effects  # none spent
     # A retry changes nothing and records nothing.

@@ -2,13 +2,16 @@
 accounts, who reaches which, phones by keyed hash, merges, and the checks of each request."""
 
 from services.identity.domain.customers import (
+    MARKETING_EVENT,
     MAX_MERGE_CHAIN,
     TILL_CHANNEL,
+    AccountLinked,
     ChannelAccount,
     Customer,
     CustomersMerged,
     PhoneHasher,
     Reach,
+    accounts_linked,
     merge,
 )
 from services.identity.domain.requests import (
@@ -21,14 +24,17 @@ from services.identity.domain.requests import (
 )
 
 __all__ = [
+    "MARKETING_EVENT",
     "MAX_MERGE_CHAIN",
     "TILL_CHANNEL",
+    "AccountLinked",
     "ChannelAccount",
     "Customer",
     "CustomersMerged",
     "PhoneHasher",
     "Reach",
     "ResolveRequest",
+    "accounts_linked",
     "check_merge",
     "checked_account",
     "checked_customer_id",

@@ -7,7 +7,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from quanyu.errors import PermissionDenied
 from quanyu.phones import Phone
@@ -16,6 +16,8 @@ from quanyu.phones import Phone
 MAX_MERGE_CHAIN = 64
 # The channel of store tills (member cards).
 TILL_CHANNEL = "CHANNEL_STORE_POS"
+# The outbox kind of what marketing is told (one of marketing's Events, in its JSON form).
+MARKETING_EVENT = "marketing_event"
 
 
 @dataclass(frozen=True)
@@ -115,3 +117,36 @@ def merge(survivor: str, merged: str) -> CustomersMerged | None:
     """What merging the customers two ids stand for today means: nothing when they are one
     already (merging again is harmless), else the merge membership must hear of."""
     return None if survivor == merged else CustomersMerged(survivor, merged)
+
+
+@dataclass(frozen=True)
+class AccountLinked:
+    """A customer holds an account on a channel now (created with it, linked to it, or gained
+    by a merge): marketing may reach them there."""
+
+    KIND: ClassVar[str] = MARKETING_EVENT
+
+    customer_id: str
+    account: ChannelAccount
+    display_name: str
+    occur_time: datetime
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        """Marketing's Event, its id following from the customer and the account: a transaction
+        run again, or a merge repeating what marketing was told, is one event to it."""
+        holding = f"{self.customer_id}|{self.account.channel}|{self.account.external_id}"
+        return {
+            "event_id": "identity/account/" + hashlib.sha256(holding.encode()).hexdigest()[:40],
+            "occur_time": self.occur_time.isoformat(),
+            "account_linked": {
+                "customer_id": self.customer_id,
+                "account": {"channel": self.account.channel, "external_id": self.account.external_id},
+                "display_name": self.display_name,
+            },
+        }
+
+
+def accounts_linked(customer: Customer, accounts: list[ChannelAccount], now: datetime) -> list[AccountLinked]:
+    """What marketing hears of the customer now holding `accounts`."""
+    return [AccountLinked(customer.customer_id, account, customer.display_name, now) for account in accounts]

@@ -14,7 +14,8 @@ from quanyu.auth import Principal, Role
 from quanyu.errors import NotFound
 from quanyu.paging import PageTokens, page_size
 from quanyu.unit_of_work import Clock, Transaction, UnitOfWork
-from services.membership.domain import Member, PointsAccount, Programme, invalid_member_code
+from services.membership.domain import Member, PointsAccount, Programme, invalid_member_code, marketing
+from services.membership.domain.marketing import MARKETING_EVENT, Before
 from services.membership.handlers.access import require_code_to_spend, sees, spending_store
 from services.membership.metrics import POINTS_EXPIRED
 from services.membership.ports import Customers, Stores
@@ -46,6 +47,8 @@ class UseCases:
     _: KW_ONLY
     clock: Clock
     member_code_ttl: timedelta = DEFAULT_MEMBER_CODE_TTL
+    # Wakes the relay once a transaction that told marketing something has committed.
+    on_effects: Callable[[], None] = lambda: None
 
     def close(self) -> None:
         """Let go of the database's connections (a unit of work in memory holds none)."""
@@ -100,6 +103,23 @@ class UseCases:
         if expired:
             tx.after_commit(lambda: POINTS_EXPIRED.inc(expired))
         return len(postings)
+
+    # --- what marketing is told ----------------------------------------------------------------
+
+    def _tell(self, tx: Tx, event: dict[str, Any]) -> None:
+        """Tell marketing `event` with the change: only if it commits, and once."""
+        tx.stores.outbox.add(MARKETING_EVENT, event, self.clock())
+        tx.after_commit(self.on_effects)
+
+    def _tell_changed(self, tx: Tx, cause: str, before: Before, member: Member, now: datetime) -> None:
+        """Marketing hears of the member (a root, as loaded after the change) as they are now,
+        with their points by expiry: the one read this adds to a change."""
+        tier_moved, stage_moved, _ = before.moved(member)
+        lots = tx.stores.ledger.open_lots(member.member_id)
+        self._tell(
+            tx,
+            marketing.changed(cause, member, lots, now, tier_changed=tier_moved, stage_changed=stage_moved),
+        )
 
     # --- who reaches whom ----------------------------------------------------------------------
 

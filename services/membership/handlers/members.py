@@ -3,6 +3,7 @@ funnel, and the guides of stores."""
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Sequence
 from datetime import datetime
@@ -10,7 +11,8 @@ from datetime import datetime
 from quanyu.auth import Principal, Role
 from quanyu.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
 from quanyu.ids import new_id
-from services.membership.domain import EngagementEvent, Funnel, Guide, Member, Stage, requests
+from services.membership.domain import EngagementEvent, Funnel, Guide, Member, Stage, marketing, requests
+from services.membership.domain.marketing import Before
 from services.membership.handlers.access import enrolling_as, is_front, own_store
 from services.membership.handlers.base import Tx, UseCases, code_hash
 from services.membership.ports import Segment, Stores
@@ -81,6 +83,7 @@ class MemberCases(UseCases):
                 if referrer_member is not None and referrer_member.customer_id == customer_id:
                     raise InvalidArgument("referrer_member_id", "a customer cannot refer themselves")
                 referrer = referrer_root
+            now = self.clock()
             member = Member.enrolled(
                 new_id("mem"),
                 customer_id,
@@ -89,10 +92,11 @@ class MemberCases(UseCases):
                 guide_id=guide_id,
                 channel=channel,
                 referrer_member_id=referrer,
-                at=self.clock(),
+                at=now,
                 birthday=birthday,
             )
             members.add(member)
+            self._tell(tx, marketing.enrolled(member, now))
             return self._load(tx.stores, member.member_id), True
 
         return self.uow.run(enrol)
@@ -160,25 +164,53 @@ class MemberCases(UseCases):
 
         member = self.uow.read(find)
         # Not a member, or not one the caller reaches: accepted alike, with nothing moved.
-        if member is None or member.stage >= Stage.INTEREST or not self._sees(principal, member):
+        if member is None or not self._sees(principal, member):
             return
-        root_id = member.member_id
+        assert event_type is not None  # the request's checks require one
+        root_id, at = member.member_id, occur_time or self.clock()
+        # The same engagement reported again (the same time given) is one event to marketing.
+        cause = (
+            "engagement/"
+            + hashlib.sha256(
+                f"{customer_id}|{store_id}|{event_type.value}|{at.isoformat()}".encode()
+            ).hexdigest()[:40]
+        )
 
         def engage(tx: Tx) -> None:
+            if member.stage >= Stage.INTEREST:
+                # Past interest, an engagement moves nothing: no lock, only marketing is told.
+                self._tell(tx, marketing.engaged(cause, member, event_type, at))
+                return
             locked = self._lock_root(tx.stores, root_id)
-            if locked.engage(occur_time or self.clock()):
-                tx.stores.members.save(locked, self.clock())
+            before = Before.of(locked)
+            self._tell(tx, marketing.engaged(cause, locked, event_type, at))
+            if locked.engage(at):
+                now = self.clock()
+                tx.stores.members.save(locked, now)
+                # A member enters a stage once: the stage names the change.
+                stage = f"{root_id}/stage/{locked.stage.name}"
+                self._tell_changed(tx, stage, before, self._load(tx.stores, root_id), now)
 
         self.uow.run(engage)
 
     def update_tags(self, member_id: str, add: Sequence[str], remove: Sequence[str]) -> Member:
         change = requests.tag_update(member_id, add, remove)
+        # Read once, so a transaction run again names the same change.
+        now = self.clock()
 
         def work(tx: Tx) -> Member:
             member = self._lock_root(tx.stores, member_id)
+            before = Before.of(member)
             tx.stores.members.add_tags(member.member_id, change.add)
             tx.stores.members.remove_tags(member.member_id, change.remove)
-            return self._load(tx.stores, member.member_id)
+            tagged = self._load(tx.stores, member.member_id)
+            if before.moved(tagged)[2]:
+                cause = (
+                    f"{tagged.member_id}/tags/"
+                    + hashlib.sha256(f"{sorted(tagged.tags)}|{now.isoformat()}".encode()).hexdigest()[:16]
+                )
+                self._tell_changed(tx, cause, before, tagged, now)
+            return tagged
 
         return self.uow.run(work)
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from quanyu.errors import FailedPrecondition, NotFound
-from services.membership.domain import Member, MergeRecord, requests
+from services.membership.domain import Member, MergeRecord, marketing, requests
+from services.membership.domain.marketing import Before
 from services.membership.handlers.base import Tx, UseCases
 
 
@@ -53,9 +54,15 @@ class MergeCases(UseCases):
                 members.point_customer(merged_customer_id, survivor_root)
                 result = survivor_root
             else:
+                before = Before.of(locked[survivor_root])
                 self._combine(tx, locked[survivor_root], locked[merged_root], now)
                 members.point_customer(merged_customer_id, survivor_root)
                 result = survivor_root
+                # Marketing counts the merged member as the survivor from now on, and hears of
+                # the survivor with the points and spend it took in.
+                self._tell(tx, marketing.merged(request_id, merged_root, survivor_root, now))
+                survivor = self._load(tx.stores, survivor_root)
+                self._tell_changed(tx, f"merge/{request_id}/survivor", before, survivor, now)
             members.record_merge(
                 MergeRecord(request_id, survivor_customer_id, merged_customer_id, result), now
             )

@@ -10,6 +10,7 @@ from datetime import datetime
 from quanyu.auth import Principal, Role
 from services.membership.domain import Entry, EntryKind, Member, PointsAccount, Posting, requests
 from services.membership.domain.ledger import REVERSIBLE, grant_key, source_key
+from services.membership.domain.marketing import Before
 from services.membership.handlers.base import Tx, UseCases
 from services.membership.metrics import POINTS_EARNED, POINTS_GRANTED, POINTS_REDEEMED
 from services.membership.ports import LedgerStore
@@ -29,6 +30,7 @@ class PointsCases(UseCases):
                 return self._retried(tx, done, member_id, spend=spend_cents)
             account = self._account(tx, member_id)
             member, now = account.member, self.clock()
+            before = Before.of(member)
             group = stores.members.group(member.member_id)
             first_purchase = spend_cents > 0 and stores.ledger.purchases(group) == 0
             posting = account.earn(
@@ -47,7 +49,9 @@ class PointsCases(UseCases):
             tx.after_commit(lambda: POINTS_EARNED.inc(posting.points))
             if first_purchase and member.referrer_member_id:
                 self._credit_referrer(tx, member, source_id, now)
-            return entry, self._load(stores, member.member_id)
+            earned = self._load(stores, member.member_id)
+            self._tell_changed(tx, f"entry/{entry.entry_id}", before, earned, now)
+            return entry, earned
 
         return self.uow.run(work)
 
@@ -67,13 +71,15 @@ class PointsCases(UseCases):
         )
         if bonus <= 0:
             return
+        before = Before.of(referrer)
         account = PointsAccount(referrer)
-        stores.ledger.append(
+        entry = stores.ledger.append(
             account.referral_bonus(
                 self.programme, bonus, referred_member_id=referred.member_id, source_id=source_id, at=now
             )
         )
         stores.members.save(referrer, now)
+        self._tell_changed(tx, f"entry/{entry.entry_id}", before, self._load(stores, referrer.member_id), now)
 
     def grant(self, member_id: str, points: int, source_id: str, reason: str = "") -> tuple[Entry, Member]:
         """Credit points not earned by spend (a campaign's reward), once per source id; they expire
@@ -86,9 +92,9 @@ class PointsCases(UseCases):
             if done is not None:
                 return self._retried(tx, done, member_id, points=points)
             account = self._account(tx, member_id)
-            now = self.clock()
+            now, before = self.clock(), Before.of(account.member)
             posting = account.grant(self.programme, points, source_id=source_id, at=now)
-            return self._posted(tx, account, posting, now, lambda: POINTS_GRANTED.inc(points))
+            return self._posted(tx, account, posting, now, lambda: POINTS_GRANTED.inc(points), before=before)
 
         return self.uow.run(work)
 
@@ -115,21 +121,32 @@ class PointsCases(UseCases):
             now = self.clock()
             self.programme.require_redemption_window(now)
             account = self._account(tx, member_id, live=True)
+            before = Before.of(account.member)
             posting = account.redeem(
                 points, source_id=source_id, store_id=store_id, key=key, owner=owner, at=now
             )
-            return self._posted(tx, account, posting, now, lambda: POINTS_REDEEMED.inc(points))
+            return self._posted(tx, account, posting, now, lambda: POINTS_REDEEMED.inc(points), before=before)
 
         return self.uow.run(work)
 
     def _posted(
-        self, tx: Tx, account: PointsAccount, posting: Posting, now: datetime, count: Callable[[], None]
+        self,
+        tx: Tx,
+        account: PointsAccount,
+        posting: Posting,
+        now: datetime,
+        count: Callable[[], None],
+        *,
+        before: Before,
     ) -> tuple[Entry, Member]:
-        """The posting appended to the ledger and its member saved; `count` once it has committed."""
+        """The posting appended to the ledger and its member saved, marketing told of the member
+        now; `count` once it has committed."""
         entry = tx.stores.ledger.append(posting)
         tx.stores.members.save(account.member, now)
         tx.after_commit(count)
-        return entry, self._load(tx.stores, account.member.member_id)
+        member = self._load(tx.stores, account.member.member_id)
+        self._tell_changed(tx, f"entry/{entry.entry_id}", before, member, now)
+        return entry, member
 
     def _retried(
         self, tx: Tx, done: Entry, member_id: str, *, spend: int | None = None, points: int | None = None
@@ -160,7 +177,7 @@ class PointsCases(UseCases):
     def _reverse_one(self, tx: Tx, entry: Entry) -> Entry:
         stores = tx.stores
         account = self._account(tx, entry.member_id)
-        now = self.clock()
+        now, before = self.clock(), Before.of(account.member)
         paid_from = []
         if entry.kind is EntryKind.REDEEM:
             paid_from = stores.ledger.draws(entry.entry_id)
@@ -171,6 +188,8 @@ class PointsCases(UseCases):
         posting = account.reverse(entry, self.programme, now, paid_from=paid_from)
         reversal = stores.ledger.append(posting)
         stores.members.save(account.member, now)
+        reversed_now = self._load(stores, account.member.member_id)
+        self._tell_changed(tx, f"entry/{reversal.entry_id}", before, reversed_now, now)
         return reversal
 
     def list_entries(
@@ -205,9 +224,14 @@ class PointsCases(UseCases):
 
     def _expire_root(self, tx: Tx, *, root: str, as_of: datetime) -> int:
         member = self._lock_root(tx.stores, root)
+        before = Before.of(member)
         _, written = self._write_off(tx, member, as_of)
         if written:
-            tx.stores.members.save(member, self.clock())
+            now = self.clock()
+            tx.stores.members.save(member, now)
+            # One expiry run writes a member's lapsed points off once: the run's time names it.
+            cause = f"{root}/expired/{as_of.isoformat()}"
+            self._tell_changed(tx, cause, before, self._load(tx.stores, root), now)
         return written
 
     def evaluate_tiers(self, as_of: datetime | None = None) -> int:
@@ -217,10 +241,14 @@ class PointsCases(UseCases):
 
         def evaluate(tx: Tx, member_id: str) -> int:
             member = self._lock_root(tx.stores, member_id)
+            before = Before.of(member)
             rolling = tx.stores.ledger.rolling_spend(tx.stores.members.group(member.member_id), since)
             if not member.reevaluate_tier(self.programme, rolling):
                 return 0
-            tx.stores.members.save(member, self.clock())
+            now = self.clock()
+            tx.stores.members.save(member, now)
+            cause = f"{member.member_id}/tier/{as_of.isoformat()}"
+            self._tell_changed(tx, cause, before, self._load(tx.stores, member.member_id), now)
             return 1
 
         changed, after = 0, ""

@@ -3,10 +3,14 @@ domain's objects on one connection, gathered as the `Stores` of a transaction.""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import datetime
 from functools import cached_property
+from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from quanyu.outbox import add_effect
 from services.membership.storage.ledger import CouponRepository, LedgerRepository
 from services.membership.storage.members import GuideRepository, MemberCodeRepository, MemberRepository
 from services.membership.storage.tables import (
@@ -20,6 +24,7 @@ from services.membership.storage.tables import (
     member_tags,
     members,
     metadata,
+    outbox,
     point_lots,
 )
 
@@ -35,8 +40,19 @@ __all__ = [
     "member_tags",
     "members",
     "metadata",
+    "outbox",
     "point_lots",
 ]
+
+
+class EffectLog:
+    """The outbox, on the transaction of the change an effect is recorded with."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._db = connection
+
+    def add(self, kind: str, payload: Mapping[str, Any], now: datetime) -> None:
+        add_effect(self._db, outbox, kind, payload, now)
 
 
 class SqlStores:
@@ -64,3 +80,7 @@ class SqlStores:
     @cached_property
     def guides(self) -> GuideRepository:
         return GuideRepository(self._connection)
+
+    @cached_property
+    def outbox(self) -> EffectLog:
+        return EffectLog(self._connection)

@@ -20,6 +20,7 @@ from sqlalchemy import (
 )
 
 from quanyu.db import SEQUENCE, UtcDateTime, new_metadata, timestamps
+from quanyu.outbox import outbox_table
 
 metadata = new_metadata()
 
@@ -181,3 +182,7 @@ member_merges = Table(
     Column("survivor_member_id", String(64), nullable=False),
     Column("create_time", UtcDateTime(), nullable=False),
 )
+
+
+# What marketing is told of members, written with the change that has it (see quanyu.outbox).
+outbox = outbox_table(metadata)

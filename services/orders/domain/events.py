@@ -4,7 +4,8 @@ deliverers have always read them."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 ASSIGN = "assign_order"
@@ -15,6 +16,10 @@ EARN_POINTS = "earn_points"
 REVERSE_POINTS = "reverse_points"
 RELEASE_COUPON = "release_coupon"
 RECORD_ORIGIN_HOURS = "record_origin_hours"
+MARKETING_EVENT = "marketing_event"
+
+# Marketing's limit on the SKUs of one order it is told of.
+MAX_EVENT_SKUS = 100
 
 
 class Effect:
@@ -107,3 +112,62 @@ class RecordOriginHours(Effect):
     order_id: str
     store_id: str
     at: str  # ISO 8601
+
+
+@dataclass(frozen=True)
+class OrderCompleted(Effect):
+    """Tell marketing a member's order completed, for the campaigns it triggers. The payload is
+    marketing's Event in its JSON form; its id follows from the order, so telling it twice
+    (a retried delivery) is one event to marketing."""
+
+    kind: ClassVar[str] = MARKETING_EVENT
+    order_id: str
+    member_id: str
+    customer_id: str
+    total_cents: int
+    store_id: str
+    channel: str
+    occur_time: str  # ISO 8601
+    skus: tuple[str, ...] = field(default=())
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "event_id": f"orders/{self.order_id}/completed",
+            "occur_time": self.occur_time,
+            "order_completed": {
+                "order_id": self.order_id,
+                "member_id": self.member_id,
+                "customer_id": self.customer_id,
+                "total_cents": self.total_cents,
+                "store_id": self.store_id,
+                "skus": list(self.skus),
+                "channel": self.channel,
+            },
+        }
+
+
+@dataclass(frozen=True)
+class OrderCancelled(Effect):
+    """Tell marketing a member's order was cancelled."""
+
+    kind: ClassVar[str] = MARKETING_EVENT
+    order_id: str
+    member_id: str
+    customer_id: str
+    occur_time: str  # ISO 8601
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "event_id": f"orders/{self.order_id}/cancelled",
+            "occur_time": self.occur_time,
+            "order_cancelled": {
+                "order_id": self.order_id,
+                "member_id": self.member_id,
+                "customer_id": self.customer_id,
+            },
+        }
+
+
+def event_skus(skus: Iterable[str]) -> tuple[str, ...]:
+    """An order's SKUs as marketing takes them: each once, in line order, at most MAX_EVENT_SKUS."""
+    return tuple(dict.fromkeys(skus))[:MAX_EVENT_SKUS]

@@ -13,12 +13,15 @@ from services.orders.domain.events import (
     CommitStock,
     EarnPoints,
     Effect,
+    OrderCancelled,
+    OrderCompleted,
     RecordOriginHours,
     ReleaseCoupon,
     ReleaseStock,
     Reroute,
     ReversePoints,
     TakeInStoreStock,
+    event_skus,
 )
 from services.orders.domain.requests import OrderRequest
 from services.orders.domain.values import FulfilmentType, Line, Location, Price, Status
@@ -246,6 +249,7 @@ class Order:
         effects: list[Effect] = []
         if in_store:
             effects += [CommitStock(order_id) if store_id else TakeInStoreStock(order_id), order._earn()]
+            effects += order._completed(now)
         elif store_id is None:
             effects.append(Reroute(order_id))
         if origin:
@@ -298,7 +302,7 @@ class Order:
         if not self._step(Action.COMPLETE, actor, "", now):
             return []
         self.complete_time = now
-        return [CommitStock(self.order_id), self._earn()]
+        return [CommitStock(self.order_id), self._earn(), *self._completed(now)]
 
     def cancel(self, actor: str, reason: str, now: datetime) -> list[Effect]:
         """The stock goes back, and so do the points and the coupon the order spent."""
@@ -309,6 +313,8 @@ class Order:
             effects.append(ReversePoints(self.order_id, "CANCELLED"))
         if self.coupon_code:
             effects.append(ReleaseCoupon(self.coupon_code, self.order_id))
+        if self.member_id:
+            effects.append(OrderCancelled(self.order_id, self.member_id, self.customer_id, now.isoformat()))
         return effects
 
     def has_rejected(self, store_id: str) -> bool:
@@ -370,6 +376,24 @@ class Order:
         self.status = to
         self.status_reason = reason
         self.update_time = now
+
+    def _completed(self, now: datetime) -> list[Effect]:
+        """Marketing is told of a member's completed order; an order without a member is none
+        of its campaigns' business."""
+        if not self.member_id:
+            return []
+        return [
+            OrderCompleted(
+                self.order_id,
+                self.member_id,
+                self.customer_id,
+                self.price.total_cents,
+                self.fulfilling_store_id,
+                self.channel,
+                now.isoformat(),
+                event_skus(line.sku for line in self.lines),
+            )
+        ]
 
     def _earn(self) -> EarnPoints:
         return EarnPoints(self.order_id, self.member_id, self.price.total_cents, self.fulfilling_store_id)
