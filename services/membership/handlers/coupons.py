@@ -42,7 +42,7 @@ class CouponCases(UseCases):
             if done is not None:
                 done.require_same_request(fingerprint)
                 return done
-            code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+            code = new_coupon_code()
             root = self._root(tx.stores, member_id)
             coupon = Coupon.issued(
                 code,
@@ -145,6 +145,10 @@ class CouponCases(UseCases):
             return released
 
         return self.uow.run(work)
+
+
+def new_coupon_code() -> str:
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
 
 
 def _before(coupon: Coupon) -> dict[str, str]:

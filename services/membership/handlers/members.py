@@ -173,14 +173,14 @@ class MemberCases(UseCases):
 
     def update_tags(self, member_id: str, add: Sequence[str], remove: Sequence[str]) -> Member:
         change = requests.tag_update(member_id, add, remove)
+        return self.uow.run(lambda tx: self._retagged(tx, member_id, change))
 
-        def work(tx: Tx) -> Member:
-            member = self._lock_root(tx.stores, member_id)
-            tx.stores.members.add_tags(member.member_id, change.add)
-            tx.stores.members.remove_tags(member.member_id, change.remove)
-            return self._load(tx.stores, member.member_id)
-
-        return self.uow.run(work)
+    def _retagged(self, tx: Tx, member_id: str, change: requests.TagChange) -> Member:
+        """The member (their root) with `change` made in `tx`."""
+        member = self._lock_root(tx.stores, member_id)
+        tx.stores.members.add_tags(member.member_id, change.add)
+        tx.stores.members.remove_tags(member.member_id, change.remove)
+        return self._load(tx.stores, member.member_id)
 
     def list_members(
         self, principal: Principal, filters: Segment, requested: int, token: str
