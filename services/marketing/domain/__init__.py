@@ -25,6 +25,7 @@ from services.marketing.domain.grants import (
     occurrence_slot,
 )
 from services.marketing.domain.messages import (
+    CODE_PLACEHOLDER,
     ContactPolicy,
     Contender,
     Delivery,
@@ -72,6 +73,7 @@ from services.marketing.domain.values import (
 )
 
 __all__ = [
+    "CODE_PLACEHOLDER",
     "DEFAULT_TIME_ZONE",
     "UPDATABLE_FIELDS",
     "Action",
