@@ -10,7 +10,9 @@ import pytest
 
 from quanyu.errors import InvalidArgument, NotFound
 from services.membership.domain import requests
+from services.membership.domain.coupons import CODE_ALPHABET, CODE_LENGTH
 from services.membership.handlers import MembershipService
+from services.membership.handlers.coupons import new_coupon_code
 from tests.membership import test_use_cases
 from tests.membership.test_use_cases import START, counted, enrol, in_memory
 
@@ -84,3 +86,12 @@ def test_a_batch_run_again_after_a_conflict_issues_and_counts_once(retried: Memb
     assert [c.member_id for c in coupons] == members
     again = retried.issue_coupons([issue(m, f"cmp-1:{m}") for m in members])
     assert [c.code for c in again] == [c.code for c in coupons]
+
+
+def test_coupon_codes_are_drawn_evenly_from_the_alphabet() -> None:
+    # A random byte picks a character without bias only when the alphabet's size divides 256.
+    assert 256 % len(CODE_ALPHABET) == 0
+    codes = [new_coupon_code() for _ in range(2_000)]
+    assert all(len(code) == CODE_LENGTH and set(code) <= set(CODE_ALPHABET) for code in codes)
+    assert set("".join(codes)) == set(CODE_ALPHABET)
+    assert len(set(codes)) == len(codes)

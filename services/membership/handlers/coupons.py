@@ -148,7 +148,9 @@ class CouponCases(UseCases):
 
 
 def new_coupon_code() -> str:
-    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+    # One read of random bytes rather than a call per character (a campaign issues a million): a
+    # byte picks a character without bias, as 256 is a multiple of the alphabet's 32.
+    return "".join(CODE_ALPHABET[byte % len(CODE_ALPHABET)] for byte in secrets.token_bytes(CODE_LENGTH))
 
 
 def _before(coupon: Coupon) -> dict[str, str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import asdict, fields
+from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
@@ -242,7 +242,14 @@ class CouponRepository:
         self._db.execute(
             _NEW_COUPON,
             [
-                {**asdict(coupon), "redeemed_time": None, "request_id": request_id, "create_time": now}
+                # Field by field, not dataclasses.asdict: that deep-copies every value, and a batch
+                # of 500 coupons spent most of its time there.
+                {
+                    **{name: getattr(coupon, name) for name in _COUPON_COLUMNS},
+                    "redeemed_time": None,
+                    "request_id": request_id,
+                    "create_time": now,
+                }
                 for coupon, request_id in issued
             ],
         )
