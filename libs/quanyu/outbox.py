@@ -170,7 +170,8 @@ def refusals_are_final(service: str, deliver: Callable[[Payloads], None]) -> Cal
 
 
 class OutboxRelay:
-    """Delivers a service's outbox in order of creation within each lane, retrying with backoff.
+    """Delivers a service's outbox within each lane in the order its effects fall due (the order
+    they were written in, for effects never delayed nor retried), retrying with backoff.
 
     `lanes` names the kinds of effect that go together (those bound for one service); kinds no
     lane names share one more lane. Without lanes, every effect goes in one. `batched` names the
