@@ -54,6 +54,7 @@ $(STUBS): $(PROTOS) $(READY)
 bench: setup
 	$(BIN)/python -m bench.assign
 	$(BIN)/python -m bench.membership
+	$(BIN)/python -m bench.batches
 	$(BIN)/python -m bench.orders $(if $(BENCH_POSTGRES_URL),--postgres $(BENCH_POSTGRES_URL))
 
 protos:

@@ -8,6 +8,12 @@ and when a lease runs out mid-delivery the repeat is absorbed by the idempotency
 
 Effects bound for different services travel in lanes of their own, each with its own thread, so
 a service that hangs (each call waiting out its deadline) holds up only the effects bound for it.
+
+A kind of effect whose receiver takes many in one call (a batch RPC, AIP-233: all or none) may be
+delivered in batches: a run of due effects of that kind is leased, delivered and marked delivered
+with one statement and one call each, instead of three transactions and a call per effect. When
+the receiver refuses a batch for good, its effects are delivered one by one, so one malformed
+effect is refused alone and the others go through.
 """
 
 from __future__ import annotations
@@ -15,10 +21,10 @@ from __future__ import annotations
 import functools
 import json
 import threading
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import structlog
@@ -38,7 +44,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Row
 
 from quanyu import tracing
 from quanyu.clients import failure_of
@@ -122,15 +128,32 @@ class OutboxState:
 
 
 Deliver = Callable[[dict[str, Any]], None]
+DeliverMany = Callable[[list[dict[str, Any]]], None]
+Payloads = TypeVar("Payloads", dict[str, Any], list[dict[str, Any]])
 
 
-def refusals_are_final(service: str, deliver: Deliver) -> Deliver:
+@dataclass(frozen=True)
+class BatchDeliverer:
+    """Delivers up to `size` effects of one kind in one call, all or none: `deliver_many` takes
+    their payloads in the order they were written and raises as a single deliverer does (a
+    PermanentFailure when the batch is refused for good). The kind's single deliverer is still
+    needed: it delivers the effects of a refused batch one by one."""
+
+    deliver_many: DeliverMany
+    size: int = 500
+
+    def __post_init__(self) -> None:
+        if self.size < 1:
+            raise ValueError("a batch holds at least one effect")
+
+
+def refusals_are_final(service: str, deliver: Callable[[Payloads], None]) -> Callable[[Payloads], None]:
     """`deliver` with every outbox's one rule for what the receiving service answered: a call that
     went unanswered (quanyu.clients.failure_of says which) is tried again later, while a refusal
     will not change on retry and is recorded as failed for ops to look at. `deliver` may raise a
     gRPC error of its call to `service` or the domain error it already made of one."""
 
-    def guarded(payload: dict[str, Any]) -> None:
+    def guarded(payload: Payloads) -> None:
         try:
             deliver(payload)
         except grpc.RpcError as error:
@@ -147,10 +170,13 @@ def refusals_are_final(service: str, deliver: Deliver) -> Deliver:
 
 
 class OutboxRelay:
-    """Delivers a service's outbox in order of creation within each lane, retrying with backoff.
+    """Delivers a service's outbox within each lane in the order its effects fall due (the order
+    they were written in, for effects never delayed nor retried), retrying with backoff.
 
     `lanes` names the kinds of effect that go together (those bound for one service); kinds no
-    lane names share one more lane. Without lanes, every effect goes in one.
+    lane names share one more lane. Without lanes, every effect goes in one. `batched` names the
+    kinds delivered in batches (BatchDeliverer), each also in `deliverers`: a run of consecutive
+    due effects of such a kind in its lane goes in one call, so order within a lane still holds.
     """
 
     def __init__(
@@ -162,20 +188,40 @@ class OutboxRelay:
         lanes: Mapping[str, Collection[str]] | None = None,
         poll_seconds: float = 0.5,
         batch: int = 50,
+        batched: Mapping[str, BatchDeliverer] | None = None,
     ) -> None:
         self._db = database
         self._table = table
         self._deliverers = dict(deliverers)
+        self._batched = dict(batched or {})
+        unpaired = sorted(set(self._batched) - set(self._deliverers))
+        if unpaired:
+            raise ValueError(f"batched kinds {unpaired} need a single deliverer for a refused batch")
         self._poll_seconds = poll_seconds
         self._batch = batch
         self._lanes = _lanes(lanes or {})
         # Built once per relay, as each pass and each effect runs them: only parameters change.
         self._due = {name: self._due_query(kinds, others) for name, (kinds, others) in self._lanes.items()}
         self._one = update(table).where(table.c.effect_id == bindparam("effect"))
-        self._lease_one = self._one.where(
+        unleased = (
             table.c.delivered_time.is_(None),
             (table.c.lease_until.is_(None)) | (table.c.lease_until < bindparam("now")),
         )
+        self._lease_one = self._one.where(*unleased)
+        some = table.c.effect_id.in_(bindparam("effects", expanding=True))
+        # Which of a batch this relay took: another relay may have leased some since they were read.
+        self._lease_some = (
+            update(table)
+            .where(some, *unleased)
+            .values(lease_until=bindparam("lease_until"))
+            .returning(table.c.effect_id)
+        )
+        self._delivered_some = (
+            update(table)
+            .where(some)
+            .values(delivered_time=bindparam("at"), attempts=table.c.attempts + 1, lease_until=None)
+        )
+        self._release_some = update(table).where(some).values(lease_until=None)
         self._wakes = {name: threading.Event() for name in self._lanes}
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -217,8 +263,12 @@ class OutboxRelay:
         return sum(self._deliver_lane(lane) for lane in self._lanes)
 
     def _due_query(self, kinds: Collection[str], others: Collection[str]) -> Select[Any]:
-        """A lane's effects due at `now`, oldest first: undelivered, not failed, not leased."""
+        """A lane's effects due at `now`, soonest due first: undelivered, not failed, not leased;
+        as many as its largest batch holds, so a pass can fill one."""
         table = self._table
+        batched = [
+            b.size for kind, b in self._batched.items() if (kind in kinds if kinds else kind not in others)
+        ]
         query = (
             select(table.c.effect_id, table.c.kind, table.c.payload, table.c.attempts)
             .where(
@@ -227,8 +277,11 @@ class OutboxRelay:
                 table.c.next_attempt_time <= bindparam("now"),
                 (table.c.lease_until.is_(None)) | (table.c.lease_until < bindparam("now")),
             )
-            .order_by(table.c.effect_id)
-            .limit(self._batch)
+            # Walks the pending index in its own order and stops at the limit: ordered by effect id
+            # alone, the database would sort every pending effect on each pass (a campaign leaves
+            # a million). For an effect never retried, due order is creation order.
+            .order_by(table.c.next_attempt_time, table.c.effect_id)
+            .limit(max([self._batch, *batched]))
         )
         if kinds:
             return query.where(table.c.kind.in_(sorted(kinds)))
@@ -240,15 +293,94 @@ class OutboxRelay:
         with self._db.snapshot() as connection:
             due = connection.execute(self._due[lane], {"now": utcnow()}).all()
         delivered = 0
-        for effect_id, kind, payload, attempts in due:
+        for kind, run in _runs(due, self._batched):
             if self._stopping.is_set():
                 break
+            if kind in self._batched:
+                delivered += self._deliver_batch(kind, run)
+                continue
+            (row,) = run
             # Leased from now, not from the start of the pass: a hung call before it may have
             # taken longer than a lease.
-            if not self._lease(effect_id, utcnow()):
-                continue
-            delivered += self._deliver_one(effect_id, kind, json.loads(payload), attempts)
+            if self._lease(row.effect_id, utcnow()):
+                delivered += self._deliver_one(row.effect_id, kind, json.loads(row.payload), row.attempts)
         return delivered
+
+    def _deliver_batch(self, kind: str, run: list[Row[Any]]) -> int:
+        """A run of effects of a batched kind in one call: leased with one statement, marked
+        delivered with one; refused for good, delivered one by one instead; unanswered, all of
+        them tried again later."""
+        now = utcnow()
+        with self._db.transaction() as connection:
+            taken = set(
+                connection.execute(
+                    self._lease_some,
+                    {"effects": [row.effect_id for row in run], "now": now, "lease_until": now + LEASE},
+                ).scalars()
+            )
+        run = [row for row in run if row.effect_id in taken]
+        if not run:
+            return 0
+        ids = [row.effect_id for row in run]
+        payloads = [json.loads(row.payload) for row in run]
+        traces = [payload.pop(tracing.TRACE_KEY, None) for payload in payloads]
+        try:
+            with tracing.continued(next(filter(None, traces), None), f"outbox {kind} x{len(run)}"):
+                self._batched[kind].deliver_many(payloads)
+        except PermanentFailure as refusal:
+            log.warning(
+                "outbox batch refused; delivering its effects one by one",
+                kind=kind,
+                effects=len(run),
+                error=str(refusal)[:300],
+            )
+            return self._deliver_each(kind, run)
+        except Exception as error:
+            self._back_off(kind, run, error)
+            return 0
+        with self._db.transaction() as connection:
+            connection.execute(self._delivered_some, {"effects": ids, "at": utcnow()})
+        return len(run)
+
+    def _deliver_each(self, kind: str, run: list[Row[Any]]) -> int:
+        """A refused batch's effects as single effects are delivered: each leased afresh when its
+        turn comes (the batch's lease may run out before the last), each refused or retried on
+        its own."""
+        with self._db.transaction() as connection:
+            connection.execute(self._release_some, {"effects": [row.effect_id for row in run]})
+        delivered = 0
+        for row in run:
+            if self._stopping.is_set() or not self._lease(row.effect_id, utcnow()):
+                continue
+            delivered += self._deliver_one(row.effect_id, kind, json.loads(row.payload), row.attempts)
+        return delivered
+
+    def _back_off(self, kind: str, run: list[Row[Any]], error: Exception) -> None:
+        attempts = max(row.attempts for row in run)
+        backoff = min(MAX_BACKOFF_SECONDS, 0.5 * 2**attempts)
+        log.warning(
+            "outbox batch delivery failed; will retry",
+            kind=kind,
+            effects=len(run),
+            attempt=attempts + 1,
+            retry_in_s=backoff,
+            error=str(error).splitlines()[0][:300] if str(error) else type(error).__name__,
+        )
+        retry_at = utcnow() + timedelta(seconds=backoff)
+        with self._db.transaction() as connection:
+            connection.execute(
+                self._one,
+                [
+                    {
+                        "effect": row.effect_id,
+                        "attempts": row.attempts + 1,
+                        "next_attempt_time": retry_at,
+                        "lease_until": None,
+                        "last_error": str(error)[:2000],
+                    }
+                    for row in run
+                ],
+            )
 
     def _lease(self, effect_id: int, now: datetime) -> bool:
         with self._db.transaction() as connection:
@@ -307,6 +439,24 @@ class OutboxRelay:
             ).one()
             failed = connection.execute(select(func.count()).where(table.c.failed == 1)).scalar_one()
         return OutboxState(int(pending[0]), int(failed), pending[1])
+
+
+def _runs(
+    due: Sequence[Row[Any]], batched: Mapping[str, BatchDeliverer]
+) -> Iterator[tuple[str, list[Row[Any]]]]:
+    """The due effects as runs to deliver in turn, in the order they were written: each run of
+    consecutive effects of a batched kind cut into batches of its size, every other effect alone."""
+    run: list[Row[Any]] = []
+    for row in due:
+        if run and (row.kind != run[0].kind or len(run) == batched[run[0].kind].size):
+            yield run[0].kind, run
+            run = []
+        if row.kind in batched:
+            run.append(row)
+        else:
+            yield row.kind, [row]
+    if run:
+        yield run[0].kind, run
 
 
 def _lanes(named: Mapping[str, Collection[str]]) -> dict[str, tuple[frozenset[str], frozenset[str]]]:

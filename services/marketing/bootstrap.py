@@ -13,7 +13,7 @@ from quanyu.paging import PageTokens
 from quanyu.server import ServiceApp
 from quanyu.unit_of_work import Clock, SqlUnitOfWork, system_clock
 from services.marketing.config import MarketingSettings
-from services.marketing.downstream import LANES, deliverers
+from services.marketing.downstream import LANES, batched, deliverers
 from services.marketing.grpc_servicer import MarketingServicer
 from services.marketing.handlers import (
     CampaignCases,
@@ -64,7 +64,14 @@ def build_app(
     membership = membership_pb2_grpc.MembershipServiceStub(
         service_channel(settings, "membership", caller=NAME)
     )
-    relay = OutboxRelay(database, outbox, deliverers(membership), lanes=LANES)
+    fill_codes = service.messages.fill_coupon_codes
+    relay = OutboxRelay(
+        database,
+        outbox,
+        deliverers(membership, fill_codes),
+        lanes=LANES,
+        batched=batched(membership, fill_codes),
+    )
     # Grants leave their effects in the outbox; the relay takes them as soon as they are committed.
     service.wake = relay.wake
     export_metrics(relay)

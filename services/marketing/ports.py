@@ -85,6 +85,17 @@ class Message:
     pulls: int = 0
     deliver_time: datetime | None = None
     status_reason: str = ""
+    # The request id of the coupon whose code the text awaits (not pulled until it is filled in).
+    awaits_coupon: str = ""
+
+
+@dataclass(frozen=True)
+class IssuedCoupon:
+    """A coupon membership issued for a grant's action: its code, for the grant's messages."""
+
+    grant_key: str
+    request_id: str
+    code: str
 
 
 @dataclass(frozen=True)
@@ -220,6 +231,11 @@ class Messages(Protocol):
 
     def ack(self, channel: Channel, message_ids: Iterable[str], now: datetime) -> int:
         """Mark pulled messages delivered; how many were still pending."""
+        ...
+
+    def fill_coupon_codes(self, issued: Sequence[IssuedCoupon]) -> int:
+        """Put each coupon's code into the messages awaiting it and let them be pulled, in one
+        statement; how many messages were freed."""
         ...
 
     def suppress_unpulled(self, customer_id: str, channel: Channel, reason: str) -> int: ...

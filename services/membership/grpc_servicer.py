@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from typing import Any, TypeVar
 
 import grpc
@@ -13,7 +13,16 @@ from quanyu.errors import InvalidArgument
 from quanyu.membership.v1 import membership_pb2, membership_pb2_grpc
 from quanyu.server import Servicer, rpc_policy
 from quanyu.wire import from_timestamp, to_timestamp
-from services.membership.domain import Coupon, EngagementEvent, Entry, EntryKind, Guide, Member, Stage
+from services.membership.domain import (
+    Coupon,
+    EngagementEvent,
+    Entry,
+    EntryKind,
+    Guide,
+    Member,
+    Stage,
+    requests,
+)
 from services.membership.handlers import MembershipService
 
 _Posted = TypeVar(
@@ -44,6 +53,9 @@ POLICY = rpc_policy(
         "RecordEvent": _FRONT,
         "ListMembers": (Role.OPS, Role.STORE),
         "UpdateTags": _BACK,
+        "BatchIssueCoupons": _BACK,
+        "BatchGrantPoints": _BACK,
+        "BatchUpdateTags": _BACK,
         "GetFunnel": (Role.OPS, Role.STORE),
         "MergeMembers": _BACK,
         "UpsertGuide": (Role.OPS, Role.STORE),
@@ -300,6 +312,47 @@ class MembershipServicer(
         )
         return membership_pb2.UpdateTagsResponse(member=member_message(member))
 
+    def BatchIssueCoupons(
+        self, request: membership_pb2.BatchIssueCouponsRequest, context: grpc.ServicerContext
+    ) -> membership_pb2.BatchIssueCouponsResponse:
+        _capped(request.requests)
+        coupons = self._service.issue_coupons(
+            [
+                requests.CouponIssue(
+                    each.member_id,
+                    each.discount_cents,
+                    each.min_spend_cents,
+                    from_timestamp(
+                        each.expire_time,
+                        field_name=f"requests[{index}].expire_time",
+                        present=each.HasField("expire_time"),
+                    ),
+                    each.request_id,
+                    each.campaign_id,
+                )
+                for index, each in enumerate(request.requests)
+            ]
+        )
+        return membership_pb2.BatchIssueCouponsResponse(coupons=map(coupon_message, coupons))
+
+    def BatchGrantPoints(
+        self, request: membership_pb2.BatchGrantPointsRequest, context: grpc.ServicerContext
+    ) -> membership_pb2.BatchGrantPointsResponse:
+        _capped(request.requests)
+        entries = self._service.grant_many(
+            [requests.PointsGrant(g.member_id, g.points, g.source_id, g.reason) for g in request.requests]
+        )
+        return membership_pb2.BatchGrantPointsResponse(entries=map(entry_message, entries))
+
+    def BatchUpdateTags(
+        self, request: membership_pb2.BatchUpdateTagsRequest, context: grpc.ServicerContext
+    ) -> membership_pb2.BatchUpdateTagsResponse:
+        _capped(request.requests)
+        members = self._service.update_tags_many(
+            [requests.TagUpdate(u.member_id, list(u.add_tags), list(u.remove_tags)) for u in request.requests]
+        )
+        return membership_pb2.BatchUpdateTagsResponse(members=map(member_message, members))
+
     def GetFunnel(
         self, request: membership_pb2.GetFunnelRequest, context: grpc.ServicerContext
     ) -> membership_pb2.GetFunnelResponse:
@@ -345,6 +398,13 @@ class MembershipServicer(
             current_principal(), request.store_id, request.page_size, request.page_token
         )
         return membership_pb2.ListGuidesResponse(guides=map(guide_message, guides), next_page_token=token)
+
+
+def _capped(given: Sized) -> None:
+    """A batch too long is refused before its requests are read (each may carry a timestamp to
+    convert, and many thousands are no batch this service takes)."""
+    if len(given) > requests.MAX_BATCH:
+        raise InvalidArgument("requests", f"at most {requests.MAX_BATCH} requests a call")
 
 
 def _posted(response: type[_Posted], entry: Entry, member: Member) -> _Posted:

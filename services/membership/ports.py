@@ -3,7 +3,7 @@ transaction by storage/ or kept in memory by tests) and identity (`Customers`)."
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -40,6 +40,10 @@ class CouponListing:
 class MemberStore(Protocol):
     def root_of(self, member_id: str) -> str | None:
         """The member `member_id` is part of now (itself, unless merged into another)."""
+        ...
+
+    def roots_of(self, member_ids: Collection[str]) -> dict[str, str]:
+        """root_of for many members in one read; those that do not exist are left out."""
         ...
 
     def root_of_customer(self, customer_id: str) -> str | None: ...
@@ -129,7 +133,15 @@ class CouponStore(Protocol):
 
     def by_request(self, request_id: str) -> Coupon | None: ...
 
+    def by_requests(self, request_ids: Collection[str]) -> dict[str, Coupon]:
+        """by_request for many request ids in one read; those never issued are left out."""
+        ...
+
     def issue(self, coupon: Coupon, request_id: str, now: datetime) -> None: ...
+
+    def issue_many(self, issued: Sequence[tuple[Coupon, str]], now: datetime) -> None:
+        """Several coupons, each with its request id, in one write."""
+        ...
 
     def redeem(self, code: str, order_id: str, store_id: str, now: datetime) -> bool:
         """Take an unredeemed coupon for an order; False when another order has it already."""

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
 from quanyu.unit_of_work import ConcurrentChange
-from services.marketing.domain import Channel
-from services.marketing.ports import Message, MessageStatus, RunClaim
+from services.marketing.domain import CODE_PLACEHOLDER, Channel
+from services.marketing.ports import IssuedCoupon, Message, MessageStatus, RunClaim
 
 
 class MemoryMessages:
@@ -32,6 +32,7 @@ class MemoryMessages:
                 if m.channel is channel
                 and m.status is MessageStatus.PENDING
                 and m.send_at <= now
+                and not m.awaits_coupon
                 and (m.lease_until is None or m.lease_until <= now)
             ),
             key=lambda m: (m.send_at, m.message_id),
@@ -48,6 +49,16 @@ class MemoryMessages:
                 self.rows[message_id] = replace(m, status=MessageStatus.DELIVERED, deliver_time=now)
                 done += 1
         return done
+
+    def fill_coupon_codes(self, issued: Sequence[IssuedCoupon]) -> int:
+        freed = 0
+        for coupon in issued:
+            for m in list(self.rows.values()):
+                if m.grant_key == coupon.grant_key and m.awaits_coupon == coupon.request_id:
+                    text = m.text.replace(CODE_PLACEHOLDER, coupon.code)
+                    self.rows[m.message_id] = replace(m, text=text, awaits_coupon="")
+                    freed += 1
+        return freed
 
     def suppress_unpulled(self, customer_id: str, channel: Channel, reason: str) -> int:
         stopped = [

@@ -315,7 +315,13 @@ def test_bad_requests_of_the_other_rpcs_name_their_field(m: Marketing) -> None:
 
 
 def test_an_order_grants_once_and_the_channel_pulls_and_acknowledges_its_message(m: Marketing) -> None:
-    campaign_id = m.running(campaign())
+    # A message naming its coupon's code waits for membership to issue it (tests/marketing/
+    # test_delivery.py); no membership runs here, so this one names none.
+    actions = [
+        pb.Action(issue_coupon=pb.CouponAction(discount_cents=2000, valid_days=30)),
+        pb.Action(send_message=pb.MessageAction(channel=APP, template="Hi {display_name}: a coupon for you")),
+    ]
+    campaign_id = m.running(campaign(actions=actions))
     assert m.ingest(linked("cus-1"), enrolled("mem-1", "cus-1")).accepted == 2
     m.stub.SetContactPreferences(
         pb.SetContactPreferencesRequest(customer_id="cus-1", channel=APP, marketing_consent=True),

@@ -24,12 +24,13 @@ from services.marketing.domain import (
     occurrence_of_event,
 )
 from services.marketing.handlers import EventIn, EventKind
-from services.marketing.ports import GrantRecord, MessageStatus, Outcome
+from services.marketing.ports import GrantRecord, Message, MessageStatus, Outcome
 from services.marketing.storage import SqlStores
 from tests.marketing.factory import campaign, coupon, message
 from tests.marketing.use_case_support import (
     T0,
     Clock,
+    coupons_issued,
     effects,
     enrolled,
     make_cases,
@@ -176,12 +177,17 @@ def test_a_message_waits_for_consent_and_past_quiet_hours(uow: Uow) -> None:
 
     triggers.ingest([order_completed("mem_1", "evt_1"), order_completed("mem_2", "evt_2")])
 
-    pending = uow.read(
-        lambda tx: tx.stores.messages.pull(Channel.APP, T0 + timedelta(days=1), timedelta(minutes=1), 10)
-    )
+    def pull() -> list[Message]:
+        return uow.run(
+            lambda tx: tx.stores.messages.pull(Channel.APP, T0 + timedelta(days=1), timedelta(minutes=1), 10)
+        )
+
+    # Held until membership has issued the coupon whose code it names.
+    assert pull() == []
+    assert coupons_issued(uow) == 1
+    pending = pull()
     assert [(m.member_id, m.send_at) for m in pending] == [("mem_1", T0 + timedelta(hours=23))]
-    assert "{coupon_code}" in pending[0].text
-    assert "Li Lei" in pending[0].text
+    assert pending[0].text == "Hi Li Lei, your code CPN000000000"
     assert uow.read(lambda tx: tx.stores.messages.count(live.campaign_id, MessageStatus.SUPPRESSED)) == 1
 
 
@@ -195,6 +201,7 @@ def test_of_campaigns_messaging_a_member_at_once_the_higher_priority_sends(uow: 
     done = triggers.ingest([order_completed("mem_1", "evt_1")])
 
     assert sorted(g.outcome for g in done.grants) == [Outcome.GRANTED, Outcome.GRANTED]
+    coupons_issued(uow)
     pending = uow.read(lambda tx: tx.stores.messages.pull(Channel.APP, T0, timedelta(minutes=1), 10))
     assert [m.campaign_id for m in pending] == [high.campaign_id]
     assert uow.read(lambda tx: tx.stores.messages.count(low.campaign_id, MessageStatus.SUPPRESSED)) == 1

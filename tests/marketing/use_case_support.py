@@ -10,8 +10,10 @@ from typing import Any
 from sqlalchemy import select
 
 from quanyu.db import Database
+from quanyu.unit_of_work import InMemoryUnitOfWork
 from services.marketing.domain import Campaign, Channel, MemberFacts, OrderFacts
-from services.marketing.handlers import CampaignCases, EventIn, EventKind, TriggerCases
+from services.marketing.handlers import CampaignCases, EventIn, EventKind, MessageCases, TriggerCases
+from services.marketing.ports import IssuedCoupon
 from services.marketing.storage.tables import outbox
 from tests.marketing.factory import TIERS, member
 from tests.marketing.memory import MemoryStores
@@ -69,3 +71,15 @@ def effects(database: Database | MemoryStores) -> list[tuple[str, dict[str, Any]
     with database.snapshot() as connection:
         rows = connection.execute(select(outbox.c.kind, outbox.c.payload).order_by(outbox.c.effect_id))
         return [(row.kind, json.loads(row.payload)) for row in rows]
+
+
+def coupons_issued(uow: Any) -> int:
+    """What the delivery of the outbox's coupons does with membership's answer: each coupon's code
+    (made up here, one per effect) filled into its grant's messages; how many messages it freed."""
+    source = uow.stores if isinstance(uow, InMemoryUnitOfWork) else uow.database
+    issued = [
+        IssuedCoupon(payload["grant_key"], payload["request_id"], f"CPN{n:09d}")
+        for n, (kind, payload) in enumerate(effects(source))
+        if kind == "issue_coupon"
+    ]
+    return MessageCases(uow, clock=Clock()).fill_coupon_codes(issued)

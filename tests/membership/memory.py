@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -43,6 +43,9 @@ class MemoryMembers:
     def root_of(self, member_id: str) -> str | None:
         row = self.rows.get(member_id)
         return row.root if row else None
+
+    def roots_of(self, member_ids: Collection[str]) -> dict[str, str]:
+        return {member_id: self.rows[member_id].root for member_id in member_ids if member_id in self.rows}
 
     def root_of_customer(self, customer_id: str) -> str | None:
         member_id = self.customers.get(customer_id)
@@ -241,9 +244,16 @@ class MemoryCoupons:
         code = self.requests.get(request_id)
         return self.by_code[code] if code else None
 
+    def by_requests(self, request_ids: Collection[str]) -> dict[str, Coupon]:
+        return {r: self.by_code[self.requests[r]] for r in request_ids if r in self.requests}
+
     def issue(self, coupon: Coupon, request_id: str, now: datetime) -> None:
         self.by_code[coupon.code] = replace(coupon, create_time=now)
         self.requests[request_id] = coupon.code
+
+    def issue_many(self, issued: Sequence[tuple[Coupon, str]], now: datetime) -> None:
+        for coupon, request_id in issued:
+            self.issue(coupon, request_id, now)
 
     def page(self, listing: CouponListing) -> list[Coupon]:
         active_at, before = listing.active_at, listing.before

@@ -1339,6 +1339,9 @@ ALLOWED = {
     "RecordEvent": FRONT,
     "ListMembers": {Role.OPS, Role.STORE},
     "UpdateTags": BACK,
+    "BatchIssueCoupons": BACK,
+    "BatchGrantPoints": BACK,
+    "BatchUpdateTags": BACK,
     "GetFunnel": {Role.OPS, Role.STORE},
     "MergeMembers": BACK,
     "UpsertGuide": {Role.OPS, Role.STORE},
@@ -1369,6 +1372,22 @@ CALLS: dict[str, Message] = {
     "RecordEvent": pb.RecordEventRequest(customer_id="cus-1", event_type=pb.EVENT_TYPE_VIEW),
     "ListMembers": pb.ListMembersRequest(),
     "UpdateTags": pb.UpdateTagsRequest(member_id="mem_1", add_tags=["vip"]),
+    "BatchIssueCoupons": pb.BatchIssueCouponsRequest(
+        requests=[
+            pb.IssueCouponRequest(
+                member_id="mem_1",
+                discount_cents=1,
+                expire_time=stamp(datetime(2099, 1, 1, tzinfo=UTC)),
+                request_id="r",
+            )
+        ]
+    ),
+    "BatchGrantPoints": pb.BatchGrantPointsRequest(
+        requests=[pb.GrantPointsRequest(member_id="mem_1", points=1, source_id="g")]
+    ),
+    "BatchUpdateTags": pb.BatchUpdateTagsRequest(
+        requests=[pb.UpdateTagsRequest(member_id="mem_1", add_tags=["vip"])]
+    ),
     "GetFunnel": pb.GetFunnelRequest(),
     "MergeMembers": pb.MergeMembersRequest(survivor_customer_id="a", merged_customer_id="b", request_id="r"),
 }

@@ -730,6 +730,44 @@ def _specs() -> list[Spec]:
             ),
         ),
         Spec(
+            memb + "BatchIssueCoupons",
+            lambda s, meta, t, role: s.d.membership.BatchIssueCoupons(
+                m.BatchIssueCouponsRequest(
+                    requests=[
+                        m.IssueCouponRequest(
+                            member_id=t.member_id,
+                            discount_cents=1,
+                            expire_time=_tomorrow(),
+                            request_id=s.w.name(f"batch-{_id(t)}"),
+                        )
+                    ]
+                ),
+                metadata=meta,
+            ),
+        ),
+        Spec(
+            memb + "BatchGrantPoints",
+            lambda s, meta, t, role: s.d.membership.BatchGrantPoints(
+                m.BatchGrantPointsRequest(
+                    requests=[
+                        m.GrantPointsRequest(
+                            member_id=t.member_id, points=5, source_id=s.w.name(f"batch-grant-{_id(t)}")
+                        )
+                    ]
+                ),
+                metadata=meta,
+            ),
+        ),
+        Spec(
+            memb + "BatchUpdateTags",
+            lambda s, meta, t, role: s.d.membership.BatchUpdateTags(
+                m.BatchUpdateTagsRequest(
+                    requests=[m.UpdateTagsRequest(member_id=t.member_id, add_tags=["matrix"])]
+                ),
+                metadata=meta,
+            ),
+        ),
+        Spec(
             memb + "GetFunnel",
             lambda s, meta, t, role: s.d.membership.GetFunnel(
                 m.GetFunnelRequest(home_store_id=t.store_id), metadata=meta

@@ -32,6 +32,7 @@ from services.marketing.domain.grants import (
     occurrence_slot,
 )
 from services.marketing.domain.messages import (
+    CODE_PLACEHOLDER,
     ContactPolicy,
     Contender,
     Delivery,
@@ -79,6 +80,7 @@ from services.marketing.domain.values import (
 )
 
 __all__ = [
+    "CODE_PLACEHOLDER",
     "DEFAULT_TIME_ZONE",
     "UNKNOWN_MEMBER",
     "UPDATABLE_FIELDS",

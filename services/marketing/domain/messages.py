@@ -21,6 +21,10 @@ DEFAULT_QUIET_START = "21:00"
 DEFAULT_QUIET_END = "09:00"
 
 
+# Left in a message's text until membership has issued the coupon it names; filled in then.
+CODE_PLACEHOLDER = "{coupon_code}"
+
+
 def placeholder_values(member: MemberFacts, coupon_code: str = "") -> dict[str, str]:
     return {
         "display_name": member.display_name,

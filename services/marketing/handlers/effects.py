@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from quanyu.ids import new_id
 from services.marketing.domain import (
+    CODE_PLACEHOLDER,
     Action,
     ActionKind,
     Campaign,
@@ -41,6 +42,8 @@ class WantedMessage:
     grant: GrantRecord
     profile: Profile
     action: MessageAction
+    # The request id of the coupon the grant issues before this message, whose code it may name.
+    coupon_request: str = ""
 
 
 def record_effects(
@@ -51,15 +54,20 @@ def record_effects(
     send, for the caller to arbitrate and queue."""
     now = grant.grant_time
     wanted: list[WantedMessage] = []
+    coupon_request = ""
     for index, action in enumerate(campaign.actions):
         kind = action.kind
         if kind is None:
             continue
         if kind is ActionKind.SEND_MESSAGE:
             assert action.send_message is not None
-            wanted.append(WantedMessage(campaign, grant, profile, action.send_message))
+            wanted.append(WantedMessage(campaign, grant, profile, action.send_message, coupon_request))
             continue
-        kind_name, payload = _effect(action, kind, action_key(grant.grant_key, index, kind), grant)
+        key = action_key(grant.grant_key, index, kind)
+        if kind is ActionKind.ISSUE_COUPON:
+            # A message names the code of the last coupon issued before it.
+            coupon_request = key
+        kind_name, payload = _effect(action, kind, key, grant)
         stores.outbox.add(kind_name, payload, now)
     return wanted
 
@@ -160,6 +168,7 @@ def queue_message(
     # left in the text for the delivery to fill in.
     values = placeholder_values(profile.facts)
     del values["coupon_code"]
+    text = render(action.template, values)
     message = Message(
         message_id=message_id,
         campaign_id=campaign.campaign_id,
@@ -168,11 +177,13 @@ def queue_message(
         member_id=grant.member_id,
         channel=action.channel,
         account=account,
-        text=render(action.template, values),
+        text=text,
         create_time=now,
         send_at=delivery.send_at or now,
         status=MessageStatus.PENDING if delivery.sent else MessageStatus.SUPPRESSED,
         status_reason=delivery.outcome.value,
+        # Not pulled before the code is in: a message the member cannot use is worse than a late one.
+        awaits_coupon=want.coupon_request if delivery.sent and CODE_PLACEHOLDER in text else "",
     )
     stores.messages.add(message)
     return message

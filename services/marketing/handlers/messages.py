@@ -10,7 +10,7 @@ from datetime import timedelta
 from quanyu.paging import page_size
 from quanyu.unit_of_work import Clock, Transaction, UnitOfWork
 from services.marketing.domain import Channel
-from services.marketing.ports import Message, Stores
+from services.marketing.ports import IssuedCoupon, Message, Stores
 
 Tx = Transaction[Stores]
 
@@ -48,6 +48,12 @@ class MessageCases:
         lease ends is pulled again (at least once; the message id lets the receiver drop it)."""
         size = page_size(requested)
         return self.uow.run(lambda tx: tx.stores.messages.pull(channel, self.clock(), self.lease, size))
+
+    def fill_coupon_codes(self, issued: Sequence[IssuedCoupon]) -> int:
+        """The codes of coupons membership has issued put into the messages of their grants that
+        name them, which may then be pulled; how many messages were freed. Called by the delivery
+        of the coupons, once per batch."""
+        return self.uow.run(lambda tx: tx.stores.messages.fill_coupon_codes(issued))
 
     def ack_messages(self, channel: Channel, message_ids: Sequence[str]) -> int:
         """Pulled messages of the channel confirmed delivered; how many were still pending."""

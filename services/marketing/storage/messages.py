@@ -3,16 +3,16 @@ each customer's consent per channel."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.engine import Connection
 
 from quanyu.db import from_row
-from services.marketing.domain import Channel
-from services.marketing.ports import Message, MessageStatus
+from services.marketing.domain import CODE_PLACEHOLDER, Channel
+from services.marketing.ports import IssuedCoupon, Message, MessageStatus
 from services.marketing.storage.sql import insert_new
 from services.marketing.storage.tables import consents, messages
 
@@ -41,6 +41,7 @@ class MessageRepository:
                 "pulls": message.pulls,
                 "deliver_time": message.deliver_time,
                 "status_reason": message.status_reason,
+                "awaits_coupon": message.awaits_coupon,
             },
         )
 
@@ -51,7 +52,13 @@ class MessageRepository:
     def pull(self, channel: Channel, now: datetime, lease: timedelta, limit: int) -> list[Message]:
         c = messages.c
         free = or_(c.lease_until.is_(None), c.lease_until <= now)
-        due = [c.channel == channel.value, c.status == MessageStatus.PENDING.value, c.send_at <= now, free]
+        due = [
+            c.channel == channel.value,
+            c.status == MessageStatus.PENDING.value,
+            c.send_at <= now,
+            c.awaits_coupon == "",
+            free,
+        ]
         query = select(c.message_id).where(*due).order_by(c.send_at, c.message_id).limit(limit)
         if self._db.dialect.name == "postgresql":
             # Backends pulling at once each take different messages rather than all reaching for
@@ -87,6 +94,20 @@ class MessageRepository:
                 c.lease_until.is_not(None),
             )
             .values(status=MessageStatus.DELIVERED.value, deliver_time=now)
+        )
+        return int(done.rowcount)
+
+    def fill_coupon_codes(self, issued: Sequence[IssuedCoupon]) -> int:
+        if not issued:
+            return 0
+        c = messages.c
+        # Found by the grant's key (the lead column of an index); the code is a value of the
+        # coupon alphabet, nothing a template would read as a placeholder or a phone number.
+        done = self._db.execute(
+            update(messages)
+            .where(c.grant_key == bindparam("grant"), c.awaits_coupon == bindparam("request"))
+            .values(text=func.replace(c.text, CODE_PLACEHOLDER, bindparam("code")), awaits_coupon=""),
+            [{"grant": i.grant_key, "request": i.request_id, "code": i.code} for i in issued],
         )
         return int(done.rowcount)
 

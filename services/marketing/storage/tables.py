@@ -119,6 +119,9 @@ messages = Table(
     Column("pulls", Integer, nullable=False),
     Column("deliver_time", UtcDateTime(), nullable=True),
     Column("status_reason", String(64), nullable=False),
+    # The request id of the coupon whose code the text still lacks; empty when it lacks none. A
+    # message awaiting one is not pulled: the delivery fills the code in and frees it.
+    Column("awaits_coupon", String(128), nullable=False, server_default=""),
     UniqueConstraint("grant_key", "channel"),
     Index("ix_messages_channel_status_send_at", "channel", "status", "send_at"),
     Index("ix_messages_customer_id_channel_send_at", "customer_id", "channel", "send_at"),

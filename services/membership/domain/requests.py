@@ -3,7 +3,7 @@ field's path (google.rpc.BadRequest), all of a request's problems in one answer.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -23,6 +23,8 @@ MAX_MEMBER_CODE_LENGTH = 32
 MAX_REASON_LENGTH = 256
 # One redemption spends at most this many points (¥1,000,000 of value): above any real order.
 MAX_POINTS_PER_CALL = 100_000_000
+# Requests one batch call (BatchIssueCoupons...) carries: one transaction's worth.
+MAX_BATCH = 500
 
 
 def _optional(violations: Violations, **values: str) -> None:
@@ -110,8 +112,12 @@ def redemption(member_id: str, points: int, source_id: str, store_id: str, membe
     violations.raise_if_any()
 
 
-def grant(member_id: str, points: int, source_id: str, reason: str) -> None:
-    violations = Violations()
+def grant(
+    member_id: str, points: int, source_id: str, reason: str, violations: Violations | None = None
+) -> None:
+    """A grant's values; in a batch, `violations` collects them under the request's path."""
+    inside = violations is not None
+    violations = violations if violations is not None else Violations()
     _required(violations, member_id=member_id)
     violations.text(source_id, "source_id", max_length=MAX_SOURCE_ID_LENGTH)
     violations.check(points > 0, "points", "must be greater than zero")
@@ -119,7 +125,8 @@ def grant(member_id: str, points: int, source_id: str, reason: str) -> None:
     violations.check(
         len(reason) <= MAX_REASON_LENGTH, "reason", f"must be at most {MAX_REASON_LENGTH} characters"
     )
-    violations.raise_if_any()
+    if not inside:
+        violations.raise_if_any()
 
 
 def coupon_page(member_id: str, page_token: str) -> None:
@@ -158,6 +165,13 @@ class CouponIssue:
     def checked(self, now: datetime) -> datetime:
         """The coupon's expiry, once every value is found good (it must lie ahead of `now`)."""
         violations = Violations()
+        self.check(now, violations)
+        violations.raise_if_any()
+        assert self.expire_time is not None
+        return self.expire_time
+
+    def check(self, now: datetime, violations: Violations) -> None:
+        """Every problem with the request's values, into `violations` (under its path in a batch)."""
         _required(violations, member_id=self.member_id)
         violations.text(self.request_id, "request_id", max_length=MAX_REQUEST_ID_LENGTH)
         _optional(violations, campaign_id=self.campaign_id)
@@ -167,9 +181,6 @@ class CouponIssue:
             violations.add("expire_time", "is required")
         elif self.expire_time <= now:
             violations.add("expire_time", "must be in the future")
-        violations.raise_if_any()
-        assert self.expire_time is not None
-        return self.expire_time
 
 
 def coupon_redemption(
@@ -220,6 +231,13 @@ class TagChange:
         """The change, once every problem with it (and with the rest of the request, collected in
         `violations`) is found none."""
         violations = violations or Violations()
+        change = cls.collected(add, remove, violations)
+        violations.raise_if_any()
+        return change
+
+    @classmethod
+    def collected(cls, add: Sequence[str], remove: Sequence[str], violations: Violations) -> TagChange:
+        """The change, its problems added to `violations` (under its request's path in a batch)."""
         for name, tags in (("add_tags", add), ("remove_tags", remove)):
             if len(tags) > MAX_TAGS_PER_CALL:
                 violations.add(name, f"at most {MAX_TAGS_PER_CALL} tags a call")
@@ -229,7 +247,6 @@ class TagChange:
         both = sorted(set(add) & set(remove))
         if both:
             violations.add("remove_tags", f"a tag cannot be added and removed at once: {', '.join(both)}")
-        violations.raise_if_any()
         return cls(sorted(set(add)), sorted(set(remove)))
 
 
@@ -239,6 +256,20 @@ def tag_update(member_id: str, add: Sequence[str], remove: Sequence[str]) -> Tag
     return TagChange.checked(add, remove, violations)
 
 
+def batch(count: int, check: Callable[[int, Violations], None]) -> None:
+    """A batch request (AIP-233): 1 to MAX_BATCH requests, each checked by `check(its index, the
+    violations named below requests[index])`; every problem of every request in one answer."""
+    violations = Violations()
+    if count == 0:
+        violations.add("requests", "at least one request is needed")
+    elif count > MAX_BATCH:
+        violations.add("requests", f"at most {MAX_BATCH} requests a call")
+    else:
+        for index in range(count):
+            check(index, violations.within("requests", index))
+    violations.raise_if_any()
+
+
 def merge(survivor_customer_id: str, merged_customer_id: str, request_id: str) -> None:
     violations = Violations()
     _required(violations, survivor_customer_id=survivor_customer_id, merged_customer_id=merged_customer_id)
@@ -246,3 +277,22 @@ def merge(survivor_customer_id: str, merged_customer_id: str, request_id: str) -
     if survivor_customer_id and survivor_customer_id == merged_customer_id:
         violations.add("merged_customer_id", "a customer cannot be merged into itself")
     violations.raise_if_any()
+
+
+@dataclass(frozen=True)
+class PointsGrant:
+    """One request of a BatchGrantPoints: as GrantPoints takes it."""
+
+    member_id: str
+    points: int
+    source_id: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class TagUpdate:
+    """One request of a BatchUpdateTags: as UpdateTags takes it."""
+
+    member_id: str
+    add: Sequence[str] = ()
+    remove: Sequence[str] = ()

@@ -3,13 +3,11 @@ and count what happened once it has committed. Split by what they act on; `Membe
 is all of them on one programme, clock and database."""
 
 from services.membership.handlers.base import DEFAULT_MEMBER_CODE_TTL
-from services.membership.handlers.coupons import CouponCases
-from services.membership.handlers.members import MemberCases
+from services.membership.handlers.batches import BatchCases
 from services.membership.handlers.merges import MergeCases
-from services.membership.handlers.points import PointsCases
 
 __all__ = ["DEFAULT_MEMBER_CODE_TTL", "MembershipService"]
 
 
-class MembershipService(MemberCases, PointsCases, CouponCases, MergeCases):
+class MembershipService(BatchCases, MergeCases):
     """Every membership use case (services.membership.handlers.*)."""

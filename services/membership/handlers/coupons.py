@@ -42,7 +42,7 @@ class CouponCases(UseCases):
             if done is not None:
                 done.require_same_request(fingerprint)
                 return done
-            code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+            code = new_coupon_code()
             root = self._root(tx.stores, member_id)
             coupon = Coupon.issued(
                 code,
@@ -145,6 +145,12 @@ class CouponCases(UseCases):
             return released
 
         return self.uow.run(work)
+
+
+def new_coupon_code() -> str:
+    # One read of random bytes rather than a call per character (a campaign issues a million): a
+    # byte picks a character without bias, as 256 is a multiple of the alphabet's 32.
+    return "".join(CODE_ALPHABET[byte % len(CODE_ALPHABET)] for byte in secrets.token_bytes(CODE_LENGTH))
 
 
 def _before(coupon: Coupon) -> dict[str, str]:

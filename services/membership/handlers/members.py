@@ -197,22 +197,22 @@ class MemberCases(UseCases):
         change = requests.tag_update(member_id, add, remove)
         # Read once, so a transaction run again names the same change.
         now = self.clock()
+        return self.uow.run(lambda tx: self._retagged(tx, member_id, change, now))
 
-        def work(tx: Tx) -> Member:
-            member = self._lock_root(tx.stores, member_id)
-            before = Before.of(member)
-            tx.stores.members.add_tags(member.member_id, change.add)
-            tx.stores.members.remove_tags(member.member_id, change.remove)
-            tagged = self._load(tx.stores, member.member_id)
-            if before.moved(tagged)[2]:
-                cause = (
-                    f"{tagged.member_id}/tags/"
-                    + hashlib.sha256(f"{sorted(tagged.tags)}|{now.isoformat()}".encode()).hexdigest()[:16]
-                )
-                self._tell_changed(tx, cause, before, tagged, now)
-            return tagged
-
-        return self.uow.run(work)
+    def _retagged(self, tx: Tx, member_id: str, change: requests.TagChange, now: datetime) -> Member:
+        """The member (their root) with `change` made in `tx`, marketing told when the tags moved."""
+        member = self._lock_root(tx.stores, member_id)
+        before = Before.of(member)
+        tx.stores.members.add_tags(member.member_id, change.add)
+        tx.stores.members.remove_tags(member.member_id, change.remove)
+        tagged = self._load(tx.stores, member.member_id)
+        if before.moved(tagged)[2]:
+            cause = (
+                f"{tagged.member_id}/tags/"
+                + hashlib.sha256(f"{sorted(tagged.tags)}|{now.isoformat()}".encode()).hexdigest()[:16]
+            )
+            self._tell_changed(tx, cause, before, tagged, now)
+        return tagged
 
     def list_members(
         self, principal: Principal, filters: Segment, requested: int, token: str

@@ -85,18 +85,17 @@ class PointsCases(UseCases):
         """Credit points not earned by spend (a campaign's reward), once per source id; they expire
         like earned points."""
         requests.grant(member_id, points, source_id, reason)
+        return self.uow.run(lambda tx: self._granted(tx, member_id, points, source_id))
 
-        def work(tx: Tx) -> tuple[Entry, Member]:
-            stores = tx.stores
-            done = stores.ledger.by_key(grant_key(source_id))
-            if done is not None:
-                return self._retried(tx, done, member_id, points=points)
-            account = self._account(tx, member_id)
-            now, before = self.clock(), Before.of(account.member)
-            posting = account.grant(self.programme, points, source_id=source_id, at=now)
-            return self._posted(tx, account, posting, now, lambda: POINTS_GRANTED.inc(points), before=before)
-
-        return self.uow.run(work)
+    def _granted(self, tx: Tx, member_id: str, points: int, source_id: str) -> tuple[Entry, Member]:
+        """A grant in `tx`, or the entry of the one already made under `source_id`."""
+        done = tx.stores.ledger.by_key(grant_key(source_id))
+        if done is not None:
+            return self._retried(tx, done, member_id, points=points)
+        account = self._account(tx, member_id)
+        now, before = self.clock(), Before.of(account.member)
+        posting = account.grant(self.programme, points, source_id=source_id, at=now)
+        return self._posted(tx, account, posting, now, lambda: POINTS_GRANTED.inc(points), before=before)
 
     def redeem(
         self,

@@ -3,7 +3,7 @@ their member codes, and the guides of stores, loaded and saved as domain objects
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, fields
 from datetime import datetime
 from typing import Any
@@ -95,6 +95,12 @@ class MemberRepository:
     def root_of(self, member_id: str) -> str | None:
         root: str | None = self._db.execute(_ROOT_OF, {"member": member_id}).scalar_one_or_none()
         return root
+
+    def roots_of(self, member_ids: Collection[str]) -> dict[str, str]:
+        found = self._db.execute(
+            select(members.c.member_id, members.c.root_member_id).where(members.c.member_id.in_(member_ids))
+        )
+        return {member_id: root for member_id, root in found}
 
     def root_of_customer(self, customer_id: str) -> str | None:
         member_id = self._db.execute(_MEMBER_OF_CUSTOMER, {"customer": customer_id}).scalar_one_or_none()
