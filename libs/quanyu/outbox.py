@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import threading
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -97,6 +97,36 @@ def add_effect(
             "failed": 0,
             "last_error": "",
         },
+    )
+
+
+def add_effects(
+    connection: Connection,
+    table: Table,
+    effects: Sequence[tuple[str, Mapping[str, Any]]],
+    now: datetime,
+) -> None:
+    """add_effect for many effects, (kind, payload) each, in one statement: a use case that
+    decides for a whole page of members at once records their effects as one executemany."""
+    if not effects:
+        return
+    trace = _trace_of_now()
+    connection.execute(
+        _insert_into(table),
+        [
+            {
+                "kind": kind,
+                "payload": json.dumps({**payload, **trace}, sort_keys=True),
+                "create_time": now,
+                "attempts": 0,
+                "next_attempt_time": now,
+                "lease_until": None,
+                "delivered_time": None,
+                "failed": 0,
+                "last_error": "",
+            }
+            for kind, payload in effects
+        ],
     )
 
 

@@ -4,7 +4,7 @@ profile and merges, their points' expiries, and completed orders."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -72,6 +72,26 @@ class FactRepository:
             .limit(limit)
         )
         return [_profile(row) for row in rows]
+
+    def time_zones(self) -> set[str]:
+        c = member_profiles.c
+        rows = self._db.execute(select(c.time_zone).where(c.time_zone != "").distinct())
+        return set(rows.scalars())
+
+    def expiries_of(self, member_ids: Sequence[str]) -> dict[str, list[Expiry]]:
+        found: dict[str, list[Expiry]] = {}
+        wanted = list(member_ids)
+        c = point_expiries.c
+        # Bound parameters per IN list kept well under SQLite's limit.
+        for start in range(0, len(wanted), 5000):
+            rows = self._db.execute(
+                select(c.member_id, c.points, c.expire_time)
+                .where(c.member_id.in_(wanted[start : start + 5000]))
+                .order_by(c.member_id, c.expire_time)
+            )
+            for row in rows:
+                found.setdefault(row.member_id, []).append(Expiry(row.points, row.expire_time))
+        return found
 
     def merge(self, member_id: str, survivor_id: str, now: datetime) -> None:
         # A merge may arrive before anything else about the member: keep it on a bare profile.
