@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from quanyu.db import Database
-from quanyu.unit_of_work import SqlUnitOfWork
+from quanyu.unit_of_work import SqlUnitOfWork, Transaction
 from services.marketing.domain import Audience, Expiry, Limits, ScheduleKind, occurrence_of_run
 from services.marketing.handlers import CampaignCases, ResultCases
 from services.marketing.ports import Outcome
@@ -51,7 +51,7 @@ def test_a_daily_run_reaches_each_member_at_ten_in_their_own_zone(uow: Uow, data
         clock.now,
     )
     stores = {"sto_kashgar": "Asia/Urumqi"}
-    runs = runner(uow, clock, store_zone=lambda s: stores.get(s, ""), store_zones=lambda: stores.values())
+    runs = runner(uow, clock, store_zone=lambda s: stores.get(s, ""), store_zones=stores.values)
 
     clock.now = SHANGHAI_TEN - timedelta(minutes=1)
     assert runs.run_due() == 0
@@ -104,8 +104,8 @@ def test_inactive_and_expiring_runs_pick_by_the_members_facts(uow: Uow, database
         clock.now,
     )
 
-    def expiries(tx: object) -> None:
-        facts = tx.stores.facts  # type: ignore[attr-defined]
+    def expiries(tx: Transaction[SqlStores]) -> None:
+        facts = tx.stores.facts
         facts.set_expiries("mem_recent", [Expiry(300, SHANGHAI_TEN + timedelta(days=3))])
         facts.set_expiries("mem_never", [Expiry(300, SHANGHAI_TEN + timedelta(days=10))])
 
@@ -149,7 +149,7 @@ def test_a_run_whose_replica_died_is_resumed_from_its_cursor(uow: Uow, database:
     clock.now = SHANGHAI_TEN
     lease = timedelta(minutes=2)
     # The claim, then two pages of ten committed; the replica dies on its way to the third.
-    dying = runner(Dying(uow, commits=3), clock, "replica-a", page_size=10, lease=lease)  # type: ignore[arg-type]
+    dying = runner(Dying(uow, commits=3), clock, "replica-a", page_size=10, lease=lease)
     with pytest.raises(Killed):
         dying.run_due()
     assert len(granted(database, live.campaign_id)) == 20
