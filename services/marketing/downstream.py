@@ -22,10 +22,15 @@ class StoreZones:
     fulfilment does not list, the zone is unknown ("") and the member counts as Asia/Shanghai."""
 
     def __init__(
-        self, fulfilment: fulfilment_pb2_grpc.FulfilmentServiceStub, *, timeout: float = 10.0
+        self,
+        fulfilment: fulfilment_pb2_grpc.FulfilmentServiceStub,
+        *,
+        timeout: float = 10.0,
+        page_size: int = STORE_PAGE,
     ) -> None:
         self._fulfilment = fulfilment
         self._timeout = timeout
+        self._page_size = page_size
         self._zones: dict[str, str] = {}
         self._lock = threading.Lock()
 
@@ -43,7 +48,7 @@ class StoreZones:
         while True:
             try:
                 answer = self._fulfilment.ListStores(
-                    fulfilment_pb2.ListStoresRequest(page_size=STORE_PAGE, page_token=token),
+                    fulfilment_pb2.ListStoresRequest(page_size=self._page_size, page_token=token),
                     timeout=self._timeout,
                 )
             except grpc.RpcError as error:
