@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from quanyu.db import Database
 from quanyu.unit_of_work import SqlUnitOfWork, Transaction
 from services.marketing.domain import Audience, Expiry, Limits, ScheduleKind, occurrence_of_run
-from services.marketing.handlers import CampaignCases, ResultCases
+from services.marketing.handlers import CampaignCases, ResultCases, TriggerCases
 from services.marketing.ports import Outcome
 from services.marketing.storage import SqlStores
 from tests.marketing.factory import TIERS
@@ -230,3 +231,50 @@ def test_a_run_stops_when_the_budget_runs_out_and_the_results_say_so(uow: Uow, d
     assert len(outcomes(database, live.campaign_id)) == 30
     totals = ResultCases(uow).campaign_results(live.campaign_id).totals
     assert (totals.grants, totals.exhausted_limit, totals.exhaust_time) == (25, "max_grants", SHANGHAI_TEN)
+
+
+def test_a_page_and_events_for_its_members_count_each_grant_once(
+    replicas: list[Uow], database: Database
+) -> None:
+    clock = Clock(SHANGHAI_TEN - timedelta(hours=1))
+    live = scheduled_campaign(replicas[0], clock, ScheduleKind.DAILY, "10:00", limits=Limits(max_grants=90))
+    seed(replicas[0], members(120), clock.now)
+    clock.now = SHANGHAI_TEN
+    runs = runner(replicas[0], clock, page_size=20)
+    triggers = TriggerCases(replicas[1], clock=clock)
+    barrier = threading.Barrier(2)
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        barrier.wait()
+        runs.run_due()
+
+    def trigger() -> None:
+        barrier.wait()
+        # From the other end, so the events cross the run's pages.
+        for n in reversed(range(120)):
+            triggers.trigger(live.campaign_id, f"mem_{n:05d}", f"event:evt_{n}")
+
+    def guarded(job: Callable[[], None]) -> Callable[[], None]:
+        def go() -> None:
+            try:
+                job()
+            except BaseException as error:  # surfaced below, with the thread's own traceback
+                failures.append(error)
+
+        return go
+
+    threads = [threading.Thread(target=guarded(job)) for job in (run, trigger)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert failures == []
+    seen = outcomes(database, live.campaign_id)
+    # Once per member across the run's occurrence and the event's, and the budget's figure is
+    # the grants actually recorded.
+    assert all(s[Outcome.GRANTED] <= 1 for s in seen.values())
+    assert sum(s[Outcome.GRANTED] for s in seen.values()) == 90
+    assert ResultCases(replicas[0]).campaign_results(live.campaign_id).totals.grants == 90
+    assert len([kind for kind, _ in effects(database) if kind == "issue_coupon"]) == 90
