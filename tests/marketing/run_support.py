@@ -95,5 +95,5 @@ class Dying:
         return self._inner.read(work)
 
 
-class Killed(Exception):
-    pass
+class Killed(BaseException):
+    """The process ending under the run (a BaseException, as SystemExit is: nothing catches it)."""

@@ -278,3 +278,28 @@ def test_a_page_and_events_for_its_members_count_each_grant_once(
     assert sum(s[Outcome.GRANTED] for s in seen.values()) == 90
     assert ResultCases(replicas[0]).campaign_results(live.campaign_id).totals.grants == 90
     assert len([kind for kind, _ in effects(database) if kind == "issue_coupon"]) == 90
+
+
+def test_a_run_that_fails_holds_back_neither_the_others_nor_its_own_next_pass(
+    uow: Uow, database: Database
+) -> None:
+    clock = Clock(SHANGHAI_TEN - timedelta(hours=1))
+    daily = scheduled_campaign(uow, clock, ScheduleKind.DAILY, "10:00")
+    once = scheduled_campaign(uow, clock, ScheduleKind.ONCE, start_time=SHANGHAI_TEN)
+    seed(uow, members(3, home_store_id="sto_new"), clock.now)
+    clock.now = SHANGHAI_TEN
+    broken = {"on": True}
+
+    def store_zone(store_id: str) -> str:
+        # The zone lookup fails while it is broken; only the daily run asks it, per member.
+        if broken["on"]:
+            raise RuntimeError("zone lookup failed")
+        return ""
+
+    runs = runner(uow, clock, store_zone=store_zone)
+    assert runs.run_due() == 3
+    assert (granted(database, daily.campaign_id), len(granted(database, once.campaign_id))) == (set(), 3)
+
+    broken["on"] = False
+    assert runs.run_due() == 3
+    assert len(granted(database, daily.campaign_id)) == 3

@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from datetime import date, datetime, timedelta
 
+import structlog
+
 from quanyu.unit_of_work import Clock, Transaction, UnitOfWork
 from services.marketing.domain import (
     DEFAULT_TIME_ZONE,
@@ -38,6 +40,8 @@ from services.marketing.metrics import GRANT_DECISIONS
 from services.marketing.ports import GrantRecord, Outcome, Profile, RunClaim, Stores
 
 Tx = Transaction[Stores]
+
+log = structlog.get_logger("quanyu.marketing.runs")
 
 # Every zone's runs of a ONCE campaign with a start: due at that one instant everywhere.
 EVERY_ZONE = "*"
@@ -91,7 +95,15 @@ class RunCases:
     def run_due(self) -> int:
         """Every run due now that nobody else holds, each run to its end: the scheduler's pass,
         run periodically on every replica. How many decisions it made (for the task's log)."""
-        return sum(sum(self.run(due).decisions.values()) for due in self.due_runs())
+        made = 0
+        for due in self.due_runs():
+            try:
+                made += sum(self.run(due).decisions.values())
+            except Exception:
+                # One campaign's run failing (its database call refused, say) holds back neither
+                # the others' nor its own next pass, which resumes it from its cursor.
+                log.exception("scheduled run failed", campaign_id=due.campaign_id, run_key=due.run_key)
+        return made
 
     def due_runs(self) -> list[DueRun]:
         """The runs of running, live scheduled campaigns due by now and not done: today's in each
