@@ -27,6 +27,7 @@ SERVICE_PACKAGES = {
     "membership": "quanyu.membership.v1.MembershipService",
     "orders": "quanyu.orders.v1.OrderService",
     "fulfilment": "quanyu.fulfilment.v1.FulfilmentService",
+    "marketing": "quanyu.marketing.v1.MarketingService",
 }
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SERVICE_NAMES = ("identity", "membership", "orders", "fulfilment")
+SERVICE_NAMES = ("identity", "membership", "orders", "fulfilment", "marketing")
 
 
 class Environment(StrEnum):
@@ -122,6 +122,7 @@ class Settings(BaseSettings):
     membership: ServiceConfig = ServiceConfig(port=50052, metrics_port=9152)
     orders: ServiceConfig = ServiceConfig(port=50053, metrics_port=9153)
     fulfilment: ServiceConfig = ServiceConfig(port=50054, metrics_port=9154)
+    marketing: ServiceConfig = ServiceConfig(port=50055, metrics_port=9155)
 
     def service(self, name: str) -> ServiceConfig:
         if name not in SERVICE_NAMES:
@@ -192,7 +193,7 @@ class Settings(BaseSettings):
 def _local_secret(path: Path) -> bytes:
     """Read the key of a local deployment, creating it the first time.
 
-    Four services start at once and may all find it missing: the key is written to a temporary
+    The services start at once and may all find it missing: the key is written to a temporary
     file and hard-linked into place, so exactly one wins and nobody reads half a key.
     """
     try:

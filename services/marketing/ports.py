@@ -272,7 +272,20 @@ class Facts(Protocol):
 
     def put_profile(self, profile: Profile, now: datetime) -> None: ...
 
-    def profile(self, member_id: str) -> Profile | None: ...
+    def profile(self, member_id: str) -> Profile | None:
+        """The member's profile, with the accounts linked to their customer."""
+        ...
+
+    def link_account(
+        self, customer_id: str, channel: Channel, account: str, display_name: str, now: datetime
+    ) -> None:
+        """Keep the customer's account on a channel (and their name, when known), whichever of
+        their members it is later needed for."""
+        ...
+
+    def accounts_of(self, customer_id: str) -> dict[Channel, str]:
+        """The customer's account on each channel identity linked."""
+        ...
 
     def profiles_after(self, cursor: str, limit: int) -> list[Profile]:
         """Standing members (not merged away) in member id order after `cursor`."""

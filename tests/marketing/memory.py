@@ -14,6 +14,7 @@ from quanyu.unit_of_work import ConcurrentChange
 from services.marketing.domain import (
     Campaign,
     CampaignState,
+    Channel,
     Counters,
     Decision,
     Expiry,
@@ -244,6 +245,7 @@ class MemoryFacts:
         self.orders: dict[str, CompletedOrder] = {}
         self.cancelled: set[str] = set()
         self._expiries: dict[str, list[Expiry]] = {}
+        self.linked: dict[str, dict[Channel, tuple[str, str]]] = {}
 
     def claim_event(self, event_id: str, kind: str, now: datetime) -> bool:
         if event_id in self.events:
@@ -255,14 +257,26 @@ class MemoryFacts:
         self.profiles[profile.facts.member_id] = profile
 
     def profile(self, member_id: str) -> Profile | None:
-        return self.profiles.get(member_id)
+        found = self.profiles.get(member_id)
+        if found is None or not (linked := self.linked.get(found.customer_id)):
+            return found
+        names = [name for _, name in sorted(linked.values()) if name]
+        facts = found.facts
+        if not facts.display_name and names:
+            facts = replace(facts, display_name=names[0])
+        return replace(found, facts=facts, accounts={**found.accounts, **self.accounts_of(found.customer_id)})
+
+    def link_account(
+        self, customer_id: str, channel: Channel, account: str, display_name: str, now: datetime
+    ) -> None:
+        self.linked.setdefault(customer_id, {})[channel] = (account, display_name)
+
+    def accounts_of(self, customer_id: str) -> dict[Channel, str]:
+        return {channel: account for channel, (account, _) in self.linked.get(customer_id, {}).items()}
 
     def profiles_after(self, cursor: str, limit: int) -> list[Profile]:
-        standing = sorted(
-            (p for m, p in self.profiles.items() if m > cursor and not p.survivor_id),
-            key=lambda p: p.facts.member_id,
-        )
-        return standing[:limit]
+        standing = sorted(m for m, p in self.profiles.items() if m > cursor and not p.survivor_id)
+        return [p for m in standing[:limit] if (p := self.profile(m)) is not None]
 
     def time_zones(self) -> set[str]:
         return {p.facts.time_zone for p in self.profiles.values() if p.facts.time_zone}

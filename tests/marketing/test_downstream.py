@@ -47,9 +47,10 @@ def zones_from(settings: Settings) -> StoreZones:
 
 def test_every_stores_zone_is_read_across_pages(fulfilment: Settings) -> None:
     zones = zones_from(fulfilment)
-    assert zones.zone("sto_kashgar") == ""  # nothing known before the first refresh
+    assert (zones.loaded, zones.zone("sto_kashgar")) == (False, "")  # nothing before a refresh
 
     assert zones.refresh() == 3
+    assert zones.loaded
 
     assert (zones.zone("sto_kashgar"), zones.zone("sto_3")) == ("Asia/Urumqi", "Asia/Shanghai")
     # A store stored without a zone is answered as Asia/Shanghai; one fulfilment does not list is
@@ -67,5 +68,5 @@ def test_a_refresh_that_fails_keeps_the_zones_read_before(fulfilment: Settings) 
     with pytest.raises(Unavailable):
         unreachable.refresh()
 
-    assert unreachable.zone("sto_kashgar") == ""
+    assert (unreachable.loaded, unreachable.zone("sto_kashgar")) == (False, "")
     assert zones.zone("sto_kashgar") == "Asia/Urumqi"

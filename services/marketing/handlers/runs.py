@@ -91,6 +91,8 @@ class RunCases:
     page_size: int = 2000
     # Longer than a page takes: a holder renews it with every page it commits.
     lease: timedelta = timedelta(minutes=2)
+    # Told once a page's grants are committed: the outbox relay takes their effects at once.
+    wake: Callable[[], None] = lambda: None
 
     def run_due(self) -> int:
         """Every run due now that nobody else holds, each run to its end: the scheduler's pass,
@@ -319,6 +321,8 @@ class RunCases:
         send_messages(stores, wanted, policy=self.policy)
         decisions = Counter(r.outcome for r in records)
         tx.after_commit(functools.partial(_count, decisions))
+        if effects:
+            tx.after_commit(self.wake)
         return decisions, taken < len(wanting)
 
 

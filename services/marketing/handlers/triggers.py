@@ -17,6 +17,7 @@ from services.marketing.domain import (
     Campaign,
     Channel,
     ContactPolicy,
+    Expiry,
     MemberFacts,
     OrderFacts,
     Stage,
@@ -45,6 +46,10 @@ class EventKind(StrEnum):
     STAGE_CHANGED = "STAGE_CHANGED"
     ENGAGEMENT = "ENGAGEMENT"
     CUSTOMER_MERGED = "CUSTOMER_MERGED"
+    # The member as they stand after a change; a TIER_CHANGED or STAGE_CHANGED trigger when it says.
+    MEMBER_CHANGED = "MEMBER_CHANGED"
+    # Identity: the customer holds an account on a channel (no member: keyed by customer).
+    ACCOUNT_LINKED = "ACCOUNT_LINKED"
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,11 @@ class EventIn:
     order_id: str = ""
     order: OrderFacts | None = None
     survivor_id: str = ""
+    tier_changed: bool = False
+    stage_changed: bool = False
+    # The member's unspent points by expiry, as membership reported them; None: not reported.
+    expiries: tuple[Expiry, ...] | None = None
+    display_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -226,6 +236,10 @@ class TriggerCases:
             # What the merged member was given counts toward the survivor's limits from now on.
             stores.grants.move_holder(event.member_id, event.survivor_id)
             return []
+        if kind is EventKind.ACCOUNT_LINKED:
+            for channel, account in sorted(event.accounts.items()):
+                facts.link_account(event.customer_id, channel, account, event.display_name, now)
+            return []
         profile = facts.profile(event.member_id) or Profile(
             facts=MemberFacts(member_id=event.member_id), customer_id=event.customer_id
         )
@@ -237,6 +251,19 @@ class TriggerCases:
                 customer_id=event.customer_id or profile.customer_id,
                 accounts={**profile.accounts, **event.accounts},
             )
+        elif kind is EventKind.MEMBER_CHANGED and event.facts is not None:
+            # What membership does not know (the name, the home store's zone) stays as it was.
+            kept = profile.facts
+            profile = dataclasses.replace(
+                profile,
+                facts=dataclasses.replace(
+                    event.facts,
+                    member_id=event.member_id,
+                    display_name=event.facts.display_name or kept.display_name,
+                    time_zone=event.facts.time_zone or kept.time_zone,
+                ),
+                customer_id=event.customer_id or profile.customer_id,
+            )
         elif kind is EventKind.TIER_CHANGED:
             profile = dataclasses.replace(profile, facts=dataclasses.replace(profile.facts, tier=event.tier))
         elif kind is EventKind.STAGE_CHANGED:
@@ -246,6 +273,13 @@ class TriggerCases:
         elif event.customer_id and not profile.customer_id:
             profile = dataclasses.replace(profile, customer_id=event.customer_id)
         facts.put_profile(profile, now)
+        if event.expiries is not None:
+            facts.set_expiries(event.member_id, event.expiries)
+        if kind is EventKind.MEMBER_CHANGED:
+            return [
+                *([TriggerEvent.TIER_CHANGED] if event.tier_changed else []),
+                *([TriggerEvent.STAGE_CHANGED] if event.stage_changed else []),
+            ]
         if kind is EventKind.ORDER_COMPLETED:
             order = event.order or OrderFacts(total_cents=0)
             first = facts.record_order(

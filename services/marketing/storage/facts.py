@@ -3,6 +3,7 @@ profile and merges, their points' expiries, and completed orders."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -16,6 +17,7 @@ from services.marketing.ports import CompletedOrder, Profile
 from services.marketing.storage.sql import insert_new
 from services.marketing.storage.tables import (
     completed_orders,
+    customer_accounts,
     member_profiles,
     point_expiries,
     processed_events,
@@ -61,7 +63,35 @@ class FactRepository:
         row = self._db.execute(
             select(member_profiles).where(member_profiles.c.member_id == member_id)
         ).first()
-        return _profile(row) if row else None
+        if row is None:
+            return None
+        found = _profile(row)
+        return _with_accounts(found, self._linked(found.customer_id))
+
+    def link_account(
+        self, customer_id: str, channel: Channel, account: str, display_name: str, now: datetime
+    ) -> None:
+        values = {"account": account, "display_name": display_name, "update_time": now}
+        key = {"customer_id": customer_id, "channel": channel.value}
+        if not insert_new(self._db, customer_accounts, {**key, **values, "create_time": now}):
+            c = customer_accounts.c
+            self._db.execute(
+                update(customer_accounts)
+                .where(c.customer_id == customer_id, c.channel == channel.value)
+                .values(**values)
+            )
+
+    def accounts_of(self, customer_id: str) -> dict[Channel, str]:
+        return {channel: account for channel, (account, _) in self._linked(customer_id).items()}
+
+    def _linked(self, customer_id: str) -> dict[Channel, tuple[str, str]]:
+        if not customer_id:
+            return {}
+        c = customer_accounts.c
+        rows = self._db.execute(
+            select(c.channel, c.account, c.display_name).where(c.customer_id == customer_id)
+        )
+        return {Channel(row.channel): (row.account, row.display_name) for row in rows}
 
     def profiles_after(self, cursor: str, limit: int) -> list[Profile]:
         c = member_profiles.c
@@ -71,7 +101,23 @@ class FactRepository:
             .order_by(c.member_id)
             .limit(limit)
         )
-        return [_profile(row) for row in rows]
+        found = [_profile(row) for row in rows]
+        # The page's linked accounts in one query rather than one per member.
+        customers = sorted({p.customer_id for p in found if p.customer_id})
+        linked: dict[str, dict[Channel, tuple[str, str]]] = {}
+        a = customer_accounts.c
+        for start in range(0, len(customers), 5000):
+            accounts = self._db.execute(
+                select(a.customer_id, a.channel, a.account, a.display_name).where(
+                    a.customer_id.in_(customers[start : start + 5000])
+                )
+            )
+            for account in accounts:
+                linked.setdefault(account.customer_id, {})[Channel(account.channel)] = (
+                    account.account,
+                    account.display_name,
+                )
+        return [_with_accounts(p, linked.get(p.customer_id, {})) for p in found]
 
     def time_zones(self) -> set[str]:
         c = member_profiles.c
@@ -160,6 +206,19 @@ class FactRepository:
             .order_by(point_expiries.c.expire_time)
         )
         return [Expiry(row.points, row.expire_time) for row in rows]
+
+
+def _with_accounts(profile: Profile, linked: dict[Channel, tuple[str, str]]) -> Profile:
+    """The member's profile with the accounts identity linked to their customer, which win over
+    those an enrolment carried, and the customer's name when membership gave none."""
+    if not linked:
+        return profile
+    names = [name for _, name in sorted(linked.values()) if name]
+    facts = profile.facts
+    if not facts.display_name and names:
+        facts = dataclasses.replace(facts, display_name=names[0])
+    accounts = {**profile.accounts, **{ch: account for ch, (account, _) in linked.items()}}
+    return dataclasses.replace(profile, facts=facts, accounts=accounts)
 
 
 def _profile(row: Any) -> Profile:

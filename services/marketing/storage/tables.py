@@ -168,6 +168,19 @@ member_profiles = Table(
     *timestamps(),
 )
 
+# The accounts identity reported each customer holding, one per channel: where a message to any of
+# the customer's members is addressed, and which customers a channel may set consent for. Kept by
+# customer, not by member, since an account can be linked before the customer enrols or after.
+customer_accounts = Table(
+    "customer_accounts",
+    metadata,
+    Column("customer_id", String(64), primary_key=True),
+    Column("channel", String(32), primary_key=True),
+    Column("account", String(128), nullable=False),
+    Column("display_name", String(128), nullable=False),
+    *timestamps(),
+)
+
 point_expiries = Table(
     "point_expiries",
     metadata,
