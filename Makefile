@@ -56,6 +56,7 @@ bench: setup
 	$(BIN)/python -m bench.membership
 	$(BIN)/python -m bench.batches
 	$(BIN)/python -m bench.orders $(if $(BENCH_POSTGRES_URL),--postgres $(BENCH_POSTGRES_URL))
+	$(BIN)/python -m bench.marketing_runs $(if $(BENCH_POSTGRES_URL),--postgres $(BENCH_POSTGRES_URL))
 
 protos:
 	rm -f $(STUBS)

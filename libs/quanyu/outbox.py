@@ -106,6 +106,36 @@ def add_effect(
     )
 
 
+def add_effects(
+    connection: Connection,
+    table: Table,
+    effects: Sequence[tuple[str, Mapping[str, Any]]],
+    now: datetime,
+) -> None:
+    """add_effect for many effects, (kind, payload) each, in one statement: a use case that
+    decides for a whole page of members at once records their effects as one executemany."""
+    if not effects:
+        return
+    trace = _trace_of_now()
+    connection.execute(
+        _insert_into(table),
+        [
+            {
+                "kind": kind,
+                "payload": json.dumps({**payload, **trace}, sort_keys=True),
+                "create_time": now,
+                "attempts": 0,
+                "next_attempt_time": now,
+                "lease_until": None,
+                "delivered_time": None,
+                "failed": 0,
+                "last_error": "",
+            }
+            for kind, payload in effects
+        ],
+    )
+
+
 @functools.cache
 def _insert_into(table: Table) -> Insert:
     # One statement per outbox table, built once: every state change with an effect adds a row.

@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
 from quanyu.clients import service_channel
 from quanyu.config import Settings
 from quanyu.db import Database, migrate_url
+from quanyu.fulfilment.v1 import fulfilment_pb2_grpc
 from quanyu.membership.v1 import membership_pb2_grpc
 from quanyu.outbox import OutboxRelay, export_metrics
 from quanyu.paging import PageTokens
-from quanyu.server import ServiceApp
+from quanyu.server import BackgroundTask, ServiceApp
+from quanyu.tasks import Periodic
 from quanyu.unit_of_work import Clock, SqlUnitOfWork, system_clock
 from services.marketing.config import MarketingSettings
-from services.marketing.downstream import LANES, batched, deliverers
+from services.marketing.downstream import LANES, StoreZones, batched, deliverers
 from services.marketing.grpc_servicer import MarketingServicer
 from services.marketing.handlers import (
     CampaignCases,
     InsightCases,
     MessageCases,
     ResultCases,
+    RunCases,
     TriggerCases,
 )
 from services.marketing.handlers.service import MarketingService
@@ -60,6 +65,7 @@ def build_service(
 def build_app(
     settings: Settings, own: MarketingSettings | None = None, *, clock: Clock = system_clock
 ) -> ServiceApp:
+    own = own or MarketingSettings()
     service, database = build_service(settings, own, clock=clock)
     membership = membership_pb2_grpc.MembershipServiceStub(
         service_channel(settings, "membership", caller=NAME)
@@ -76,4 +82,32 @@ def build_app(
     service.wake = relay.wake
     export_metrics(relay)
 
-    return ServiceApp.serving(NAME, MarketingServicer(service), tasks=[relay], on_stop=[service.close])
+    zones = StoreZones(
+        fulfilment_pb2_grpc.FulfilmentServiceStub(service_channel(settings, "fulfilment", caller=NAME))
+    )
+    runs = RunCases(
+        unit_of_work(database),
+        clock=clock,
+        runner=f"{socket.gethostname()}:{os.getpid()}",
+        store_zone=zones.zone,
+        store_zones=zones.zones,
+        policy=own.contact_policy(),
+        page_size=own.run_page_size,
+        lease=own.run_lease,
+        wake=relay.wake,
+    )
+
+    def scheduled_pass() -> int:
+        # Not before the stores' zones are known: a member whose zone is their home store's would
+        # otherwise be taken for Asia/Shanghai and reached at Shanghai's hour. Fulfilment not
+        # answering yet fails the pass, which the next period tries again.
+        if not zones.loaded:
+            zones.refresh()
+        return runs.run_due()
+
+    tasks: list[BackgroundTask] = [
+        relay,
+        Periodic("store-zones", zones.refresh, own.store_zone_refresh_seconds),
+        Periodic("scheduled-runs", scheduled_pass, own.run_interval_seconds),
+    ]
+    return ServiceApp.serving(NAME, MarketingServicer(service), tasks=tasks, on_stop=[service.close])

@@ -29,6 +29,15 @@ class MarketingSettings(BaseSettings):
     # A pulled message not acknowledged within this long is pulled again.
     ack_deadline_seconds: float = Field(default=60.0, gt=0, le=3600)
 
+    # How often each replica looks for scheduled runs due, members granted per transaction of a
+    # run, and how long a claim on a run holds without a page committed (a replica killed
+    # mid-run is taken over once it lapses).
+    run_interval_seconds: float = Field(default=30.0, gt=0, le=3600)
+    run_page_size: int = Field(default=2000, ge=1, le=5000)
+    run_lease_seconds: float = Field(default=120.0, gt=0, le=3600)
+    # How often fulfilment's stores are read again for their time zones.
+    store_zone_refresh_seconds: float = Field(default=300.0, gt=0, le=86400)
+
     @field_validator("quiet_start", "quiet_end")
     @classmethod
     def _local_time(cls, value: str) -> str:
@@ -52,3 +61,7 @@ class MarketingSettings(BaseSettings):
     @property
     def ack_deadline(self) -> timedelta:
         return timedelta(seconds=self.ack_deadline_seconds)
+
+    @property
+    def run_lease(self) -> timedelta:
+        return timedelta(seconds=self.run_lease_seconds)

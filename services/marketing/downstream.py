@@ -1,7 +1,11 @@
-"""Marketing's effects on membership, delivered from its outbox through membership's RPCs: each
-carries the key the grant derived for it, so a delivery repeated (a relay that died after the call,
-two replicas leasing in turn) changes nothing on membership's side. A refusal is final and left
-for ops; an unanswered call is tried again later.
+"""Marketing's view of the services around it, over their gRPC contracts: its effects on
+membership, delivered from its outbox through membership's RPCs, and the time zone of each of
+fulfilment's stores.
+
+Each effect carries the key the grant derived for it, so a delivery repeated (a relay that died
+after the call, two replicas leasing in turn) changes nothing on membership's side. A refusal is
+final and left for ops; an unanswered call is tried again later. A store's zone is what a member
+whose profile names none is reached in, at their home store's local time.
 
 A campaign reaching a million members leaves a million effects, so they go to membership in
 batches (BatchIssueCoupons, BatchGrantPoints, BatchUpdateTags: all of a batch or none); a batch
@@ -11,10 +15,15 @@ channels may then pull."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+import grpc
+
+from quanyu.clients import failure_of
+from quanyu.fulfilment.v1 import fulfilment_pb2, fulfilment_pb2_grpc
 from quanyu.membership.v1 import membership_pb2, membership_pb2_grpc
 from quanyu.outbox import BatchDeliverer, Deliver, refusals_are_final
 from quanyu.wire import to_timestamp
@@ -118,3 +127,62 @@ def batched(
         kind: BatchDeliverer(refusals_are_final("membership", deliver), size=BATCH_SIZE)
         for kind, deliver in many.items()
     }
+
+
+# ListStores' largest page.
+STORE_PAGE = 1000
+
+
+class StoreZones:
+    """Every store's IANA zone, read from fulfilment's ListStores and kept in memory: a run asks
+    for a zone per member, far too often to ask fulfilment each time. `refresh` reads them all
+    again (bootstrap runs it periodically); until the first refresh succeeds, and for a store
+    fulfilment does not list, the zone is unknown ("") and the member counts as Asia/Shanghai."""
+
+    def __init__(
+        self,
+        fulfilment: fulfilment_pb2_grpc.FulfilmentServiceStub,
+        *,
+        timeout: float = 10.0,
+        page_size: int = STORE_PAGE,
+    ) -> None:
+        self._fulfilment = fulfilment
+        self._timeout = timeout
+        self._page_size = page_size
+        self._zones: dict[str, str] = {}
+        self._loaded = False
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        """Whether a refresh has succeeded yet."""
+        return self._loaded
+
+    def zone(self, store_id: str) -> str:
+        return self._zones.get(store_id, "")
+
+    def zones(self) -> set[str]:
+        return {zone for zone in self._zones.values() if zone}
+
+    def refresh(self) -> int:
+        """Read every store's zone; how many stores are known. A failure leaves the zones read
+        before in place (Unavailable or the refusal fulfilment gave)."""
+        zones: dict[str, str] = {}
+        token = ""
+        while True:
+            try:
+                answer = self._fulfilment.ListStores(
+                    fulfilment_pb2.ListStoresRequest(page_size=self._page_size, page_token=token),
+                    timeout=self._timeout,
+                )
+            except grpc.RpcError as error:
+                raise failure_of("fulfilment", error) from error
+            zones.update({store.store_id: store.timezone for store in answer.stores})
+            token = answer.next_page_token
+            if not token:
+                break
+        # Swapped whole: a run reading zones meanwhile sees the old map or the new, not half of each.
+        with self._lock:
+            self._zones = zones
+            self._loaded = True
+        return len(zones)

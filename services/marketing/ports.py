@@ -183,6 +183,14 @@ class Budgets(Protocol):
 
     def count_suppressed(self, campaign_id: str, messages: int) -> None: ...
 
+    def take_up_to(
+        self, campaign_id: str, limits: Limits, cost: GrantCost, count: int, now: datetime
+    ) -> tuple[int, Decision]:
+        """Spend up to `count` grants' cost at once: all of them by one conditional update when
+        every cap allows it, otherwise as many as still fit; how many were taken, and the refusal
+        in the way of the rest (GRANTED when all were taken)."""
+        ...
+
 
 class Grants(Protocol):
     def get(self, slot: str) -> GrantRecord | None: ...
@@ -194,6 +202,24 @@ class Grants(Protocol):
     def lock_member(self, campaign_id: str, holder_id: str) -> None:
         """Hold the member's turn for the rest of the transaction, so their grants are counted one
         decision at a time."""
+        ...
+
+    def lock_members(self, campaign_id: str, holder_ids: Sequence[str]) -> None:
+        """lock_member for many members at once, taken in member id order."""
+        ...
+
+    def decided(self, slots: Sequence[str]) -> set[str]:
+        """Those of the slots that already have a decision."""
+        ...
+
+    def counts_for(
+        self, campaign_id: str, holder_ids: Sequence[str], since: datetime | None
+    ) -> dict[str, int]:
+        """count_for of many holders in one query; a holder with none is absent."""
+        ...
+
+    def add_many(self, grants: Sequence[GrantRecord]) -> None:
+        """Record many decisions in one statement; a slot taken concurrently makes it retry."""
         ...
 
     def count_for(self, campaign_id: str, holder_id: str, since: datetime | None) -> int:
@@ -281,6 +307,14 @@ class Facts(Protocol):
         """Standing members (not merged away) in member id order after `cursor`."""
         ...
 
+    def time_zones(self) -> set[str]:
+        """The distinct zones members' profiles name (empty: none named)."""
+        ...
+
+    def expiries_of(self, member_ids: Sequence[str]) -> dict[str, list[Expiry]]:
+        """expiries of many members in one query; a member with none is absent."""
+        ...
+
     def merge(self, member_id: str, survivor_id: str, now: datetime) -> None: ...
 
     def survivor_of(self, member_id: str) -> str | None: ...
@@ -318,6 +352,10 @@ class Outbox(Protocol):
         self, kind: str, payload: Mapping[str, Any], now: datetime, *, delay: timedelta = timedelta(0)
     ) -> None:
         """Record an effect on membership, delivered once the transaction commits."""
+        ...
+
+    def add_many(self, effects: Sequence[tuple[str, Mapping[str, Any]]], now: datetime) -> None:
+        """Record many effects, (kind, payload) each, in one statement."""
         ...
 
 

@@ -129,6 +129,15 @@ class MemoryBudgets:
             self._totals[campaign_id] = replace(t, exhausted_limit=decision.limit, exhaust_time=now)
         return decision
 
+    def take_up_to(
+        self, campaign_id: str, limits: Limits, cost: GrantCost, count: int, now: datetime
+    ) -> tuple[int, Decision]:
+        for taken in range(count):
+            decision = self.take(campaign_id, limits, cost, now)
+            if not decision.granted:
+                return taken, decision
+        return count, Decision(Verdict.GRANTED)
+
     def totals(self, campaign_id: str) -> CampaignTotals:
         return self._totals.get(campaign_id, CampaignTotals())
 
@@ -153,6 +162,24 @@ class MemoryGrants:
     def lock_member(self, campaign_id: str, holder_id: str) -> None:
         # One caller at a time: nothing to wait for.
         return None
+
+    def lock_members(self, campaign_id: str, holder_ids: Sequence[str]) -> None:
+        return None
+
+    def decided(self, slots: Sequence[str]) -> set[str]:
+        return {slot for slot in slots if slot in self._rows}
+
+    def counts_for(
+        self, campaign_id: str, holder_ids: Sequence[str], since: datetime | None
+    ) -> dict[str, int]:
+        counts = {h: self.count_for(campaign_id, h, since) for h in holder_ids}
+        return {h: n for h, n in counts.items() if n}
+
+    def add_many(self, grants: Sequence[GrantRecord]) -> None:
+        if len({g.slot for g in grants}) != len(grants) or any(g.slot in self._rows for g in grants):
+            raise ConcurrentChange("grants")
+        for grant in grants:
+            self._rows[grant.slot] = grant
 
     def count_for(self, campaign_id: str, holder_id: str, since: datetime | None) -> int:
         return sum(
@@ -248,11 +275,14 @@ class MemoryFacts:
         return {channel: account for channel, (account, _) in self.linked.get(customer_id, {}).items()}
 
     def profiles_after(self, cursor: str, limit: int) -> list[Profile]:
-        standing = sorted(
-            (p for m, p in self.profiles.items() if m > cursor and not p.survivor_id),
-            key=lambda p: p.facts.member_id,
-        )
-        return standing[:limit]
+        standing = sorted(m for m, p in self.profiles.items() if m > cursor and not p.survivor_id)
+        return [p for m in standing[:limit] if (p := self.profile(m)) is not None]
+
+    def time_zones(self) -> set[str]:
+        return {p.facts.time_zone for p in self.profiles.values() if p.facts.time_zone}
+
+    def expiries_of(self, member_ids: Sequence[str]) -> dict[str, list[Expiry]]:
+        return {m: self.expiries(m) for m in member_ids if self._expiries.get(m)}
 
     def merge(self, member_id: str, survivor_id: str, now: datetime) -> None:
         found = self.profiles.get(member_id)
@@ -298,6 +328,9 @@ class MemoryOutbox:
         self, kind: str, payload: Mapping[str, Any], now: datetime, *, delay: timedelta = timedelta(0)
     ) -> None:
         self.effects.append((kind, dict(payload), now + delay))
+
+    def add_many(self, effects: Sequence[tuple[str, Mapping[str, Any]]], now: datetime) -> None:
+        self.effects.extend((kind, dict(payload), now) for kind, payload in effects)
 
 
 @dataclass

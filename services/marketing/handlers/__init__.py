@@ -5,11 +5,13 @@ from services.marketing.handlers.campaigns import CampaignCases
 from services.marketing.handlers.insight import InsightCases, Preview
 from services.marketing.handlers.messages import MessageCases
 from services.marketing.handlers.results import CampaignResults, ResultCases
+from services.marketing.handlers.runs import DueRun, RunCases, RunResult
 from services.marketing.handlers.triggers import EventIn, EventKind, Ingested, TriggerCases
 
 __all__ = [
     "CampaignCases",
     "CampaignResults",
+    "DueRun",
     "EventIn",
     "EventKind",
     "Ingested",
@@ -17,5 +19,7 @@ __all__ = [
     "MessageCases",
     "Preview",
     "ResultCases",
+    "RunCases",
+    "RunResult",
     "TriggerCases",
 ]

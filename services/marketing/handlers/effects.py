@@ -52,7 +52,18 @@ def record_effects(
     """Every action of the campaign for the grant toward membership, in the campaign's order and
     in the grant's transaction (they happen if and only if the grant does); the messages it would
     send, for the caller to arbitrate and queue."""
-    now = grant.grant_time
+    effects, wanted = effects_of(campaign, grant, profile)
+    for kind_name, payload in effects:
+        stores.outbox.add(kind_name, payload, grant.grant_time)
+    return wanted
+
+
+def effects_of(
+    campaign: Campaign, grant: GrantRecord, profile: Profile
+) -> tuple[list[tuple[str, dict[str, object]]], list[WantedMessage]]:
+    """The grant's effects on membership as (outbox kind, payload), in the campaign's order, and
+    the messages it would send: apart, so a scheduled page records a whole page's effects at once."""
+    effects: list[tuple[str, dict[str, object]]] = []
     wanted: list[WantedMessage] = []
     coupon_request = ""
     for index, action in enumerate(campaign.actions):
@@ -67,9 +78,8 @@ def record_effects(
         if kind is ActionKind.ISSUE_COUPON:
             # A message names the code of the last coupon issued before it.
             coupon_request = key
-        kind_name, payload = _effect(action, kind, key, grant)
-        stores.outbox.add(kind_name, payload, now)
-    return wanted
+        effects.append(_effect(action, kind, key, grant))
+    return effects, wanted
 
 
 def send_messages(

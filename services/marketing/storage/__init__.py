@@ -3,7 +3,7 @@ one connection, gathered as the `Stores` of a transaction."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import cached_property
 from pathlib import Path
@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from quanyu.outbox import add_effect
+from quanyu.outbox import add_effect, add_effects
 from services.marketing.storage.campaigns import BudgetRepository, CampaignRepository
 from services.marketing.storage.facts import FactRepository
 from services.marketing.storage.grants import GrantRepository, RunRepository
@@ -46,6 +46,9 @@ class EffectLog:
         self, kind: str, payload: Mapping[str, Any], now: datetime, *, delay: timedelta = timedelta(0)
     ) -> None:
         add_effect(self._db, outbox, kind, payload, now, delay=delay)
+
+    def add_many(self, effects: Sequence[tuple[str, Mapping[str, Any]]], now: datetime) -> None:
+        add_effects(self._db, outbox, effects, now)
 
 
 class SqlStores:

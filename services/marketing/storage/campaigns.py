@@ -208,6 +208,44 @@ class BudgetRepository:
         )
         return decision
 
+    def take_up_to(
+        self, campaign_id: str, limits: Limits, cost: GrantCost, count: int, now: datetime
+    ) -> tuple[int, Decision]:
+        if count <= 0:
+            return 0, Decision(Verdict.GRANTED)
+        if self._take_many(campaign_id, limits, cost, count):
+            return count, Decision(Verdict.GRANTED)
+        # Near the end of the budget: as many as the counters still allow, read once, then one
+        # by one should another replica have spent in between; the first refusal stops it, as
+        # every grant of the campaign costs the same.
+        totals = self.totals(campaign_id)
+        fitting = min(count - 1, _fitting(limits, cost, totals))
+        taken = fitting if fitting > 0 and self._take_many(campaign_id, limits, cost, fitting) else 0
+        while taken < count:
+            decision = self.take(campaign_id, limits, cost, now)
+            if not decision.granted:
+                return taken, decision
+            taken += 1
+        return taken, Decision(Verdict.GRANTED)
+
+    def _take_many(self, campaign_id: str, limits: Limits, cost: GrantCost, count: int) -> bool:
+        c = campaign_counters.c
+        taken = self._db.execute(
+            update(campaign_counters)
+            .where(
+                c.campaign_id == campaign_id,
+                _fits(limits.max_grants, c.grants, count),
+                _fits(limits.points_budget, c.points, cost.points * count),
+                _fits(limits.coupon_budget_cents, c.coupon_cents, cost.coupon_cents * count),
+            )
+            .values(
+                grants=c.grants + count,
+                points=c.points + cost.points * count,
+                coupon_cents=c.coupon_cents + cost.coupon_cents * count,
+            )
+        )
+        return bool(taken.rowcount == 1)
+
     def totals(self, campaign_id: str) -> CampaignTotals:
         row = self._db.execute(
             select(campaign_counters).where(campaign_counters.c.campaign_id == campaign_id)
@@ -230,6 +268,16 @@ class BudgetRepository:
             .where(c.campaign_id == campaign_id)
             .values(messages_suppressed=c.messages_suppressed + messages)
         )
+
+
+def _fitting(limits: Limits, cost: GrantCost, totals: CampaignTotals) -> int:
+    """How many more grants every cap still allows (domain.fits, solved for the count)."""
+    room = [
+        (limits.max_grants, totals.grants, 1),
+        (limits.points_budget, totals.points, cost.points),
+        (limits.coupon_budget_cents, totals.coupon_cents, cost.coupon_cents),
+    ]
+    return min((max(0, cap - spent) // each for cap, spent, each in room if cap and each), default=2**62)
 
 
 def _fits(cap: int, spent: ColumnElement[int], cost: int) -> ColumnElement[bool]:

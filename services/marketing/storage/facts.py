@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -63,7 +63,10 @@ class FactRepository:
         row = self._db.execute(
             select(member_profiles).where(member_profiles.c.member_id == member_id)
         ).first()
-        return self._with_accounts(_profile(row)) if row else None
+        if row is None:
+            return None
+        found = _profile(row)
+        return _with_accounts(found, self._linked(found.customer_id))
 
     def link_account(
         self, customer_id: str, channel: Channel, account: str, display_name: str, now: datetime
@@ -90,19 +93,6 @@ class FactRepository:
         )
         return {Channel(row.channel): (row.account, row.display_name) for row in rows}
 
-    def _with_accounts(self, profile: Profile) -> Profile:
-        """The member's profile with the accounts identity linked to their customer, which win over
-        those an enrolment carried, and the customer's name when membership gave none."""
-        linked = self._linked(profile.customer_id)
-        if not linked:
-            return profile
-        names = [name for _, name in sorted(linked.values()) if name]
-        facts = profile.facts
-        if not facts.display_name and names:
-            facts = dataclasses.replace(facts, display_name=names[0])
-        accounts = {**profile.accounts, **{ch: account for ch, (account, _) in linked.items()}}
-        return dataclasses.replace(profile, facts=facts, accounts=accounts)
-
     def profiles_after(self, cursor: str, limit: int) -> list[Profile]:
         c = member_profiles.c
         rows = self._db.execute(
@@ -111,7 +101,43 @@ class FactRepository:
             .order_by(c.member_id)
             .limit(limit)
         )
-        return [_profile(row) for row in rows]
+        found = [_profile(row) for row in rows]
+        # The page's linked accounts in one query rather than one per member.
+        customers = sorted({p.customer_id for p in found if p.customer_id})
+        linked: dict[str, dict[Channel, tuple[str, str]]] = {}
+        a = customer_accounts.c
+        for start in range(0, len(customers), 5000):
+            accounts = self._db.execute(
+                select(a.customer_id, a.channel, a.account, a.display_name).where(
+                    a.customer_id.in_(customers[start : start + 5000])
+                )
+            )
+            for account in accounts:
+                linked.setdefault(account.customer_id, {})[Channel(account.channel)] = (
+                    account.account,
+                    account.display_name,
+                )
+        return [_with_accounts(p, linked.get(p.customer_id, {})) for p in found]
+
+    def time_zones(self) -> set[str]:
+        c = member_profiles.c
+        rows = self._db.execute(select(c.time_zone).where(c.time_zone != "").distinct())
+        return set(rows.scalars())
+
+    def expiries_of(self, member_ids: Sequence[str]) -> dict[str, list[Expiry]]:
+        found: dict[str, list[Expiry]] = {}
+        wanted = list(member_ids)
+        c = point_expiries.c
+        # Bound parameters per IN list kept well under SQLite's limit.
+        for start in range(0, len(wanted), 5000):
+            rows = self._db.execute(
+                select(c.member_id, c.points, c.expire_time)
+                .where(c.member_id.in_(wanted[start : start + 5000]))
+                .order_by(c.member_id, c.expire_time)
+            )
+            for row in rows:
+                found.setdefault(row.member_id, []).append(Expiry(row.points, row.expire_time))
+        return found
 
     def merge(self, member_id: str, survivor_id: str, now: datetime) -> None:
         # A merge may arrive before anything else about the member: keep it on a bare profile.
@@ -180,6 +206,19 @@ class FactRepository:
             .order_by(point_expiries.c.expire_time)
         )
         return [Expiry(row.points, row.expire_time) for row in rows]
+
+
+def _with_accounts(profile: Profile, linked: dict[Channel, tuple[str, str]]) -> Profile:
+    """The member's profile with the accounts identity linked to their customer, which win over
+    those an enrolment carried, and the customer's name when membership gave none."""
+    if not linked:
+        return profile
+    names = [name for _, name in sorted(linked.values()) if name]
+    facts = profile.facts
+    if not facts.display_name and names:
+        facts = dataclasses.replace(facts, display_name=names[0])
+    accounts = {**profile.accounts, **{ch: account for ch, (account, _) in linked.items()}}
+    return dataclasses.replace(profile, facts=facts, accounts=accounts)
 
 
 def _profile(row: Any) -> Profile:

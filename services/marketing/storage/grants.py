@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from quanyu.db import from_row
@@ -33,22 +35,7 @@ class GrantRepository:
     def add(self, grant: GrantRecord) -> None:
         # A plain insert: a concurrent decision for the slot fails it, and the unit of work runs
         # the use case again, which then finds this one's row.
-        self._db.execute(
-            grants.insert().values(
-                slot=grant.slot,
-                grant_key=grant.grant_key,
-                campaign_id=grant.campaign_id,
-                version=grant.version,
-                member_id=grant.member_id,
-                holder_id=grant.holder_id,
-                occurrence_id=grant.occurrence_id,
-                outcome=grant.outcome.value,
-                limit_name=grant.limit_name,
-                points=grant.points,
-                coupon_cents=grant.coupon_cents,
-                grant_time=grant.grant_time,
-            )
-        )
+        self._db.execute(grants.insert().values(**_columns(grant)))
 
     def lock_member(self, campaign_id: str, holder_id: str) -> None:
         insert_new(self._db, member_turns, {"campaign_id": campaign_id, "holder_id": holder_id, "turns": 0})
@@ -58,6 +45,56 @@ class GrantRepository:
             .where(member_turns.c.campaign_id == campaign_id, member_turns.c.holder_id == holder_id)
             .values(turns=member_turns.c.turns + 1)
         )
+
+    def lock_members(self, campaign_id: str, holder_ids: Sequence[str]) -> None:
+        # SQLite lets one writer in at a time (every write transaction begins IMMEDIATE), which
+        # already gives each member their turn; writing a turn row per member of a page there
+        # would only slow a run over a million members.
+        if self._db.dialect.name != "postgresql" or not holder_ids:
+            return
+        ordered = sorted(set(holder_ids))
+        self._db.execute(
+            postgresql.insert(member_turns).on_conflict_do_nothing(),
+            [{"campaign_id": campaign_id, "holder_id": h, "turns": 0} for h in ordered],
+        )
+        # In member id order, the order every grant takes a member's turn in: a page and an event
+        # for one of its members queue on that member's row rather than deadlock.
+        for chunk in _chunks(ordered):
+            self._db.execute(
+                select(member_turns.c.holder_id)
+                .where(member_turns.c.campaign_id == campaign_id, member_turns.c.holder_id.in_(chunk))
+                .order_by(member_turns.c.holder_id)
+                .with_for_update()
+            ).all()
+
+    def decided(self, slots: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for chunk in _chunks(list(slots)):
+            found.update(self._db.execute(select(grants.c.slot).where(grants.c.slot.in_(chunk))).scalars())
+        return found
+
+    def counts_for(
+        self, campaign_id: str, holder_ids: Sequence[str], since: datetime | None
+    ) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for chunk in _chunks(list(holder_ids)):
+            query = (
+                select(grants.c.holder_id, func.count())
+                .where(
+                    grants.c.campaign_id == campaign_id,
+                    grants.c.holder_id.in_(chunk),
+                    grants.c.outcome == Outcome.GRANTED.value,
+                )
+                .group_by(grants.c.holder_id)
+            )
+            if since is not None:
+                query = query.where(grants.c.grant_time > since)
+            counts.update({row[0]: int(row[1]) for row in self._db.execute(query)})
+        return counts
+
+    def add_many(self, records: Sequence[GrantRecord]) -> None:
+        if records:
+            self._db.execute(grants.insert(), [_columns(g) for g in records])
 
     def count_for(self, campaign_id: str, holder_id: str, since: datetime | None) -> int:
         query = select(func.count()).where(
@@ -136,6 +173,31 @@ class GrantRepository:
 def _aware(value: datetime) -> datetime:
     # MIN() of a column loses its type on some drivers; the value is UTC either way.
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+# Bound parameters per IN list: well under SQLite's limit of 32,766, whatever the page size.
+_CHUNK = 5000
+
+
+def _chunks(values: list[str]) -> list[list[str]]:
+    return [values[i : i + _CHUNK] for i in range(0, len(values), _CHUNK)]
+
+
+def _columns(grant: GrantRecord) -> dict[str, Any]:
+    return {
+        "slot": grant.slot,
+        "grant_key": grant.grant_key,
+        "campaign_id": grant.campaign_id,
+        "version": grant.version,
+        "member_id": grant.member_id,
+        "holder_id": grant.holder_id,
+        "occurrence_id": grant.occurrence_id,
+        "outcome": grant.outcome.value,
+        "limit_name": grant.limit_name,
+        "points": grant.points,
+        "coupon_cents": grant.coupon_cents,
+        "grant_time": grant.grant_time,
+    }
 
 
 def _grant(row: Any) -> GrantRecord:

@@ -1,0 +1,332 @@
+"""Scheduled campaigns run: each due run claimed through the database by one replica at a time,
+paged through the audience in member id order, each page granted in one transaction together
+with the cursor's advance, so a run taken over after a crash resumes where the last page ended.
+
+A run is one (campaign, local date, time zone): its members are those whose home store keeps that
+zone, and it is due at the campaign's local time there. So a 10:00 greeting reaches Shanghai at
+Shanghai's ten o'clock and Ürümqi at Ürümqi's, two hours later, each as its own run with its own
+claim and cursor, instead of one run per date that would have to stay open all day waiting for
+the western zones. The occurrence is the campaign and the member's local date (occurrence_of_run),
+the same for every zone, so per-member limits and grant keys count one reach per day."""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import KW_ONLY, dataclass, field
+from datetime import date, datetime, timedelta
+
+import structlog
+
+from quanyu.unit_of_work import Clock, Transaction, UnitOfWork
+from services.marketing.domain import (
+    DEFAULT_TIME_ZONE,
+    Campaign,
+    ContactPolicy,
+    ScheduleKind,
+    due_at,
+    grant_key,
+    is_held_out,
+    member_window_start,
+    occurrence_of_run,
+    occurrence_slot,
+    picks,
+    zone_of,
+)
+from services.marketing.domain.schedules import local_date
+from services.marketing.handlers.effects import WantedMessage, effects_of, send_messages
+from services.marketing.metrics import GRANT_DECISIONS
+from services.marketing.ports import GrantRecord, Outcome, Profile, RunClaim, Stores
+
+Tx = Transaction[Stores]
+
+log = structlog.get_logger("quanyu.marketing.runs")
+
+# Every zone's runs of a ONCE campaign with a start: due at that one instant everywhere.
+EVERY_ZONE = "*"
+
+
+@dataclass(frozen=True)
+class DueRun:
+    campaign_id: str
+    kind: ScheduleKind
+    run_key: str
+    zone: str  # the members' zone, or EVERY_ZONE
+    day: date  # the members' local date
+    occurrence_id: str
+    # Yesterday's run: only resumed when it was begun, never started a day late.
+    resume_only: bool = False
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What one call did to a run: the decisions made, by outcome, and whether the run is done
+    (False: another replica holds it, the campaign stopped running, or it is still going)."""
+
+    run_key: str
+    decisions: Counter[Outcome] = field(default_factory=Counter)
+    finished: bool = False
+
+
+@dataclass(frozen=True)
+class _Page:
+    claim: RunClaim
+    decisions: Counter[Outcome]
+    finished: bool
+
+
+@dataclass
+class RunCases:
+    uow: UnitOfWork[Stores]
+    _: KW_ONLY
+    clock: Clock
+    # This replica's name on the claims it holds.
+    runner: str
+    # The zone of a home store as fulfilment keeps it ("" when unknown), and every zone its
+    # stores are in: downstream.StoreZones in the service, a mapping in tests.
+    store_zone: Callable[[str], str] = lambda _store_id: ""
+    store_zones: Callable[[], Iterable[str]] = lambda: ()
+    policy: ContactPolicy = field(default_factory=ContactPolicy)
+    page_size: int = 2000
+    # Longer than a page takes: a holder renews it with every page it commits.
+    lease: timedelta = timedelta(minutes=2)
+    # Told once a page's grants are committed: the outbox relay takes their effects at once.
+    wake: Callable[[], None] = lambda: None
+
+    def run_due(self) -> int:
+        """Every run due now that nobody else holds, each run to its end: the scheduler's pass,
+        run periodically on every replica. How many decisions it made (for the task's log)."""
+        made = 0
+        for due in self.due_runs():
+            try:
+                made += sum(self.run(due).decisions.values())
+            except Exception:
+                # One campaign's run failing (its database call refused, say) holds back neither
+                # the others' nor its own next pass, which resumes it from its cursor.
+                log.exception("scheduled run failed", campaign_id=due.campaign_id, run_key=due.run_key)
+        return made
+
+    def due_runs(self) -> list[DueRun]:
+        """The runs of running, live scheduled campaigns due by now and not done: today's in each
+        zone once its local time has come, and yesterday's when one was left unfinished."""
+        return self.uow.read(self._due_runs)
+
+    def run(self, due: DueRun) -> RunResult:
+        """Claim the run and grant page after page until its audience is through, the campaign's
+        budget has run out, the campaign stopped running, or another replica has taken it over."""
+        now = self.clock()
+        claim = self.uow.run(
+            lambda tx: tx.stores.runs.claim(due.campaign_id, due.run_key, self.runner, now, self.lease)
+        )
+        decisions: Counter[Outcome] = Counter()
+        while claim is not None:
+            page = self.uow.run(functools.partial(self._page, due=due, claim=claim))
+            if page is None:
+                break
+            decisions.update(page.decisions)
+            if page.finished:
+                return RunResult(due.run_key, decisions, finished=True)
+            claim = page.claim
+        return RunResult(due.run_key, decisions)
+
+    # --- which runs are due --------------------------------------------------------------------
+
+    def _due_runs(self, tx: Tx) -> list[DueRun]:
+        stores = tx.stores
+        now = self.clock()
+        zones = sorted(
+            {DEFAULT_TIME_ZONE}
+            | {zone_of(z).key for z in stores.facts.time_zones()}
+            | {zone_of(z).key for z in self.store_zones()}
+        )
+        due: list[DueRun] = []
+        for campaign in stores.campaigns.running_scheduled():
+            if campaign.is_live(now):
+                due.extend(r for r in self._runs_of(campaign, zones, now) if self._open(stores, r))
+        return due
+
+    @staticmethod
+    def _open(stores: Stores, run: DueRun) -> bool:
+        found = stores.runs.get(run.campaign_id, run.run_key)
+        if found is None:
+            return not run.resume_only
+        return not found.done
+
+    @staticmethod
+    def _runs_of(campaign: Campaign, zones: Sequence[str], now: datetime) -> list[DueRun]:
+        schedule = campaign.trigger.schedule
+        assert schedule is not None
+        kind, cid = schedule.kind, campaign.campaign_id
+        if kind is ScheduleKind.ONCE and campaign.start_time is not None:
+            # One instant for every member, wherever they are: one run over the whole audience.
+            occurrence = occurrence_of_run(cid, kind, local_date(now, zone_of("")))
+            return [DueRun(cid, kind, "once", EVERY_ZONE, local_date(now, zone_of("")), occurrence)]
+        runs = []
+        for zone_name in zones:
+            zone = zone_of(zone_name)
+            today = local_date(now, zone)
+            # Yesterday's too: a run that a crash left unfinished across midnight is resumed
+            # rather than dropped (one never begun is not started a day late).
+            days = (today,) if kind is ScheduleKind.ONCE else (today - timedelta(days=1), today)
+            for day in days:
+                at = due_at(kind, schedule.local_time, zone, day, campaign.start_time)
+                if at > now or (campaign.start_time is not None and at < campaign.start_time):
+                    continue
+                key = f"once@{zone_name}" if kind is ScheduleKind.ONCE else f"{day.isoformat()}@{zone_name}"
+                occurrence = occurrence_of_run(cid, kind, day)
+                runs.append(DueRun(cid, kind, key, zone_name, day, occurrence, resume_only=day < today))
+        return runs
+
+    # --- one page ------------------------------------------------------------------------------
+
+    def _page(self, tx: Tx, *, due: DueRun, claim: RunClaim) -> _Page | None:
+        stores = tx.stores
+        now = self.clock()
+        held = stores.runs.get(due.campaign_id, due.run_key)
+        if (
+            held is None
+            or held.done
+            or (held.claimed_by, held.attempts) != (claim.claimed_by, claim.attempts)
+        ):
+            return None  # taken over by another replica, which carries on from the cursor
+        campaign = stores.campaigns.get(due.campaign_id)
+        if campaign is None or not campaign.is_live(now):
+            # Paused or ended: the claim is left to lapse; a campaign resumed today carries on
+            # from the cursor, one ended never runs again.
+            return None
+        profiles = stores.facts.profiles_after(held.cursor, self.page_size)
+        picked = self._picked(stores, campaign, due, profiles, now)
+        decisions, exhausted = self._grant_page(tx, campaign, due.occurrence_id, picked, now)
+        cursor = profiles[-1].facts.member_id if profiles else held.cursor
+        moved = stores.runs.advance(claim, cursor, now, self.lease)
+        # A budget run out ends the run: every member after would only be refused.
+        finished = exhausted or len(profiles) < self.page_size
+        if finished:
+            stores.runs.finish(moved, now)
+        return _Page(moved, decisions, finished)
+
+    def _zone_name(self, profile: Profile, zones: dict[str, str]) -> str:
+        facts = profile.facts
+        name = facts.time_zone or self.store_zone(facts.home_store_id)
+        if name not in zones:
+            zones[name] = zone_of(name).key
+        return zones[name]
+
+    def _picked(
+        self, stores: Stores, campaign: Campaign, due: DueRun, profiles: Sequence[Profile], now: datetime
+    ) -> list[Profile]:
+        """The page's members this run reaches: in its zone, in the audience as they stand now, and
+        picked by the schedule's kind on their local date."""
+        schedule = campaign.trigger.schedule
+        assert schedule is not None
+        kind = schedule.kind
+        names: dict[str, str] = {}
+        inside = [
+            p
+            for p in profiles
+            if (due.zone == EVERY_ZONE or self._zone_name(p, names) == due.zone)
+            and campaign.audience.why_not(p.facts, None) is None
+        ]
+        if kind in (ScheduleKind.ONCE, ScheduleKind.DAILY):
+            return inside
+        expiries = (
+            stores.facts.expiries_of([p.facts.member_id for p in inside])
+            if kind is ScheduleKind.POINTS_EXPIRING
+            else {}
+        )
+        zone = zone_of(due.zone if due.zone != EVERY_ZONE else "")
+        return [
+            p
+            for p in inside
+            if picks(
+                kind,
+                day=due.day,
+                zone=zone,
+                at=now,
+                days=schedule.days,
+                birthday=p.facts.birthday,
+                last_order=p.last_order_time,
+                expiries=expiries.get(p.facts.member_id, ()),
+            )
+        ]
+
+    def _grant_page(
+        self, tx: Tx, campaign: Campaign, occurrence_id: str, picked: Sequence[Profile], now: datetime
+    ) -> tuple[Counter[Outcome], bool]:
+        """TriggerCases.grant for a page of members at once, in the same lock order (the members'
+        turns, then the campaign's counters, then the grant rows) so a page and an event for one
+        of its members queue rather than deadlock; each step one statement for the whole page.
+        True beside the decisions when the budget refused some."""
+        stores = tx.stores
+        cid = campaign.campaign_id
+        slots = {p.facts.member_id: occurrence_slot(cid, p.facts.member_id, occurrence_id) for p in picked}
+        decided = stores.grants.decided(list(slots.values()))
+        fresh = [p for p in picked if slots[p.facts.member_id] not in decided]
+        if not fresh:
+            return Counter(), False
+        # profiles_after answers standing members only, so each is their own limits' holder.
+        holders = [p.facts.member_id for p in fresh]
+        stores.grants.lock_members(cid, holders)
+        # Asked again under the members' locks, as TriggerCases.grant does.
+        decided = stores.grants.decided([slots[m] for m in holders])
+        fresh = [p for p in fresh if slots[p.facts.member_id] not in decided]
+        holders = [p.facts.member_id for p in fresh]
+        since = member_window_start(campaign.limits, campaign.start_time, now)
+        counts = stores.grants.counts_for(cid, holders, since)
+        outcomes: dict[str, tuple[Outcome, str]] = {}
+        wanting: list[str] = []
+        for member_id in holders:
+            # The control group is drawn before any limit, as for an event's grant.
+            if is_held_out(cid, member_id, campaign.holdout_percent):
+                outcomes[member_id] = (Outcome.HELD_OUT, "")
+            elif counts.get(member_id, 0) >= campaign.limits.grants_per_member:
+                outcomes[member_id] = (Outcome.LIMIT_REACHED, "per_member_max")
+            else:
+                wanting.append(member_id)
+        cost = campaign.cost
+        taken, refusal = stores.budgets.take_up_to(cid, campaign.limits, cost, len(wanting), now)
+        for index, member_id in enumerate(wanting):
+            refused = (Outcome(refusal.verdict.value), refusal.limit)
+            outcomes[member_id] = (Outcome.GRANTED, "") if index < taken else refused
+        records = []
+        for member_id in holders:
+            outcome, limit = outcomes[member_id]
+            granted = outcome is Outcome.GRANTED
+            records.append(
+                GrantRecord(
+                    slot=slots[member_id],
+                    grant_key=grant_key(cid, campaign.version, member_id, occurrence_id),
+                    campaign_id=cid,
+                    version=campaign.version,
+                    member_id=member_id,
+                    holder_id=member_id,
+                    occurrence_id=occurrence_id,
+                    outcome=outcome,
+                    grant_time=now,
+                    limit_name=limit,
+                    points=cost.points if granted else 0,
+                    coupon_cents=cost.coupon_cents if granted else 0,
+                )
+            )
+        stores.grants.add_many(records)
+        effects: list[tuple[str, dict[str, object]]] = []
+        wanted: list[WantedMessage] = []
+        for record, profile in zip(records, fresh, strict=True):
+            if record.outcome is Outcome.GRANTED:
+                made, messages = effects_of(campaign, record, profile)
+                effects.extend(made)
+                wanted.extend(messages)
+        stores.outbox.add_many(effects, now)
+        send_messages(stores, wanted, policy=self.policy)
+        decisions = Counter(r.outcome for r in records)
+        tx.after_commit(functools.partial(_count, decisions))
+        if effects:
+            tx.after_commit(self.wake)
+        return decisions, taken < len(wanting)
+
+
+def _count(decisions: Counter[Outcome]) -> None:
+    # Counted once committed, as an event's grants are.
+    for outcome, count in decisions.items():
+        GRANT_DECISIONS.labels(outcome.value).inc(count)
