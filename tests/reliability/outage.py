@@ -28,6 +28,7 @@ from quanyu.config import SERVICE_NAMES
 from quanyu.db import normalise_url
 from quanyu.fulfilment.v1 import fulfilment_pb2
 from quanyu.identity.v1 import identity_pb2
+from quanyu.marketing.v1 import marketing_pb2, marketing_pb2_grpc
 from quanyu.membership.v1 import membership_pb2
 from quanyu.orders.v1 import orders_pb2
 from tests.processes import poll
@@ -148,6 +149,15 @@ class _Workload:
         member = w.member(w.name("outage-member"))
         self._member_id, self._customer_id = member.member_id, member.customer_id
         self._order_id = d.orders.CreateOrder(self._order("first"), metadata=w.app).order.order_id
+        self._marketing = marketing_pb2_grpc.MarketingServiceStub(d.channel("marketing"))
+        campaign = marketing_pb2.Campaign(
+            name="Outage",
+            trigger=marketing_pb2.Trigger(event=marketing_pb2.TRIGGER_EVENT_ENGAGEMENT),
+            actions=[marketing_pb2.Action(add_tag="engaged")],
+        )
+        self._campaign_id = self._marketing.CreateCampaign(
+            marketing_pb2.CreateCampaignRequest(campaign=campaign), metadata=w.ops
+        ).campaign.campaign_id
         self._numbers = itertools.count()
         self.calls = [(service, kind) for service in SERVICE_NAMES for kind in ("read", "write")]
 
@@ -179,6 +189,16 @@ class _Workload:
             levels = [fulfilment_pb2.SkuQuantity(sku=f"{self._sku}-{n % 7}", on_hand=n)]
             restock = fulfilment_pb2.SetStockRequest(store_id=self._store, levels=levels)
             return lambda: d.fulfilment.SetStock(restock, metadata=w.service, timeout=self._deadline)
+        if (service, kind) == ("marketing", "read"):
+            campaign = marketing_pb2.GetCampaignRequest(campaign_id=self._campaign_id)
+            return lambda: self._marketing.GetCampaign(campaign, metadata=w.ops, timeout=self._deadline)
+        if service == "marketing":
+            engaged = marketing_pb2.Event(
+                event_id=w.name(f"outage-{unique}")[:64],
+                engagement=marketing_pb2.Engagement(member_id=self._member_id),
+            )
+            ingest = marketing_pb2.IngestEventsRequest(events=[engaged])
+            return lambda: self._marketing.IngestEvents(ingest, metadata=w.service, timeout=self._deadline)
         if kind == "read":
             order = orders_pb2.GetOrderRequest(order_id=self._order_id)
             return lambda: d.orders.GetOrder(order, metadata=w.app, timeout=self._deadline)

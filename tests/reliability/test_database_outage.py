@@ -1,4 +1,4 @@
-"""Every service's database out of reach for a while under a load of reads and writes on all four
+"""Every service's database out of reach for a while under a load of reads and writes on all the
 services: the services answer UNAVAILABLE (or hold a call until the database is back or the
 caller's deadline passes), never INTERNAL or UNKNOWN, and serve again by themselves once it
 returns. A transaction the database aborts to break a deadlock is run again by the unit of work,
