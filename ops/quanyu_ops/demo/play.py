@@ -1,6 +1,6 @@
 """`quanyu demo`: load the demo chain into the platform and play the main flows, saying what happened.
 
-The demo is a client like any channel frontend, store terminal or ops tool: it calls the four
+The demo is a client like any channel frontend, store terminal or ops tool: it calls the five
 services at their configured targets with tokens it signs with the deployment's key, and never
 opens a database. When the platform is not serving it starts `quanyu up` for as long as it runs
 and stops it at the end; a platform that was already running is left running.
