@@ -61,7 +61,10 @@ def test_the_service_runs_a_daily_campaign_at_each_members_local_time(m: Marketi
     m.ingest(enrolled("mem-sh", "cus-sh"), enrolled("mem-ur", "cus-ur", home_store_id="sto_kashgar"))
     # Started once its members are in: a day's run is over once it has been through its audience,
     # and a member who joins later that day is reached the next.
-    campaign_id = m.running(campaign(trigger=daily))
+    # No membership runs here to issue coupons, so the greeting names no coupon code (a message
+    # naming one waits for its coupon).
+    greeting = pb.Action(send_message=pb.MessageAction(channel=APP, template="Hi {display_name}"))
+    campaign_id = m.running(campaign(trigger=daily, actions=[greeting]))
 
     def reached() -> int:
         answer = m.stub.GetCampaignResults(
