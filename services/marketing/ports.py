@@ -218,6 +218,10 @@ class Grants(Protocol):
         """count_for of many holders in one query; a holder with none is absent."""
         ...
 
+    def reached(self, campaign_id: str, holder_ids: Sequence[str]) -> set[str]:
+        """Of the holders, those the campaign already granted or held out, on any occurrence."""
+        ...
+
     def add_many(self, grants: Sequence[GrantRecord]) -> None:
         """Record many decisions in one statement; a slot taken concurrently makes it retry."""
         ...

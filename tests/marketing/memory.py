@@ -175,6 +175,16 @@ class MemoryGrants:
         counts = {h: self.count_for(campaign_id, h, since) for h in holder_ids}
         return {h: n for h, n in counts.items() if n}
 
+    def reached(self, campaign_id: str, holder_ids: Sequence[str]) -> set[str]:
+        wanted = set(holder_ids)
+        return {
+            g.holder_id
+            for g in self._rows.values()
+            if g.campaign_id == campaign_id
+            and g.holder_id in wanted
+            and g.outcome in (Outcome.GRANTED, Outcome.HELD_OUT)
+        }
+
     def add_many(self, grants: Sequence[GrantRecord]) -> None:
         if len({g.slot for g in grants}) != len(grants) or any(g.slot in self._rows for g in grants):
             raise ConcurrentChange("grants")
