@@ -96,6 +96,8 @@ class IssuedCoupon:
     grant_key: str
     request_id: str
     code: str
+    campaign_id: str = ""
+    member_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -351,6 +353,22 @@ class Runs(Protocol):
     def get(self, campaign_id: str, run_key: str) -> RunClaim | None: ...
 
 
+class Coupons(Protocol):
+    """The coupons membership issued for the campaigns' grants, and which orders redeemed them."""
+
+    def add_issued(self, issued: Sequence[IssuedCoupon], now: datetime) -> None:
+        """Keep each coupon once by its code, however often its delivery is answered."""
+        ...
+
+    def redeem(self, code: str, order_id: str) -> bool:
+        """Mark a campaign's coupon redeemed by the order; False for a code no campaign issued."""
+        ...
+
+    def counts(self, campaign_id: str) -> tuple[int, int]:
+        """(coupons issued, of them redeemed) for the campaign."""
+        ...
+
+
 class Outbox(Protocol):
     def add(
         self, kind: str, payload: Mapping[str, Any], now: datetime, *, delay: timedelta = timedelta(0)
@@ -384,6 +402,9 @@ class Stores(Protocol):
 
     @property
     def runs(self) -> Runs: ...
+
+    @property
+    def coupons(self) -> Coupons: ...
 
     @property
     def outbox(self) -> Outbox: ...
