@@ -96,6 +96,8 @@ class IssuedCoupon:
     grant_key: str
     request_id: str
     code: str
+    campaign_id: str = ""
+    member_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -270,6 +272,15 @@ class Messages(Protocol):
 
     def suppress_unpulled(self, customer_id: str, channel: Channel, reason: str) -> int: ...
 
+    def rivals(self, message: Message, moment: timedelta) -> list[Message]:
+        """Other campaigns' messages to the same customer on the same channel, pending and never
+        pulled, due within `moment` of it: those it reaches the member at once with."""
+        ...
+
+    def suppress(self, message_ids: Sequence[str], reason: str) -> int:
+        """Stop pending messages never pulled, keeping why; how many were stopped."""
+        ...
+
     def sent_times(self, customer_id: str, channel: Channel, since: datetime) -> list[datetime]:
         """When messages not suppressed go, or went, to the customer on the channel since `since`."""
         ...
@@ -355,6 +366,22 @@ class Runs(Protocol):
     def get(self, campaign_id: str, run_key: str) -> RunClaim | None: ...
 
 
+class Coupons(Protocol):
+    """The coupons membership issued for the campaigns' grants, and which orders redeemed them."""
+
+    def add_issued(self, issued: Sequence[IssuedCoupon], now: datetime) -> None:
+        """Keep each coupon once by its code, however often its delivery is answered."""
+        ...
+
+    def redeem(self, code: str, order_id: str) -> bool:
+        """Mark a campaign's coupon redeemed by the order; False for a code no campaign issued."""
+        ...
+
+    def counts(self, campaign_id: str) -> tuple[int, int]:
+        """(coupons issued, of them redeemed) for the campaign."""
+        ...
+
+
 class Outbox(Protocol):
     def add(
         self, kind: str, payload: Mapping[str, Any], now: datetime, *, delay: timedelta = timedelta(0)
@@ -388,6 +415,9 @@ class Stores(Protocol):
 
     @property
     def runs(self) -> Runs: ...
+
+    @property
+    def coupons(self) -> Coupons: ...
 
     @property
     def outbox(self) -> Outbox: ...

@@ -30,6 +30,7 @@ from services.marketing.ports import (
     CampaignTotals,
     CompletedOrder,
     GrantRecord,
+    IssuedCoupon,
     Outcome,
     Profile,
     Reach,
@@ -344,6 +345,25 @@ class MemoryOutbox:
 
 
 @dataclass
+class MemoryCoupons:
+    issued: dict[str, tuple[IssuedCoupon, str]] = field(default_factory=dict)
+
+    def add_issued(self, issued: Sequence[IssuedCoupon], now: datetime) -> None:
+        for coupon in issued:
+            self.issued.setdefault(coupon.code, (coupon, ""))
+
+    def redeem(self, code: str, order_id: str) -> bool:
+        if code not in self.issued:
+            return False
+        self.issued[code] = (self.issued[code][0], order_id)
+        return True
+
+    def counts(self, campaign_id: str) -> tuple[int, int]:
+        mine = [order for coupon, order in self.issued.values() if coupon.campaign_id == campaign_id]
+        return len(mine), sum(1 for order in mine if order)
+
+
+@dataclass
 class MemoryStores:
     campaigns: MemoryCampaigns = field(init=False)
     budgets: MemoryBudgets = field(default_factory=MemoryBudgets)
@@ -353,6 +373,7 @@ class MemoryStores:
     facts: MemoryFacts = field(default_factory=MemoryFacts)
     runs: MemoryRuns = field(default_factory=MemoryRuns)
     outbox: MemoryOutbox = field(default_factory=MemoryOutbox)
+    coupons: MemoryCoupons = field(default_factory=MemoryCoupons)
 
     def __post_init__(self) -> None:
         self.campaigns = MemoryCampaigns(self)
