@@ -356,17 +356,14 @@ class BudgetFigures:
 class _Capped:
     limits: pb.Limits
     action: pb.Action
-    cap: Callable[[pb.GetCampaignResultsResponse], tuple[int, int]]  # (spent, cap)
+    cost: int  # what one grant spends of the cap
+    cap: int
 
 
 _CAPPED = (
-    _Capped(pb.Limits(max_grants=10), pb.Action(add_tag="budget-check"), lambda r: (r.grants, 10)),
-    _Capped(pb.Limits(points_budget=250), pb.Action(grant_points=10), lambda r: (r.points_granted, 250)),
-    _Capped(
-        pb.Limits(coupon_budget_cents=10 * COUPON_FEN),
-        _coupon(),
-        lambda r: (r.coupons_issued * COUPON_FEN, 10 * COUPON_FEN),
-    ),
+    _Capped(pb.Limits(max_grants=10), pb.Action(add_tag="budget-check"), 1, 10),
+    _Capped(pb.Limits(points_budget=250), pb.Action(grant_points=10), 10, 250),
+    _Capped(pb.Limits(coupon_budget_cents=10 * COUPON_FEN), _coupon(), COUPON_FEN, 10 * COUPON_FEN),
 )
 
 
@@ -430,11 +427,11 @@ def _budget_round(
         results = stubs[0].GetCampaignResults(
             pb.GetCampaignResultsRequest(campaign_id=campaign_id), metadata=w.ops, timeout=DEADLINE
         )
-        spent, cap = capped.cap(results)
         # What the grants table holds, beside what the results say of it.
         held = sum(seen[Decision.GRANTED.value] for seen in _decisions(d, campaign_id).values())
         if held != results.grants:
             figures.problems.append(f"{campaign_id}: {held} grants stored, {results.grants} reported")
+        spent, cap = held * capped.cost, capped.cap
         figures.overrun += max(0, spent - cap)
         # Each grant costs the same, and the events outnumber what the cap allows.
         figures.underrun += int(spent < cap)

@@ -184,7 +184,8 @@ def play_first_purchase(calls: Calls, chain: Chain, run: Run, story: Story) -> N
         _order(calls, chain, run, f"first-{index}", "again")
     results = eventually(
         lambda: _results(calls, cid),
-        lambda r: r.reached_conversion > 0,
+        # Coupons count once membership has issued them, a moment after each grant.
+        lambda r: r.reached_conversion > 0 and r.coupons_issued >= r.members_reached,
         calls.deadline.left(EVENTS_SECONDS),
     )
     story.step(f"{len(again)} of them came back for a second order")
