@@ -26,9 +26,11 @@ from grpc_status import rpc_status
 
 from quanyu import tracing
 from quanyu.auth import Principal, Role, TokenCodec, acting_as, bearer_token
+from quanyu.clients import caller_trust, identity_trust
 from quanyu.config import Settings
 from quanyu.db import is_unavailable
 from quanyu.errors import Code, InvalidArgument, PermissionDenied, QuanyuError
+from quanyu.keys import Fetched, Trust
 from quanyu.logs import REQUEST_ID_HEADER
 from quanyu.metrics import observe_call, serve_metrics
 from quanyu.quota import Quota, quota_from
@@ -322,6 +324,8 @@ class ServiceApp:
     policy: Policy
     tasks: list[BackgroundTask] = field(default_factory=list)
     on_stop: list[Callable[[], None]] = field(default_factory=list)
+    # Where the server learns new token keys and revoked tokens; None: from identity.
+    token_trust: Callable[[], Fetched] | None = None
 
     @classmethod
     def serving(
@@ -331,6 +335,7 @@ class ServiceApp:
         *,
         tasks: Sequence[BackgroundTask] = (),
         on_stop: Sequence[Callable[[], None]] = (),
+        token_trust: Callable[[], Fetched] | None = None,
     ) -> ServiceApp:
         """A service's app from its servicer and its background work: what every bootstrap ends
         with."""
@@ -341,6 +346,7 @@ class ServiceApp:
             policy=servicer.POLICY,
             tasks=list(tasks),
             on_stop=list(on_stop),
+            token_trust=token_trust,
         )
 
 
@@ -352,6 +358,7 @@ class RunningServer:
     health: health.HealthServicer
     drain: Drain
     probes: grpc.Server | None = None
+    trust: Trust | None = None
 
     def stop(self, grace: float | None) -> None:
         """Graceful: report NOT_SERVING, refuse new calls, let calls in flight finish."""
@@ -360,6 +367,8 @@ class RunningServer:
             log.warning("calls still in flight after the grace period", grace_s=grace)
         for task in self.app.tasks:
             task.stop()
+        if self.trust is not None:
+            self.trust.stop()
         # The drain counts a call done when its handler returns, before its answer is sent: answers
         # on their way out (and refusals) get a moment; whatever is left then (a health Watch
         # stream, a call past its grace) is cut short.
@@ -372,6 +381,7 @@ class RunningServer:
 
 def start_server(app: ServiceApp, settings: Settings, *, port: int | None = None) -> RunningServer:
     drain = Drain()
+    trust = caller_trust(settings, app.token_trust or identity_trust(settings, caller=app.name))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.server_workers, thread_name_prefix=app.name),
         interceptors=[
@@ -380,7 +390,7 @@ def start_server(app: ServiceApp, settings: Settings, *, port: int | None = None
                 service=app.name,
                 domain=f"quanyu.{app.name}.v1",
                 policy=app.policy,
-                tokens=TokenCodec(settings.signing_key_bytes()),
+                tokens=TokenCodec(trust, lifetimes=settings.lifetimes()),
                 drain=drain,
                 quota=quota_from("calls", settings.call_quota),
             ),
@@ -422,9 +432,10 @@ def start_server(app: ServiceApp, settings: Settings, *, port: int | None = None
     probes = (
         _plain_health(health_servicer, settings) if settings.mutual_tls and settings.health_port else None
     )
+    trust.start()
     for task in app.tasks:
         task.start()
-    return RunningServer(app, server, bound, health_servicer, drain, probes)
+    return RunningServer(app, server, bound, health_servicer, drain, probes, trust)
 
 
 def _plain_health(servicer: health.HealthServicer, settings: Settings) -> grpc.Server:

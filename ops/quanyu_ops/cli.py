@@ -14,7 +14,7 @@ from types import ModuleType
 from zoneinfo import ZoneInfo
 
 from quanyu import tracing
-from quanyu.auth import DEFAULT_TTL_SECONDS, Role, caller, channel_named
+from quanyu.auth import Role, caller, channel_named
 from quanyu.config import SERVICE_NAMES, ConfigurationError, Settings
 from quanyu.errors import QuanyuError
 from quanyu.logs import configure_logging
@@ -53,7 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument(
         "--channel", default="", help="the channel of a channel token, e.g. CHANNEL_APP (or APP)"
     )
-    token.add_argument("--ttl", type=int, default=DEFAULT_TTL_SECONDS, help="lifetime in seconds")
+    token.add_argument(
+        "--ttl", type=int, default=0, help="lifetime in seconds (0: a day, or the role's longest if shorter)"
+    )
     membership = commands.add_parser("membership", help="membership operations for ops")
     expire = membership.add_subparsers(dest="action", required=True).add_parser(
         "expire",

@@ -53,7 +53,7 @@ def build_app(
     service = IdentityService(
         SqlUnitOfWork(database, SqlStores),
         PhoneHasher(settings.phone_hash_key_bytes()),
-        TokenCodec(settings.signing_key_bytes()),
+        TokenCodec.local(settings.issuer_key_dir(), lifetimes=settings.lifetimes()),
         clock,
         on_effects=relay.wake,
         phone_lookups=quota_from(
@@ -64,4 +64,11 @@ def build_app(
 
     export_metrics(relay)
 
-    return ServiceApp.serving(NAME, IdentityServicer(service), tasks=[relay], on_stop=[database.dispose])
+    # Identity is where keys and revocations live: it verifies its callers with them directly.
+    return ServiceApp.serving(
+        NAME,
+        IdentityServicer(service),
+        tasks=[relay],
+        on_stop=[database.dispose],
+        token_trust=service.token_trust,
+    )

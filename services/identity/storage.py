@@ -5,14 +5,35 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, ForeignKey, Index, String, Table, bindparam, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    bindparam,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.engine import Connection
 
 from quanyu.db import UtcDateTime, new_metadata, timestamps
 from quanyu.outbox import add_effect, outbox_table
-from services.identity.domain import MAX_MERGE_CHAIN, AccountLinked, ChannelAccount, Customer, CustomersMerged
+from services.identity.domain import (
+    MAX_MERGE_CHAIN,
+    AccountLinked,
+    AuditRecord,
+    ChannelAccount,
+    Customer,
+    CustomersMerged,
+    Revocation,
+)
 
 metadata = new_metadata()
+_ID = BigInteger().with_variant(Integer(), "sqlite")
 
 customers = Table(
     "customers",
@@ -44,6 +65,32 @@ channel_accounts = Table(
     Column("customer_id", String(64), ForeignKey("customers.customer_id"), nullable=False),
     Column("link_time", UtcDateTime(), nullable=False),
     Index("ix_channel_accounts_customer_id", "customer_id"),
+)
+
+# Tokens refused before they expire: one by its id, or every token of a subject issued until then.
+token_revocations = Table(
+    "token_revocations",
+    metadata,
+    Column(
+        "revocation_id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("token_id", String(128), nullable=False, default=""),
+    Column("subject", String(128), nullable=False, default=""),
+    Column("issued_before", UtcDateTime(), nullable=False),
+    Column("revoke_time", UtcDateTime(), nullable=False, index=True),
+)
+
+# Privileged actions, kept for as long as the chain must answer "who did this".
+audit_records = Table(
+    "audit_records",
+    metadata,
+    Column("record_id", _ID, primary_key=True, autoincrement=True),
+    Column("time", UtcDateTime(), nullable=False),
+    Column("actor", String(160), nullable=False),
+    Column("action", String(48), nullable=False),
+    Column("object", String(200), nullable=False),
+    Column("request_id", String(128), nullable=False),
+    Column("detail", String(500), nullable=False, default=""),
 )
 
 # Merges that membership must apply too, delivered by the relay (see quanyu.outbox).
@@ -198,9 +245,60 @@ class EffectLog:
         add_effect(self._db, outbox, effect.KIND, effect.payload, now)
 
 
+class RevocationRepository:
+    def __init__(self, connection: Connection) -> None:
+        self._db = connection
+
+    def add(self, revocation: Revocation) -> None:
+        self._db.execute(
+            insert(token_revocations).values(
+                token_id=revocation.token_id,
+                subject=revocation.subject,
+                issued_before=revocation.issued_before,
+                revoke_time=revocation.revoke_time,
+            )
+        )
+
+    def since(self, since: datetime) -> list[Revocation]:
+        rows = self._db.execute(
+            select(token_revocations).where(token_revocations.c.revoke_time > since)
+        ).mappings()
+        return [Revocation(r["token_id"], r["subject"], r["issued_before"], r["revoke_time"]) for r in rows]
+
+
+class AuditRepository:
+    def __init__(self, connection: Connection) -> None:
+        self._db = connection
+
+    def add(self, record: AuditRecord) -> None:
+        self._db.execute(
+            insert(audit_records).values(
+                time=record.time,
+                actor=record.actor[:160],
+                action=record.action,
+                object=record.object[:200],
+                request_id=record.request_id[:128],
+                detail=record.detail[:500],
+            )
+        )
+
+    def page(self, before_id: int | None, limit: int) -> list[AuditRecord]:
+        query = select(audit_records).order_by(audit_records.c.record_id.desc()).limit(limit)
+        if before_id is not None:
+            query = query.where(audit_records.c.record_id < before_id)
+        return [
+            AuditRecord(
+                r["time"], r["actor"], r["action"], r["object"], r["request_id"], r["detail"], r["record_id"]
+            )
+            for r in self._db.execute(query).mappings()
+        ]
+
+
 class SqlStores:
     """The repositories of one transaction's connection."""
 
     def __init__(self, connection: Connection) -> None:
         self.customers = CustomerRepository(connection)
+        self.revocations = RevocationRepository(connection)
+        self.audit = AuditRepository(connection)
         self.outbox = EffectLog(connection)
