@@ -172,7 +172,8 @@ def _token(args: argparse.Namespace, deployment: Deployment) -> int:
     channel = channel_named(args.channel, "--channel") if args.channel else ""
     principal = caller(role, store_id=args.store_id, channel=channel, subject=args.subject or _operator(role))
     # The key first: without the deployment's key no token is worth checking a store for.
-    deployment.signing_key()
+    if deployment.settings.token_key_dir is None:
+        deployment.signing_key()
     if role is Role.STORE:
         _require_store(deployment.settings, principal.store_id)
     issued = deployment.issue(principal, args.ttl)

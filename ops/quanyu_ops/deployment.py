@@ -85,7 +85,8 @@ class Deployment:
     def issue(self, principal: Principal, ttl_seconds: int = 0) -> IssuedToken:
         """A token signed with the deployment's issuer key (QUANYU_TOKEN_KEY_DIR, or var/token-keys
         of a local deployment); ttl 0 is the role's default."""
-        self.signing_key()  # a deployment that has run, or the reason none was found
+        if self.settings.token_key_dir is None:
+            self.signing_key()  # a local deployment that has run, or the reason none was found
         codec = TokenCodec.local(self.settings.issuer_key_dir(), lifetimes=self.settings.lifetimes())
         return codec.issue(principal, ttl_seconds or None)
 

@@ -20,12 +20,12 @@ a missing one, is a leak.
 
 from __future__ import annotations
 
-from pathlib import Path
 import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import grpc
