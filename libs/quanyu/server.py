@@ -25,11 +25,12 @@ from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
 from quanyu import tracing
+from quanyu.audit import AUDIT_SERVICE, Audited, AuditLog, AuditServicer
 from quanyu.auth import Principal, Role, TokenCodec, acting_as, bearer_token
 from quanyu.clients import caller_trust, identity_trust
 from quanyu.config import Settings
 from quanyu.db import is_unavailable
-from quanyu.errors import Code, InvalidArgument, PermissionDenied, QuanyuError
+from quanyu.errors import Code, InvalidArgument, PermissionDenied, QuanyuError, Unavailable
 from quanyu.keys import Fetched, Trust
 from quanyu.logs import REQUEST_ID_HEADER
 from quanyu.metrics import observe_call, serve_metrics
@@ -165,6 +166,8 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         tokens: TokenCodec,
         drain: Drain,
         quota: Quota | None = None,
+        audit: AuditLog | None = None,
+        audited: Mapping[str, Audited] | None = None,
     ) -> None:
         self._service = service
         self._domain = domain
@@ -172,6 +175,8 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         self._tokens = tokens
         self._drain = drain
         self._quota = quota
+        self._audit = audit
+        self._audited = audited or {}
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         handler = continuation(details)
@@ -218,7 +223,9 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 if isinstance(request, _Malformed):
                     raise InvalidArgument("request", f"is not a valid message: {request.problem}")
                 with acting_as(principal):
-                    return behaviour(request, context)
+                    answer = behaviour(request, context)
+                self._keep_record(method, request, principal, request_id)
+                return answer
             except QuanyuError as error:
                 status = _STATUS_CODES[error.code][0]
                 rich = rpc_status.to_status(status_for(error, self._domain))
@@ -251,6 +258,22 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 structlog.contextvars.clear_contextvars()
 
         return call
+
+    def _keep_record(self, method: str, request: Any, principal: Principal, request_id: str) -> None:
+        """Record an audited call that succeeded, before it is answered (see quanyu.audit)."""
+        audited = self._audited.get(method)
+        if audited is None or self._audit is None:
+            return
+        if audited.roles is not None and principal.role not in audited.roles:
+            return
+        try:
+            self._audit.record(audited.action, audited.object_of(request), principal.name, request_id)
+        except Exception as error:
+            log.exception("audit record not kept; the caller retries")
+            raise Unavailable(
+                "the action was served but its audit record could not be kept; retry",
+                reason="AUDIT_UNAVAILABLE",
+            ) from error
 
 
 @dataclass(frozen=True)
@@ -326,6 +349,9 @@ class ServiceApp:
     on_stop: list[Callable[[], None]] = field(default_factory=list)
     # Where the server learns new token keys and revoked tokens; None: from identity.
     token_trust: Callable[[], Fetched] | None = None
+    # The service's audit trail, and its RPCs recorded there, by full method name.
+    audit: AuditLog | None = None
+    audited: Mapping[str, Audited] = field(default_factory=dict)
 
     @classmethod
     def serving(
@@ -336,6 +362,8 @@ class ServiceApp:
         tasks: Sequence[BackgroundTask] = (),
         on_stop: Sequence[Callable[[], None]] = (),
         token_trust: Callable[[], Fetched] | None = None,
+        audit: AuditLog | None = None,
+        audited: Mapping[str, Audited] | None = None,
     ) -> ServiceApp:
         """A service's app from its servicer and its background work: what every bootstrap ends
         with."""
@@ -347,6 +375,8 @@ class ServiceApp:
             tasks=list(tasks),
             on_stop=list(on_stop),
             token_trust=token_trust,
+            audit=audit,
+            audited={f"/{servicer.SERVICE.full_name}/{name}": how for name, how in (audited or {}).items()},
         )
 
 
@@ -389,10 +419,12 @@ def start_server(app: ServiceApp, settings: Settings, *, port: int | None = None
             CallInterceptor(
                 service=app.name,
                 domain=f"quanyu.{app.name}.v1",
-                policy=app.policy,
+                policy={**app.policy, **AuditServicer.POLICY} if app.audit else app.policy,
                 tokens=TokenCodec(trust, lifetimes=settings.lifetimes()),
                 drain=drain,
                 quota=quota_from("calls", settings.call_quota),
+                audit=app.audit,
+                audited=app.audited,
             ),
         ],
         options=[
@@ -404,11 +436,16 @@ def start_server(app: ServiceApp, settings: Settings, *, port: int | None = None
         ],
     )
     app.register(server)
+    audit_names: tuple[str, ...] = ()
+    if app.audit is not None:
+        AuditServicer(app.audit).add_to(server)
+        audit_names = (AUDIT_SERVICE.full_name,)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (
             *app.service_names,
+            *audit_names,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from quanyu.audit import AuditLog
 from quanyu.auth import TokenCodec
 from quanyu.clients import service_channel, store_exists
 from quanyu.config import Settings
@@ -20,7 +21,7 @@ from services.identity.domain import MARKETING_EVENT, CustomersMerged, PhoneHash
 from services.identity.effects import merge_members, tell_marketing
 from services.identity.grpc_servicer import IdentityServicer
 from services.identity.handlers import IdentityService
-from services.identity.storage import SqlStores, outbox
+from services.identity.storage import SqlStores, audit_records, outbox
 
 NAME = "identity"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -71,4 +72,6 @@ def build_app(
         tasks=[relay],
         on_stop=[database.dispose],
         token_trust=service.token_trust,
+        # Identity writes its records with the actions themselves (tokens, merges).
+        audit=AuditLog(database, audit_records, clock),
     )

@@ -28,7 +28,6 @@ POLICY = rpc_policy(
         "IssueToken": (Role.OPS,),
         "RevokeToken": (Role.OPS,),
         "GetTokenTrust": (Role.SERVICE, Role.OPS),
-        "ListAuditRecords": (Role.OPS,),
     },
 )
 
@@ -150,26 +149,6 @@ class IdentityServicer(
                 identity_pb2.RevokedSubject(subject=subject, issued_before=Timestamp(seconds=second))
                 for subject, second in sorted(trust.revocations.subjects.items())
             ],
-        )
-
-    def ListAuditRecords(
-        self, request: identity_pb2.ListAuditRecordsRequest, context: grpc.ServicerContext
-    ) -> identity_pb2.ListAuditRecordsResponse:
-        records, following = self._service.audit_page(request.page_size, request.page_token)
-        return identity_pb2.ListAuditRecordsResponse(
-            records=[
-                identity_pb2.AuditRecord(
-                    record_id=str(r.record_id),
-                    time=to_timestamp(r.time),
-                    actor=r.actor,
-                    action=r.action,
-                    object=r.object,
-                    request_id=r.request_id,
-                    detail=r.detail,
-                )
-                for r in records
-            ],
-            next_page_token=following,
         )
 
 

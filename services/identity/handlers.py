@@ -41,7 +41,6 @@ from services.identity.domain import (
 from services.identity.ports import Customers, Stores
 
 Tx = Transaction[Stores]
-MAX_AUDIT_PAGE = 500
 # A use case called by no RPC (tests, tools) still leaves a trail that says so.
 _UNNAMED = Actor("unnamed", "")
 
@@ -319,19 +318,6 @@ class IdentityService:
             frozenset(r.token_id for r in found if r.token_id),
             _latest_by_subject(found),
         )
-
-    def audit_page(self, page_size: int, page_token: str) -> tuple[list[AuditRecord], str]:
-        violations = Violations()
-        violations.check(page_size >= 0, "page_size", "must not be negative")
-        before = int(page_token) if page_token.isdigit() and len(page_token) < 19 else None
-        violations.check(
-            not page_token or before is not None, "page_token", "is not a page token of this list"
-        )
-        violations.raise_if_any()
-        limit = min(page_size or 100, MAX_AUDIT_PAGE)
-        records = self.uow.read(lambda tx: tx.stores.audit.page(before, limit))
-        following = str(records[-1].record_id) if len(records) == limit else ""
-        return records, following
 
     def _audit(self, actor: Actor, action: str, target: str, detail: str = "") -> None:
         record = AuditRecord(self.clock(), actor.name, action, target, actor.request_id, detail)

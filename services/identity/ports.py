@@ -62,10 +62,8 @@ class Revocations(Protocol):
 
 
 class AuditTrail(Protocol):
-    def add(self, record: AuditRecord) -> None: ...
-
-    def page(self, before_id: int | None, limit: int) -> list[AuditRecord]:
-        """Newest first, those kept before `before_id` (None: from the newest)."""
+    def add(self, record: AuditRecord) -> None:
+        """Keep a record with the transaction's action (read through quanyu.audit)."""
         ...
 
 

@@ -20,6 +20,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
+from quanyu.audit import AuditRecord as KeptRecord
+from quanyu.audit import add_record, audit_table
 from quanyu.db import UtcDateTime, new_metadata, timestamps
 from quanyu.outbox import add_effect, outbox_table
 from services.identity.domain import (
@@ -80,18 +82,8 @@ token_revocations = Table(
     Column("revoke_time", UtcDateTime(), nullable=False, index=True),
 )
 
-# Privileged actions, kept for as long as the chain must answer "who did this".
-audit_records = Table(
-    "audit_records",
-    metadata,
-    Column("record_id", _ID, primary_key=True, autoincrement=True),
-    Column("time", UtcDateTime(), nullable=False),
-    Column("actor", String(160), nullable=False),
-    Column("action", String(48), nullable=False),
-    Column("object", String(200), nullable=False),
-    Column("request_id", String(128), nullable=False),
-    Column("detail", String(500), nullable=False, default=""),
-)
+# Privileged actions (see quanyu.audit): tokens issued and revoked, customers merged.
+audit_records = audit_table(metadata)
 
 # Merges that membership must apply too, delivered by the relay (see quanyu.outbox).
 outbox = outbox_table(metadata)
@@ -271,27 +263,13 @@ class AuditRepository:
         self._db = connection
 
     def add(self, record: AuditRecord) -> None:
-        self._db.execute(
-            insert(audit_records).values(
-                time=record.time,
-                actor=record.actor[:160],
-                action=record.action,
-                object=record.object[:200],
-                request_id=record.request_id[:128],
-                detail=record.detail[:500],
-            )
+        add_record(
+            self._db,
+            audit_records,
+            KeptRecord(
+                record.time, record.actor, record.action, record.object, record.request_id, record.detail
+            ),
         )
-
-    def page(self, before_id: int | None, limit: int) -> list[AuditRecord]:
-        query = select(audit_records).order_by(audit_records.c.record_id.desc()).limit(limit)
-        if before_id is not None:
-            query = query.where(audit_records.c.record_id < before_id)
-        return [
-            AuditRecord(
-                r["time"], r["actor"], r["action"], r["object"], r["request_id"], r["detail"], r["record_id"]
-            )
-            for r in self._db.execute(query).mappings()
-        ]
 
 
 class SqlStores:

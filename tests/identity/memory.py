@@ -115,10 +115,6 @@ class MemoryAudit:
     def add(self, record: AuditRecord) -> None:
         self.kept.append(replace(record, record_id=len(self.kept) + 1))
 
-    def page(self, before_id: int | None, limit: int) -> list[AuditRecord]:
-        newest = [r for r in reversed(self.kept) if before_id is None or r.record_id < before_id]
-        return newest[:limit]
-
 
 class MemoryStores:
     def __init__(self) -> None:

@@ -270,7 +270,6 @@ CALLS = {
     "IssueToken": identity_pb2.IssueTokenRequest(role=identity_pb2.ROLE_OPS),
     "RevokeToken": identity_pb2.RevokeTokenRequest(token_id="t-unknown"),
     "GetTokenTrust": identity_pb2.GetTokenTrustRequest(),
-    "ListAuditRecords": identity_pb2.ListAuditRecordsRequest(),
 }
 ALLOWED = {
     "ResolveCustomer": set(Role),
@@ -281,7 +280,6 @@ ALLOWED = {
     "IssueToken": {Role.OPS},
     "RevokeToken": {Role.OPS},
     "GetTokenTrust": {Role.SERVICE, Role.OPS},
-    "ListAuditRecords": {Role.OPS},
 }
 
 

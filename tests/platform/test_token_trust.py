@@ -18,6 +18,7 @@ import jwt
 import pytest
 
 from quanyu.auth import Role
+from quanyu.common.v1 import audit_pb2, audit_pb2_grpc
 from quanyu.config import Settings
 from quanyu.fulfilment.v1 import fulfilment_pb2, fulfilment_pb2_grpc
 from quanyu.identity.v1 import identity_pb2, identity_pb2_grpc
@@ -31,6 +32,7 @@ from tests.processes import poll
 @dataclass
 class Platform:
     identity: identity_pb2_grpc.IdentityServiceStub
+    audit: audit_pb2_grpc.AuditServiceStub
     replicas: list[fulfilment_pb2_grpc.FulfilmentServiceStub]
     issuer_keys: Path
     ops: str
@@ -58,7 +60,11 @@ def platform(settings: Settings, token: TokenFactory, tmp_path: Path) -> Iterato
             for _ in range(2)
         ]
         yield Platform(
-            identity_pb2_grpc.IdentityServiceStub(serving.channel), replicas, issuer_keys, token(Role.OPS)
+            identity_pb2_grpc.IdentityServiceStub(serving.channel),
+            audit_pb2_grpc.AuditServiceStub(serving.channel),
+            replicas,
+            issuer_keys,
+            token(Role.OPS),
         )
 
 
@@ -116,8 +122,8 @@ def test_a_revoked_token_is_refused_by_every_replica_within_five_seconds(platfor
         assert answer_of(replica, again.token) is grpc.StatusCode.OK
 
     # Who did it is on the record.
-    records = platform.identity.ListAuditRecords(
-        identity_pb2.ListAuditRecordsRequest(), metadata=bearer(platform.ops)
+    records = platform.audit.ListAuditRecords(
+        audit_pb2.ListAuditRecordsRequest(), metadata=bearer(platform.ops)
     ).records
     actions = [(r.action, r.object) for r in records]
     assert ("TOKEN_REVOKED", f"token:{lost.token_id}") in actions
