@@ -51,6 +51,7 @@ class Audited:
     action: str
     object_of: Callable[[Any], str]
     roles: frozenset[Role] | None = None
+    detail_of: Callable[[Any], str] = lambda _: ""
 
 
 def audit_table(metadata: MetaData) -> Table:
@@ -118,9 +119,10 @@ class AuditLog:
         violations.raise_if_any()
         limit = page_size or DEFAULT_PAGE
         with self._database.snapshot() as connection:
-            records = page_of(connection, self._table, before, limit)
-        following = str(records[-1].record_id) if len(records) == limit else ""
-        return records, following
+            # One more than the page: whether another page follows is known, not guessed.
+            records = page_of(connection, self._table, before, limit + 1)
+        following = str(records[limit - 1].record_id) if len(records) > limit else ""
+        return records[:limit], following
 
 
 class AuditServicer(audit_pb2_grpc.AuditServiceServicer):

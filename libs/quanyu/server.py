@@ -267,7 +267,13 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         if audited.roles is not None and principal.role not in audited.roles:
             return
         try:
-            self._audit.record(audited.action, audited.object_of(request), principal.name, request_id)
+            self._audit.record(
+                audited.action,
+                audited.object_of(request),
+                principal.name,
+                request_id,
+                audited.detail_of(request),
+            )
         except Exception as error:
             log.exception("audit record not kept; the caller retries")
             raise Unavailable(
