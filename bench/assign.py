@@ -668,8 +668,11 @@ def run_grpc(
         start_s = time.perf_counter() - started
         server_rss = rss_mib(process.pid)
         # The key the server created for this deployment on start.
-        key = (temporary / "signing.key").read_bytes().strip()
-        token = TokenCodec(key).issue(Principal(Role.SERVICE, "bench-assign"), ttl_seconds=3600).token
+        token = (
+            TokenCodec.local(temporary / "token-keys")
+            .issue(Principal(Role.SERVICE, "bench-assign"), ttl_seconds=3600)
+            .token
+        )
         health_tally, open_tally, assign_tally = measure_calls(
             address,
             token,

@@ -110,8 +110,9 @@ def run(member_count: int, coupons: int, singles: int) -> list[tuple[str, str]]:
     try:
         with ExitStack() as stack:
             address = stack.enter_context(membership_server(temporary, ""))
-            key = (temporary / "signing.key").read_bytes().strip()
-            token = TokenCodec(key).issue(Principal(Role.SERVICE, "marketing"), ttl_seconds=3600)
+            token = TokenCodec.local(temporary / "token-keys").issue(
+                Principal(Role.SERVICE, "marketing"), ttl_seconds=3600
+            )
             metadata = (("authorization", f"Bearer {token.token}"),)
             stub = Stub(stack.enter_context(grpc.insecure_channel(address)))
             print("  enrolling ...", file=sys.stderr, flush=True)

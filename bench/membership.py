@@ -164,8 +164,9 @@ def run(seconds: float, concurrency: int, member_count: int, postgres_url: str) 
         with ExitStack() as stack:
             database_url = stack.enter_context(postgres_schema(postgres_url)) if postgres_url else ""
             address = stack.enter_context(membership_server(temporary, database_url))
-            key = (temporary / "signing.key").read_bytes().strip()
-            token = TokenCodec(key).issue(Principal(Role.SERVICE, "bench-membership"), ttl_seconds=3600)
+            token = TokenCodec.local(temporary / "token-keys").issue(
+                Principal(Role.SERVICE, "bench-membership"), ttl_seconds=3600
+            )
             metadata = (("authorization", f"Bearer {token.token}"),)
             channel = stack.enter_context(grpc.insecure_channel(address))
             health = health_pb2_grpc.HealthStub(channel)

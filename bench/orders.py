@@ -115,7 +115,7 @@ class Deployment:
         return f"127.0.0.1:{self.env[f'QUANYU_{service.upper()}__PORT']}"
 
     def token(self, principal: Principal) -> tuple[tuple[str, str]]:
-        codec = TokenCodec((self.var / "signing.key").read_bytes().strip())
+        codec = TokenCodec.local(self.var / "token-keys")
         return (("authorization", f"Bearer {codec.issue(principal, 3600).token}"),)
 
     def log(self, service: str) -> Path:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -71,7 +72,7 @@ TokenFactory = Callable[..., str]
 @pytest.fixture
 def token(settings: Settings) -> TokenFactory:
     """token(Role.OPS), token(Role.STORE, store_id="s1"), token(Role.CHANNEL, channel="CHANNEL_APP")."""
-    codec = TokenCodec(settings.signing_key_bytes())
+    codec = TokenCodec.local(settings.issuer_key_dir())
 
     def make(role: Role, *, store_id: str = "", channel: str = "", ttl: int = 600, subject: str = "") -> str:
         return codec.issue(caller(role, store_id=store_id, channel=channel, subject=subject), ttl).token
@@ -107,3 +108,24 @@ def running(app: ServiceApp, settings: Settings) -> Iterator[grpc.Channel]:
     """Serve an app on a free port of this machine and give a channel to it."""
     with served(app, settings) as serving:
         yield serving.channel
+
+
+def throwaway_codec() -> TokenCodec:
+    """A codec that signs with a key of its own, made for one test and trusted by nothing else."""
+    import tempfile
+
+    from quanyu.keys import write_key
+
+    directory = Path(tempfile.mkdtemp(prefix="quanyu-keys-"))
+    write_key(directory)
+    return TokenCodec.local(directory)
+
+
+def hand_signed(key_dir: Path, claims: dict[str, Any]) -> str:
+    """A token with any claims at all, signed with the signing key of `key_dir` as identity signs."""
+    import jwt
+
+    from quanyu.keys import KeyRing
+
+    kid, key = KeyRing(key_dir).signer()
+    return jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": kid})

@@ -1,24 +1,28 @@
-"""Caller tokens (HS256 JWTs naming a role) and the principal of the call being served."""
+"""Caller tokens (EdDSA JWTs naming a role, signed with keys by `kid`) and the principal of the
+call being served."""
 
 from __future__ import annotations
 
 import contextvars
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import cached_property
+from pathlib import Path
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from quanyu.common.v1 import common_pb2
 from quanyu.errors import InvalidArgument, PermissionDenied, Unauthenticated, Violations
+from quanyu.keys import KeyRing, Trust, TrustedKey
 
 ISSUER = "quanyu"
-ALGORITHM = "HS256"
-MAX_TTL_SECONDS = 366 * 24 * 3600
+ALGORITHM = "EdDSA"
 DEFAULT_TTL_SECONDS = 24 * 3600
 MAX_SUBJECT_LENGTH = 128
 MAX_STORE_ID_LENGTH = 64
@@ -122,66 +126,134 @@ def channel_named(text: str, field_name: str = "channel") -> str:
 class IssuedToken:
     token: str
     expire_time: datetime
+    token_id: str = ""  # the token's `jti`, what RevokeToken names
+
+
+# The longest a token of each role may live, unless the deployment says otherwise
+# (QUANYU_TOKEN_LIFETIME__OPS and so on): a lost till or a leaked backend token stops working on
+# its own within days, an ops token within a shift.
+DEFAULT_LIFETIMES: Mapping[Role, int] = {
+    Role.OPS: 8 * 3600,
+    Role.SERVICE: 24 * 3600,
+    Role.STORE: 7 * 24 * 3600,
+    Role.CHANNEL: 30 * 24 * 3600,
+}
 
 
 class TokenCodec:
-    """Signs and verifies caller tokens with the deployment's shared key."""
+    """Signs caller tokens (when it holds a signing key ring) and verifies them against what the
+    deployment trusts: public keys by `kid`, and the tokens revoked (see quanyu.keys)."""
 
-    def __init__(self, key: bytes, *, leeway_seconds: float = 5.0) -> None:
-        if len(key) < 32:
-            raise ValueError("the signing key must be at least 32 bytes")
-        self._key = key
+    def __init__(
+        self,
+        trust: Trust,
+        *,
+        signer: KeyRing | None = None,
+        lifetimes: Mapping[Role, int] = DEFAULT_LIFETIMES,
+        leeway_seconds: float = 5.0,
+    ) -> None:
+        self._trust, self._signer = trust, signer
+        self._lifetimes = {**DEFAULT_LIFETIMES, **lifetimes}
         self._leeway = leeway_seconds
-        self._verified: dict[str, tuple[Principal, float]] = {}
+        self._verified: dict[str, tuple[Principal, float, str, int]] = {}
+
+    @classmethod
+    def local(
+        cls,
+        directory: Path,
+        *,
+        lifetimes: Mapping[Role, int] = DEFAULT_LIFETIMES,
+        roles: frozenset[str] | None = None,
+    ) -> TokenCodec:
+        """A codec that signs with a key directory and trusts just its keys (for `roles`; every
+        role by default): the ops command, a service's own calls, tests."""
+        ring = KeyRing(directory)
+        return cls(
+            Trust(lambda: {kid: TrustedKey(kid, key, roles) for kid, key in ring.public_keys().items()}),
+            signer=ring,
+            lifetimes=lifetimes,
+        )
+
+    @property
+    def trust(self) -> Trust:
+        return self._trust
+
+    def trust_keys(self) -> dict[str, Ed25519PublicKey]:
+        """The public halves of the keys this codec signs with (what the issuer publishes)."""
+        return self._signer.public_keys() if self._signer is not None else {}
+
+    def lifetime(self, role: Role) -> int:
+        return self._lifetimes[role]
 
     def issue(
         self,
         principal: Principal,
-        ttl_seconds: int = DEFAULT_TTL_SECONDS,
+        ttl_seconds: int | None = None,
         *,
         now: datetime | None = None,
     ) -> IssuedToken:
         validate_principal(principal)
-        if not 0 < ttl_seconds <= MAX_TTL_SECONDS:
-            raise InvalidArgument("ttl_seconds", f"must be between 1 and {MAX_TTL_SECONDS}")
+        if self._signer is None:
+            raise RuntimeError("this process holds no key that signs caller tokens")
+        longest = self._lifetimes[principal.role]
+        ttl = ttl_seconds or min(DEFAULT_TTL_SECONDS, longest)
+        if not 0 < ttl <= longest:
+            raise InvalidArgument(
+                "ttl_seconds", f"must be between 1 and {longest} for a {principal.role.value} token"
+            )
         issued = (now or datetime.now(UTC)).replace(microsecond=0)
-        expires = issued + timedelta(seconds=ttl_seconds)
+        expires = issued + timedelta(seconds=ttl)
+        token_id = uuid.uuid4().hex
         claims: dict[str, object] = {
             "iss": ISSUER,
             "sub": principal.subject,
             "role": principal.role.value,
             "iat": int(issued.timestamp()),
             "exp": int(expires.timestamp()),
+            "jti": token_id,
         }
         if principal.store_id:
             claims["store_id"] = principal.store_id
         if principal.channel:
             claims["channel"] = principal.channel
-        return IssuedToken(jwt.encode(claims, self._key, algorithm=ALGORITHM), expires)
+        kid, key = self._signer.signer()
+        token = jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": kid})
+        return IssuedToken(token, expires, token_id)
 
     def verify(self, token: str) -> Principal:
-        """The principal a token names; Unauthenticated when it is forged, malformed or expired.
+        """The principal a token names; Unauthenticated when it is forged, malformed, expired,
+        lives longer than its role may, or is revoked.
 
         Callers present the same token call after call (a service's token lives an hour), so a
-        verified token is remembered until it expires rather than checked again each time.
+        verified token is remembered until it expires rather than checked again each time; the
+        revocations are consulted on every call.
         """
         known = self._verified.get(token)
-        if known is not None:
-            principal, expires = known
-            if time.time() < expires + self._leeway:
-                return principal
+        if known is None or time.time() >= known[1] + self._leeway:
             self._verified.pop(token, None)
-        principal, expires = self._verify(token)
-        if len(self._verified) >= _VERIFIED_CACHE_SIZE:
-            self._verified.clear()
-        self._verified[token] = (principal, expires)
+            known = self._verify(token)
+            if len(self._verified) >= _VERIFIED_CACHE_SIZE:
+                self._verified.clear()
+            self._verified[token] = known
+        principal, _, token_id, issued_at = known
+        if self._trust.revocations().refuse(token_id, principal.subject, issued_at):
+            raise Unauthenticated("the token has been revoked", reason="TOKEN_REVOKED")
         return principal
 
-    def _verify(self, token: str) -> tuple[Principal, float]:
+    def _verify(self, token: str) -> tuple[Principal, float, str, int]:
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.InvalidTokenError as exc:
+            raise Unauthenticated("the token is not valid", reason="TOKEN_INVALID") from exc
+        trusted = self._trust.key(kid) if isinstance(kid, str) and kid else None
+        if trusted is None:
+            raise Unauthenticated(
+                "the token is signed with a key this deployment does not trust", reason="TOKEN_INVALID"
+            )
         try:
             claims = jwt.decode(
                 token,
-                self._key,
+                trusted.public_key,
                 algorithms=[ALGORITHM],
                 issuer=ISSUER,
                 leeway=self._leeway,
@@ -191,19 +263,29 @@ class TokenCodec:
             raise Unauthenticated("the token has expired", reason="TOKEN_EXPIRED") from exc
         except jwt.InvalidTokenError as exc:
             raise Unauthenticated("the token is not valid", reason="TOKEN_INVALID") from exc
-        # A token signed with the deployment's key may still carry claims no issuer of ours writes
-        # (an old release, a hand-made token): each is checked for its type and value, so nothing
-        # a verified token says can reach the services as a value they do not expect.
+        # A token signed with a trusted key may still carry claims no issuer of ours writes (an
+        # old release, a hand-made token): each is checked for its type and value, so nothing a
+        # verified token says can reach the services as a value they do not expect.
         role, subject = claims.get("role"), claims.get("sub")
         store_id, channel = claims.get("store_id", ""), claims.get("channel", "")
-        if not all(isinstance(value, str) for value in (role, subject, store_id, channel)):
+        token_id = claims.get("jti", "")
+        if not all(isinstance(value, str) for value in (role, subject, store_id, channel, token_id)):
             raise Unauthenticated("the token's claims are not valid", reason="TOKEN_INVALID")
         try:
             principal = Principal(Role(str(role)), str(subject), str(store_id), str(channel))
             validate_principal(principal)
         except (ValueError, InvalidArgument) as exc:
             raise Unauthenticated("the token names no valid caller", reason="TOKEN_INVALID") from exc
-        return principal, float(claims["exp"])
+        if trusted.roles is not None and principal.role.value not in trusted.roles:
+            raise Unauthenticated("the token's key may not sign for its role", reason="TOKEN_INVALID")
+        issued_at, expires = claims["iat"], claims["exp"]
+        if not isinstance(issued_at, int) or not isinstance(expires, int):
+            raise Unauthenticated("the token's times are not valid", reason="TOKEN_INVALID")
+        # A token made to live longer than its role may (by an older release, or a key misused)
+        # is refused rather than trusted for its whole life.
+        if expires - issued_at > self._lifetimes[principal.role]:
+            raise Unauthenticated("the token lives longer than its role may", reason="TOKEN_TOO_LONG")
+        return principal, float(expires), str(token_id), issued_at
 
 
 def validate_principal(principal: Principal) -> None:

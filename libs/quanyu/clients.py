@@ -20,6 +20,7 @@ from quanyu import tracing
 from quanyu.auth import Principal, Role, TokenCodec
 from quanyu.config import Settings
 from quanyu.errors import Code, FieldViolation, QuanyuError, Unavailable, error_for
+from quanyu.keys import Fetched, Revocations, Trust, issuer_keys, joined, load_public_pem, service_keys
 from quanyu.logs import REQUEST_ID_HEADER
 
 SERVICE_PACKAGES = {
@@ -118,10 +119,47 @@ def service_channel(settings: Settings, service: str, *, caller: str) -> grpc.Ch
         channel = grpc.secure_channel(settings.target(service), credentials, options=options)
     else:
         channel = grpc.insecure_channel(settings.target(service), options=options)
-    tokens = _ServiceTokenSource(TokenCodec(settings.signing_key_bytes()), subject=caller)
+    tokens = _ServiceTokenSource(service_codec(settings), subject=caller)
     return grpc.intercept_channel(
         tracing.traced_channel(channel), _OutgoingCall(tokens, settings.call_timeout_seconds)
     )
+
+
+def service_codec(settings: Settings) -> TokenCodec:
+    """What signs this process's own calls: a service key, trusted for the `service` role only."""
+    return TokenCodec.local(
+        settings.services_key_dir(), lifetimes=settings.lifetimes(), roles=frozenset({"service"})
+    )
+
+
+def caller_trust(settings: Settings, fetch: Callable[[], Fetched] | None) -> Trust:
+    """What a service trusts to verify its callers: the issuer's mounted public keys and the
+    service keys, and what `fetch` (identity) says of new keys and revoked tokens."""
+    return Trust(
+        joined(issuer_keys(settings.public_key_dir()), service_keys(settings.services_key_dir())),
+        fetch,
+        refresh_seconds=settings.token_trust_refresh_seconds,
+    )
+
+
+def identity_trust(settings: Settings, *, caller: str) -> Callable[[], Fetched]:
+    """Asks identity for its public keys and the tokens revoked (GetTokenTrust)."""
+    from quanyu.identity.v1 import identity_pb2, identity_pb2_grpc
+
+    stub = identity_pb2_grpc.IdentityServiceStub(service_channel(settings, "identity", caller=caller))
+    timeout = min(settings.call_timeout_seconds, settings.token_trust_refresh_seconds * 2)
+
+    def fetch() -> Fetched:
+        answer = stub.GetTokenTrust(identity_pb2.GetTokenTrustRequest(), timeout=timeout)
+        return Fetched(
+            {key.kid: load_public_pem(key.public_key_pem.encode()) for key in answer.keys},
+            Revocations(
+                frozenset(answer.revoked_token_ids),
+                {subject.subject: subject.issued_before.seconds for subject in answer.revoked_subjects},
+            ),
+        )
+
+    return fetch
 
 
 def store_exists(fulfilment: Any, store_id: str) -> bool:

@@ -7,9 +7,13 @@ import secrets
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from quanyu.auth import Role
 
 SERVICE_NAMES = ("identity", "membership", "orders", "fulfilment", "marketing")
 
@@ -71,6 +75,16 @@ DEFAULT_PHONE_LOOKUP_QUOTA = RoleRates(
 )
 
 
+class TokenLifetimes(BaseModel):
+    """The longest a caller token of each role may live, in seconds: IssueToken and the ops
+    command refuse longer, and every service refuses a token made to live longer."""
+
+    ops: int = Field(default=8 * 3600, gt=0)
+    service: int = Field(default=24 * 3600, gt=0)
+    store: int = Field(default=7 * 24 * 3600, gt=0)
+    channel: int = Field(default=30 * 24 * 3600, gt=0)
+
+
 class Settings(BaseSettings):
     """Everything a Quanyu process reads from its environment.
 
@@ -88,10 +102,22 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     var_dir: Path = Path("var")
     log_level: str = "INFO"
-    # HS256 key for caller tokens and the HMAC key for phone lookups. A local run creates
-    # them once under var/; production must be given them.
+    # HMAC keys: of the page tokens the services hand out, and of phone lookups. A local run
+    # creates them once under var/; production must be given them. (Caller tokens are signed with
+    # the Ed25519 keys below, never with these.)
     signing_key: SecretStr | None = None
     phone_hash_key: SecretStr | None = None
+    # Caller tokens (see quanyu.keys). The issuer's private keys, held by identity and the ops
+    # command only; the issuer's public keys, which every service mounts; and the service keys,
+    # which sign each service's own calls and are trusted for the `service` role only. A local
+    # run keeps them under var/ (token-keys/, service-keys/) and creates a first key of each.
+    token_key_dir: Path | None = None
+    token_public_key_dir: Path | None = None
+    service_key_dir: Path | None = None
+    token_lifetime: TokenLifetimes = TokenLifetimes()
+    # How often a service asks identity for new keys and revoked tokens: a revocation is refused
+    # everywhere within about this long (and the call time to identity).
+    token_trust_refresh_seconds: float = Field(default=2.0, gt=0)
     # Seconds that calls in flight get to finish after SIGTERM before the process exits.
     grace_seconds: float = Field(default=10.0, ge=0)
     # Default deadline of a service-to-service call.
@@ -165,11 +191,53 @@ class Settings(BaseSettings):
             for name in ("signing_key", "phone_hash_key")
             if not (getattr(self, name) and getattr(self, name).get_secret_value())
         ]
+        missing += [
+            variable
+            for variable, given in (
+                ("QUANYU_TOKEN_PUBLIC_KEY_DIR", self.token_public_key_dir or self.token_key_dir),
+                ("QUANYU_SERVICE_KEY_DIR", self.service_key_dir),
+            )
+            if given is None
+        ]
         if missing:
             raise ConfigurationError(
                 f"{' and '.join(missing)} not set: in production keys come from the deployment's "
                 "secret store and are never generated on a replica"
             )
+
+    def issuer_key_dir(self) -> Path:
+        """Where the keys that sign caller tokens are (identity and the ops command only)."""
+        return self._key_dir(self.token_key_dir, "QUANYU_TOKEN_KEY_DIR", "token-keys", "k")
+
+    def public_key_dir(self) -> Path:
+        """Where the issuer's public keys are mounted (every service)."""
+        given = self.token_public_key_dir or self.token_key_dir
+        return self._key_dir(given, "QUANYU_TOKEN_PUBLIC_KEY_DIR", "token-keys", "k")
+
+    def services_key_dir(self) -> Path:
+        """Where the keys that sign service-to-service calls are (every service)."""
+        return self._key_dir(self.service_key_dir, "QUANYU_SERVICE_KEY_DIR", "service-keys", "s")
+
+    def _key_dir(self, given: Path | None, variable: str, local_name: str, prefix: str) -> Path:
+        from quanyu.keys import ensure_local_keys
+
+        if given is not None:
+            if not given.is_dir():
+                raise ConfigurationError(f"{variable}={given} is not a directory")
+            return given
+        if self.env is Environment.PRODUCTION:
+            raise ConfigurationError(
+                f"{variable} is not set: in production keys are mounted from the deployment's "
+                "secret store, never generated on a replica"
+            )
+        directory = self.var_dir / local_name
+        ensure_local_keys(directory, prefix)
+        return directory
+
+    def lifetimes(self) -> dict[Role, int]:
+        from quanyu.auth import Role
+
+        return {Role(role): seconds for role, seconds in self.token_lifetime.model_dump().items()}
 
     def signing_key_bytes(self) -> bytes:
         return self._secret("signing_key", "signing.key")

@@ -25,10 +25,13 @@ from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
 from quanyu import tracing
+from quanyu.audit import AUDIT_SERVICE, Audited, AuditLog, AuditServicer
 from quanyu.auth import Principal, Role, TokenCodec, acting_as, bearer_token
+from quanyu.clients import caller_trust, identity_trust
 from quanyu.config import Settings
 from quanyu.db import is_unavailable
-from quanyu.errors import Code, InvalidArgument, PermissionDenied, QuanyuError
+from quanyu.errors import Code, InvalidArgument, PermissionDenied, QuanyuError, Unavailable
+from quanyu.keys import Fetched, Trust
 from quanyu.logs import REQUEST_ID_HEADER
 from quanyu.metrics import observe_call, serve_metrics
 from quanyu.quota import Quota, quota_from
@@ -163,6 +166,8 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         tokens: TokenCodec,
         drain: Drain,
         quota: Quota | None = None,
+        audit: AuditLog | None = None,
+        audited: Mapping[str, Audited] | None = None,
     ) -> None:
         self._service = service
         self._domain = domain
@@ -170,6 +175,8 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         self._tokens = tokens
         self._drain = drain
         self._quota = quota
+        self._audit = audit
+        self._audited = audited or {}
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         handler = continuation(details)
@@ -216,7 +223,9 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 if isinstance(request, _Malformed):
                     raise InvalidArgument("request", f"is not a valid message: {request.problem}")
                 with acting_as(principal):
-                    return behaviour(request, context)
+                    answer = behaviour(request, context)
+                self._keep_record(method, request, principal, request_id)
+                return answer
             except QuanyuError as error:
                 status = _STATUS_CODES[error.code][0]
                 rich = rpc_status.to_status(status_for(error, self._domain))
@@ -249,6 +258,28 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 structlog.contextvars.clear_contextvars()
 
         return call
+
+    def _keep_record(self, method: str, request: Any, principal: Principal, request_id: str) -> None:
+        """Record an audited call that succeeded, before it is answered (see quanyu.audit)."""
+        audited = self._audited.get(method)
+        if audited is None or self._audit is None:
+            return
+        if audited.roles is not None and principal.role not in audited.roles:
+            return
+        try:
+            self._audit.record(
+                audited.action,
+                audited.object_of(request),
+                principal.name,
+                request_id,
+                audited.detail_of(request),
+            )
+        except Exception as error:
+            log.exception("audit record not kept; the caller retries")
+            raise Unavailable(
+                "the action was served but its audit record could not be kept; retry",
+                reason="AUDIT_UNAVAILABLE",
+            ) from error
 
 
 @dataclass(frozen=True)
@@ -322,6 +353,11 @@ class ServiceApp:
     policy: Policy
     tasks: list[BackgroundTask] = field(default_factory=list)
     on_stop: list[Callable[[], None]] = field(default_factory=list)
+    # Where the server learns new token keys and revoked tokens; None: from identity.
+    token_trust: Callable[[], Fetched] | None = None
+    # The service's audit trail, and its RPCs recorded there, by full method name.
+    audit: AuditLog | None = None
+    audited: Mapping[str, Audited] = field(default_factory=dict)
 
     @classmethod
     def serving(
@@ -331,6 +367,9 @@ class ServiceApp:
         *,
         tasks: Sequence[BackgroundTask] = (),
         on_stop: Sequence[Callable[[], None]] = (),
+        token_trust: Callable[[], Fetched] | None = None,
+        audit: AuditLog | None = None,
+        audited: Mapping[str, Audited] | None = None,
     ) -> ServiceApp:
         """A service's app from its servicer and its background work: what every bootstrap ends
         with."""
@@ -341,6 +380,9 @@ class ServiceApp:
             policy=servicer.POLICY,
             tasks=list(tasks),
             on_stop=list(on_stop),
+            token_trust=token_trust,
+            audit=audit,
+            audited={f"/{servicer.SERVICE.full_name}/{name}": how for name, how in (audited or {}).items()},
         )
 
 
@@ -352,6 +394,7 @@ class RunningServer:
     health: health.HealthServicer
     drain: Drain
     probes: grpc.Server | None = None
+    trust: Trust | None = None
 
     def stop(self, grace: float | None) -> None:
         """Graceful: report NOT_SERVING, refuse new calls, let calls in flight finish."""
@@ -360,6 +403,8 @@ class RunningServer:
             log.warning("calls still in flight after the grace period", grace_s=grace)
         for task in self.app.tasks:
             task.stop()
+        if self.trust is not None:
+            self.trust.stop()
         # The drain counts a call done when its handler returns, before its answer is sent: answers
         # on their way out (and refusals) get a moment; whatever is left then (a health Watch
         # stream, a call past its grace) is cut short.
@@ -372,6 +417,7 @@ class RunningServer:
 
 def start_server(app: ServiceApp, settings: Settings, *, port: int | None = None) -> RunningServer:
     drain = Drain()
+    trust = caller_trust(settings, app.token_trust or identity_trust(settings, caller=app.name))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.server_workers, thread_name_prefix=app.name),
         interceptors=[
@@ -379,10 +425,12 @@ def start_server(app: ServiceApp, settings: Settings, *, port: int | None = None
             CallInterceptor(
                 service=app.name,
                 domain=f"quanyu.{app.name}.v1",
-                policy=app.policy,
-                tokens=TokenCodec(settings.signing_key_bytes()),
+                policy={**app.policy, **AuditServicer.POLICY} if app.audit else app.policy,
+                tokens=TokenCodec(trust, lifetimes=settings.lifetimes()),
                 drain=drain,
                 quota=quota_from("calls", settings.call_quota),
+                audit=app.audit,
+                audited=app.audited,
             ),
         ],
         options=[
@@ -394,11 +442,16 @@ def start_server(app: ServiceApp, settings: Settings, *, port: int | None = None
         ],
     )
     app.register(server)
+    audit_names: tuple[str, ...] = ()
+    if app.audit is not None:
+        AuditServicer(app.audit).add_to(server)
+        audit_names = (AUDIT_SERVICE.full_name,)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (
             *app.service_names,
+            *audit_names,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ),
@@ -422,9 +475,10 @@ def start_server(app: ServiceApp, settings: Settings, *, port: int | None = None
     probes = (
         _plain_health(health_servicer, settings) if settings.mutual_tls and settings.health_port else None
     )
+    trust.start()
     for task in app.tasks:
         task.start()
-    return RunningServer(app, server, bound, health_servicer, drain, probes)
+    return RunningServer(app, server, bound, health_servicer, drain, probes, trust)
 
 
 def _plain_health(servicer: health.HealthServicer, settings: Settings) -> grpc.Server:

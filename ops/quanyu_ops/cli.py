@@ -14,7 +14,7 @@ from types import ModuleType
 from zoneinfo import ZoneInfo
 
 from quanyu import tracing
-from quanyu.auth import DEFAULT_TTL_SECONDS, Role, caller, channel_named
+from quanyu.auth import Role, caller, channel_named
 from quanyu.config import SERVICE_NAMES, ConfigurationError, Settings
 from quanyu.errors import QuanyuError
 from quanyu.logs import configure_logging
@@ -53,7 +53,24 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument(
         "--channel", default="", help="the channel of a channel token, e.g. CHANNEL_APP (or APP)"
     )
-    token.add_argument("--ttl", type=int, default=DEFAULT_TTL_SECONDS, help="lifetime in seconds")
+    token.add_argument(
+        "--ttl", type=int, default=0, help="lifetime in seconds (0: a day, or the role's longest if shorter)"
+    )
+    revoke = commands.add_parser("revoke", help="revoke a token, or every token of a subject issued so far")
+    target = revoke.add_mutually_exclusive_group(required=True)
+    target.add_argument("--token-id", default="", help="the token's id (IssueToken's token_id, its jti)")
+    target.add_argument("--subject", default="", help="e.g. store:SH-001/till-3")
+    audit = commands.add_parser("audit", help="print the audit trail of privileged actions, newest first")
+    audit.add_argument(
+        "services", nargs="*", metavar="SERVICE", help="which services (default: all that keep one)"
+    )
+    audit.add_argument("--limit", type=int, default=100, help="at most this many records")
+    keys = commands.add_parser("keys", help="token signing keys")
+    new_key = keys.add_subparsers(dest="action", required=True).add_parser(
+        "new", help="add a new Ed25519 key pair to a key directory and print its kid"
+    )
+    new_key.add_argument("directory", type=Path)
+    new_key.add_argument("--kid", help="the key id (default: k<UTC time>, newer keys sort later)")
     membership = commands.add_parser("membership", help="membership operations for ops")
     expire = membership.add_subparsers(dest="action", required=True).add_parser(
         "expire",
@@ -170,9 +187,10 @@ def _token(args: argparse.Namespace, deployment: Deployment) -> int:
     channel = channel_named(args.channel, "--channel") if args.channel else ""
     principal = caller(role, store_id=args.store_id, channel=channel, subject=args.subject or _operator(role))
     # The key first: without the deployment's key no token is worth checking a store for.
-    deployment.signing_key()
+    if deployment.settings.token_key_dir is None:
+        deployment.signing_key()
     if role is Role.STORE:
-        _require_store(deployment.settings, principal.store_id)
+        _require_store(deployment, principal.store_id)
     issued = deployment.issue(principal, args.ttl)
     print(
         f"# {principal.role.value} token for {principal.name}, expires {issued.expire_time.isoformat()}",
@@ -192,13 +210,16 @@ def _operator(role: Role) -> str:
         return ""
 
 
-def _require_store(settings: Settings, store_id: str) -> None:
+def _require_store(deployment: Deployment, store_id: str) -> None:
     """A store token for a store the chain does not have would act for nothing: ask fulfilment,
     which keeps the stores, before signing one."""
-    from quanyu.clients import service_channel, store_exists
+    from quanyu.clients import store_exists
     from quanyu.fulfilment.v1 import fulfilment_pb2_grpc
+    from quanyu_ops.trail import operator_bearer, ops_channel
 
-    with service_channel(settings, "fulfilment", caller="quanyu-cli") as channel:
+    settings = deployment.settings
+    # As the operator, with an ops token: the ops command holds no service key.
+    with ops_channel(settings, "fulfilment", operator_bearer(deployment)) as channel:
         try:
             exists = store_exists(fulfilment_pb2_grpc.FulfilmentServiceStub(channel), store_id)
         except QuanyuError as error:
@@ -234,7 +255,28 @@ def _map(args: argparse.Namespace, deployment: Deployment) -> int:
     return draw_map(deployment, out=args.out, city=args.city, orders=args.orders)
 
 
+def _revoke(args: argparse.Namespace, deployment: Deployment) -> int:
+    from quanyu_ops import trail
+
+    return trail.revoke(deployment, token_id=args.token_id, subject=args.subject)
+
+
+def _audit(args: argparse.Namespace, deployment: Deployment) -> int:
+    from quanyu_ops import trail
+
+    return trail.audit(deployment, args.services, args.limit)
+
+
+def _keys(args: argparse.Namespace, deployment: Deployment) -> int:
+    from quanyu_ops import trail
+
+    return trail.new_key(args.directory, args.kid)
+
+
 _COMMANDS = {
+    "revoke": _revoke,
+    "audit": _audit,
+    "keys": _keys,
     "serve": _serve,
     "up": _up,
     "migrate": _migrate,

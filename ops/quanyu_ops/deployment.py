@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from quanyu.auth import DEFAULT_TTL_SECONDS, IssuedToken, Principal, TokenCodec
+from quanyu.auth import IssuedToken, Principal, TokenCodec
 from quanyu.config import ConfigurationError, Environment, Settings, get_settings
 
 VAR_DIR_VARIABLE = "QUANYU_VAR_DIR"
@@ -82,10 +82,15 @@ class Deployment:
             )
         return self.settings.signing_key_bytes()
 
-    def issue(self, principal: Principal, ttl_seconds: int = DEFAULT_TTL_SECONDS) -> IssuedToken:
-        return TokenCodec(self.signing_key()).issue(principal, ttl_seconds)
+    def issue(self, principal: Principal, ttl_seconds: int = 0) -> IssuedToken:
+        """A token signed with the deployment's issuer key (QUANYU_TOKEN_KEY_DIR, or var/token-keys
+        of a local deployment); ttl 0 is the role's default."""
+        if self.settings.token_key_dir is None:
+            self.signing_key()  # a local deployment that has run, or the reason none was found
+        codec = TokenCodec.local(self.settings.issuer_key_dir(), lifetimes=self.settings.lifetimes())
+        return codec.issue(principal, ttl_seconds or None)
 
-    def bearer(self, principal: Principal, ttl_seconds: int = DEFAULT_TTL_SECONDS) -> Metadata:
+    def bearer(self, principal: Principal, ttl_seconds: int = 0) -> Metadata:
         """Call metadata carrying a token for `principal`."""
         return bearer_metadata(self.issue(principal, ttl_seconds).token)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from quanyu.audit import AuditLog
 from quanyu.config import Settings
 from quanyu.db import Database, migrate_url
 from quanyu.metrics import gauge_from
@@ -11,9 +12,10 @@ from quanyu.paging import PageTokens
 from quanyu.server import ServiceApp
 from quanyu.unit_of_work import Clock, SqlUnitOfWork, system_clock
 from services.fulfilment.config import FulfilmentSettings
-from services.fulfilment.grpc_servicer import FulfilmentServicer
+from services.fulfilment.grpc_servicer import AUDITED, FulfilmentServicer
 from services.fulfilment.handlers import FulfilmentService
 from services.fulfilment.storage import CachedCatalogue, SqlStores
+from services.fulfilment.storage.tables import audit_records
 
 NAME = "fulfilment"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -45,5 +47,10 @@ def build_app(
     gauge_from("quanyu_reservations_open", "Orders holding reserved stock", service.open_reservations)
 
     return ServiceApp.serving(
-        NAME, FulfilmentServicer(service), tasks=[catalogue], on_stop=[database.dispose]
+        NAME,
+        FulfilmentServicer(service),
+        tasks=[catalogue],
+        on_stop=[database.dispose],
+        audit=AuditLog(database, audit_records, clock),
+        audited=AUDITED,
     )

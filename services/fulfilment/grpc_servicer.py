@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 
+from quanyu.audit import Audited
 from quanyu.auth import ANY_ROLE, Role, current_principal
 from quanyu.common.v1 import common_pb2
 from quanyu.fulfilment.v1 import fulfilment_pb2, fulfilment_pb2_grpc
@@ -40,6 +41,23 @@ POLICY = rpc_policy(
         "CheckStoreOpen": (Role.SERVICE, Role.OPS, Role.STORE),
     },
 )
+
+# Stores changed and stock set by ops (imports) are kept on the audit trail; a till's own stock
+# counts are its daily work, not privileged.
+AUDITED = {
+    "UpsertStore": Audited("STORE_CHANGED", lambda r: f"store:{r.store.store_id}"),
+    "ImportStores": Audited(
+        "STORES_IMPORTED",
+        lambda r: "stores:" + ",".join(s.store_id for s in r.stores),
+        detail_of=lambda r: f"{len(r.stores)} stores",
+    ),
+    "SetStock": Audited(
+        "STOCK_SET",
+        lambda r: f"store:{r.store_id}",
+        frozenset({Role.OPS}),
+        detail_of=lambda r: f"{len(r.levels)} skus",
+    ),
+}
 
 _TYPES_OUT = {
     FulfilmentType.DELIVERY: common_pb2.FULFILMENT_TYPE_DELIVERY,

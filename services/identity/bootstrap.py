@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from quanyu.audit import AuditLog
 from quanyu.auth import TokenCodec
 from quanyu.clients import service_channel, store_exists
 from quanyu.config import Settings
@@ -21,7 +22,7 @@ from services.identity.domain import MARKETING_EVENT, CustomersMerged, PhoneHash
 from services.identity.effects import merge_members
 from services.identity.grpc_servicer import IdentityServicer
 from services.identity.handlers import IdentityService
-from services.identity.storage import SqlStores, outbox
+from services.identity.storage import SqlStores, audit_records, outbox
 
 NAME = "identity"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -56,7 +57,7 @@ def build_app(
     service = IdentityService(
         SqlUnitOfWork(database, SqlStores),
         PhoneHasher(settings.phone_hash_key_bytes()),
-        TokenCodec(settings.signing_key_bytes()),
+        TokenCodec.local(settings.issuer_key_dir(), lifetimes=settings.lifetimes()),
         clock,
         on_effects=relay.wake,
         phone_lookups=quota_from(
@@ -67,4 +68,13 @@ def build_app(
 
     export_metrics(relay)
 
-    return ServiceApp.serving(NAME, IdentityServicer(service), tasks=[relay], on_stop=[database.dispose])
+    # Identity is where keys and revocations live: it verifies its callers with them directly.
+    return ServiceApp.serving(
+        NAME,
+        IdentityServicer(service),
+        tasks=[relay],
+        on_stop=[database.dispose],
+        token_trust=service.token_trust,
+        # Identity writes its records with the actions themselves (tokens, merges).
+        audit=AuditLog(database, audit_records, clock),
+    )

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import grpc
+import structlog
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from quanyu.auth import Role, current_principal
 from quanyu.common.v1 import common_pb2
 from quanyu.identity.v1 import identity_pb2, identity_pb2_grpc
+from quanyu.keys import public_pem
 from quanyu.server import Servicer, rpc_policy
 from quanyu.wire import to_timestamp
-from services.identity.domain import ChannelAccount, Customer, ResolveRequest
+from services.identity.domain import Actor, ChannelAccount, Customer, ResolveRequest
 from services.identity.handlers import IdentityService
 
 SERVICE = identity_pb2.DESCRIPTOR.services_by_name["IdentityService"]
@@ -23,6 +26,8 @@ POLICY = rpc_policy(
         "LinkAccount": _CALLERS,
         "MergeCustomers": (Role.OPS,),
         "IssueToken": (Role.OPS,),
+        "RevokeToken": (Role.OPS,),
+        "GetTokenTrust": (Role.SERVICE, Role.OPS),
     },
 )
 
@@ -104,7 +109,9 @@ class IdentityServicer(
     def MergeCustomers(
         self, request: identity_pb2.MergeCustomersRequest, context: grpc.ServicerContext
     ) -> identity_pb2.MergeCustomersResponse:
-        customer = self._service.merge_customers(request.survivor_customer_id, request.merged_customer_id)
+        customer = self._service.merge_customers(
+            request.survivor_customer_id, request.merged_customer_id, _actor()
+        )
         return identity_pb2.MergeCustomersResponse(customer=customer_message(customer))
 
     def IssueToken(
@@ -116,7 +123,35 @@ class IdentityServicer(
             store_id=request.store_id,
             channel=_channel(request.channel),
             ttl_seconds=request.ttl_seconds,
+            actor=_actor(),
         )
         return identity_pb2.IssueTokenResponse(
-            token=issued.token, expire_time=to_timestamp(issued.expire_time)
+            token=issued.token, expire_time=to_timestamp(issued.expire_time), token_id=issued.token_id
         )
+
+    def RevokeToken(
+        self, request: identity_pb2.RevokeTokenRequest, context: grpc.ServicerContext
+    ) -> identity_pb2.RevokeTokenResponse:
+        self._service.revoke_token(token_id=request.token_id, subject=request.subject, actor=_actor())
+        return identity_pb2.RevokeTokenResponse()
+
+    def GetTokenTrust(
+        self, request: identity_pb2.GetTokenTrustRequest, context: grpc.ServicerContext
+    ) -> identity_pb2.GetTokenTrustResponse:
+        trust = self._service.token_trust()
+        return identity_pb2.GetTokenTrustResponse(
+            keys=[
+                identity_pb2.TokenKey(kid=kid, public_key_pem=public_pem(key).decode())
+                for kid, key in sorted(trust.keys.items())
+            ],
+            revoked_token_ids=sorted(trust.revocations.token_ids),
+            revoked_subjects=[
+                identity_pb2.RevokedSubject(subject=subject, issued_before=Timestamp(seconds=second))
+                for subject, second in sorted(trust.revocations.subjects.items())
+            ],
+        )
+
+
+def _actor() -> Actor:
+    request_id = structlog.contextvars.get_contextvars().get("request_id", "")
+    return Actor(current_principal().name, str(request_id))

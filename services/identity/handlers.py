@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
+from datetime import timedelta
 
 from quanyu.auth import (
     CHANNELS,
-    DEFAULT_TTL_SECONDS,
     MAX_STORE_ID_LENGTH,
     MAX_SUBJECT_LENGTH,
     IssuedToken,
@@ -18,14 +18,22 @@ from quanyu.auth import (
 )
 from quanyu.errors import AlreadyExists, InvalidArgument, NotFound, Violations
 from quanyu.ids import new_id
+from quanyu.keys import Fetched, Revocations
 from quanyu.quota import Quota
 from quanyu.unit_of_work import Clock, Transaction, UnitOfWork
 from services.identity.domain import (
+    CUSTOMERS_MERGED,
+    MAX_TARGET_LENGTH,
+    TOKEN_ISSUED,
+    TOKEN_REVOKED,
+    Actor,
+    AuditRecord,
     ChannelAccount,
     Customer,
     PhoneHasher,
     Reach,
     ResolveRequest,
+    Revocation,
     accounts_linked,
     merge,
     requests,
@@ -33,6 +41,8 @@ from services.identity.domain import (
 from services.identity.ports import Customers, Stores
 
 Tx = Transaction[Stores]
+# A use case called by no RPC (tests, tools) still leaves a trail that says so.
+_UNNAMED = Actor("unnamed", "")
 
 
 @dataclass(frozen=True)
@@ -194,7 +204,9 @@ class IdentityService:
 
         return self.uow.run(work)
 
-    def merge_customers(self, survivor_customer_id: str, merged_customer_id: str) -> Customer:
+    def merge_customers(
+        self, survivor_customer_id: str, merged_customer_id: str, actor: Actor = _UNNAMED
+    ) -> Customer:
         requests.check_merge(survivor_customer_id, merged_customer_id)
 
         def work(tx: Tx) -> Customer:
@@ -219,6 +231,16 @@ class IdentityService:
                 # of them, those it knew of already being repeats it ignores.
                 survivor_now = _load(repo, survivor)
                 self._tell_marketing(tx, survivor_now, survivor_now.accounts)
+                tx.stores.audit.add(
+                    AuditRecord(
+                        now,
+                        actor.name,
+                        CUSTOMERS_MERGED,
+                        f"customer:{merged}",
+                        actor.request_id,
+                        f"into {survivor}",
+                    )
+                )
                 return survivor_now
             return _load(repo, survivor)
 
@@ -235,7 +257,14 @@ class IdentityService:
             tx.after_commit(self.on_effects)
 
     def issue_token(
-        self, role: Role | None, *, subject: str, store_id: str, channel: str, ttl_seconds: int
+        self,
+        role: Role | None,
+        *,
+        subject: str,
+        store_id: str,
+        channel: str,
+        ttl_seconds: int,
+        actor: Actor = _UNNAMED,
     ) -> IssuedToken:
         """A token for a caller that exists: a store token for a store fulfilment knows. `channel`
         is "" for none, else a channel's name (anything else is not a channel); `ttl_seconds` 0
@@ -253,7 +282,55 @@ class IdentityService:
         principal = caller(role, store_id=store_id, channel=channel, subject=subject)
         if principal.role is Role.STORE and not self.store_exists(principal.store_id):
             raise NotFound("store", principal.store_id)
-        return self.tokens.issue(principal, ttl_seconds or DEFAULT_TTL_SECONDS, now=self.clock())
+        issued = self.tokens.issue(principal, ttl_seconds or None, now=self.clock())
+        # Kept before the token is handed out: a token nobody can account for is never issued.
+        detail = f"{principal.role.value} {principal.name} until {issued.expire_time.isoformat()}"
+        self._audit(actor, TOKEN_ISSUED, f"token:{issued.token_id}", detail)
+        return issued
+
+    def revoke_token(self, *, token_id: str, subject: str, actor: Actor = _UNNAMED) -> None:
+        """Refuse one token, or every token of a subject issued until now, everywhere."""
+        violations = Violations()
+        violations.check(bool(token_id) != bool(subject), "target", "give token_id or subject")
+        violations.text(token_id, "token_id", max_length=MAX_TARGET_LENGTH, required=False)
+        violations.text(subject, "subject", max_length=MAX_TARGET_LENGTH, required=False)
+        violations.raise_if_any()
+        now = self.clock()
+
+        def work(tx: Tx) -> None:
+            tx.stores.revocations.add(Revocation(token_id, subject, now.replace(microsecond=0), now))
+            target = f"token:{token_id}" if token_id else f"subject:{subject}"
+            tx.stores.audit.add(AuditRecord(now, actor.name, TOKEN_REVOKED, target, actor.request_id))
+
+        self.uow.run(work)
+
+    def token_trust(self) -> Fetched:
+        """What every service verifies tokens with: the issuer's public keys and the revocations."""
+        return Fetched(self.tokens.trust_keys(), self.revocations())
+
+    def revocations(self) -> Revocations:
+        """The revocations that may still name a live token: those younger than the longest life a
+        token may have."""
+        longest = max(self.tokens.lifetime(role) for role in Role)
+        since = self.clock() - timedelta(seconds=longest)
+        found = self.uow.read(lambda tx: tx.stores.revocations.since(since))
+        return Revocations(
+            frozenset(r.token_id for r in found if r.token_id),
+            _latest_by_subject(found),
+        )
+
+    def _audit(self, actor: Actor, action: str, target: str, detail: str = "") -> None:
+        record = AuditRecord(self.clock(), actor.name, action, target, actor.request_id, detail)
+        self.uow.run(lambda tx: tx.stores.audit.add(record))
+
+
+def _latest_by_subject(found: list[Revocation]) -> dict[str, int]:
+    latest: dict[str, int] = {}
+    for revocation in found:
+        if revocation.subject:
+            second = int(revocation.issued_before.timestamp())
+            latest[revocation.subject] = max(second, latest.get(revocation.subject, second))
+    return latest
 
 
 def _survivor(repo: Customers, customer_id: str | None) -> str | None:

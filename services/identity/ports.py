@@ -6,7 +6,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
-from services.identity.domain import AccountLinked, ChannelAccount, Customer, CustomersMerged
+from services.identity.domain import (
+    AccountLinked,
+    AuditRecord,
+    ChannelAccount,
+    Customer,
+    CustomersMerged,
+    Revocation,
+)
 
 
 class Customers(Protocol):
@@ -46,9 +53,29 @@ class Outbox(Protocol):
         ...
 
 
+class Revocations(Protocol):
+    def add(self, revocation: Revocation) -> None: ...
+
+    def since(self, since: datetime) -> list[Revocation]:
+        """The revocations made after `since` (older ones name tokens expired by now)."""
+        ...
+
+
+class AuditTrail(Protocol):
+    def add(self, record: AuditRecord) -> None:
+        """Keep a record with the transaction's action (read through quanyu.audit)."""
+        ...
+
+
 class Stores(Protocol):
     @property
     def customers(self) -> Customers: ...
+
+    @property
+    def revocations(self) -> Revocations: ...
+
+    @property
+    def audit(self) -> AuditTrail: ...
 
     @property
     def outbox(self) -> Outbox: ...

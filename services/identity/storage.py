@@ -5,14 +5,37 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, ForeignKey, Index, String, Table, bindparam, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    bindparam,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.engine import Connection
 
+from quanyu.audit import AuditRecord as KeptRecord
+from quanyu.audit import add_record, audit_table
 from quanyu.db import UtcDateTime, new_metadata, timestamps
 from quanyu.outbox import add_effect, outbox_table
-from services.identity.domain import MAX_MERGE_CHAIN, AccountLinked, ChannelAccount, Customer, CustomersMerged
+from services.identity.domain import (
+    MAX_MERGE_CHAIN,
+    AccountLinked,
+    AuditRecord,
+    ChannelAccount,
+    Customer,
+    CustomersMerged,
+    Revocation,
+)
 
 metadata = new_metadata()
+_ID = BigInteger().with_variant(Integer(), "sqlite")
 
 customers = Table(
     "customers",
@@ -45,6 +68,22 @@ channel_accounts = Table(
     Column("link_time", UtcDateTime(), nullable=False),
     Index("ix_channel_accounts_customer_id", "customer_id"),
 )
+
+# Tokens refused before they expire: one by its id, or every token of a subject issued until then.
+token_revocations = Table(
+    "token_revocations",
+    metadata,
+    Column(
+        "revocation_id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("token_id", String(128), nullable=False, default=""),
+    Column("subject", String(128), nullable=False, default=""),
+    Column("issued_before", UtcDateTime(), nullable=False),
+    Column("revoke_time", UtcDateTime(), nullable=False, index=True),
+)
+
+# Privileged actions (see quanyu.audit): tokens issued and revoked, customers merged.
+audit_records = audit_table(metadata)
 
 # Merges that membership must apply too, delivered by the relay (see quanyu.outbox).
 outbox = outbox_table(metadata)
@@ -198,9 +237,46 @@ class EffectLog:
         add_effect(self._db, outbox, effect.KIND, effect.payload, now)
 
 
+class RevocationRepository:
+    def __init__(self, connection: Connection) -> None:
+        self._db = connection
+
+    def add(self, revocation: Revocation) -> None:
+        self._db.execute(
+            insert(token_revocations).values(
+                token_id=revocation.token_id,
+                subject=revocation.subject,
+                issued_before=revocation.issued_before,
+                revoke_time=revocation.revoke_time,
+            )
+        )
+
+    def since(self, since: datetime) -> list[Revocation]:
+        rows = self._db.execute(
+            select(token_revocations).where(token_revocations.c.revoke_time > since)
+        ).mappings()
+        return [Revocation(r["token_id"], r["subject"], r["issued_before"], r["revoke_time"]) for r in rows]
+
+
+class AuditRepository:
+    def __init__(self, connection: Connection) -> None:
+        self._db = connection
+
+    def add(self, record: AuditRecord) -> None:
+        add_record(
+            self._db,
+            audit_records,
+            KeptRecord(
+                record.time, record.actor, record.action, record.object, record.request_id, record.detail
+            ),
+        )
+
+
 class SqlStores:
     """The repositories of one transaction's connection."""
 
     def __init__(self, connection: Connection) -> None:
         self.customers = CustomerRepository(connection)
+        self.revocations = RevocationRepository(connection)
+        self.audit = AuditRepository(connection)
         self.outbox = EffectLog(connection)

@@ -6,6 +6,7 @@ import os
 import socket
 from pathlib import Path
 
+from quanyu.audit import AuditLog
 from quanyu.clients import service_channel
 from quanyu.config import Settings
 from quanyu.db import Database, migrate_url
@@ -18,7 +19,7 @@ from quanyu.tasks import Periodic
 from quanyu.unit_of_work import Clock, SqlUnitOfWork, system_clock
 from services.marketing.config import MarketingSettings
 from services.marketing.downstream import LANES, StoreZones, batched, deliverers
-from services.marketing.grpc_servicer import MarketingServicer
+from services.marketing.grpc_servicer import AUDITED, MarketingServicer
 from services.marketing.handlers import (
     CampaignCases,
     InsightCases,
@@ -30,7 +31,7 @@ from services.marketing.handlers import (
 from services.marketing.handlers.service import MarketingService
 from services.marketing.ports import Stores
 from services.marketing.storage import SqlStores
-from services.marketing.storage.tables import outbox
+from services.marketing.storage.tables import audit_records, outbox
 
 NAME = "marketing"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -110,4 +111,11 @@ def build_app(
         Periodic("store-zones", zones.refresh, own.store_zone_refresh_seconds),
         Periodic("scheduled-runs", scheduled_pass, own.run_interval_seconds),
     ]
-    return ServiceApp.serving(NAME, MarketingServicer(service), tasks=tasks, on_stop=[service.close])
+    return ServiceApp.serving(
+        NAME,
+        MarketingServicer(service),
+        tasks=tasks,
+        on_stop=[service.close],
+        audit=AuditLog(database, audit_records, clock),
+        audited=AUDITED,
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import grpc
 
+from quanyu.audit import Audited
 from quanyu.auth import Principal, Role, current_principal
 from quanyu.errors import InvalidArgument, PermissionDenied, Violations
 from quanyu.marketing.v1 import marketing_pb2 as pb
@@ -50,6 +51,12 @@ POLICY = rpc_policy(
         "IngestEvents": (Role.SERVICE,),
     },
 )
+
+AUDITED = {
+    "StartCampaign": Audited("CAMPAIGN_STARTED", lambda r: f"campaign:{r.campaign_id}"),
+    "PauseCampaign": Audited("CAMPAIGN_PAUSED", lambda r: f"campaign:{r.campaign_id}"),
+    "EndCampaign": Audited("CAMPAIGN_ENDED", lambda r: f"campaign:{r.campaign_id}"),
+}
 
 
 def _campaign_id(value: str, name: str = "campaign_id") -> str:

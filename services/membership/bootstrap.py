@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+from quanyu.audit import AuditLog
 from quanyu.clients import service_channel
 from quanyu.config import Settings
 from quanyu.db import Database, migrate_url
@@ -18,10 +19,11 @@ from quanyu.unit_of_work import Clock, SqlUnitOfWork, system_clock
 from services.membership.config import MembershipSettings
 from services.membership.downstream import CustomerChannels
 from services.membership.effects import LANES, deliverers
-from services.membership.grpc_servicer import MembershipServicer
+from services.membership.grpc_servicer import AUDITED, MembershipServicer
 from services.membership.handlers import MembershipService
 from services.membership.ports import Stores
 from services.membership.storage import SqlStores, outbox
+from services.membership.storage.tables import audit_records
 
 NAME = "membership"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -76,4 +78,6 @@ def build_app(
             Periodic("tier-evaluation", service.evaluate_tiers, own.tier_evaluation_interval_seconds),
         ],
         on_stop=[service.close],
+        audit=AuditLog(database, audit_records, clock),
+        audited=AUDITED,
     )

@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from quanyu.audit import Audited
 from quanyu.auth import Role, current_principal
 from quanyu.common.v1 import common_pb2
 from quanyu.errors import InvalidArgument
@@ -63,6 +64,23 @@ POLICY = rpc_policy(
         "ListGuides": (Role.OPS, Role.STORE),
     },
 )
+
+# Points granted by hand (ops) are kept on the audit trail; a campaign's grants are traced by the
+# campaign's start there and by its own records in marketing.
+AUDITED = {
+    "GrantPoints": Audited(
+        "POINTS_GRANTED",
+        lambda r: f"member:{r.member_id}",
+        frozenset({Role.OPS}),
+        detail_of=lambda r: f"{r.points} points, source {r.source_id}, {r.reason}",
+    ),
+    "BatchGrantPoints": Audited(
+        "POINTS_GRANTED",
+        lambda r: "members:" + ",".join(g.member_id for g in r.requests),
+        frozenset({Role.OPS}),
+        detail_of=lambda r: f"{sum(g.points for g in r.requests)} points over {len(r.requests)} grants",
+    ),
+}
 
 _STAGES = {
     Stage.AWARENESS: membership_pb2.LIFECYCLE_STAGE_AWARENESS,

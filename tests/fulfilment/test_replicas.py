@@ -38,8 +38,7 @@ def replicas(tmp_path: Path, database_url: str) -> Iterator[tuple[list[Stub], tu
             wait_serving(f"127.0.0.1:{port}", process)
             channel = stack.enter_context(grpc.insecure_channel(f"127.0.0.1:{port}"))
             stubs.append(Stub(channel))
-        key = (var / "signing.key").read_bytes().strip()
-        yield stubs, bearer(TokenCodec(key).issue(Principal(Role.OPS, "ops")).token)
+        yield stubs, bearer(TokenCodec.local(var / "token-keys").issue(Principal(Role.OPS, "ops")).token)
 
 
 def store(store_id: str, latitude: float, longitude: float) -> fulfilment_pb2.Store:

@@ -6,7 +6,15 @@ from dataclasses import replace
 from datetime import datetime
 
 from quanyu.errors import AlreadyExists
-from services.identity.domain import MAX_MERGE_CHAIN, AccountLinked, ChannelAccount, Customer, CustomersMerged
+from services.identity.domain import (
+    MAX_MERGE_CHAIN,
+    AccountLinked,
+    AuditRecord,
+    ChannelAccount,
+    Customer,
+    CustomersMerged,
+    Revocation,
+)
 
 
 class MemoryCustomers:
@@ -89,7 +97,28 @@ class MemoryOutbox:
         self.effects.append((effect, now))
 
 
+class MemoryRevocations:
+    def __init__(self) -> None:
+        self.kept: list[Revocation] = []
+
+    def add(self, revocation: Revocation) -> None:
+        self.kept.append(revocation)
+
+    def since(self, since: datetime) -> list[Revocation]:
+        return [r for r in self.kept if r.revoke_time > since]
+
+
+class MemoryAudit:
+    def __init__(self) -> None:
+        self.kept: list[AuditRecord] = []
+
+    def add(self, record: AuditRecord) -> None:
+        self.kept.append(replace(record, record_id=len(self.kept) + 1))
+
+
 class MemoryStores:
     def __init__(self) -> None:
         self.customers = MemoryCustomers()
         self.outbox = MemoryOutbox()
+        self.revocations = MemoryRevocations()
+        self.audit = MemoryAudit()

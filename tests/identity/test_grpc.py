@@ -17,7 +17,7 @@ from quanyu.fulfilment.v1 import fulfilment_pb2, fulfilment_pb2_grpc
 from quanyu.identity.v1 import identity_pb2, identity_pb2_grpc
 from services.fulfilment import bootstrap as fulfilment_bootstrap
 from services.identity import bootstrap
-from tests.conftest import TokenFactory, bearer, running, served
+from tests.conftest import TokenFactory, bearer, running, served, throwaway_codec
 
 WECHAT = common_pb2.CHANNEL_WECHAT_MINI_PROGRAM
 
@@ -211,7 +211,7 @@ def test_ops_issue_tokens_that_the_platform_accepts(
         identity_pb2.IssueTokenRequest(role=identity_pb2.ROLE_STORE, store_id="store-9", ttl_seconds=120),
         metadata=bearer(token(Role.OPS)),
     )
-    principal = TokenCodec(settings.signing_key_bytes()).verify(answer.token)
+    principal = TokenCodec.local(settings.issuer_key_dir()).verify(answer.token)
     assert (principal.role, principal.store_id, principal.subject) == (Role.STORE, "store-9", "store:store-9")
     assert answer.expire_time.seconds > 0
     # The issued token works: a till can resolve customers with it.
@@ -254,7 +254,7 @@ def test_ops_issue_tokens_that_the_platform_accepts(
         identity_pb2.IssueTokenRequest(role=identity_pb2.ROLE_STORE, store_id="store-9", subject="till-3"),
         metadata=bearer(token(Role.OPS)),
     )
-    assert TokenCodec(settings.signing_key_bytes()).verify(named.token).subject == "store:store-9/till-3"
+    assert TokenCodec.local(settings.issuer_key_dir()).verify(named.token).subject == "store:store-9/till-3"
 
 
 # --- Authentication and authorisation, for every RPC -------------------------------------
@@ -268,6 +268,8 @@ CALLS = {
         survivor_customer_id="cus_a", merged_customer_id="cus_b"
     ),
     "IssueToken": identity_pb2.IssueTokenRequest(role=identity_pb2.ROLE_OPS),
+    "RevokeToken": identity_pb2.RevokeTokenRequest(token_id="t-unknown"),
+    "GetTokenTrust": identity_pb2.GetTokenTrustRequest(),
 }
 ALLOWED = {
     "ResolveCustomer": set(Role),
@@ -276,6 +278,8 @@ ALLOWED = {
     "LinkAccount": set(Role),
     "MergeCustomers": {Role.OPS},
     "IssueToken": {Role.OPS},
+    "RevokeToken": {Role.OPS},
+    "GetTokenTrust": {Role.SERVICE, Role.OPS},
 }
 
 
@@ -296,7 +300,7 @@ def role_token(token: TokenFactory, role: Role) -> str:
 def test_every_rpc_refuses_missing_malformed_forged_and_expired_tokens(
     stub: identity_pb2_grpc.IdentityServiceStub, method: str, settings: Settings
 ) -> None:
-    ours, theirs = TokenCodec(settings.signing_key_bytes()), TokenCodec(b"x" * 40)
+    ours, theirs = TokenCodec.local(settings.issuer_key_dir()), throwaway_codec()
     long_ago = datetime(2020, 1, 1, tzinfo=UTC)
     cases = {
         "missing": (),

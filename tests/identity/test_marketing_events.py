@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from quanyu.auth import Principal, Role, TokenCodec
+from quanyu.auth import Principal, Role
 from quanyu.db import Database, migrate
 from quanyu.unit_of_work import ConcurrentChange, SqlUnitOfWork, system_clock
 from services.identity.bootstrap import MIGRATIONS
@@ -28,6 +28,7 @@ from services.identity.domain import (
 )
 from services.identity.handlers import IdentityService
 from services.identity.storage import SqlStores, outbox
+from tests.conftest import throwaway_codec
 
 OPS = Principal(Role.OPS, "ops")
 WECHAT = ChannelAccount("CHANNEL_WECHAT_MINI_PROGRAM", "openid-1")
@@ -74,7 +75,7 @@ def identity(database: Database, failing: Failing) -> IdentityService:
         return real
 
     return IdentityService(
-        SqlUnitOfWork(database, stores), PhoneHasher(b"h" * 32), TokenCodec(b"s" * 32), system_clock
+        SqlUnitOfWork(database, stores), PhoneHasher(b"h" * 32), throwaway_codec(), system_clock
     )
 
 

@@ -25,9 +25,7 @@ def test_merged_customers_become_one_member_once_membership_is_back(tmp_path: Pa
     env = platform_env(var)
     with started(["serve", "identity"], env, tmp_path / "identity.log") as identity_process:
         wait_serving(target(env, "identity"), identity_process)
-        ops = bearer(
-            TokenCodec((var / "signing.key").read_bytes().strip()).issue(Principal(Role.OPS, "ops")).token
-        )
+        ops = bearer(TokenCodec.local(var / "token-keys").issue(Principal(Role.OPS, "ops")).token)
         identity = identity_pb2_grpc.IdentityServiceStub(grpc.insecure_channel(target(env, "identity")))
         membership = membership_pb2_grpc.MembershipServiceStub(
             grpc.insecure_channel(target(env, "membership"))

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import func, select
 
-from quanyu.auth import Principal, Role, TokenCodec
+from quanyu.auth import Principal, Role
 from quanyu.db import Database, migrate
 from quanyu.errors import AlreadyExists, InvalidArgument, NotFound
 from quanyu.unit_of_work import SqlUnitOfWork, system_clock
@@ -16,6 +16,7 @@ from services.identity.bootstrap import MIGRATIONS
 from services.identity.domain import ChannelAccount, PhoneHasher, ResolveRequest
 from services.identity.handlers import IdentityService, Resolved
 from services.identity.storage import SqlStores, customer_phones, customers
+from tests.conftest import throwaway_codec
 
 OPS = Principal(Role.OPS, "ops")
 WECHAT = "CHANNEL_WECHAT_MINI_PROGRAM"
@@ -33,7 +34,7 @@ def database(database_url: str) -> Iterator[Database]:
 @pytest.fixture
 def identity(database: Database) -> IdentityService:
     return IdentityService(
-        SqlUnitOfWork(database, SqlStores), PhoneHasher(b"h" * 32), TokenCodec(b"s" * 32), system_clock
+        SqlUnitOfWork(database, SqlStores), PhoneHasher(b"h" * 32), throwaway_codec(), system_clock
     )
 
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from quanyu.auth import Principal, Role, TokenCodec
+from quanyu.auth import Principal, Role
 from quanyu.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
 from quanyu.unit_of_work import InMemoryUnitOfWork
 from services.identity.domain import (
@@ -17,6 +17,7 @@ from services.identity.domain import (
     ResolveRequest,
 )
 from services.identity.handlers import IdentityService
+from tests.conftest import throwaway_codec
 from tests.identity.memory import MemoryStores
 
 NOW = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)
@@ -34,7 +35,7 @@ class World:
         self.service = IdentityService(
             self.uow,
             PhoneHasher(b"h" * 32),
-            TokenCodec(b"s" * 32),
+            throwaway_codec(),
             lambda: NOW,
             on_effects=self._wake,
             store_exists=lambda store_id: store_id in self.stores_known,

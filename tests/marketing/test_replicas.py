@@ -70,7 +70,7 @@ def replicas(tmp_path: Path, database_url: str) -> Iterator[Replicas]:
             wait_serving(f"127.0.0.1:{port}", process)
             channel = stack.enter_context(grpc.insecure_channel(f"127.0.0.1:{port}"))
             stubs.append(Stub(channel))
-        codec = TokenCodec((var / "signing.key").read_bytes().strip())
+        codec = TokenCodec.local(var / "token-keys")
         yield Replicas(
             stubs,
             ops=bearer(codec.issue(Principal(Role.OPS, "ops")).token),

@@ -77,8 +77,7 @@ def replicas(tmp_path: Path, database_url: str) -> Iterator[Replicas]:
         for port, process in zip(ports, processes, strict=True):
             wait_serving(f"127.0.0.1:{port}", process)
         channels = [stack.enter_context(grpc.insecure_channel(f"127.0.0.1:{port}")) for port in ports]
-        key = (var / "signing.key").read_bytes().strip()
-        yield Replicas((Stub(channels[0]), Stub(channels[1])), TokenCodec(key))
+        yield Replicas((Stub(channels[0]), Stub(channels[1])), TokenCodec.local(var / "token-keys"))
 
 
 def at_once(calls: list[Callable[[], T]]) -> list[T | str]:

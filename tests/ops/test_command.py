@@ -41,7 +41,7 @@ def test_token_from_a_subdirectory_is_signed_with_the_deployments_key(tmp_path: 
     )
 
     assert printed.returncode == 0, printed.stderr
-    assert TokenCodec(key.encode()).verify(printed.stdout.strip()).role is Role.OPS
+    assert TokenCodec.local(deployment / "var" / "token-keys").verify(printed.stdout.strip()).role is Role.OPS
     assert not (elsewhere / "var").exists()
 
 
@@ -81,8 +81,7 @@ def test_token_for_a_var_dir_named_outright_says_it_created_the_key(tmp_path: Pa
 
     assert printed.returncode == 0, printed.stderr
     assert f"{tmp_path / 'var' / 'signing.key'} did not exist; created it" in printed.stderr
-    key = (tmp_path / "var" / "signing.key").read_bytes().strip()
-    assert TokenCodec(key).verify(printed.stdout.strip()).role is Role.OPS
+    assert TokenCodec.local(tmp_path / "var" / "token-keys").verify(printed.stdout.strip()).role is Role.OPS
 
 
 def test_up_names_a_taken_port_and_its_process_and_starts_nothing(tmp_path: Path) -> None:

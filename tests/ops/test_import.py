@@ -67,8 +67,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     env = platform_env(home / "var", QUANYU_LOG_LEVEL="WARNING")
     with started(["serve", "fulfilment"], env, home / "fulfilment.log") as serve:
         wait_serving(target(env, "fulfilment"), serve)
-        key = (home / "var" / "signing.key").read_bytes().strip()
-        ops = bearer(TokenCodec(key).issue(Principal(Role.OPS, "ops")).token)
+        ops = bearer(TokenCodec.local(home / "var" / "token-keys").issue(Principal(Role.OPS, "ops")).token)
         with grpc.insecure_channel(target(env, "fulfilment")) as channel:
             yield Platform(env, channel, ops)
 
@@ -265,8 +264,11 @@ def test_a_store_token_sets_its_own_stock_and_is_refused_the_rest(platform: Plat
         tmp_path / "stores.csv", "store_id,name,latitude,longitude\nP1,One,31.2,121.4\nP2,Two,31.3,121.5\n"
     )
     assert run_cli(["stores", "import", str(stores)], platform.env).returncode == 0
-    key = (Path(platform.env["QUANYU_VAR_DIR"]) / "signing.key").read_bytes().strip()
-    own = TokenCodec(key).issue(Principal(Role.STORE, "till-1", store_id="P1")).token
+    own = (
+        TokenCodec.local(Path(platform.env["QUANYU_VAR_DIR"]) / "token-keys")
+        .issue(Principal(Role.STORE, "till-1", store_id="P1"))
+        .token
+    )
     path = write(tmp_path / "stock.csv", "store_id,sku,on_hand\nP1,MILK,3\nP2,MILK,4\n")
 
     result = run_cli(["stock", "import", str(path)], {**platform.env, "QUANYU_TOKEN": own})

@@ -59,7 +59,7 @@ class Platform:
 
     def token(self, role: Role, *, store_id: str = "", channel: str = "", subject: str = "") -> Metadata:
         if self.codec is None:
-            self.codec = TokenCodec((self.var / "signing.key").read_bytes().strip())
+            self.codec = TokenCodec.local(self.var / "token-keys")
         principal = caller(role, store_id=store_id, channel=channel, subject=subject)
         return (("authorization", f"Bearer {self.codec.issue(principal, 3600).token}"),)
 

@@ -66,8 +66,9 @@ def test_quanyu_up_serves_all_four_restarts_a_crashed_one_and_stops_on_ctrl_c(tm
         assert answer.created
 
         # A store token is signed only for a store the chain has, and names its terminal.
-        key = (tmp_path / "var" / "signing.key").read_bytes().strip()
-        ops = bearer(TokenCodec(key).issue(Principal(Role.OPS, "ops")).token)
+        ops = bearer(
+            TokenCodec.local(tmp_path / "var" / "token-keys").issue(Principal(Role.OPS, "ops")).token
+        )
         with grpc.insecure_channel(target(env, "fulfilment")) as channel:
             fulfilment_pb2_grpc.FulfilmentServiceStub(channel).UpsertStore(
                 fulfilment_pb2.UpsertStoreRequest(
@@ -81,7 +82,9 @@ def test_quanyu_up_serves_all_four_restarts_a_crashed_one_and_stops_on_ctrl_c(tm
             )
         printed = run_cli(["token", "--role", "store", "--store-id", "store-7", "--subject", "till-3"], env)
         assert printed.returncode == 0, printed.stderr
-        principal = TokenCodec(key).verify(printed.stdout.strip().splitlines()[-1])
+        principal = TokenCodec.local(tmp_path / "var" / "token-keys").verify(
+            printed.stdout.strip().splitlines()[-1]
+        )
         assert (principal.store_id, principal.subject) == ("store-7", "store:store-7/till-3")
         nowhere = run_cli(["token", "--role", "store", "--store-id", "store-404"], env)
         assert nowhere.returncode == 2
@@ -111,7 +114,7 @@ def test_every_call_is_logged_as_json_with_its_request_id_and_no_phone_number(tm
     log_path = tmp_path / "identity.log"
     with started(["serve", "identity"], env, log_path) as serve:
         wait_serving(target(env, "identity"), serve)
-        token = TokenCodec(Path(tmp_path / "var" / "signing.key").read_bytes().strip())
+        token = TokenCodec.local(Path(tmp_path / "var") / "token-keys")
         ops = token.issue(Principal(Role.OPS, "ops")).token
         with grpc.insecure_channel(target(env, "identity")) as channel:
             stub = identity_pb2_grpc.IdentityServiceStub(channel)
@@ -152,8 +155,9 @@ def test_quanyu_token_prints_a_token_signed_with_the_local_key_as_its_last_line(
     env = platform_env(tmp_path / "var")
     result = run_cli(["token", "--role", "channel", "--channel", "TMALL", "--ttl", "60"], env)
     assert result.returncode == 0, result.stderr
-    key = (tmp_path / "var" / "signing.key").read_bytes().strip()
-    principal = TokenCodec(key).verify(result.stdout.strip().splitlines()[-1])
+    principal = TokenCodec.local(tmp_path / "var" / "token-keys").verify(
+        result.stdout.strip().splitlines()[-1]
+    )
     # Named at least by its channel, never by the bare role.
     assert (principal.role, principal.channel, principal.subject) == (
         Role.CHANNEL,

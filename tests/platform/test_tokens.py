@@ -4,18 +4,23 @@ subjects name the terminal within its store or channel."""
 
 from __future__ import annotations
 
+import tempfile
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-import jwt
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from quanyu.auth import CHANNELS, Principal, Role, TokenCodec, caller, channel_named
 from quanyu.errors import InvalidArgument, Unauthenticated
+from quanyu.keys import write_key
+from tests.conftest import hand_signed
 
-KEY = b"k" * 48
+KEY_DIR = Path(tempfile.mkdtemp(prefix="quanyu-token-test-"))
+write_key(KEY_DIR)
+CODEC = TokenCodec.local(KEY_DIR)
 NOW = int(datetime.now(UTC).timestamp())
 ANYTHING = st.one_of(
     st.none(),
@@ -33,7 +38,7 @@ CHANNEL_VALUES = st.one_of(
 
 
 def signed(claims: dict[str, Any]) -> str:
-    return jwt.encode(claims, KEY, algorithm="HS256")
+    return hand_signed(KEY_DIR, claims)
 
 
 @given(
@@ -55,7 +60,7 @@ def test_any_claims_either_name_a_caller_the_services_know_or_are_unauthenticate
     except (TypeError, ValueError):
         return  # not even encodable as a JWT
     try:
-        principal = TokenCodec(KEY).verify(token)
+        principal = CODEC.verify(token)
     except Unauthenticated:
         return
     # A verified caller is whole: a known role, and the store or channel its role is bound to.
@@ -90,7 +95,7 @@ def test_any_claims_either_name_a_caller_the_services_know_or_are_unauthenticate
 def test_a_token_naming_no_real_caller_is_refused(claims: dict[str, Any], why: str) -> None:
     token = signed({"iss": "quanyu", "iat": NOW, "exp": NOW + 600, "sub": "someone", **claims})
     with pytest.raises(Unauthenticated):
-        TokenCodec(KEY).verify(token)
+        CODEC.verify(token)
 
 
 def test_a_tokens_subject_names_the_terminal_within_its_store_or_channel() -> None:

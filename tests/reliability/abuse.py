@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import grpc
-import jwt
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from sqlalchemy import func, select
@@ -31,6 +30,7 @@ from quanyu.membership.v1 import membership_pb2
 from quanyu.orders.v1 import orders_pb2
 from services.orders.grpc_servicer import request_from
 from services.orders.storage import outbox
+from tests.conftest import hand_signed
 from tests.orders.platform import Metadata
 from tests.reliability.deployment import Deployment
 from tests.reliability.world import MINI, SERVER_ERRORS, Outcome, World, attempt
@@ -606,7 +606,7 @@ def smaller(d: Deployment, figures: AbuseFigures) -> None:
     w = World(d)
     sku = w.name("tea")
     store = w.store("S", 0, {sku: 20})
-    key = (d.var / "signing.key").read_bytes().strip()
+    key = d.var / "token-keys"
     # A hand-signed channel token naming a channel that does not exist is refused at the door.
     now = int(datetime.now(UTC).timestamp())
     claims = {
@@ -617,7 +617,7 @@ def smaller(d: Deployment, figures: AbuseFigures) -> None:
         "iat": now,
         "exp": now + 600,
     }
-    bogus = (("authorization", f"Bearer {jwt.encode(claims, key, algorithm='HS256')}"),)
+    bogus = (("authorization", f"Bearer {hand_signed(key, claims)}"),)
     order = w.delivery(w.name("bogus-channel"), w.name("buyer"), {sku: 1})
     figures.refused(
         attempt(lambda: d.orders.CreateOrder(order, metadata=bogus)),
@@ -692,7 +692,7 @@ def token_claims(d: Deployment, figures: AbuseFigures, *, cases: int, seed: int 
     channels and stores, subjects of every type), sent to an RPC of each service: how many
     answers were a server error (UNKNOWN, INTERNAL) or let an unknown caller in."""
     rng = random.Random(seed)
-    key = (d.var / "signing.key").read_bytes().strip()
+    key = d.var / "token-keys"
     now = int(datetime.now(UTC).timestamp())
     values: list[Any] = [
         None,
@@ -735,7 +735,7 @@ def token_claims(d: Deployment, figures: AbuseFigures, *, cases: int, seed: int 
             if rng.random() < 0.8:
                 claims[name] = rng.choice(values)
         try:
-            token = jwt.encode(claims, key, algorithm="HS256")
+            token = hand_signed(key, claims)
         except (TypeError, ValueError):
             continue
         outcome = attempt(lambda token=token: rng.choice(calls)((("authorization", f"Bearer {token}"),)))  # type: ignore[misc]

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -40,6 +41,7 @@ from quanyu.identity.v1 import identity_pb2
 from quanyu.marketing.v1 import marketing_pb2, marketing_pb2_grpc
 from quanyu.membership.v1 import membership_pb2
 from quanyu.orders.v1 import orders_pb2
+from tests.conftest import hand_signed, throwaway_codec
 from tests.orders.platform import Metadata
 from tests.processes import poll
 from tests.reliability.deployment import Deployment
@@ -137,10 +139,12 @@ def _every_rpc_and_caller(d: Deployment, w: World, figures: AuthzFigures) -> Non
 
 
 def _strangers(d: Deployment, w: World) -> dict[str, Metadata]:
-    key = (d.var / "signing.key").read_bytes().strip()
+    key = d.var / "token-keys"
     yesterday = datetime.now(UTC) - timedelta(days=1)
-    expired = TokenCodec(key).issue(Principal(Role.OPS, "ops"), 60, now=yesterday).token
-    forged = TokenCodec(b"another deployment's key, 32+ bytes long").issue(Principal(Role.OPS, "ops")).token
+    expired = (
+        TokenCodec.local(d.var / "token-keys").issue(Principal(Role.OPS, "ops"), 60, now=yesterday).token
+    )
+    forged = throwaway_codec().issue(Principal(Role.OPS, "ops")).token
     valid = w.ops[0][1].removeprefix("Bearer ")
     return {
         "no token": (),
@@ -152,12 +156,11 @@ def _strangers(d: Deployment, w: World) -> dict[str, Metadata]:
     }
 
 
-def _unknown_role_token(key: bytes) -> str:
-    import jwt
+def _unknown_role_token(key: Path) -> str:
 
     now = int(datetime.now(UTC).timestamp())
     claims = {"iss": "quanyu", "sub": "intruder", "role": "admin", "iat": now, "exp": now + 600}
-    return jwt.encode(claims, key, algorithm="HS256")
+    return hand_signed(key, claims)
 
 
 def _call(

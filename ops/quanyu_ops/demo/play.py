@@ -825,8 +825,8 @@ def play(deployment: Deployment, out: TextIO, *, timeout: float = DEFAULT_TIMEOU
         print(f"quanyu demo: the platform failed a call: {failure_words(error)}", file=sys.stderr)
         if error.code() == grpc.StatusCode.UNAUTHENTICATED:
             print(
-                f"  the demo signs its tokens with the key in {deployment.settings.var_dir} "
-                "(or QUANYU_SIGNING_KEY); is the platform running from another var directory? "
+                f"  the demo signs its tokens with the keys in {deployment.settings.var_dir}/token-keys "
+                "(or QUANYU_TOKEN_KEY_DIR); is the platform running from another var directory? "
                 "Set QUANYU_VAR_DIR to it",
                 file=sys.stderr,
             )

@@ -6,9 +6,13 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, CheckConstraint, Column, Float, Index, Integer, String, Table, Text
 
+from quanyu.audit import audit_table
 from quanyu.db import UtcDateTime, new_metadata, timestamps
 
 metadata = new_metadata()
+
+# Privileged actions served (see quanyu.audit).
+audit_records = audit_table(metadata)
 
 stores = Table(
     "stores",

@@ -6,10 +6,14 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, String, Table, Text, UniqueConstraint
 
+from quanyu.audit import audit_table
 from quanyu.db import UtcDateTime, new_metadata, timestamps
 from quanyu.outbox import outbox_table
 
 metadata = new_metadata()
+
+# Privileged actions served (see quanyu.audit).
+audit_records = audit_table(metadata)
 
 
 campaigns = Table(

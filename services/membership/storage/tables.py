@@ -19,10 +19,14 @@ from sqlalchemy import (
     Table,
 )
 
+from quanyu.audit import audit_table
 from quanyu.db import SEQUENCE, UtcDateTime, new_metadata, timestamps
 from quanyu.outbox import outbox_table
 
 metadata = new_metadata()
+
+# Privileged actions served (see quanyu.audit).
+audit_records = audit_table(metadata)
 
 
 members = Table(
