@@ -7,7 +7,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,6 +103,20 @@ class _OutgoingCall(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
         )
 
 
+def open_channel(settings: Settings, target: str, options: Sequence[tuple[str, Any]] = ()) -> grpc.Channel:
+    """A channel to `target` over the transport the services themselves use: mutual TLS with this
+    process's certificate when QUANYU_TLS_CERT, _KEY and _CA are set, plain text otherwise. Every
+    client of the platform (services, importer, map, demo, CLI) opens its channels here, so one
+    setting moves them all."""
+    if settings.mutual_tls:
+        chain, key, authority = settings.tls_files()
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=authority, private_key=key, certificate_chain=chain
+        )
+        return grpc.secure_channel(target, credentials, options=list(options))
+    return grpc.insecure_channel(target, options=list(options))
+
+
 def service_channel(settings: Settings, service: str, *, caller: str) -> grpc.Channel:
     """A channel from `caller` to another Quanyu service, ready for its typed stub."""
     options = [
@@ -110,14 +124,7 @@ def service_channel(settings: Settings, service: str, *, caller: str) -> grpc.Ch
         ("grpc.service_config", retry_service_config(SERVICE_PACKAGES[service])),
         ("grpc.keepalive_time_ms", 30_000),
     ]
-    if settings.mutual_tls:
-        chain, key, authority = settings.tls_files()
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates=authority, private_key=key, certificate_chain=chain
-        )
-        channel = grpc.secure_channel(settings.target(service), credentials, options=options)
-    else:
-        channel = grpc.insecure_channel(settings.target(service), options=options)
+    channel = open_channel(settings, settings.target(service), options)
     tokens = _ServiceTokenSource(TokenCodec(settings.signing_key_bytes()), subject=caller)
     return grpc.intercept_channel(
         tracing.traced_channel(channel), _OutgoingCall(tokens, settings.call_timeout_seconds)
