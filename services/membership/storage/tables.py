@@ -21,6 +21,7 @@ from sqlalchemy import (
 
 from quanyu.db import SEQUENCE, UtcDateTime, new_metadata, timestamps
 from quanyu.outbox import outbox_table
+from quanyu.tasks import periodic_runs_table
 
 metadata = new_metadata()
 
@@ -186,3 +187,6 @@ member_merges = Table(
 
 # What marketing is told of members, written with the change that has it (see quanyu.outbox).
 outbox = outbox_table(metadata)
+
+# When points expiry and tier evaluation last ran, shared by every replica (see quanyu.tasks).
+periodic_runs = periodic_runs_table(metadata)
