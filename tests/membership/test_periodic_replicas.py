@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 from quanyu.db import Database
@@ -48,11 +49,7 @@ class Replicas:
             for port, process in processes:
                 wait_serving(f"127.0.0.1:{port}", process)
             for log in logs:
-                poll(
-                    lambda log=log: start_checks(log),
-                    lambda found: set(found) == {EXPIRY, TIERS},
-                    "start checks",
-                )
+                poll(partial(start_checks, log), lambda found: set(found) == {EXPIRY, TIERS}, "start checks")
             yield logs
 
     def runs(self, job: str) -> int:
