@@ -21,6 +21,7 @@ from quanyu.auth import Principal, Role, TokenCodec
 from quanyu.config import Settings
 from quanyu.errors import Code, FieldViolation, QuanyuError, Unavailable, error_for
 from quanyu.logs import REQUEST_ID_HEADER
+from quanyu.resolving import Resolve, ResolvingChannel, dns_addresses, split_target
 
 SERVICE_PACKAGES = {
     "identity": "quanyu.identity.v1.IdentityService",
@@ -117,14 +118,33 @@ def open_channel(settings: Settings, target: str, options: Sequence[tuple[str, A
     return grpc.insecure_channel(target, options=list(options))
 
 
-def service_channel(settings: Settings, service: str, *, caller: str) -> grpc.Channel:
-    """A channel from `caller` to another Quanyu service, ready for its typed stub."""
+def service_channel(
+    settings: Settings, service: str, *, caller: str, resolve: Resolve = dns_addresses
+) -> grpc.Channel:
+    """A channel from `caller` to another Quanyu service, ready for its typed stub. A target named
+    by a host name is re-resolved every `settings.resolve_seconds` with `resolve`, and calls are
+    spread round-robin over every address it resolves to (quanyu.resolving)."""
     options = [
         ("grpc.enable_retries", 1),
         ("grpc.service_config", retry_service_config(SERVICE_PACKAGES[service])),
         ("grpc.keepalive_time_ms", 30_000),
     ]
-    channel = open_channel(settings, settings.target(service), options)
+    target = settings.target(service)
+    named = split_target(target)
+    channel: grpc.Channel
+    if named and settings.resolve_seconds:
+        host, port = named
+        channel = ResolvingChannel(
+            host,
+            port,
+            lambda where, with_options: open_channel(settings, where, with_options),
+            options,
+            every=settings.resolve_seconds,
+            drain_seconds=2 * settings.call_timeout_seconds,
+            resolve=resolve,
+        )
+    else:
+        channel = open_channel(settings, target, options)
     tokens = _ServiceTokenSource(TokenCodec(settings.signing_key_bytes()), subject=caller)
     return grpc.intercept_channel(
         tracing.traced_channel(channel), _OutgoingCall(tokens, settings.call_timeout_seconds)
