@@ -264,6 +264,9 @@ def test_each_service_has_its_deployment_service_account_service_budget_and_auto
 
         service = of_kind(objects, "Service")[name]
         assert service["spec"]["selector"].items() <= labels.items()
+        # Headless, listing only ready pods: callers see every replica and spread calls over them.
+        assert service["spec"]["clusterIP"] == "None"
+        assert not service["spec"].get("publishNotReadyAddresses", False)
         assert [(p["name"], p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [
             ("grpc", GRPC_PORTS[name], "grpc")
         ]
@@ -364,6 +367,7 @@ def test_configuration_comes_from_the_config_map_and_keys_and_urls_from_secrets(
         env = environment(server(deployment), objects)
         assert env["QUANYU_ENV"] == ("ConfigMap", "production")
         assert env["QUANYU_HOST"] == ("ConfigMap", "0.0.0.0")
+        assert float(env["QUANYU_RESOLVE_SECONDS"][1]) <= 5, "a new replica gets calls within seconds"
         for other in SERVICE_NAMES:
             source, target = env[f"QUANYU_{other.upper()}__TARGET"]
             host, port = target.split(":")
