@@ -84,8 +84,8 @@ def test_every_service_is_present_with_its_port(compose: dict[str, Any]) -> None
         service = services(compose)[name]
         assert service["command"] == ["serve", name]
         assert [published(entry, {}) for entry in service["ports"]] == [("127.0.0.1", port, port)]
-        chosen = {"QUANYU_PUBLISH_ADDRESS": "0.0.0.0"}  # noqa: S104
-        assert [published(entry, chosen) for entry in service["ports"]] == [("0.0.0.0", port, port)]  # noqa: S104
+        chosen = {"QUANYU_PUBLISH_ADDRESS": "0.0.0.0"}
+        assert [published(entry, chosen) for entry in service["ports"]] == [("0.0.0.0", port, port)]
     assert "ports" not in services(compose)["postgres"], "the database is reached only by the services"
 
 
