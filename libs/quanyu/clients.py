@@ -7,7 +7,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ from quanyu.config import Settings
 from quanyu.errors import Code, FieldViolation, QuanyuError, Unavailable, error_for
 from quanyu.keys import Fetched, Revocations, Trust, issuer_keys, joined, load_public_pem, service_keys
 from quanyu.logs import REQUEST_ID_HEADER
+from quanyu.resolving import Resolve, ResolvingChannel, dns_addresses, split_target
 
 SERVICE_PACKAGES = {
     "identity": "quanyu.identity.v1.IdentityService",
@@ -104,21 +105,47 @@ class _OutgoingCall(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
         )
 
 
-def service_channel(settings: Settings, service: str, *, caller: str) -> grpc.Channel:
-    """A channel from `caller` to another Quanyu service, ready for its typed stub."""
-    options = [
-        ("grpc.enable_retries", 1),
-        ("grpc.service_config", retry_service_config(SERVICE_PACKAGES[service])),
-        ("grpc.keepalive_time_ms", 30_000),
-    ]
+def open_channel(settings: Settings, target: str, options: Sequence[tuple[str, Any]] = ()) -> grpc.Channel:
+    """A channel to `target` over the transport the services themselves use: mutual TLS with this
+    process's certificate when QUANYU_TLS_CERT, _KEY and _CA are set, plain text otherwise. Every
+    client of the platform (services, importer, map, demo, CLI) opens its channels here, so one
+    setting moves them all."""
     if settings.mutual_tls:
         chain, key, authority = settings.tls_files()
         credentials = grpc.ssl_channel_credentials(
             root_certificates=authority, private_key=key, certificate_chain=chain
         )
-        channel = grpc.secure_channel(settings.target(service), credentials, options=options)
+        return grpc.secure_channel(target, credentials, options=list(options))
+    return grpc.insecure_channel(target, options=list(options))
+
+
+def service_channel(
+    settings: Settings, service: str, *, caller: str, resolve: Resolve = dns_addresses
+) -> grpc.Channel:
+    """A channel from `caller` to another Quanyu service, ready for its typed stub. A target named
+    by a host name is re-resolved every `settings.resolve_seconds` with `resolve`, and calls are
+    spread round-robin over every address it resolves to (quanyu.resolving)."""
+    options = [
+        ("grpc.enable_retries", 1),
+        ("grpc.service_config", retry_service_config(SERVICE_PACKAGES[service])),
+        ("grpc.keepalive_time_ms", 30_000),
+    ]
+    target = settings.target(service)
+    named = split_target(target)
+    channel: grpc.Channel
+    if named and settings.resolve_seconds:
+        host, port = named
+        channel = ResolvingChannel(
+            host,
+            port,
+            lambda where, with_options: open_channel(settings, where, with_options),
+            options,
+            every=settings.resolve_seconds,
+            drain_seconds=2 * settings.call_timeout_seconds,
+            resolve=resolve,
+        )
     else:
-        channel = grpc.insecure_channel(settings.target(service), options=options)
+        channel = open_channel(settings, target, options)
     tokens = _ServiceTokenSource(service_codec(settings), subject=caller)
     return grpc.intercept_channel(
         tracing.traced_channel(channel), _OutgoingCall(tokens, settings.call_timeout_seconds)

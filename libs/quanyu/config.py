@@ -122,6 +122,10 @@ class Settings(BaseSettings):
     grace_seconds: float = Field(default=10.0, ge=0)
     # Default deadline of a service-to-service call.
     call_timeout_seconds: float = Field(default=5.0, gt=0)
+    # How often a service re-resolves the name of each service it calls, so a replica that became
+    # ready (a headless Service's new address) gets calls within seconds; 0: only when a
+    # connection fails, as gRPC does by itself (see quanyu.resolving).
+    resolve_seconds: float = Field(default=5.0, ge=0)
     # Worker threads per server: each serves one call at a time.
     server_workers: int = Field(default=16, ge=1)
     # Database connections per process (and half as many again at peaks). Calls beyond it wait

@@ -15,16 +15,25 @@ from collections.abc import Sequence
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from quanyu.clients import open_channel
+from quanyu.config import Settings, get_settings
+
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 DEFAULT_TIMEOUT_SECONDS = 2.0
 
 
-def health_status(address: str, service: str = "", timeout: float = DEFAULT_TIMEOUT_SECONDS) -> str:
+def health_status(
+    address: str,
+    service: str = "",
+    timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    settings: Settings | None = None,
+) -> str:
     """The health of `service` at `address` as the server names it, or the gRPC status of the failed call.
 
-    An empty `service` asks about the server as a whole.
+    An empty `service` asks about the server as a whole. With `settings` that turn mutual TLS on,
+    the probe presents their certificate, as the services' own clients do.
     """
-    with grpc.insecure_channel(address) as channel:
+    with open_channel(settings, address) if settings else grpc.insecure_channel(address) as channel:
         try:
             answer = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout
@@ -57,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    status = health_status(args.address, args.service, args.timeout)
+    # A container's own QUANYU_TLS_* settings: with mutual TLS on, its gRPC port wants them.
+    status = health_status(args.address, args.service, args.timeout, get_settings())
     print(f"{args.address} {args.service or '(server)'}: {status}")
     return 0 if status == "SERVING" else 1
 

@@ -38,6 +38,7 @@ from numpy.typing import NDArray
 from shapely.geometry import shape
 
 from quanyu.auth import Principal, Role
+from quanyu.clients import open_channel
 from quanyu.common.v1 import common_pb2
 from quanyu.config import Settings
 from quanyu.fulfilment.v1 import fulfilment_pb2, fulfilment_pb2_grpc
@@ -715,4 +716,4 @@ def _read(deployment: Deployment, orders: int) -> tuple[list[StoreDot], list[Rou
 
 
 def _channel(settings: Settings, service: str) -> grpc.Channel:
-    return grpc.insecure_channel(settings.target(service))
+    return open_channel(settings, settings.target(service))

@@ -45,8 +45,9 @@ class Child:
         log.info("service started", service=self.service, pid=self.process.pid)
 
 
-def is_serving(target: str, timeout: float = 1.0) -> bool:
-    return health_status(target, timeout=timeout) == "SERVING"
+def is_serving(target: str, timeout: float = 1.0, settings: Settings | None = None) -> bool:
+    """Whether the server at `target` answers SERVING; over mutual TLS when `settings` turn it on."""
+    return health_status(target, timeout=timeout, settings=settings) == "SERVING"
 
 
 def terminate(process: subprocess.Popen[bytes], timeout: float) -> None:
@@ -121,7 +122,7 @@ def supervise(services: Sequence[str], deployment: Deployment) -> int:
                 child.restart_at = 0.0
                 child.restarts += 1
                 child.start()
-        if not announced and all(is_serving(settings.target(c.service)) for c in children):
+        if not announced and all(is_serving(settings.target(c.service), settings=settings) for c in children):
             announced = True
             log.info(
                 "all services SERVING",

@@ -14,7 +14,7 @@ from quanyu.marketing.v1 import marketing_pb2_grpc
 from quanyu.outbox import OutboxRelay, export_metrics
 from quanyu.paging import PageTokens
 from quanyu.server import ServiceApp
-from quanyu.tasks import Periodic
+from quanyu.tasks import Periodic, RunSchedule
 from quanyu.unit_of_work import Clock, SqlUnitOfWork, system_clock
 from services.membership.config import MembershipSettings
 from services.membership.downstream import CustomerChannels
@@ -22,7 +22,7 @@ from services.membership.effects import LANES, deliverers
 from services.membership.grpc_servicer import AUDITED, MembershipServicer
 from services.membership.handlers import MembershipService
 from services.membership.ports import Stores
-from services.membership.storage import SqlStores, outbox
+from services.membership.storage import SqlStores, outbox, periodic_runs
 from services.membership.storage.tables import audit_records
 
 NAME = "membership"
@@ -68,14 +68,24 @@ def build_app(
     relay = OutboxRelay(database, outbox, single, lanes=LANES, batched=batched)
     service.on_effects = relay.wake
     export_metrics(relay)
+    # Once per interval across the replicas, and at once after a start when overdue.
+    schedule = RunSchedule(database, periodic_runs)
 
     return ServiceApp.serving(
         NAME,
         MembershipServicer(service),
         tasks=[
             relay,
-            Periodic("points-expiry", service.expire, own.expiry_interval_seconds),
-            Periodic("tier-evaluation", service.evaluate_tiers, own.tier_evaluation_interval_seconds),
+            Periodic(
+                "points-expiry", service.expire, own.expiry_interval_seconds, schedule=schedule, clock=clock
+            ),
+            Periodic(
+                "tier-evaluation",
+                service.evaluate_tiers,
+                own.tier_evaluation_interval_seconds,
+                schedule=schedule,
+                clock=clock,
+            ),
         ],
         on_stop=[service.close],
         audit=AuditLog(database, audit_records, clock),

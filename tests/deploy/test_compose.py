@@ -56,6 +56,21 @@ def environment(service: dict[str, Any]) -> dict[str, str]:
     return {str(key): str(value) for key, value in found.items()}
 
 
+def published(entry: str, env: dict[str, str]) -> tuple[str, int, int]:
+    """(address, host port, container port) of a `ports:` entry as compose reads it with `env`:
+    `${NAME:-default}` is the variable when set and not empty, else the default."""
+
+    def substitute(match: re.Match[str]) -> str:
+        return env.get(match["name"]) or match["default"]
+
+    expanded = re.sub(r"\$\{(?P<name>[A-Z_][A-Z0-9_]*):-(?P<default>[^}]*)\}", substitute, entry)
+    parts = expanded.split(":")
+    # Without an address, compose publishes on every interface.
+    assert len(parts) == 3, f"{entry}: names the address it is published on"
+    address, host_port, container_port = parts
+    return address, int(host_port), int(container_port)
+
+
 def seconds(duration: str) -> float:
     match = re.fullmatch(r"(?:(\d+)m)?(?:(\d+)s)?", duration)
     assert duration, "an empty duration"
@@ -68,7 +83,9 @@ def test_every_service_is_present_with_its_port(compose: dict[str, Any]) -> None
     for name, port in PORTS.items():
         service = services(compose)[name]
         assert service["command"] == ["serve", name]
-        assert service["ports"] == [f"{port}:{port}"]
+        assert [published(entry, {}) for entry in service["ports"]] == [("127.0.0.1", port, port)]
+        chosen = {"QUANYU_PUBLISH_ADDRESS": "0.0.0.0"}
+        assert [published(entry, chosen) for entry in service["ports"]] == [("0.0.0.0", port, port)]
     assert "ports" not in services(compose)["postgres"], "the database is reached only by the services"
 
 

@@ -39,6 +39,8 @@ RENDERED = ("overlays/dev", "overlays/prod", "overlays/prod+components/mtls")
 VARIANTS = ("base", *RENDERED)
 # Scratch space in every container, an emptyDir on the read-only root.
 SCRATCH = "/tmp"  # noqa: S108
+# The Secrets' examples, which ops fill in and create once; no kustomization lists them.
+SECRETS = K8S / "secrets"
 
 Manifest = dict[str, Any]
 
@@ -55,6 +57,9 @@ def load(path: Path) -> Manifest:
 def env_file(path: Path) -> dict[str, str]:
     lines = [line.strip() for line in path.read_text().splitlines()]
     return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+SECRET_EXAMPLES: tuple[Manifest, ...] = tuple(load_all(SECRETS / "secrets.example.yaml"))
 
 
 def base_manifests() -> list[Manifest]:
@@ -152,7 +157,9 @@ def config_map(objects: tuple[Manifest, ...]) -> dict[str, str]:
 
 def environment(container: Manifest, objects: tuple[Manifest, ...]) -> dict[str, tuple[str, str]]:
     """Each variable of a container with where it comes from: ("ConfigMap"|"Secret"|"value", value)."""
-    maps, secrets = of_kind(objects, "ConfigMap"), of_kind(objects, "Secret")
+    maps = of_kind(objects, "ConfigMap")
+    # The Secrets are made by ops, not applied with the manifests: their keys are the example's.
+    secrets = of_kind(SECRET_EXAMPLES, "Secret")
     found: dict[str, tuple[str, str]] = {}
     for source in container.get("envFrom", []):
         if "configMapRef" in source:
@@ -257,6 +264,9 @@ def test_each_service_has_its_deployment_service_account_service_budget_and_auto
 
         service = of_kind(objects, "Service")[name]
         assert service["spec"]["selector"].items() <= labels.items()
+        # Headless, listing only ready pods: callers see every replica and spread calls over them.
+        assert service["spec"]["clusterIP"] == "None"
+        assert not service["spec"].get("publishNotReadyAddresses", False)
         assert [(p["name"], p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [
             ("grpc", GRPC_PORTS[name], "grpc")
         ]
@@ -357,6 +367,7 @@ def test_configuration_comes_from_the_config_map_and_keys_and_urls_from_secrets(
         env = environment(server(deployment), objects)
         assert env["QUANYU_ENV"] == ("ConfigMap", "production")
         assert env["QUANYU_HOST"] == ("ConfigMap", "0.0.0.0")
+        assert float(env["QUANYU_RESOLVE_SECONDS"][1]) <= 5, "a new replica gets calls within seconds"
         for other in SERVICE_NAMES:
             source, target = env[f"QUANYU_{other.upper()}__TARGET"]
             host, port = target.split(":")
@@ -369,15 +380,52 @@ def test_configuration_comes_from_the_config_map_and_keys_and_urls_from_secrets(
         assert not others & set(env), f"{name} sees only its own database"
 
 
+def secret_values(secret: Manifest) -> dict[str, str]:
+    return {**secret.get("data", {}), **secret.get("stringData", {})}
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_the_secrets_are_templates_holding_no_real_secret(variant: str) -> None:
-    secrets = of_kind(manifests(variant), "Secret")
+def test_no_rendered_manifest_holds_a_secret_with_an_empty_value(variant: str) -> None:
+    # An applied Secret with an empty value blanks the real key ops put in place, and every
+    # service then stops: what an overlay applies never carries one.
+    for name, secret in of_kind(manifests(variant), "Secret").items():
+        for key, value in secret_values(secret).items():
+            assert value, f"{variant}: Secret {name} would blank {key}"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_an_apply_leaves_the_secrets_ops_made_alone(variant: str) -> None:
+    objects = manifests(variant)
+    assert not of_kind(objects, "Secret"), f"{variant} would replace the Secrets ops created"
+    # ...and what the pods read is exactly what the example tells ops to create.
+    example = {name: set(secret_values(s)) for name, s in of_kind(SECRET_EXAMPLES, "Secret").items()}
+    for workload in workloads(objects):
+        for container in all_containers(workload):
+            for source in container.get("envFrom", []):
+                assert "secretRef" not in source or source["secretRef"]["name"] in example
+            for variable in container.get("env", []):
+                if reference := variable.get("valueFrom", {}).get("secretKeyRef"):
+                    assert reference["key"] in example[reference["name"]], variable["name"]
+
+
+def test_the_secret_examples_hold_no_real_secret() -> None:
+    secrets = of_kind(SECRET_EXAMPLES, "Secret")
     assert set(secrets) == {"quanyu-keys", "quanyu-database"}
     for name, secret in secrets.items():
+        assert secret["metadata"]["namespace"] == "quanyu"
         assert "data" not in secret, f"{name}: placeholders in stringData, readable as such"
         for key, value in secret["stringData"].items():
             # Empty keys make a production service refuse to start; URLs name a host that never resolves.
             assert value == "" or ("REPLACE_ME" in value and ".invalid:" in value), f"{name}: {key}"
+        for version in KUBERNETES_VERSIONS:
+            kubernetes_validate.validate(secret, version, strict=True)
+
+
+def test_no_kustomization_lists_the_secret_examples() -> None:
+    for directory, kustomization in kustomizations():
+        for entry in (*kustomization.get("resources", []), *kustomization.get("components", [])):
+            assert SECRETS not in (directory / entry).resolve().parents, f"{directory}: {entry}"
+            assert (directory / entry).resolve() != SECRETS, f"{directory}: {entry}"
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

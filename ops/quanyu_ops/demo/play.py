@@ -30,7 +30,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from quanyu.auth import Role, caller
-from quanyu.clients import error_reason
+from quanyu.clients import error_reason, open_channel
 from quanyu.common.v1 import common_pb2
 from quanyu.config import SERVICE_NAMES, Environment, Settings
 from quanyu.fulfilment.v1 import fulfilment_pb2, fulfilment_pb2_grpc
@@ -127,7 +127,7 @@ def running_platform(
 ) -> Iterator[None]:
     """The platform at its configured targets; started with `quanyu up` for the run when not serving."""
     settings = deployment.settings
-    missing = [name for name in SERVICE_NAMES if not is_serving(settings.target(name))]
+    missing = [name for name in SERVICE_NAMES if not is_serving(settings.target(name), settings=settings)]
     if not missing:
         say("The platform is running; the demo uses it and leaves it running.")
         yield
@@ -164,7 +164,7 @@ def _wait_serving(
             )
         if time.monotonic() > deadline:
             raise DemoFailed(f"{', '.join(waiting)} not serving within {within:.0f} s")
-        waiting = [name for name in waiting if not is_serving(settings.target(name))]
+        waiting = [name for name in waiting if not is_serving(settings.target(name), settings=settings)]
         if waiting:
             time.sleep(0.2)
 
@@ -196,7 +196,7 @@ class Calls:
         self._tokens: dict[tuple[str, str, str], Metadata] = {}
 
         def channel(service: str) -> grpc.Channel:
-            made = grpc.insecure_channel(settings.target(service))
+            made = open_channel(settings, settings.target(service))
             channels.append(made)
             return made
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import grpc
 
-from quanyu.clients import SERVICE_PACKAGES, retry_service_config
+from quanyu.clients import SERVICE_PACKAGES, open_channel, retry_service_config
+from quanyu.config import Settings
 from quanyu.fulfilment.v1 import fulfilment_pb2, fulfilment_pb2_grpc
 from quanyu_ops.deployment import bearer_metadata
 from quanyu_ops.importer.formats import ImportFailed
@@ -18,13 +19,14 @@ IMPORT_DEADLINE_SECONDS = 120.0
 STOCK_DEADLINE_SECONDS = 30.0
 
 
-def fulfilment_channel(target: str) -> grpc.Channel:
-    """A channel to fulfilment that retries a call the service did not answer (restarting, rolling out)."""
+def fulfilment_channel(settings: Settings) -> grpc.Channel:
+    """A channel to fulfilment that retries a call the service did not answer (restarting, rolling
+    out), over mutual TLS when the deployment's services use it."""
     options = [
         ("grpc.enable_retries", 1),
         ("grpc.service_config", retry_service_config(SERVICE_PACKAGES["fulfilment"])),
     ]
-    return grpc.insecure_channel(target, options=options)
+    return open_channel(settings, settings.target("fulfilment"), options)
 
 
 class FulfilmentClient:

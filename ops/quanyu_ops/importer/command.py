@@ -52,7 +52,7 @@ def main(what: str, path: Path, *, token: str | None, deployment: Deployment) ->
     load = import_stores if what == "stores" else import_stock
     try:
         bearer = caller_token(token, deployment)
-        with fulfilment_channel(target) as channel:
+        with fulfilment_channel(deployment.settings) as channel:
             load(path, FulfilmentClient(channel, target, bearer), report, progress_bar(err))
     except (ImportFailed, KeyboardInterrupt) as error:
         if report.started:

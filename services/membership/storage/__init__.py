@@ -25,6 +25,7 @@ from services.membership.storage.tables import (
     members,
     metadata,
     outbox,
+    periodic_runs,
     point_lots,
 )
 
@@ -41,6 +42,7 @@ __all__ = [
     "members",
     "metadata",
     "outbox",
+    "periodic_runs",
     "point_lots",
 ]
 

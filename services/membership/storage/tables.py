@@ -22,6 +22,7 @@ from sqlalchemy import (
 from quanyu.audit import audit_table
 from quanyu.db import SEQUENCE, UtcDateTime, new_metadata, timestamps
 from quanyu.outbox import outbox_table
+from quanyu.tasks import periodic_runs_table
 
 metadata = new_metadata()
 
@@ -190,3 +191,6 @@ member_merges = Table(
 
 # What marketing is told of members, written with the change that has it (see quanyu.outbox).
 outbox = outbox_table(metadata)
+
+# When points expiry and tier evaluation last ran, shared by every replica (see quanyu.tasks).
+periodic_runs = periodic_runs_table(metadata)
