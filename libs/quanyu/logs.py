@@ -11,6 +11,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
+from opentelemetry import trace
 from structlog.tracebacks import ExceptionDictTransformer
 
 from quanyu.phones import mask_phones
@@ -42,6 +43,16 @@ def _mask_phone_numbers(_: Any, __: str, event: MutableMapping[str, Any]) -> Mut
 _tracebacks = structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False))
 
 
+def _add_trace_ids(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """The trace and span a line was written in, as hex, so a log line leads to its trace and a
+    trace to its lines (the names OpenTelemetry's log data model gives them)."""
+    span = trace.get_current_span().get_span_context()
+    if span.is_valid:
+        event.setdefault("trace_id", format(span.trace_id, "032x"))
+        event.setdefault("span_id", format(span.span_id, "016x"))
+    return event
+
+
 def configure_logging(level: str = "INFO", *, service: str | None = None) -> None:
     """Send structlog and the standard library's logging as JSON lines to standard error.
 
@@ -51,6 +62,7 @@ def configure_logging(level: str = "INFO", *, service: str | None = None) -> Non
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
+        _add_trace_ids,
     ]
     if service:
         shared.insert(0, _bind_service(service))

@@ -7,21 +7,43 @@ from collections.abc import Callable
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 
-RPC_CALLS = Counter(
-    "quanyu_rpc_calls", "RPCs served, by method and status code", ["service", "method", "code"]
+# Every RPC under the names and labels py-grpc-prometheus and go-grpc-prometheus use, so stock
+# gRPC dashboards and alerts work unchanged: grpc_service is the full service name
+# (quanyu.orders.v1.OrderService), grpc_method the method, grpc_code the status code's name.
+RPC_STARTED = Counter(
+    "grpc_server_started",
+    "RPCs started on the server",
+    ["grpc_type", "grpc_service", "grpc_method"],
+)
+RPC_HANDLED = Counter(
+    "grpc_server_handled",
+    "RPCs completed on the server, by status code",
+    ["grpc_type", "grpc_service", "grpc_method", "grpc_code"],
 )
 RPC_SECONDS = Histogram(
-    "quanyu_rpc_duration_seconds",
-    "Time to serve an RPC",
-    ["service", "method"],
+    "grpc_server_handling_seconds",
+    "Time to serve an RPC, until the application answered",
+    ["grpc_type", "grpc_service", "grpc_method"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
+# Every Quanyu RPC is unary (the server refuses the others).
+UNARY = "unary"
 
 
-def observe_call(service: str, method: str, code: str, seconds: float) -> None:
-    short = method.rsplit("/", 1)[-1]
-    RPC_CALLS.labels(service, short, code).inc()
-    RPC_SECONDS.labels(service, short).observe(seconds)
+def _names(method: str) -> tuple[str, str]:
+    """("quanyu.orders.v1.OrderService", "CreateOrder") from "/quanyu.orders.v1.OrderService/CreateOrder"."""
+    service, _, name = method.lstrip("/").rpartition("/")
+    return service, name
+
+
+def observe_start(method: str) -> None:
+    RPC_STARTED.labels(UNARY, *_names(method)).inc()
+
+
+def observe_call(method: str, code: str, seconds: float) -> None:
+    service, name = _names(method)
+    RPC_HANDLED.labels(UNARY, service, name, code).inc()
+    RPC_SECONDS.labels(UNARY, service, name).observe(seconds)
 
 
 def gauge_from(name: str, documentation: str, read: Callable[[], float]) -> Gauge:

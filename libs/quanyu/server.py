@@ -33,7 +33,7 @@ from quanyu.db import is_unavailable
 from quanyu.errors import Code, InvalidArgument, PermissionDenied, QuanyuError, Unavailable
 from quanyu.keys import Fetched, Trust
 from quanyu.logs import REQUEST_ID_HEADER
-from quanyu.metrics import observe_call, serve_metrics
+from quanyu.metrics import observe_call, observe_start, serve_metrics
 from quanyu.quota import Quota, quota_from
 
 log = structlog.get_logger("quanyu.server")
@@ -210,6 +210,7 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             # clients from retrying an UNAVAILABLE answer.
             context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
             started = time.perf_counter()
+            observe_start(method)
             status = grpc.StatusCode.OK
             principal: Principal | None = None
             try:
@@ -247,7 +248,7 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 context.abort(status, "internal error")
             finally:
                 elapsed = time.perf_counter() - started
-                observe_call(self._service, method, status.name, elapsed)
+                observe_call(method, status.name, elapsed)
                 log.info(
                     "rpc",
                     code=status.name,

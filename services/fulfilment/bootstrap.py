@@ -45,6 +45,11 @@ def build_app(
     )
 
     gauge_from("quanyu_reservations_open", "Orders holding reserved stock", service.open_reservations)
+    gauge_from(
+        "quanyu_reservations_oldest_seconds",
+        "How long the longest-held open reservation has held its stock",
+        service.oldest_reservation_seconds,
+    )
 
     return ServiceApp.serving(
         NAME,

@@ -205,6 +205,11 @@ class FulfilmentService:
         """Orders holding stock now, across every store (a gauge for ops)."""
         return self.uow.read(lambda tx: tx.stores.reservations.active_orders())
 
+    def oldest_reservation_seconds(self) -> float:
+        """How long the longest-held reservation has held its stock; 0 when none is open."""
+        since = self.uow.read(lambda tx: tx.stores.reservations.oldest_active())
+        return 0.0 if since is None else max(0.0, (self.clock() - since).total_seconds())
+
     def release(self, order_id: str, store_id: str) -> int:
         requests.release_request(order_id, store_id)
         return self.uow.run(lambda tx: tx.stores.reservations.release(order_id, store_id, self.clock()))

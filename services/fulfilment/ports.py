@@ -39,6 +39,10 @@ class StockRecords(Protocol):
 class ReservationRecords(Protocol):
     def active_orders(self) -> int: ...
 
+    def oldest_active(self) -> datetime | None:
+        """When the longest-held reservation still holding stock was made (a gauge for ops)."""
+        ...
+
     def state_of(self, order_id: str) -> ReservationState | None:
         """The order's state; calls for one order take turns from here to the commit."""
         ...

@@ -12,6 +12,7 @@ from quanyu.config import Settings
 from quanyu.db import Database, migrate_url
 from quanyu.fulfilment.v1 import fulfilment_pb2_grpc
 from quanyu.membership.v1 import membership_pb2_grpc
+from quanyu.metrics import labelled_gauge_from
 from quanyu.outbox import OutboxRelay, export_metrics
 from quanyu.paging import PageTokens
 from quanyu.server import BackgroundTask, ServiceApp
@@ -82,6 +83,18 @@ def build_app(
     # Grants leave their effects in the outbox; the relay takes them as soon as they are committed.
     service.wake = relay.wake
     export_metrics(relay)
+    labelled_gauge_from(
+        "quanyu_marketing_messages_due",
+        "Messages due and not acknowledged by their channel's backend",
+        "channel",
+        lambda: {channel: due for channel, (due, _) in service.messages.backlog().items()},
+    )
+    labelled_gauge_from(
+        "quanyu_marketing_message_backlog_seconds",
+        "How long the oldest due message of the channel has waited to be acknowledged",
+        "channel",
+        lambda: {channel: waited for channel, (_, waited) in service.messages.backlog().items()},
+    )
 
     zones = StoreZones(
         fulfilment_pb2_grpc.FulfilmentServiceStub(service_channel(settings, "fulfilment", caller=NAME))

@@ -291,6 +291,11 @@ class Messages(Protocol):
         """The campaign's messages to the member, sent, waiting or suppressed."""
         ...
 
+    def backlog(self, now: datetime) -> dict[Channel, tuple[int, datetime]]:
+        """Messages due by `now` and not yet acknowledged, per channel: how many, and the
+        earliest time one of them was due (a gauge for ops)."""
+        ...
+
 
 class Consents(Protocol):
     def set(self, customer_id: str, channel: Channel, consent: bool, now: datetime) -> None: ...

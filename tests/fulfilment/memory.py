@@ -37,6 +37,7 @@ class MemoryStores:
         self.open_orders: dict[str, int] = {}
         self.units: dict[tuple[str, str], list[int]] = {}  # (store, sku) -> [on hand, reserved]
         self.orders: dict[str, ReservationState] = {}
+        self.assigned_at: dict[str, datetime] = {}
         self.lines: dict[str, list[_Line]] = {}
         self.decisions: list[DecisionRecord] = []
 
@@ -105,6 +106,10 @@ class MemoryStores:
     def active_orders(self) -> int:
         return sum(1 for state in self.orders.values() if state is ReservationState.ACTIVE)
 
+    def oldest_active(self) -> datetime | None:
+        held = [self.assigned_at[o] for o, state in self.orders.items() if state is ReservationState.ACTIVE]
+        return min(held, default=None)
+
     def state_of(self, order_id: str) -> ReservationState | None:
         return self.orders.get(order_id)
 
@@ -154,6 +159,7 @@ class MemoryStores:
                 )
         self.lines[order_id] = kept
         self.orders[order_id] = ReservationState.ACTIVE
+        self.assigned_at.setdefault(order_id, now)
 
     def release(self, order_id: str, store_id: str, now: datetime) -> int:
         return self._finish(order_id, store_id, ReservationState.RELEASED)

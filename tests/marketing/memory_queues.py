@@ -104,6 +104,14 @@ class MemoryMessages:
             and m.send_at > since
         )
 
+    def backlog(self, now: datetime) -> dict[Channel, tuple[int, datetime]]:
+        found: dict[Channel, tuple[int, datetime]] = {}
+        for m in self.rows.values():
+            if m.status is MessageStatus.PENDING and m.send_at <= now and not m.awaits_coupon:
+                due, oldest = found.get(m.channel, (0, m.send_at))
+                found[m.channel] = (due + 1, min(oldest, m.send_at))
+        return found
+
     def count(self, campaign_id: str, status: MessageStatus) -> int:
         return sum(1 for m in self.rows.values() if m.campaign_id == campaign_id and m.status is status)
 

@@ -110,3 +110,21 @@ def granted_with_message_held(uow: Uow, clock: Clock, members: list[str]) -> tup
         messages.set_contact_preferences(f"cus_{m}", {Channel.APP: True})
     triggers.ingest([order_completed(m, f"evt_{m}") for m in members])
     return messages, live.campaign_id
+
+
+def test_the_backlog_counts_due_messages_until_their_backend_acknowledges_them(uow: Uow) -> None:
+    clock = Clock()
+    messages, _ = granted_with_message_held(uow, clock, ["mem_1", "mem_2"])
+    # Held for their coupon's code: not due yet, so no backlog.
+    assert messages.backlog() == {}
+    coupons_issued(uow)
+    clock.now += timedelta(minutes=10)
+    assert messages.backlog() == {"APP": (2, 600.0)}
+    pulled = messages.pull_messages(Channel.APP)
+    # Pulled and not acknowledged: still owed to the customer.
+    assert messages.backlog() == {"APP": (2, 600.0)}
+    messages.ack_messages(Channel.APP, [pulled[0].message_id])
+    clock.now += timedelta(minutes=5)
+    assert messages.backlog() == {"APP": (1, 900.0)}
+    messages.ack_messages(Channel.APP, [pulled[1].message_id])
+    assert messages.backlog() == {}

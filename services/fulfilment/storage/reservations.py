@@ -109,6 +109,16 @@ class ReservationRepository:
             ).scalar_one()
         )
 
+    def oldest_active(self) -> datetime | None:
+        query = (
+            select(assignments.c.create_time)
+            .where(assignments.c.state == ACTIVE)
+            .order_by(assignments.c.create_time)
+            .limit(1)
+        )
+        found: datetime | None = self._db.execute(query).scalar_one_or_none()
+        return found
+
     def state_of(self, order_id: str) -> ReservationState | None:
         """The order's assignment state, its row locked so calls for one order take turns."""
         state = self._db.execute(_STATE_OF, {"order": order_id}).scalar_one_or_none()

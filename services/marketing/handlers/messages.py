@@ -43,6 +43,16 @@ class MessageCases:
 
         return self.uow.run(work)
 
+    def backlog(self) -> dict[str, tuple[int, float]]:
+        """Per channel, messages due and not acknowledged and the seconds the oldest has waited:
+        a backlog that grows means the channel's backend stopped pulling (a gauge for ops)."""
+        now = self.clock()
+        found = self.uow.read(lambda tx: tx.stores.messages.backlog(now))
+        return {
+            channel.value: (due, max(0.0, (now - oldest).total_seconds()))
+            for channel, (due, oldest) in found.items()
+        }
+
     def pull_messages(self, channel: Channel, requested: int = 0) -> list[Message]:
         """Due messages of the channel, leased to this caller: one not acknowledged before the
         lease ends is pulled again (at least once; the message id lets the receiver drop it)."""

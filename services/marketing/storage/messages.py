@@ -175,6 +175,15 @@ class MessageRepository:
         )
         return list(rows.scalars())
 
+    def backlog(self, now: datetime) -> dict[Channel, tuple[int, datetime]]:
+        c = messages.c
+        query = (
+            select(c.channel, func.count(), func.min(c.send_at))
+            .where(c.status == MessageStatus.PENDING.value, c.send_at <= now, c.awaits_coupon == "")
+            .group_by(c.channel)
+        )
+        return {Channel(channel): (int(due), oldest) for channel, due, oldest in self._db.execute(query)}
+
     def count(self, campaign_id: str, status: MessageStatus) -> int:
         query = select(func.count()).where(
             messages.c.campaign_id == campaign_id, messages.c.status == status.value
