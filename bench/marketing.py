@@ -640,7 +640,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="100000,1000000",
         help="audience sizes of the scheduled runs, comma-separated; 0 for none (default 100000,1000000)",
     )
-    parser.add_argument("--seconds", type=float, default=10.0, help="seconds per load phase (default 10)")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=10.0,
+        help="seconds per load phase; 0 for no load phases (default 10)",
+    )
     parser.add_argument("--rounds", type=int, default=2, help="with/without pairs of load phases (default 2)")
     parser.add_argument(
         "--concurrency", type=int, default=8, help="client threads placing orders (default 8)"
@@ -662,7 +667,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     sizes = sorted({int(size) for size in args.members.split(",") if int(size) > 0})
-    if args.seconds <= 0 or args.concurrency < 1 or args.customers < 1 or args.stores < 1 or args.rounds < 1:
+    if args.seconds < 0 or args.concurrency < 1 or args.customers < 1 or args.stores < 1 or args.rounds < 1:
         parser.error("--seconds, --rounds, --concurrency, --customers and --stores must be positive")
     if not 0 < args.kill_at < 1 or not 0 <= args.holdout <= 100:
         parser.error("--kill-at must lie between 0 and 1, --holdout between 0 and 100")
