@@ -666,6 +666,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--timeout", type=float, default=3600.0, help="seconds a scheduled run may take at most"
     )
     args = parser.parse_args(argv)
+    # Stopped with SIGTERM, it still stops the services it started and removes their files.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sizes = sorted({int(size) for size in args.members.split(",") if int(size) > 0})
     if args.seconds < 0 or args.concurrency < 1 or args.customers < 1 or args.stores < 1 or args.rounds < 1:
         parser.error("--seconds, --rounds, --concurrency, --customers and --stores must be positive")
