@@ -8,6 +8,7 @@ from quanyu.auth import TokenCodec
 from quanyu.clients import service_channel, store_exists
 from quanyu.config import Settings
 from quanyu.db import Database, migrate_url
+from quanyu.events import to_marketing
 from quanyu.fulfilment.v1 import fulfilment_pb2_grpc
 from quanyu.marketing.v1 import marketing_pb2_grpc
 from quanyu.membership.v1 import membership_pb2_grpc
@@ -17,7 +18,7 @@ from quanyu.server import ServiceApp
 from quanyu.unit_of_work import Clock, SqlUnitOfWork, system_clock
 from services.identity.config import IdentitySettings
 from services.identity.domain import MARKETING_EVENT, CustomersMerged, PhoneHasher
-from services.identity.effects import merge_members, tell_marketing
+from services.identity.effects import merge_members
 from services.identity.grpc_servicer import IdentityServicer
 from services.identity.handlers import IdentityService
 from services.identity.storage import SqlStores, outbox
@@ -42,10 +43,12 @@ def build_app(
         service_channel(settings, "fulfilment", caller=NAME)
     )
     marketing = marketing_pb2_grpc.MarketingServiceStub(service_channel(settings, "marketing", caller=NAME))
+    one_event, events = to_marketing(marketing)
     relay = OutboxRelay(
         database,
         outbox,
-        {CustomersMerged.KIND: merge_members(membership), MARKETING_EVENT: tell_marketing(marketing)},
+        {CustomersMerged.KIND: merge_members(membership), MARKETING_EVENT: one_event},
+        batched={MARKETING_EVENT: events},
         # Marketing down or slow never holds up the merges membership must hear of.
         lanes={"membership": (CustomersMerged.KIND,), "marketing": (MARKETING_EVENT,)},
         poll_seconds=own.outbox_poll_seconds,

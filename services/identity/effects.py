@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
-from google.protobuf import json_format
 
-from quanyu.marketing.v1 import marketing_pb2, marketing_pb2_grpc
 from quanyu.membership.v1 import membership_pb2, membership_pb2_grpc
 from quanyu.outbox import Deliver, refusals_are_final
 
@@ -29,24 +26,3 @@ def merge_members(membership: membership_pb2_grpc.MembershipServiceStub) -> Deli
             # Neither customer is a member: there is nothing to merge, and that is done.
 
     return refusals_are_final("membership", deliver)
-
-
-def ingest_events(
-    marketing: marketing_pb2_grpc.MarketingServiceStub,
-) -> Callable[[Sequence[dict[str, Any]]], None]:
-    """One IngestEvents call for events in their Event JSON form, in order (at most 500)."""
-
-    def ingest(payloads: Sequence[dict[str, Any]]) -> None:
-        marketing.IngestEvents(
-            marketing_pb2.IngestEventsRequest(
-                events=[json_format.ParseDict(payload, marketing_pb2.Event()) for payload in payloads]
-            )
-        )
-
-    return ingest
-
-
-def tell_marketing(marketing: marketing_pb2_grpc.MarketingServiceStub) -> Deliver:
-    """Marketing's events one a call for now; ingest_events takes a lane's run of them at once."""
-    ingest = ingest_events(marketing)
-    return refusals_are_final("marketing", lambda payload: ingest([payload]))

@@ -77,13 +77,13 @@ def build_app(
     membership = membership_pb2_grpc.MembershipServiceStub(
         service_channel(settings, "membership", caller=NAME)
     )
-    fill_codes = service.messages.fill_coupon_codes
+    coupons_issued = service.messages.coupons_issued
     relay = OutboxRelay(
         database,
         outbox,
-        deliverers(membership, fill_codes),
+        deliverers(membership, coupons_issued),
         lanes=LANES,
-        batched=batched(membership, fill_codes),
+        batched=batched(membership, coupons_issued),
     )
     # Grants leave their effects in the outbox; the relay takes them as soon as they are committed.
     service.wake = relay.wake

@@ -38,7 +38,7 @@ CALL_TIMEOUT_SECONDS = 5.0
 BATCH_SIZE = 500
 BATCH_TIMEOUT_SECONDS = 30.0
 
-FillCodes = Callable[[Sequence[IssuedCoupon]], object]
+CouponsIssued = Callable[[Sequence[IssuedCoupon]], object]
 
 
 def _coupon(payload: dict[str, Any]) -> membership_pb2.IssueCouponRequest:
@@ -74,19 +74,25 @@ def _issued(
 ) -> list[IssuedCoupon]:
     """Each coupon's code for its effect's grant: membership answers in the order it was asked."""
     return [
-        IssuedCoupon(payload["grant_key"], payload["request_id"], coupon.code)
+        IssuedCoupon(
+            payload["grant_key"],
+            payload["request_id"],
+            coupon.code,
+            campaign_id=payload["campaign_id"],
+            member_id=payload["member_id"],
+        )
         for payload, coupon in zip(payloads, coupons, strict=True)
     ]
 
 
 def deliverers(
-    membership: membership_pb2_grpc.MembershipServiceStub, fill_codes: FillCodes
+    membership: membership_pb2_grpc.MembershipServiceStub, coupons_issued: CouponsIssued
 ) -> dict[str, Deliver]:
     """One call an effect: each kind's delivery alone, and what a refused batch falls back to."""
 
     def issue_coupon(payload: dict[str, Any]) -> None:
         coupon = membership.IssueCoupon(_coupon(payload), timeout=CALL_TIMEOUT_SECONDS).coupon
-        fill_codes(_issued([payload], [coupon]))
+        coupons_issued(_issued([payload], [coupon]))
 
     def grant_points(payload: dict[str, Any]) -> None:
         membership.GrantPoints(_grant(payload), timeout=CALL_TIMEOUT_SECONDS)
@@ -103,7 +109,7 @@ def deliverers(
 
 
 def batched(
-    membership: membership_pb2_grpc.MembershipServiceStub, fill_codes: FillCodes
+    membership: membership_pb2_grpc.MembershipServiceStub, coupons_issued: CouponsIssued
 ) -> dict[str, BatchDeliverer]:
     """Up to BATCH_SIZE effects of a kind in one call; with `deliverers` for a refused batch."""
 
@@ -112,7 +118,7 @@ def batched(
         coupons = membership.BatchIssueCoupons(request, timeout=BATCH_TIMEOUT_SECONDS).coupons
         # Before the effects are marked delivered: should this fail, the batch is delivered
         # again, membership answers with the same coupons, and the codes are put in then.
-        fill_codes(_issued(payloads, coupons))
+        coupons_issued(_issued(payloads, coupons))
 
     def grant_points(payloads: list[dict[str, Any]]) -> None:
         request = membership_pb2.BatchGrantPointsRequest(requests=[_grant(p) for p in payloads])

@@ -163,13 +163,13 @@ class MarketingServicer(
             else self._service.results.campaign_results(campaign_id)
         )
         compared, totals = found.comparison, found.totals
-        coupons_per_grant = sum(1 for a in found.campaign.actions if a.issue_coupon is not None)
         return pb.GetCampaignResultsResponse(
             members_reached=found.members_reached,
             members_held_out=found.members_held_out,
             grants=totals.grants,
             points_granted=totals.points,
-            coupons_issued=totals.grants * coupons_per_grant,
+            coupons_issued=found.coupons_issued,
+            coupons_redeemed=found.coupons_redeemed,
             messages_sent=self._service.messages_sent(campaign_id),
             messages_suppressed=totals.messages_suppressed,
             reached_conversion=compared.reached_conversion,

@@ -96,6 +96,8 @@ class IssuedCoupon:
     grant_key: str
     request_id: str
     code: str
+    campaign_id: str = ""
+    member_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -216,6 +218,10 @@ class Grants(Protocol):
         self, campaign_id: str, holder_ids: Sequence[str], since: datetime | None
     ) -> dict[str, int]:
         """count_for of many holders in one query; a holder with none is absent."""
+        ...
+
+    def reached(self, campaign_id: str, holder_ids: Sequence[str]) -> set[str]:
+        """Of the holders, those the campaign already granted or held out, on any occurrence."""
         ...
 
     def add_many(self, grants: Sequence[GrantRecord]) -> None:
@@ -347,6 +353,22 @@ class Runs(Protocol):
     def get(self, campaign_id: str, run_key: str) -> RunClaim | None: ...
 
 
+class Coupons(Protocol):
+    """The coupons membership issued for the campaigns' grants, and which orders redeemed them."""
+
+    def add_issued(self, issued: Sequence[IssuedCoupon], now: datetime) -> None:
+        """Keep each coupon once by its code, however often its delivery is answered."""
+        ...
+
+    def redeem(self, code: str, order_id: str) -> bool:
+        """Mark a campaign's coupon redeemed by the order; False for a code no campaign issued."""
+        ...
+
+    def counts(self, campaign_id: str) -> tuple[int, int]:
+        """(coupons issued, of them redeemed) for the campaign."""
+        ...
+
+
 class Outbox(Protocol):
     def add(
         self, kind: str, payload: Mapping[str, Any], now: datetime, *, delay: timedelta = timedelta(0)
@@ -380,6 +402,9 @@ class Stores(Protocol):
 
     @property
     def runs(self) -> Runs: ...
+
+    @property
+    def coupons(self) -> Coupons: ...
 
     @property
     def outbox(self) -> Outbox: ...

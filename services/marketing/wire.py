@@ -42,6 +42,7 @@ MAX_AUDIENCE_ENTRIES = 100
 MAX_STATES = 4
 MAX_EVENTS = 500
 MAX_SKUS = 100
+MAX_COUPON_CODE_LENGTH = 32
 MAX_TAGS = 100
 MAX_EXPIRIES = 100
 MAX_MESSAGE_IDS = 1000
@@ -311,6 +312,7 @@ def _order_completed(o: pb.OrderCompleted, inside: Violations, base: Base) -> Ev
     _ids(inside, o, ("order_id", "customer_id", "store_id"))
     _id(inside, o.member_id, "member_id")
     _list(inside, o.skus, "skus", MAX_SKUS)
+    inside.text(o.coupon_code, "coupon_code", max_length=MAX_COUPON_CODE_LENGTH, required=False)
     return _made(
         base,
         kind=EventKind.ORDER_COMPLETED,
@@ -318,6 +320,7 @@ def _order_completed(o: pb.OrderCompleted, inside: Violations, base: Base) -> Ev
         customer_id=o.customer_id,
         order_id=o.order_id,
         order=OrderFacts(total_cents=o.total_cents, skus=frozenset(o.skus), store_id=o.store_id),
+        coupon_code=o.coupon_code,
     )
 
 

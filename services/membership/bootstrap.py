@@ -16,9 +16,8 @@ from quanyu.server import ServiceApp
 from quanyu.tasks import Periodic
 from quanyu.unit_of_work import Clock, SqlUnitOfWork, system_clock
 from services.membership.config import MembershipSettings
-from services.membership.domain.marketing import MARKETING_EVENT
 from services.membership.downstream import CustomerChannels
-from services.membership.effects import tell_marketing
+from services.membership.effects import LANES, deliverers
 from services.membership.grpc_servicer import MembershipServicer
 from services.membership.handlers import MembershipService
 from services.membership.ports import Stores
@@ -63,13 +62,8 @@ def build_app(
     database = Database(settings.database_url(NAME), pool_size=settings.database_pool_size)
     service = build_service(settings, own, clock=clock, database=database)
     marketing = marketing_pb2_grpc.MarketingServiceStub(service_channel(settings, "marketing", caller=NAME))
-    relay = OutboxRelay(
-        database,
-        outbox,
-        {MARKETING_EVENT: tell_marketing(marketing)},
-        # Marketing only hears what happened: its lane is its own should another ever join.
-        lanes={"marketing": (MARKETING_EVENT,)},
-    )
+    single, batched = deliverers(marketing)
+    relay = OutboxRelay(database, outbox, single, lanes=LANES, batched=batched)
     service.on_effects = relay.wake
     export_metrics(relay)
 

@@ -22,7 +22,7 @@ from quanyu.tasks import Periodic
 from quanyu.unit_of_work import Clock, SqlUnitOfWork, system_clock
 from services.orders.config import OrdersSettings
 from services.orders.downstream import GrpcDownstream
-from services.orders.effects import LANES, deliverers
+from services.orders.effects import LANES, batched, deliverers
 from services.orders.grpc_servicer import OrderServicer
 from services.orders.handlers import Behaviour, OrdersService
 from services.orders.storage import SqlStores, outbox
@@ -62,7 +62,9 @@ def build_app(
         clock=clock,
         close=database.dispose,
     )
-    relay = OutboxRelay(database, outbox, deliverers(service, downstream), lanes=LANES)
+    relay = OutboxRelay(
+        database, outbox, deliverers(service, downstream), lanes=LANES, batched=batched(downstream)
+    )
     service.relay = relay
 
     export_metrics(relay)

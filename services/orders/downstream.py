@@ -12,15 +12,15 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from quanyu.clients import failure_of
 from quanyu.common.v1 import common_pb2
 from quanyu.errors import FailedPrecondition, NotFound
+from quanyu.events import ingest_request
 from quanyu.fulfilment.v1 import fulfilment_pb2, fulfilment_pb2_grpc
 from quanyu.identity.v1 import identity_pb2, identity_pb2_grpc
-from quanyu.marketing.v1 import marketing_pb2, marketing_pb2_grpc
+from quanyu.marketing.v1 import marketing_pb2_grpc
 from quanyu.membership.v1 import membership_pb2, membership_pb2_grpc
 from services.orders.domain import CustomerRef, FulfilmentType, Line, Location, Member, Where
 from services.orders.ports import Customer, Placed
@@ -235,7 +235,5 @@ class GrpcDownstream:
         self._call(
             "marketing",
             self._marketing.IngestEvents,
-            marketing_pb2.IngestEventsRequest(
-                events=[json_format.ParseDict(dict(event), marketing_pb2.Event()) for event in events]
-            ),
+            ingest_request(events),
         )

@@ -3,12 +3,13 @@ contract and, where the order shows the result, writes it back on the order."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from quanyu.errors import NotFound
-from quanyu.outbox import Deliver, refusals_are_final
+from quanyu.events import MAX_EVENTS
+from quanyu.outbox import BatchDeliverer, Deliver, refusals_are_final
 from services.orders.domain import events as kinds
 from services.orders.handlers import OrdersService
 from services.orders.ports import Downstream
@@ -72,9 +73,6 @@ def deliverers(orders: OrdersService, downstream: Downstream) -> dict[str, Deliv
         except NotFound:
             return  # no coupon has the code: nothing was taken, nothing to give back
 
-    def tell_marketing(payloads: Sequence[dict[str, Any]]) -> None:
-        downstream.ingest_events(payloads)
-
     def origin_hours(payload: dict[str, Any]) -> None:
         was_open = downstream.is_open(payload["store_id"], datetime.fromisoformat(payload["at"]))
         orders.note_origin_hours(payload["order_id"], was_open)
@@ -88,8 +86,17 @@ def deliverers(orders: OrdersService, downstream: Downstream) -> dict[str, Deliv
         kinds.REVERSE_POINTS: reverse,
         kinds.RELEASE_COUPON: release_coupon,
         kinds.RECORD_ORIGIN_HOURS: origin_hours,
-        # One event a call for now; the events of one lane can go together in one call.
-        kinds.MARKETING_EVENT: lambda payload: tell_marketing([payload]),
+        # For a batch marketing refused: one event a call, so only the bad one is left for ops.
+        kinds.MARKETING_EVENT: lambda payload: downstream.ingest_events([payload]),
     }
     service = {kind: name for name, lane in LANES.items() for kind in lane}
     return {kind: refusals_are_final(service[kind], deliver) for kind, deliver in plain.items()}
+
+
+def batched(downstream: Downstream) -> dict[str, BatchDeliverer]:
+    """Marketing's events a lane's run at a time, in one IngestEvents call."""
+    return {
+        kinds.MARKETING_EVENT: BatchDeliverer(
+            refusals_are_final("marketing", downstream.ingest_events), size=MAX_EVENTS
+        )
+    }

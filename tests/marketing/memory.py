@@ -30,6 +30,7 @@ from services.marketing.ports import (
     CampaignTotals,
     CompletedOrder,
     GrantRecord,
+    IssuedCoupon,
     Outcome,
     Profile,
     Reach,
@@ -174,6 +175,16 @@ class MemoryGrants:
     ) -> dict[str, int]:
         counts = {h: self.count_for(campaign_id, h, since) for h in holder_ids}
         return {h: n for h, n in counts.items() if n}
+
+    def reached(self, campaign_id: str, holder_ids: Sequence[str]) -> set[str]:
+        wanted = set(holder_ids)
+        return {
+            g.holder_id
+            for g in self._rows.values()
+            if g.campaign_id == campaign_id
+            and g.holder_id in wanted
+            and g.outcome in (Outcome.GRANTED, Outcome.HELD_OUT)
+        }
 
     def add_many(self, grants: Sequence[GrantRecord]) -> None:
         if len({g.slot for g in grants}) != len(grants) or any(g.slot in self._rows for g in grants):
@@ -334,6 +345,25 @@ class MemoryOutbox:
 
 
 @dataclass
+class MemoryCoupons:
+    issued: dict[str, tuple[IssuedCoupon, str]] = field(default_factory=dict)
+
+    def add_issued(self, issued: Sequence[IssuedCoupon], now: datetime) -> None:
+        for coupon in issued:
+            self.issued.setdefault(coupon.code, (coupon, ""))
+
+    def redeem(self, code: str, order_id: str) -> bool:
+        if code not in self.issued:
+            return False
+        self.issued[code] = (self.issued[code][0], order_id)
+        return True
+
+    def counts(self, campaign_id: str) -> tuple[int, int]:
+        mine = [order for coupon, order in self.issued.values() if coupon.campaign_id == campaign_id]
+        return len(mine), sum(1 for order in mine if order)
+
+
+@dataclass
 class MemoryStores:
     campaigns: MemoryCampaigns = field(init=False)
     budgets: MemoryBudgets = field(default_factory=MemoryBudgets)
@@ -343,6 +373,7 @@ class MemoryStores:
     facts: MemoryFacts = field(default_factory=MemoryFacts)
     runs: MemoryRuns = field(default_factory=MemoryRuns)
     outbox: MemoryOutbox = field(default_factory=MemoryOutbox)
+    coupons: MemoryCoupons = field(default_factory=MemoryCoupons)
 
     def __post_init__(self) -> None:
         self.campaigns = MemoryCampaigns(self)

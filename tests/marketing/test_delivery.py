@@ -55,7 +55,7 @@ def deployed(settings: Settings, token: TokenFactory) -> Iterator[Deployed]:
         stub = Stub(service_channel(settings, "membership", caller="marketing"))
         clock = Clock(GRANT_TIME)
         service, database = bootstrap.build_service(settings, clock=clock)
-        fill = service.messages.fill_coupon_codes
+        fill = service.messages.coupons_issued
         relay = OutboxRelay(
             database, outbox, deliverers(stub, fill), lanes=LANES, batched=batched(stub, fill)
         )

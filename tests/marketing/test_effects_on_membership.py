@@ -109,8 +109,35 @@ def test_a_grant_issues_its_coupon_grants_its_points_and_tags_the_member_once(pl
     )
     assert [(c.discount_cents, c.campaign_id) for c in issued] == [(1500, made.campaign_id)]
     assert now.points_balance == 70
-    # One grant for the three deliveries, so one of each effect was ever put in the outbox.
-    results = p.marketing.GetCampaignResults(
-        pb.GetCampaignResultsRequest(campaign_id=made.campaign_id), metadata=p.ops
+
+    # One grant for the three deliveries, so one of each effect was ever put in the outbox; the
+    # coupon counts as issued once membership's answer has been kept.
+    def results() -> pb.GetCampaignResultsResponse:
+        answer: pb.GetCampaignResultsResponse = p.marketing.GetCampaignResults(
+            pb.GetCampaignResultsRequest(campaign_id=made.campaign_id), metadata=p.ops
+        )
+        return answer
+
+    counted = poll(results, lambda r: r.coupons_issued > 0, "the coupon counted as issued", within=30)
+    assert (counted.grants, counted.coupons_issued, counted.coupons_redeemed, counted.points_granted) == (
+        1,
+        1,
+        0,
+        70,
     )
-    assert (results.grants, results.coupons_issued, results.points_granted) == (1, 1, 70)
+    # An order redeeming another coupon is not the campaign's; one redeeming its coupon is.
+    for n, code in enumerate(["NOT-OURS", issued[0].code]):
+        p.marketing.IngestEvents(
+            pb.IngestEventsRequest(
+                events=[
+                    pb.Event(
+                        event_id=f"orders/o-{n + 2}/completed",
+                        order_completed=pb.OrderCompleted(
+                            order_id=f"o-{n + 2}", member_id=p.member_id, total_cents=9000, coupon_code=code
+                        ),
+                    )
+                ]
+            ),
+            metadata=p.service,
+        )
+        assert results().coupons_redeemed == n

@@ -77,12 +77,12 @@ def test_a_message_naming_its_coupon_is_held_until_the_coupons_delivery_fills_th
     }
     first, second = sorted(issued.values(), key=lambda c: c.code)
     # Another coupon's request id frees nothing; the grant's own frees its message alone.
-    assert messages.fill_coupon_codes([IssuedCoupon(first.grant_key, second.request_id, "WRONG")]) == 0
-    assert messages.fill_coupon_codes([first]) == 1
+    assert messages.coupons_issued([IssuedCoupon(first.grant_key, second.request_id, "WRONG")]) == 0
+    assert messages.coupons_issued([first]) == 1
     (pulled,) = messages.pull_messages(Channel.APP)
     assert pulled.text == "Hi Li Lei, your code CODEmem_1"
     # A batch delivered again changes nothing already filled in; the rest are filled in one go.
-    assert messages.fill_coupon_codes([first, second]) == 1
+    assert messages.coupons_issued([first, second]) == 1
     clock.now += timedelta(minutes=2)
     assert sorted(m.text for m in messages.pull_messages(Channel.APP)) == [
         "Hi Li Lei, your code CODEmem_1",

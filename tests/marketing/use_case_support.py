@@ -82,4 +82,4 @@ def coupons_issued(uow: Any) -> int:
         for n, (kind, payload) in enumerate(effects(source))
         if kind == "issue_coupon"
     ]
-    return MessageCases(uow, clock=Clock()).fill_coupon_codes(issued)
+    return MessageCases(uow, clock=Clock()).coupons_issued(issued)

@@ -145,7 +145,9 @@ def test_completing_commits_the_stock_and_earns_on_what_was_paid_at_the_fulfilli
     assert order.complete("till", LATER) == [
         CommitStock("ord-1"),
         EarnPoints("ord-1", "mem-1", 2_300, "S1"),
-        OrderCompleted("ord-1", "mem-1", "cus-1", 2_300, "S1", "CHANNEL_APP", LATER.isoformat(), ("tea",)),
+        OrderCompleted(
+            "ord-1", "mem-1", "cus-1", 2_300, "S1", "CHANNEL_APP", LATER.isoformat(), ("tea",), "SAVE5"
+        ),
     ]
     assert order.complete_time == LATER
 
@@ -165,8 +167,13 @@ def test_marketing_hears_of_a_members_order_completed_or_cancelled_by_ids_that_f
             "store_id": "S1",
             "skus": ["tea", "cup"],
             "channel": "CHANNEL_APP",
+            # The coupon it redeemed, for the campaign that issued it to count.
+            "coupon_code": "SAVE5",
         },
     }
+    # An order without a coupon names none, as the JSON form of marketing's Event leaves it out.
+    plain = an_order(Status.READY, coupon_code="").complete("till", LATER)[-1].payload()
+    assert "coupon_code" not in plain["order_completed"]
     cancelled = an_order(Status.ACCEPTED).cancel("app", "", LATER)[-1]
     assert cancelled.payload() == {
         "event_id": "orders/ord-1/cancelled",

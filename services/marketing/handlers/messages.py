@@ -49,11 +49,16 @@ class MessageCases:
         size = page_size(requested)
         return self.uow.run(lambda tx: tx.stores.messages.pull(channel, self.clock(), self.lease, size))
 
-    def fill_coupon_codes(self, issued: Sequence[IssuedCoupon]) -> int:
-        """The codes of coupons membership has issued put into the messages of their grants that
-        name them, which may then be pulled; how many messages were freed. Called by the delivery
-        of the coupons, once per batch."""
-        return self.uow.run(lambda tx: tx.stores.messages.fill_coupon_codes(issued))
+    def coupons_issued(self, issued: Sequence[IssuedCoupon]) -> int:
+        """Coupons membership has issued for grants: kept for the results, and their codes put
+        into the messages of their grants that name them, which may then be pulled; how many
+        messages were freed. Called by the delivery of the coupons, once per batch."""
+
+        def work(tx: Tx) -> int:
+            tx.stores.coupons.add_issued(issued, self.clock())
+            return tx.stores.messages.fill_coupon_codes(issued)
+
+        return self.uow.run(work)
 
     def ack_messages(self, channel: Channel, message_ids: Sequence[str]) -> int:
         """Pulled messages of the channel confirmed delivered; how many were still pending."""

@@ -21,6 +21,8 @@ class CampaignResults:
     members_held_out: int
     comparison: Results
     totals: CampaignTotals
+    coupons_issued: int = 0
+    coupons_redeemed: int = 0
 
 
 def _group(reaches: list[Reach]) -> Group:
@@ -51,7 +53,10 @@ class ResultCases:
                 raise NotFound("campaign", campaign_id)
             reached = _group(tx.stores.grants.reaches(campaign_id, Outcome.GRANTED, window))
             held_out = _group(tx.stores.grants.reaches(campaign_id, Outcome.HELD_OUT, window))
+            issued, redeemed = tx.stores.coupons.counts(campaign_id)
             return CampaignResults(
+                coupons_issued=issued,
+                coupons_redeemed=redeemed,
                 campaign=campaign,
                 members_reached=reached.members,
                 members_held_out=held_out.members,

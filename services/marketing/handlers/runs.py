@@ -263,6 +263,11 @@ class RunCases:
         slots = {p.facts.member_id: occurrence_slot(cid, p.facts.member_id, occurrence_id) for p in picked}
         decided = stores.grants.decided(list(slots.values()))
         fresh = [p for p in picked if slots[p.facts.member_id] not in decided]
+        if campaign.trigger.schedule is not None and campaign.trigger.schedule.kind is ScheduleKind.DAILY:
+            # A daily campaign is for members not yet reached: those it granted or held out on an
+            # earlier day are passed over, not recorded again as refused every day.
+            reached = stores.grants.reached(cid, [p.facts.member_id for p in fresh])
+            fresh = [p for p in fresh if p.facts.member_id not in reached]
         if not fresh:
             return Counter(), False
         # profiles_after answers standing members only, so each is their own limits' holder.

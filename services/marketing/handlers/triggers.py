@@ -68,6 +68,7 @@ class EventIn:
     stage: Stage = Stage.UNSPECIFIED
     order_id: str = ""
     order: OrderFacts | None = None
+    coupon_code: str = ""  # the coupon a completed order redeemed
     survivor_id: str = ""
     tier_changed: bool = False
     stage_changed: bool = False
@@ -241,38 +242,11 @@ class TriggerCases:
             for channel, account in sorted(event.accounts.items()):
                 facts.link_account(event.customer_id, channel, account, event.display_name, now)
             return []
-        profile = facts.profile(event.member_id) or Profile(
-            facts=MemberFacts(member_id=event.member_id), customer_id=event.customer_id
+        profile = _moved_on(
+            facts.profile(event.member_id)
+            or Profile(facts=MemberFacts(member_id=event.member_id), customer_id=event.customer_id),
+            event,
         )
-        if kind is EventKind.MEMBER_ENROLLED:
-            enrolled = event.facts or profile.facts
-            profile = dataclasses.replace(
-                profile,
-                facts=dataclasses.replace(enrolled, member_id=event.member_id),
-                customer_id=event.customer_id or profile.customer_id,
-                accounts={**profile.accounts, **event.accounts},
-            )
-        elif kind is EventKind.MEMBER_CHANGED and event.facts is not None:
-            # What membership does not know (the name, the home store's zone) stays as it was.
-            kept = profile.facts
-            profile = dataclasses.replace(
-                profile,
-                facts=dataclasses.replace(
-                    event.facts,
-                    member_id=event.member_id,
-                    display_name=event.facts.display_name or kept.display_name,
-                    time_zone=event.facts.time_zone or kept.time_zone,
-                ),
-                customer_id=event.customer_id or profile.customer_id,
-            )
-        elif kind is EventKind.TIER_CHANGED:
-            profile = dataclasses.replace(profile, facts=dataclasses.replace(profile.facts, tier=event.tier))
-        elif kind is EventKind.STAGE_CHANGED:
-            profile = dataclasses.replace(
-                profile, facts=dataclasses.replace(profile.facts, stage=event.stage)
-            )
-        elif event.customer_id and not profile.customer_id:
-            profile = dataclasses.replace(profile, customer_id=event.customer_id)
         facts.put_profile(profile, now)
         if event.expiries is not None:
             facts.set_expiries(event.member_id, event.expiries)
@@ -282,22 +256,64 @@ class TriggerCases:
                 *([TriggerEvent.STAGE_CHANGED] if event.stage_changed else []),
             ]
         if kind is EventKind.ORDER_COMPLETED:
-            order = event.order or OrderFacts(total_cents=0)
-            first = facts.record_order(
-                CompletedOrder(
-                    order_id=event.order_id,
-                    member_id=event.member_id,
-                    customer_id=profile.customer_id,
-                    store_id=order.store_id,
-                    total_cents=order.total_cents,
-                    complete_time=event.occur_time or now,
-                )
-            )
-            return [TriggerEvent.ORDER_COMPLETED, *([TriggerEvent.FIRST_PURCHASE] if first else [])]
+            return _completed(stores, event, profile, now)
         if kind is EventKind.ORDER_CANCELLED:
             facts.cancel_order(event.order_id)
             return [TriggerEvent.ORDER_CANCELLED]
         return [_TRIGGERED[kind]]
+
+
+def _moved_on(profile: Profile, event: EventIn) -> Profile:
+    """The member's profile as the event leaves it."""
+    kind = event.kind
+    if kind is EventKind.MEMBER_ENROLLED:
+        enrolled = event.facts or profile.facts
+        return dataclasses.replace(
+            profile,
+            facts=dataclasses.replace(enrolled, member_id=event.member_id),
+            customer_id=event.customer_id or profile.customer_id,
+            accounts={**profile.accounts, **event.accounts},
+        )
+    if kind is EventKind.MEMBER_CHANGED and event.facts is not None:
+        # What membership does not know (the name, the home store's zone) stays as it was.
+        kept = profile.facts
+        return dataclasses.replace(
+            profile,
+            facts=dataclasses.replace(
+                event.facts,
+                member_id=event.member_id,
+                display_name=event.facts.display_name or kept.display_name,
+                time_zone=event.facts.time_zone or kept.time_zone,
+            ),
+            customer_id=event.customer_id or profile.customer_id,
+        )
+    if kind is EventKind.TIER_CHANGED:
+        return dataclasses.replace(profile, facts=dataclasses.replace(profile.facts, tier=event.tier))
+    if kind is EventKind.STAGE_CHANGED:
+        return dataclasses.replace(profile, facts=dataclasses.replace(profile.facts, stage=event.stage))
+    if event.customer_id and not profile.customer_id:
+        return dataclasses.replace(profile, customer_id=event.customer_id)
+    return profile
+
+
+def _completed(stores: Stores, event: EventIn, profile: Profile, now: datetime) -> list[TriggerEvent]:
+    """A completed order kept for the results, the campaign's coupon it redeemed marked, and
+    whether it was the member's first purchase."""
+    order = event.order or OrderFacts(total_cents=0)
+    first = stores.facts.record_order(
+        CompletedOrder(
+            order_id=event.order_id,
+            member_id=event.member_id,
+            customer_id=profile.customer_id,
+            store_id=order.store_id,
+            total_cents=order.total_cents,
+            complete_time=event.occur_time or now,
+        )
+    )
+    if event.coupon_code:
+        # One of the campaigns' coupons, or another (then nothing is marked).
+        stores.coupons.redeem(event.coupon_code, event.order_id)
+    return [TriggerEvent.ORDER_COMPLETED, *([TriggerEvent.FIRST_PURCHASE] if first else [])]
 
 
 _TRIGGERED = {

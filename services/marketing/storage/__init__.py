@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 
 from quanyu.outbox import add_effect, add_effects
 from services.marketing.storage.campaigns import BudgetRepository, CampaignRepository
+from services.marketing.storage.coupons import CouponRepository
 from services.marketing.storage.facts import FactRepository
 from services.marketing.storage.grants import GrantRepository, RunRepository
 from services.marketing.storage.messages import ConsentRepository, MessageRepository
@@ -84,6 +85,10 @@ class SqlStores:
     @cached_property
     def runs(self) -> RunRepository:
         return RunRepository(self._connection)
+
+    @cached_property
+    def coupons(self) -> CouponRepository:
+        return CouponRepository(self._connection)
 
     @cached_property
     def outbox(self) -> EffectLog:

@@ -92,6 +92,21 @@ class GrantRepository:
             counts.update({row[0]: int(row[1]) for row in self._db.execute(query)})
         return counts
 
+    def reached(self, campaign_id: str, holder_ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for chunk in _chunks(list(holder_ids)):
+            query = (
+                select(grants.c.holder_id)
+                .where(
+                    grants.c.campaign_id == campaign_id,
+                    grants.c.holder_id.in_(chunk),
+                    grants.c.outcome.in_([Outcome.GRANTED.value, Outcome.HELD_OUT.value]),
+                )
+                .distinct()
+            )
+            found.update(self._db.execute(query).scalars())
+        return found
+
     def add_many(self, records: Sequence[GrantRecord]) -> None:
         if records:
             self._db.execute(grants.insert(), [_columns(g) for g in records])

@@ -221,3 +221,17 @@ run_claims = Table(
 )
 
 outbox = outbox_table(metadata)
+
+# The coupons membership issued for grants, by code: the results count them, and count those an
+# order redeemed (orders name the coupon in the completed order's event).
+issued_coupons = Table(
+    "issued_coupons",
+    metadata,
+    Column("code", String(32), primary_key=True),
+    Column("campaign_id", String(64), nullable=False),
+    Column("member_id", String(64), nullable=False),
+    Column("grant_key", String(68), nullable=False),
+    Column("issue_time", UtcDateTime(), nullable=False),
+    Column("redeemed_order_id", String(64), nullable=False, server_default=""),
+    Index("ix_issued_coupons_campaign_id", "campaign_id"),
+)

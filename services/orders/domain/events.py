@@ -129,6 +129,8 @@ class OrderCompleted(Effect):
     channel: str
     occur_time: str  # ISO 8601
     skus: tuple[str, ...] = field(default=())
+    # The coupon the order redeemed: marketing counts a campaign's coupons used by it.
+    coupon_code: str = ""
 
     def payload(self) -> dict[str, Any]:
         return {
@@ -142,6 +144,7 @@ class OrderCompleted(Effect):
                 "store_id": self.store_id,
                 "skus": list(self.skus),
                 "channel": self.channel,
+                **({"coupon_code": self.coupon_code} if self.coupon_code else {}),
             },
         }
 

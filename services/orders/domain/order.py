@@ -392,6 +392,7 @@ class Order:
                 self.channel,
                 now.isoformat(),
                 event_skus(line.sku for line in self.lines),
+                self.coupon_code,
             )
         ]
 
