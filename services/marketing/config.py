@@ -23,6 +23,9 @@ class MarketingSettings(BaseSettings):
     # At most this many marketing messages per customer and channel in the window.
     contact_max_messages: int = Field(default=3, ge=1, le=1000)
     contact_window_days: int = Field(default=7, ge=1, le=365)
+    # Campaigns' messages due within this many minutes of each other reach a member at once: the
+    # higher priority sends, the others are suppressed.
+    contact_moment_minutes: int = Field(default=10, ge=0, le=24 * 60)
     # Messages falling in these local hours wait until they end ("HH:MM"; equal: no quiet hours).
     quiet_start: str = "21:00"
     quiet_end: str = "09:00"
@@ -56,6 +59,7 @@ class MarketingSettings(BaseSettings):
             window=timedelta(days=self.contact_window_days),
             quiet_start=self.quiet_start,
             quiet_end=self.quiet_end,
+            moment=timedelta(minutes=self.contact_moment_minutes),
         )
 
     @property

@@ -272,6 +272,15 @@ class Messages(Protocol):
 
     def suppress_unpulled(self, customer_id: str, channel: Channel, reason: str) -> int: ...
 
+    def rivals(self, message: Message, moment: timedelta) -> list[Message]:
+        """Other campaigns' messages to the same customer on the same channel, pending and never
+        pulled, due within `moment` of it: those it reaches the member at once with."""
+        ...
+
+    def suppress(self, message_ids: Sequence[str], reason: str) -> int:
+        """Stop pending messages never pulled, keeping why; how many were stopped."""
+        ...
+
     def sent_times(self, customer_id: str, channel: Channel, since: datetime) -> list[datetime]:
         """When messages not suppressed go, or went, to the customer on the channel since `since`."""
         ...

@@ -73,6 +73,27 @@ class MemoryMessages:
             self.rows[m.message_id] = replace(m, status=MessageStatus.SUPPRESSED, status_reason=reason)
         return len(stopped)
 
+    def rivals(self, message: Message, moment: timedelta) -> list[Message]:
+        return [
+            m
+            for m in self.rows.values()
+            if m.customer_id == message.customer_id
+            and m.channel is message.channel
+            and m.campaign_id != message.campaign_id
+            and m.status is MessageStatus.PENDING
+            and m.pulls == 0
+            and abs(m.send_at - message.send_at) <= moment
+        ]
+
+    def suppress(self, message_ids: Sequence[str], reason: str) -> int:
+        stopped = 0
+        for message_id in message_ids:
+            m = self.rows.get(message_id)
+            if m and m.status is MessageStatus.PENDING and m.pulls == 0:
+                self.rows[message_id] = replace(m, status=MessageStatus.SUPPRESSED, status_reason=reason)
+                stopped += 1
+        return stopped
+
     def sent_times(self, customer_id: str, channel: Channel, since: datetime) -> list[datetime]:
         return sorted(
             m.send_at

@@ -8,7 +8,9 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from datetime import timedelta
+from typing import Any
 
+import pytest
 from prometheus_client import REGISTRY
 
 from quanyu.db import Database
@@ -17,8 +19,11 @@ from services.marketing.domain import (
     Action,
     ActionKind,
     Audience,
+    Campaign,
     Channel,
     Limits,
+    Trigger,
+    TriggerEvent,
     action_key,
     is_held_out,
     occurrence_of_event,
@@ -300,3 +305,47 @@ def test_what_a_merged_member_was_given_counts_for_the_survivor(uow: Uow) -> Non
         "per_member_max",
     )
     assert uow.read(lambda tx: tx.stores.budgets.totals(live.campaign_id)).grants == 1
+
+
+def _greeting(name: str, trigger: TriggerEvent, priority: int) -> Campaign:
+    return campaign(
+        name=name,
+        trigger=Trigger(event=trigger),
+        holdout_percent=0,
+        priority=priority,
+        actions=(message("Hi {display_name}"),),
+    )
+
+
+@pytest.mark.parametrize("apart_minutes", [2, 30])
+@pytest.mark.parametrize("high_first", [False, True])
+def test_campaigns_messaging_a_member_on_separate_events_at_about_once_send_only_the_higher_priority(
+    uow: Uow, apart_minutes: int, high_first: bool
+) -> None:
+    clock = Clock()
+    campaigns, triggers = make_cases(uow, clock)
+    on_enrol = _greeting("Welcome", TriggerEvent.MEMBER_ENROLLED, priority=5 if high_first else 1)
+    on_order = _greeting("Thanks", TriggerEvent.ORDER_COMPLETED, priority=1 if high_first else 5)
+    first, second = running(campaigns, on_enrol), running(campaigns, on_order)
+    uow.run(lambda tx: tx.stores.consents.set("cus_mem_1", Channel.APP, True, T0))
+
+    triggers.ingest([enrolled("mem_1")])
+    clock.now += timedelta(minutes=apart_minutes)
+    triggers.ingest([order_completed("mem_1", "evt_1")])
+
+    def status(campaign_id: str) -> tuple[int, int]:
+        def read(tx: Any) -> tuple[int, int]:
+            messages = tx.stores.messages
+            return messages.count(campaign_id, MessageStatus.PENDING), tx.stores.budgets.totals(
+                campaign_id
+            ).messages_suppressed
+
+        return uow.read(read)
+
+    if apart_minutes > 10:
+        # Apart by more than the moment: each is its own contact (within the week's allowance).
+        assert status(first.campaign_id) == status(second.campaign_id) == (1, 0)
+        return
+    winner, loser = (first, second) if high_first else (second, first)
+    assert status(winner.campaign_id) == (1, 0)
+    assert status(loser.campaign_id) == (0, 1)

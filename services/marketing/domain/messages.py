@@ -17,6 +17,7 @@ from services.marketing.domain.values import Contact, MemberFacts
 
 DEFAULT_MAX_PER_WEEK = 3
 FREQUENCY_WINDOW = timedelta(days=7)
+DEFAULT_MOMENT = timedelta(minutes=10)
 DEFAULT_QUIET_START = "21:00"
 DEFAULT_QUIET_END = "09:00"
 
@@ -74,6 +75,11 @@ class ContactPolicy:
     window: timedelta = FREQUENCY_WINDOW
     quiet_start: str = DEFAULT_QUIET_START
     quiet_end: str = DEFAULT_QUIET_END
+    # Messages of different campaigns due this close together reach the member "at once": one
+    # sends, the others are suppressed by priority. Events of one order (its completion, the
+    # first purchase, the stage it moves) and schedules at the same local time arrive apart by
+    # seconds or minutes; what quiet hours held arrives together when they end.
+    moment: timedelta = DEFAULT_MOMENT
 
     def quiet_until(self, at: datetime, time_zone: str) -> datetime | None:
         """When the quiet hours holding `at` end, as a UTC instant; None when `at` is not in

@@ -3,6 +3,7 @@ the key that makes it happen once, and its messages queued under the contact pol
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -106,18 +107,42 @@ def send_messages(
         for contender in (winner, *losers):
             want = of_campaign[contender.campaign_id]
             lost = contender is not winner
-            queued.append(
-                queue_message(
-                    stores,
-                    want,
-                    policy=policy,
-                    message_id=new_message_id(),
-                    suppressed=DeliveryOutcome.SUPPRESSED_BY_PRIORITY if lost else None,
-                )
+            message = queue_message(
+                stores,
+                want,
+                policy=policy,
+                message_id=new_message_id(),
+                suppressed=DeliveryOutcome.SUPPRESSED_BY_PRIORITY if lost else None,
             )
             if lost:
                 stores.budgets.count_suppressed(contender.campaign_id, 1)
+            elif message.status is MessageStatus.PENDING:
+                message = _against_queued(stores, message, want.campaign, policy)
+            queued.append(message)
     return queued
+
+
+def _against_queued(stores: Stores, message: Message, campaign: Campaign, policy: ContactPolicy) -> Message:
+    """The message weighed against other campaigns' messages already queued for the member on
+    the channel and due at about the same time (another event's grant, another schedule, or
+    quiet hours holding both): only the highest priority's goes, the others are suppressed and
+    counted in their campaigns' results."""
+    rivals = stores.messages.rivals(message, policy.moment)
+    if not rivals:
+        return message
+    campaigns = {r.campaign_id: stores.campaigns.get(r.campaign_id) for r in rivals}
+    contenders = [_contender(campaign)] + [_contender(c) for c in campaigns.values() if c is not None]
+    winner, _ = arbitrate(contenders)
+    assert winner is not None
+    reason = DeliveryOutcome.SUPPRESSED_BY_PRIORITY.value
+    beaten = [message] if winner.campaign_id != campaign.campaign_id else []
+    beaten += [r for r in rivals if r.campaign_id != winner.campaign_id]
+    stores.messages.suppress([m.message_id for m in beaten], reason)
+    for lost in beaten:
+        stores.budgets.count_suppressed(lost.campaign_id, 1)
+    if message in beaten:
+        return dataclasses.replace(message, status=MessageStatus.SUPPRESSED, status_reason=reason)
+    return message
 
 
 def _contender(campaign: Campaign) -> Contender:

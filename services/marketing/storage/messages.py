@@ -126,6 +126,32 @@ class MessageRepository:
         )
         return int(done.rowcount)
 
+    def rivals(self, message: Message, moment: timedelta) -> list[Message]:
+        c = messages.c
+        rows = self._db.execute(
+            select(messages).where(
+                c.customer_id == message.customer_id,
+                c.channel == message.channel.value,
+                c.campaign_id != message.campaign_id,
+                c.status == MessageStatus.PENDING.value,
+                c.pulls == 0,
+                c.send_at >= message.send_at - moment,
+                c.send_at <= message.send_at + moment,
+            )
+        )
+        return [_message(row) for row in rows]
+
+    def suppress(self, message_ids: Sequence[str], reason: str) -> int:
+        if not message_ids:
+            return 0
+        c = messages.c
+        done = self._db.execute(
+            update(messages)
+            .where(c.message_id.in_(list(message_ids)), c.status == MessageStatus.PENDING.value, c.pulls == 0)
+            .values(status=MessageStatus.SUPPRESSED.value, status_reason=reason)
+        )
+        return int(done.rowcount)
+
     def sent_times(self, customer_id: str, channel: Channel, since: datetime) -> list[datetime]:
         c = messages.c
         rows = self._db.execute(
