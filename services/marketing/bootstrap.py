@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 from pathlib import Path
 
 from quanyu.clients import service_channel
@@ -35,11 +34,6 @@ from services.marketing.storage.tables import outbox
 
 NAME = "marketing"
 MIGRATIONS = Path(__file__).parent / "migrations"
-# How long a thread keeps the interpreter while another waits for it. A run's pages keep one
-# thread busy for seconds; the relay thread beside it gives the interpreter up at every row
-# SQLite steps through, and at the default 5 ms each row it reads cost it a wait of its own, so
-# coupons left the outbox ten times slower than the run wrote them.
-SWITCH_INTERVAL_S = 0.0005
 
 
 def migrate(settings: Settings) -> None:
@@ -72,7 +66,6 @@ def build_app(
     settings: Settings, own: MarketingSettings | None = None, *, clock: Clock = system_clock
 ) -> ServiceApp:
     own = own or MarketingSettings()
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
     service, database = build_service(settings, own, clock=clock)
     membership = membership_pb2_grpc.MembershipServiceStub(
         service_channel(settings, "membership", caller=NAME)
