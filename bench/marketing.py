@@ -413,9 +413,12 @@ def progress(running: Deployment, campaign_id: str) -> tuple[int, int, int]:
     return sum(decided.values()), decided.get("GRANTED", 0), issued
 
 
-def scheduled_run(count: int, *, holdout: int, kill_at: float | None, timeout_s: float) -> RunResult:
+def scheduled_run(
+    count: int, *, holdout: int, kill_at: float | None, timeout_s: float, page_size: int
+) -> RunResult:
     print(f"scheduled run, {count:,} members: starting the five services", file=sys.stderr, flush=True)
-    with deployment(None, SERVICES, **SETTINGS) as running:
+    pages = {"QUANYU_MARKETING_RUN_PAGE_SIZE": str(page_size)} if page_size else {}
+    with deployment(None, SERVICES, **SETTINGS, **pages) as running:
         load_stores(running, 1, seed=7)
         began = time.perf_counter()
         seed(running, count)
@@ -663,6 +666,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--no-kill", action="store_true", help="never kill marketing")
     parser.add_argument(
+        "--page-size", type=int, default=0, help="members per page of a run (default: marketing's)"
+    )
+    parser.add_argument(
         "--timeout", type=float, default=3600.0, help="seconds a scheduled run may take at most"
     )
     args = parser.parse_args(argv)
@@ -691,6 +697,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             holdout=args.holdout,
             kill_at=None if args.no_kill or size != sizes[-1] else args.kill_at,
             timeout_s=args.timeout,
+            page_size=args.page_size,
         )
         for size in sizes
     ]
