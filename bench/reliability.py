@@ -11,6 +11,10 @@ temporary directory on free ports of 127.0.0.1 and runs, one after the other:
   units reserved beyond what is on hand (and units left unsold while callers were refused);
 * services killed (SIGKILL) or frozen (SIGSTOP) mid-flow, round after round: effects lost and
   doubled once every service is back;
+* a campaign (a scheduled ONCE run over a few thousand members, and one fed by completed orders)
+  while marketing or membership is killed or frozen mid-run: coupons and grants lost and doubled
+  once every service is back; many events at once over two marketing replicas against each kind
+  of cap: spent past the cap; messages pulled for customers without consent or in quiet hours;
 * SIGTERM to orders under load: calls that failed beyond those refused after the signal;
 * every service's database cut off under load until each service has refused calls for it:
   answers INTERNAL or UNKNOWN, and services that did not recover (and on PostgreSQL, a call whose
@@ -26,6 +30,7 @@ temporary directory on free ports of 127.0.0.1 and runs, one after the other:
 * membership's books after all of it, and the Hypothesis ledger state machine at length.
 
     .venv/bin/python -m bench.reliability [--rounds 200] [--fuzz-cases 10000] [--postgres URL]
+        [--marketing-rounds 16] [--marketing-members 3000]
 
 `--postgres` (or QUANYU_BENCH_POSTGRES_URL) adds a column for PostgreSQL: one schema per service
 (and, for the outage, a throwaway database with a role of its own), dropped after. It exits 1
@@ -66,6 +71,11 @@ from tests.reliability.deployment import (
 )
 from tests.reliability.faults import faults_in_the_order_flow
 from tests.reliability.fuzz import fuzz_every_rpc
+from tests.reliability.marketing import (
+    budgets_under_concurrency,
+    grants_under_faults,
+    messages_against_consent,
+)
 from tests.reliability.outage import Cut, database_outage, deadlock_victim, postgres_cut, sqlite_cut
 from tests.reliability.shutdown import graceful_shutdown
 from tests.reliability.sizes import sizes_are_capped
@@ -110,6 +120,8 @@ class Sizes:
     ledger_examples: int
     abuse_rounds: int
     token_cases: int
+    marketing_rounds: int
+    marketing_members: int
 
 
 def measure(table: Table, database: str, root: Path, postgres_url: str | None, sizes: Sizes) -> None:
@@ -129,6 +141,9 @@ def measure(table: Table, database: str, root: Path, postgres_url: str | None, s
         step("duplicate orders", lambda: _duplicates(table, database, d, sizes), d)
         step("oversell", lambda: _oversell(table, database, d, sizes), d)
         step("faults", lambda: _faults(table, database, d, sizes), d)
+        step("marketing under faults", lambda: _marketing_faults(table, database, d, sizes), d)
+        step("marketing budgets", lambda: _marketing_budgets(table, database, d, sizes), d)
+        step("marketing messages", lambda: _marketing_messages(table, database, d), d)
         step("graceful shutdown", lambda: _shutdown(table, database, d, sizes), d)
         if not postgres_url:
             step("database outage", lambda: _outage(table, database, d, sqlite_cut(d), sizes, refusals=1), d)
@@ -195,6 +210,47 @@ def _faults(table: Table, database: str, d: Deployment, sizes: Sizes) -> None:
         f.unclean + f.retries_differing,
     )
     table.add("ledger", LEDGER, 0, database, f.ledger_violations)
+    table.notes += [f"{database}: {p}" for p in f.problems[:5]]
+
+
+def _marketing_faults(table: Table, database: str, d: Deployment, sizes: Sizes) -> None:
+    f = grants_under_faults(d, rounds=sizes.marketing_rounds, members=sizes.marketing_members)
+    table.put(
+        "mkt-lost",
+        f"campaign grants lost under faults ({f.rounds} rounds: marketing/membership killed/frozen "
+        f"mid-run, {f.owed} coupons owed)",
+        0,
+        database,
+        f.lost,
+    )
+    table.put("mkt-doubled", "campaign grants doubled under faults", 0, database, f.doubled)
+    table.notes += [f"{database}: {p}" for p in f.problems[:5]]
+
+
+def _marketing_budgets(table: Table, database: str, d: Deployment, sizes: Sizes) -> None:
+    f = budgets_under_concurrency(d, rounds=max(1, sizes.marketing_rounds // 4), events=100)
+    table.put(
+        "mkt-overrun",
+        f"campaign budgets overrun ({f.rounds} rounds x 100 events at once, 2 replicas, 3 kinds of cap)",
+        0,
+        database,
+        f.overrun,
+    )
+    table.put("mkt-underrun", "  caps left unspent while events were turned away", 0, database, f.underrun)
+    table.notes += [f"{database}: {p}" for p in f.problems[:5]]
+
+
+def _marketing_messages(table: Table, database: str, d: Deployment) -> None:
+    f = messages_against_consent(d, customers=60)
+    table.put(
+        "mkt-consent",
+        f"messages pulled without consent ({f.customers} customers, {f.pulled} pulled)",
+        0,
+        database,
+        f.without_consent,
+    )
+    table.put("mkt-quiet", "messages pulled in the customer's quiet hours", 0, database, f.in_quiet_hours)
+    table.put("mkt-owed", "  messages owed and never pulled", 0, database, f.owed_not_pulled)
     table.notes += [f"{database}: {p}" for p in f.problems[:5]]
 
 
@@ -395,6 +451,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--abuse-rounds", type=int, default=5, help="rounds of every attack (default 5)")
     parser.add_argument("--token-cases", type=int, default=2_000, help="forged-claim tokens (default 2000)")
+    parser.add_argument("--marketing-rounds", type=int, default=16, help="campaign fault rounds (default 16)")
+    parser.add_argument(
+        "--marketing-members", type=int, default=3_000, help="members a scheduled run reaches (default 3000)"
+    )
     parser.add_argument(
         "--postgres",
         default=os.environ.get(POSTGRES_ENV) or None,
@@ -411,8 +471,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         ledger_examples=args.ledger_examples,
         abuse_rounds=args.abuse_rounds,
         token_cases=args.token_cases,
+        marketing_rounds=args.marketing_rounds,
+        marketing_members=args.marketing_members,
     )
-    if min(vars(args)[k] for k in ("rounds", "fuzz_cases", "duplicate_rounds", "oversell_rounds")) < 1:
+    if (
+        min(
+            vars(args)[k]
+            for k in ("rounds", "fuzz_cases", "duplicate_rounds", "oversell_rounds", "marketing_members")
+        )
+        < 1
+    ):
         parser.error("every size must be positive")
     databases = {"SQLite": None} | ({"PostgreSQL": args.postgres} if args.postgres else {})
     table = Table()

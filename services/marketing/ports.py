@@ -287,6 +287,10 @@ class Messages(Protocol):
 
     def count(self, campaign_id: str, status: MessageStatus) -> int: ...
 
+    def of_member(self, campaign_id: str, member_id: str) -> list[Message]:
+        """The campaign's messages to the member, sent, waiting or suppressed."""
+        ...
+
 
 class Consents(Protocol):
     def set(self, customer_id: str, channel: Channel, consent: bool, now: datetime) -> None: ...

@@ -107,6 +107,10 @@ class MemoryMessages:
     def count(self, campaign_id: str, status: MessageStatus) -> int:
         return sum(1 for m in self.rows.values() if m.campaign_id == campaign_id and m.status is status)
 
+    def of_member(self, campaign_id: str, member_id: str) -> list[Message]:
+        found = (m for m in self.rows.values() if m.campaign_id == campaign_id and m.member_id == member_id)
+        return sorted(found, key=lambda m: (m.create_time, m.message_id))
+
 
 class MemoryConsents:
     def __init__(self) -> None:

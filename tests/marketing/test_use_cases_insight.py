@@ -8,7 +8,7 @@ from quanyu.unit_of_work import SqlUnitOfWork
 from services.marketing.domain import Audience, Limits, codes, is_held_out
 from services.marketing.handlers import InsightCases
 from services.marketing.storage import SqlStores
-from tests.marketing.factory import campaign
+from tests.marketing.factory import campaign, message
 from tests.marketing.test_use_cases_grants import held_out_member
 from tests.marketing.use_case_support import Clock, effects, enrolled, make_cases, order_completed, running
 
@@ -55,7 +55,20 @@ def test_a_member_is_told_why(uow: Uow) -> None:
     def why(member_id: str) -> list[str]:
         return codes(insight.explain_member(live.campaign_id, member_id))
 
-    assert why(first) == ["GRANTED"]
+    # Granted, and its message (the factory's campaign sends one) not sent: no consent given.
+    assert why(first) == ["GRANTED", "NO_CONSENT"]
     assert why(second) == ["BUDGET_EXHAUSTED"]
     assert why(held) == ["HELD_OUT"]
     assert why("sil_1") == ["NOT_IN_AUDIENCE:tier"]
+
+
+def test_a_member_granted_is_told_what_became_of_the_message(uow: Uow) -> None:
+    clock = Clock()
+    campaigns, triggers = make_cases(uow, clock)
+    live = running(campaigns, campaign(actions=(message("Hello {display_name}"),), holdout_percent=0))
+    # The member holds an app account and never said yes to marketing on it.
+    triggers.ingest([enrolled("mem_quiet"), order_completed("mem_quiet", "evt_quiet")])
+
+    reasons = codes(InsightCases(uow, clock=clock).explain_member(live.campaign_id, "mem_quiet"))
+
+    assert reasons == ["GRANTED", "NO_CONSENT"]

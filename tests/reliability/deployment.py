@@ -35,6 +35,7 @@ from quanyu.db import Database, is_conflict, normalise_url
 from quanyu.fulfilment.v1 import fulfilment_pb2_grpc
 from quanyu.identity.v1 import identity_pb2_grpc
 from quanyu.logs import REQUEST_ID_HEADER
+from quanyu.marketing.v1 import marketing_pb2_grpc
 from quanyu.membership.v1 import membership_pb2_grpc
 from quanyu.orders.v1 import orders_pb2_grpc
 from tests.orders.platform import Platform
@@ -103,10 +104,11 @@ class Deployment(Platform):
         return process is not None and process.poll() is None
 
     @contextmanager
-    def replica(self, service: str) -> Iterator[grpc.Channel]:
-        """Another process of `service` on its own port, sharing the deployment's database."""
+    def replica(self, service: str, **settings: str) -> Iterator[grpc.Channel]:
+        """Another process of `service` on its own port, sharing the deployment's database (with
+        `settings` of its own on top of the deployment's environment)."""
         port = free_port()
-        env = {**self.env, f"QUANYU_{service.upper()}__PORT": str(port)}
+        env = {**self.env, **settings, f"QUANYU_{service.upper()}__PORT": str(port)}
         log = self.logs / f"{service}-replica.{uuid.uuid4().hex[:6]}.log"
         with started(["serve", service], env, log) as process:
             wait_serving(f"127.0.0.1:{port}", process, timeout=START_TIMEOUT)
@@ -140,6 +142,10 @@ class Deployment(Platform):
     @cached_property
     def membership(self) -> membership_pb2_grpc.MembershipServiceStub:
         return membership_pb2_grpc.MembershipServiceStub(self.channel("membership"))
+
+    @cached_property
+    def marketing(self) -> marketing_pb2_grpc.MarketingServiceStub:
+        return marketing_pb2_grpc.MarketingServiceStub(self.channel("marketing"))
 
     @cached_property
     def identity(self) -> identity_pb2_grpc.IdentityServiceStub:
@@ -286,6 +292,11 @@ def service_env(**extra: str) -> dict[str, str]:
         "QUANYU_CALL_TIMEOUT_SECONDS": "2",
         # Calls in flight at a SIGTERM have time to finish even while a test holds them up.
         "QUANYU_GRACE_SECONDS": "20",
+        # Marketing looks for scheduled runs every second and grants a run in small pages, so a
+        # fault lands in the middle of one; a replica killed mid-run is taken over soon after.
+        "QUANYU_MARKETING_RUN_INTERVAL_SECONDS": "1",
+        "QUANYU_MARKETING_RUN_PAGE_SIZE": "25",
+        "QUANYU_MARKETING_RUN_LEASE_SECONDS": "5",
         **extra,
     }
 

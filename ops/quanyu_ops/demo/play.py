@@ -1,6 +1,6 @@
 """`quanyu demo`: load the demo chain into the platform and play the main flows, saying what happened.
 
-The demo is a client like any channel frontend, store terminal or ops tool: it calls the four
+The demo is a client like any channel frontend, store terminal or ops tool: it calls the five
 services at their configured targets with tokens it signs with the deployment's key, and never
 opens a database. When the platform is not serving it starts `quanyu up` for as long as it runs
 and stops it at the end; a platform that was already running is left running.
@@ -34,6 +34,8 @@ from quanyu.clients import error_reason
 from quanyu.common.v1 import common_pb2
 from quanyu.config import SERVICE_NAMES, Environment, Settings
 from quanyu.fulfilment.v1 import fulfilment_pb2, fulfilment_pb2_grpc
+from quanyu.identity.v1 import identity_pb2_grpc
+from quanyu.marketing.v1 import marketing_pb2_grpc
 from quanyu.membership.v1 import membership_pb2, membership_pb2_grpc
 from quanyu.orders.v1 import orders_pb2, orders_pb2_grpc
 from quanyu_ops.demo.chain import (
@@ -185,7 +187,7 @@ class Deadline:
 
 
 class Calls:
-    """Stubs for the four services and tokens for each role the demo acts in."""
+    """Stubs for the five services and tokens for each role the demo acts in."""
 
     def __init__(self, deployment: Deployment, channels: list[grpc.Channel], deadline: Deadline) -> None:
         self.deadline = deadline
@@ -201,6 +203,8 @@ class Calls:
         self.fulfilment = fulfilment_pb2_grpc.FulfilmentServiceStub(channel("fulfilment"))
         self.orders = orders_pb2_grpc.OrderServiceStub(channel("orders"))
         self.membership = membership_pb2_grpc.MembershipServiceStub(channel("membership"))
+        self.identity = identity_pb2_grpc.IdentityServiceStub(channel("identity"))
+        self.marketing = marketing_pb2_grpc.MarketingServiceStub(channel("marketing"))
 
     def token(self, role: Role, *, store_id: str = "", channel: str = "", subject: str = "") -> Metadata:
         key = (role.value, store_id, channel)
@@ -811,6 +815,12 @@ def play(deployment: Deployment, out: TextIO, *, timeout: float = DEFAULT_TIMEOU
             else:
                 story.done(False, "5. completion: no delivery order left to complete")
             _flow(story, 6, "busy hour", lambda: play_busy_hour(calls, chain, run, story))
+            # The campaigns' flows build on this module's calls and words, so they are imported
+            # here, once this module is loaded.
+            from quanyu_ops.demo.campaigns import play_birthday, play_first_purchase
+
+            _flow(story, 7, "first-purchase campaign", lambda: play_first_purchase(calls, chain, run, story))
+            _flow(story, 8, "birthday greeting", lambda: play_birthday(calls, run, story))
     except grpc.RpcError as error:
         print(f"quanyu demo: the platform failed a call: {failure_words(error)}", file=sys.stderr)
         if error.code() == grpc.StatusCode.UNAUTHENTICATED:

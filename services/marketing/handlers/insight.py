@@ -12,7 +12,9 @@ from services.marketing.domain import (
     UNKNOWN_MEMBER,
     Campaign,
     Decision,
+    Delivery,
     ExplainFacts,
+    MessageFact,
     MostCost,
     Reason,
     Verdict,
@@ -21,7 +23,9 @@ from services.marketing.domain import (
     limit_holder,
     most_cost,
 )
-from services.marketing.ports import Outcome, Stores
+from services.marketing.domain import Outcome as Sending
+from services.marketing.handlers.messages import CONSENT_WITHDRAWN
+from services.marketing.ports import Message, Outcome, Stores
 
 Tx = Transaction[Stores]
 
@@ -100,7 +104,18 @@ class InsightCases:
                 triggered=bool(records),
                 decision=decision,
                 survivor_id=limit_holder(member_id, stores.facts.survivor_of),
+                # What became of the grant's messages: held for quiet hours, or not sent and why.
+                messages=[_message_fact(m) for m in stores.messages.of_member(campaign_id, member_id)],
             )
             return explain(campaign, facts)
 
         return self.uow.read(read)
+
+
+def _message_fact(message: Message) -> MessageFact:
+    """What became of a message, as the explanation takes it: consent withdrawn before the message
+    was pulled stopped it as no consent would have."""
+    sending = (
+        Sending.NO_CONSENT if message.status_reason == CONSENT_WITHDRAWN else Sending(message.status_reason)
+    )
+    return MessageFact(message.channel, Delivery(sending, message.send_at))

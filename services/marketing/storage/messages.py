@@ -126,6 +126,15 @@ class MessageRepository:
         )
         return int(done.rowcount)
 
+    def of_member(self, campaign_id: str, member_id: str) -> list[Message]:
+        c = messages.c
+        rows = self._db.execute(
+            select(messages)
+            .where(c.campaign_id == campaign_id, c.member_id == member_id)
+            .order_by(c.create_time, c.message_id)
+        )
+        return [_message(row) for row in rows]
+
     def rivals(self, message: Message, moment: timedelta) -> list[Message]:
         c = messages.c
         rows = self._db.execute(
