@@ -65,12 +65,14 @@ $(STUBS): $(PROTOS) $(READY)
 	touch $@
 
 # Figures, not tests: each script prints a table (see README.md, "Measured").
+# bench.marketing's scheduled runs: audience sizes, comma-separated (the README's table).
+BENCH_MEMBERS ?= 100000,1000000
 bench: setup
 	$(BIN)/python -m bench.assign
 	$(BIN)/python -m bench.membership
 	$(BIN)/python -m bench.batches
 	$(BIN)/python -m bench.orders $(if $(BENCH_POSTGRES_URL),--postgres $(BENCH_POSTGRES_URL))
-	$(BIN)/python -m bench.marketing_runs $(if $(BENCH_POSTGRES_URL),--postgres $(BENCH_POSTGRES_URL))
+	$(BIN)/python -m bench.marketing --members $(BENCH_MEMBERS)
 
 protos:
 	rm -f $(STUBS)

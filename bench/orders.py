@@ -121,8 +121,22 @@ class Deployment:
     def log(self, service: str) -> Path:
         return self.var / f"{service}.log"
 
+    def start(self, service: str) -> None:
+        """`service` started (again) with this run's environment, its output appended to its log."""
+        with self.log(service).open("ab") as log:
+            self.processes[service] = subprocess.Popen(
+                [sys.executable, "-m", "quanyu_ops.cli", "serve", service],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=log,
+            )
+        wait_serving(self.address(service), self.processes[service], START_TIMEOUT_S)
 
-def deployment_env(var: Path, database_urls: dict[str, str]) -> dict[str, str]:
+
+def deployment_env(
+    var: Path, database_urls: dict[str, str], services: Sequence[str] = SERVICES, **extra: str
+) -> dict[str, str]:
     """None of the caller's QUANYU_* settings: loopback only, free ports, no metrics endpoints."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUANYU_")}
     env.update(
@@ -135,7 +149,8 @@ def deployment_env(var: Path, database_urls: dict[str, str]) -> dict[str, str]:
             "QUANYU_ORDERS_ACCEPT_WINDOW_SECONDS": "86400",
         }
     )
-    for service in SERVICES:
+    env.update(extra)
+    for service in services:
         prefix = f"QUANYU_{service.upper()}__"
         env[prefix + "PORT"] = str(free_port())
         env[prefix + "METRICS_PORT"] = "0"
@@ -145,23 +160,18 @@ def deployment_env(var: Path, database_urls: dict[str, str]) -> dict[str, str]:
 
 
 @contextmanager
-def deployment(postgres_url: str | None) -> Iterator[Deployment]:
-    """The four services on SQLite files in a temporary dir, or on fresh PostgreSQL schemas."""
+def deployment(
+    postgres_url: str | None, services: Sequence[str] = SERVICES, **extra: str
+) -> Iterator[Deployment]:
+    """`services` (the four by default) on SQLite files in a temporary dir, or on fresh PostgreSQL
+    schemas; `extra` settings for all of them."""
     var = Path(tempfile.mkdtemp(prefix="quanyu-bench-orders-"))
     try:
         with _databases(postgres_url) as urls:
-            running = Deployment(var, deployment_env(var, urls))
+            running = Deployment(var, deployment_env(var, urls, services, **extra))
             try:
-                for service in SERVICES:
-                    with running.log(service).open("wb") as log:
-                        running.processes[service] = subprocess.Popen(
-                            [sys.executable, "-m", "quanyu_ops.cli", "serve", service],
-                            cwd=ROOT,
-                            env=running.env,
-                            stdout=log,
-                            stderr=log,
-                        )
-                    wait_serving(running.address(service), running.processes[service], START_TIMEOUT_S)
+                for service in services:
+                    running.start(service)
                 yield running
             except Exception:
                 for service in running.processes:

@@ -160,6 +160,36 @@ def _use_wal(cursor: Any) -> None:
         time.sleep(0.005)
 
 
+class WriteTurns:
+    """A lock its waiters get in the order they asked for it. A plain lock goes to whichever
+    thread grabs it first, and the thread that just released it, still running, nearly always
+    does: a scheduled run writing page after page kept the outbox relay of its own process from
+    marking a single batch delivered until the run was over."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition(threading.Lock())
+        self._issued = 0  # tickets handed out
+        self._serving = 0  # the ticket whose turn it is
+
+    @property
+    def waiting(self) -> int:
+        """Threads holding or waiting for a turn."""
+        with self._changed:
+            return self._issued - self._serving
+
+    def __enter__(self) -> None:
+        with self._changed:
+            ticket = self._issued
+            self._issued += 1
+            while ticket != self._serving:
+                self._changed.wait()
+
+    def __exit__(self, *_: object) -> None:
+        with self._changed:
+            self._serving += 1
+            self._changed.notify_all()
+
+
 class Database:
     """One service's database: a pool of connections and the two kinds of transaction."""
 
@@ -175,9 +205,10 @@ class Database:
         self._writer = self.engine.execution_options(**{_WRITE: True})
         # SQLite lets one writer in at a time and makes the others sleep and poll for the lock
         # (1, 2, 5, 10… ms), which collapses throughput under concurrent writes. Writers of this
-        # process queue on a lock instead and wake the moment it is free. This is for speed only:
-        # other processes still wait in SQLite, which stays the arbiter of correctness.
-        self._write_turn: threading.Lock | None = threading.Lock() if self.dialect == "sqlite" else None
+        # process queue for their turn instead, first come first served, and wake the moment it
+        # is theirs. This is for speed only: other processes still wait in SQLite, which stays
+        # the arbiter of correctness.
+        self._write_turn: WriteTurns | None = WriteTurns() if self.dialect == "sqlite" else None
 
     @property
     def dialect(self) -> str:

@@ -493,8 +493,16 @@ def _plain_health(servicer: health.HealthServicer, settings: Settings) -> grpc.S
     return probes
 
 
+# How long a thread keeps the interpreter while another waits for it. A busy thread (a run's
+# pages, calls being served) holds it for up to this long at a time; an outbox relay beside it
+# gives it up at every row SQLite steps through and waits that long to have it back, so at the
+# default 5 ms reading a batch of 500 due effects took seconds and effects lagged their orders.
+SWITCH_INTERVAL_S = 0.0005
+
+
 def serve_until_signalled(app: ServiceApp, settings: Settings) -> None:
     """Run a service in the foreground until SIGTERM or SIGINT, then shut down gracefully."""
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     stopping = threading.Event()
 
     def on_signal(signum: int, _: FrameType | None) -> None:

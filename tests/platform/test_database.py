@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 from sqlalchemy import text
 
-from quanyu.db import Database
+from quanyu.db import Database, WriteTurns
 
 REPLICAS = 4
 
@@ -84,3 +85,26 @@ def test_replicas_opening_a_new_sqlite_file_together_all_get_in(tmp_path: Path) 
             thread.join()
         assert not failures, f"round {round_no}: {failures[0]!r}"
         assert opened_by(url) == ("wal", REPLICAS)
+
+
+def test_a_writer_waiting_for_its_turn_goes_before_the_one_that_just_wrote_asks_again() -> None:
+    turns = WriteTurns()
+    order: list[str] = []
+
+    def waiter() -> None:
+        with turns:
+            order.append("waiter")
+
+    turns.__enter__()
+    other = threading.Thread(target=waiter, daemon=True)
+    other.start()
+    deadline = time.monotonic() + 10
+    while turns.waiting < 2:  # until the other thread has asked for its turn
+        assert time.monotonic() < deadline, "the other thread never asked for a turn"
+        time.sleep(0.001)
+    turns.__exit__()
+    # Asked again at once, by the thread that still runs: a plain lock would let it straight in.
+    with turns:
+        order.append("again")
+    other.join(timeout=10)
+    assert order == ["waiter", "again"]
