@@ -135,15 +135,22 @@ class RunCases:
     def _due_runs(self, tx: Tx) -> list[DueRun]:
         stores = tx.stores
         now = self.clock()
-        zones = sorted(
-            {DEFAULT_TIME_ZONE}
-            | {zone_of(z).key for z in stores.facts.time_zones()}
-            | {zone_of(z).key for z in self.store_zones()}
+        live = [c for c in stores.campaigns.running_scheduled() if c.is_live(now)]
+        # The members' zones are read only when a live campaign runs zone by zone: it is a scan of
+        # every profile, too dear for each pass of every replica when nothing needs it (no
+        # scheduled campaign, or only one-off ones with a start time, which run over everyone).
+        zones = (
+            sorted(
+                {DEFAULT_TIME_ZONE}
+                | {zone_of(z).key for z in stores.facts.time_zones()}
+                | {zone_of(z).key for z in self.store_zones()}
+            )
+            if any(_by_zone(c) for c in live)
+            else []
         )
         due: list[DueRun] = []
-        for campaign in stores.campaigns.running_scheduled():
-            if campaign.is_live(now):
-                due.extend(r for r in self._runs_of(campaign, zones, now) if self._open(stores, r))
+        for campaign in live:
+            due.extend(r for r in self._runs_of(campaign, zones, now) if self._open(stores, r))
         return due
 
     @staticmethod
@@ -158,7 +165,7 @@ class RunCases:
         schedule = campaign.trigger.schedule
         assert schedule is not None
         kind, cid = schedule.kind, campaign.campaign_id
-        if kind is ScheduleKind.ONCE and campaign.start_time is not None:
+        if not _by_zone(campaign):
             # One instant for every member, wherever they are: one run over the whole audience.
             occurrence = occurrence_of_run(cid, kind, local_date(now, zone_of("")))
             return [DueRun(cid, kind, "once", EVERY_ZONE, local_date(now, zone_of("")), occurrence)]
@@ -335,3 +342,11 @@ def _count(decisions: Counter[Outcome]) -> None:
     # Counted once committed, as an event's grants are.
     for outcome, count in decisions.items():
         GRANT_DECISIONS.labels(outcome.value).inc(count)
+
+
+def _by_zone(campaign: Campaign) -> bool:
+    """Whether the campaign's runs go zone by zone, at each zone's local time: all but a one-off
+    campaign with a start time, which is one instant everywhere."""
+    schedule = campaign.trigger.schedule
+    assert schedule is not None
+    return not (schedule.kind is ScheduleKind.ONCE and campaign.start_time is not None)
