@@ -20,6 +20,8 @@ from services.marketing.domain import (
     Limits,
     MemberFacts,
     TriggerEvent,
+    grant_key,
+    occurrence_slot,
 )
 
 
@@ -48,6 +50,37 @@ class GrantRecord:
     limit_name: str = ""
     points: int = 0
     coupon_cents: int = 0
+
+    @classmethod
+    def decided(
+        cls,
+        campaign: Campaign,
+        member_id: str,
+        occurrence_id: str,
+        outcome: Outcome,
+        *,
+        holder_id: str,
+        at: datetime,
+        limit_name: str = "",
+    ) -> GrantRecord:
+        """The record of one decision under the campaign's current version: its slot and grant
+        key follow from (campaign, version, member, occurrence), and a grant carries its cost."""
+        granted = outcome is Outcome.GRANTED
+        cost = campaign.cost
+        return cls(
+            slot=occurrence_slot(campaign.campaign_id, member_id, occurrence_id),
+            grant_key=grant_key(campaign.campaign_id, campaign.version, member_id, occurrence_id),
+            campaign_id=campaign.campaign_id,
+            version=campaign.version,
+            member_id=member_id,
+            holder_id=holder_id,
+            occurrence_id=occurrence_id,
+            outcome=outcome,
+            grant_time=at,
+            limit_name=limit_name,
+            points=cost.points if granted else 0,
+            coupon_cents=cost.coupon_cents if granted else 0,
+        )
 
 
 @dataclass(frozen=True)

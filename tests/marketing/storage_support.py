@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from quanyu.unit_of_work import Transaction
-from services.marketing.domain import Campaign, grant_key, limit_holder, member_window_start, occurrence_slot
+from services.marketing.domain import Campaign, limit_holder, member_window_start, occurrence_slot
 from services.marketing.ports import GrantRecord, Outcome, Stores
 
 
@@ -34,20 +34,8 @@ def decide_grant(
         decision = stores.budgets.take(campaign.campaign_id, campaign.limits, cost, now)
         if not decision.granted:
             outcome, limit = Outcome(decision.verdict.value), decision.limit
-    granted = outcome is Outcome.GRANTED
-    record = GrantRecord(
-        slot=slot,
-        grant_key=grant_key(campaign.campaign_id, campaign.version, member_id, occurrence_id),
-        campaign_id=campaign.campaign_id,
-        version=campaign.version,
-        member_id=member_id,
-        holder_id=holder,
-        occurrence_id=occurrence_id,
-        outcome=outcome,
-        grant_time=now,
-        limit_name=limit,
-        points=cost.points if granted else 0,
-        coupon_cents=cost.coupon_cents if granted else 0,
+    record = GrantRecord.decided(
+        campaign, member_id, occurrence_id, outcome, holder_id=holder, at=now, limit_name=limit
     )
     stores.grants.add(record)
     return record

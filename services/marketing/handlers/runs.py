@@ -26,7 +26,6 @@ from services.marketing.domain import (
     ContactPolicy,
     ScheduleKind,
     due_at,
-    grant_key,
     is_held_out,
     member_window_start,
     occurrence_of_run,
@@ -304,21 +303,9 @@ class RunCases:
         records = []
         for member_id in holders:
             outcome, limit = outcomes[member_id]
-            granted = outcome is Outcome.GRANTED
             records.append(
-                GrantRecord(
-                    slot=slots[member_id],
-                    grant_key=grant_key(cid, campaign.version, member_id, occurrence_id),
-                    campaign_id=cid,
-                    version=campaign.version,
-                    member_id=member_id,
-                    holder_id=member_id,
-                    occurrence_id=occurrence_id,
-                    outcome=outcome,
-                    grant_time=now,
-                    limit_name=limit,
-                    points=cost.points if granted else 0,
-                    coupon_cents=cost.coupon_cents if granted else 0,
+                GrantRecord.decided(
+                    campaign, member_id, occurrence_id, outcome, holder_id=member_id, at=now, limit_name=limit
                 )
             )
         stores.grants.add_many(records)

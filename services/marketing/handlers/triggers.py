@@ -22,7 +22,6 @@ from services.marketing.domain import (
     OrderFacts,
     Stage,
     TriggerEvent,
-    grant_key,
     is_held_out,
     limit_holder,
     member_window_start,
@@ -140,23 +139,10 @@ class TriggerCases:
         # got there first has committed its row by now, and is answered instead of a second one.
         if (found := stores.grants.get(slot)) is not None:
             return found
-        key = grant_key(campaign.campaign_id, campaign.version, member_id, occurrence_id)
         outcome, limit = self._outcome(stores, campaign, member_id, holder, now)
         granted = outcome is Outcome.GRANTED
-        cost = campaign.cost
-        record = GrantRecord(
-            slot=slot,
-            grant_key=key,
-            campaign_id=campaign.campaign_id,
-            version=campaign.version,
-            member_id=member_id,
-            holder_id=holder,
-            occurrence_id=occurrence_id,
-            outcome=outcome,
-            grant_time=now,
-            limit_name=limit,
-            points=cost.points if granted else 0,
-            coupon_cents=cost.coupon_cents if granted else 0,
+        record = GrantRecord.decided(
+            campaign, member_id, occurrence_id, outcome, holder_id=holder, at=now, limit_name=limit
         )
         stores.grants.add(record)
         # Counted once committed: an attempt rolled back and run again must not count twice.
