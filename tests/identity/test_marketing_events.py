@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import pytest
@@ -20,38 +18,18 @@ from quanyu.unit_of_work import ConcurrentChange, SqlUnitOfWork, system_clock
 from services.identity.bootstrap import MIGRATIONS
 from services.identity.domain import (
     MARKETING_EVENT,
-    AccountLinked,
     ChannelAccount,
-    CustomersMerged,
     PhoneHasher,
     ResolveRequest,
 )
 from services.identity.handlers import IdentityService
 from services.identity.storage import SqlStores, outbox
 from tests.conftest import throwaway_codec
+from tests.outboxes import Failing, FlakyOutbox
 
 OPS = Principal(Role.OPS, "ops")
 WECHAT = ChannelAccount("CHANNEL_WECHAT_MINI_PROGRAM", "openid-1")
 TILL = ChannelAccount("CHANNEL_STORE_POS", "card-1")
-
-
-@dataclass
-class Failing:
-    """The transaction recording a marketing event fails just after it: `times` more times."""
-
-    times: int = 0
-    error: type[Exception] = RuntimeError
-
-
-class FlakyOutbox:
-    def __init__(self, real: Any, failing: Failing) -> None:
-        self._real, self._failing = real, failing
-
-    def add(self, effect: CustomersMerged | AccountLinked, now: datetime) -> None:
-        self._real.add(effect, now)
-        if effect.KIND == MARKETING_EVENT and self._failing.times > 0:
-            self._failing.times -= 1
-            raise self._failing.error("the change fails after its event was written")
 
 
 @pytest.fixture
@@ -71,7 +49,7 @@ def failing() -> Failing:
 def identity(database: Database, failing: Failing) -> IdentityService:
     def stores(connection: Connection) -> SqlStores:
         real = SqlStores(connection)
-        real.outbox = FlakyOutbox(real.outbox, failing)  # type: ignore[assignment]
+        real.outbox = FlakyOutbox(real.outbox, failing, lambda effect: effect.KIND == MARKETING_EVENT)  # type: ignore[assignment]
         return real
 
     return IdentityService(

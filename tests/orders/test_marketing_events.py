@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,7 +20,6 @@ from quanyu.unit_of_work import ConcurrentChange, SqlUnitOfWork
 from services.orders.bootstrap import MIGRATIONS
 from services.orders.domain import (
     CustomerRef,
-    Effect,
     FulfilmentType,
     Line,
     Member,
@@ -34,6 +32,7 @@ from services.orders.domain.events import MARKETING_EVENT
 from services.orders.handlers import Behaviour, OrdersService
 from services.orders.ports import Customer, Placed
 from services.orders.storage import SqlStores, outbox
+from tests.outboxes import Failing, FlakyOutbox
 
 NOW = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
 APP = Principal(Role.CHANNEL, "channel:CHANNEL_APP", channel="CHANNEL_APP")
@@ -58,26 +57,6 @@ class Services:
         return None
 
 
-@dataclass
-class Failing:
-    """Makes the transaction that records a marketing event fail just after recording it:
-    `times` more times, with `error`."""
-
-    times: int = 0
-    error: type[Exception] = RuntimeError
-
-
-class FlakyOutbox:
-    def __init__(self, real: Any, failing: Failing) -> None:
-        self._real, self._failing = real, failing
-
-    def add(self, effect: Effect, now: datetime, *, delay: timedelta = timedelta(0)) -> None:
-        self._real.add(effect, now, delay=delay)
-        if effect.kind == MARKETING_EVENT and self._failing.times > 0:
-            self._failing.times -= 1
-            raise self._failing.error("the change fails after its event was written")
-
-
 @pytest.fixture
 def database(database_url: str) -> Iterator[Database]:
     db = Database(database_url)
@@ -95,7 +74,7 @@ def failing() -> Failing:
 def service(database: Database, failing: Failing) -> OrdersService:
     def stores(connection: Connection) -> SqlStores:
         real = SqlStores(connection)
-        real.outbox = FlakyOutbox(real.outbox, failing)  # type: ignore[assignment]
+        real.outbox = FlakyOutbox(real.outbox, failing, lambda effect: effect.kind == MARKETING_EVENT)  # type: ignore[assignment]
         return real
 
     return OrdersService(
