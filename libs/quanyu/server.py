@@ -25,12 +25,13 @@ from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
 from quanyu import tracing
-from quanyu.audit import AUDIT_SERVICE, Audited, AuditLog, AuditServicer
-from quanyu.auth import Principal, Role, TokenCodec, acting_as, bearer_token
+from quanyu.audit import AUDIT_SERVICE, AuditLog, AuditServicer
+from quanyu.audit_record import Actor
+from quanyu.auth import Principal, Role, TokenCodec, acting_as, bearer_token, current_principal
 from quanyu.clients import caller_trust, identity_trust
 from quanyu.config import Settings
 from quanyu.db import is_unavailable
-from quanyu.errors import Code, InvalidArgument, PermissionDenied, QuanyuError, Unavailable
+from quanyu.errors import Code, InvalidArgument, PermissionDenied, QuanyuError
 from quanyu.keys import Fetched, Trust
 from quanyu.logs import REQUEST_ID_HEADER
 from quanyu.metrics import observe_call, observe_start, serve_metrics
@@ -166,8 +167,6 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         tokens: TokenCodec,
         drain: Drain,
         quota: Quota | None = None,
-        audit: AuditLog | None = None,
-        audited: Mapping[str, Audited] | None = None,
     ) -> None:
         self._service = service
         self._domain = domain
@@ -175,8 +174,6 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         self._tokens = tokens
         self._drain = drain
         self._quota = quota
-        self._audit = audit
-        self._audited = audited or {}
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         handler = continuation(details)
@@ -224,9 +221,7 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 if isinstance(request, _Malformed):
                     raise InvalidArgument("request", f"is not a valid message: {request.problem}")
                 with acting_as(principal):
-                    answer = behaviour(request, context)
-                self._keep_record(method, request, principal, request_id)
-                return answer
+                    return behaviour(request, context)
             except QuanyuError as error:
                 status = _STATUS_CODES[error.code][0]
                 rich = rpc_status.to_status(status_for(error, self._domain))
@@ -260,27 +255,11 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
         return call
 
-    def _keep_record(self, method: str, request: Any, principal: Principal, request_id: str) -> None:
-        """Record an audited call that succeeded, before it is answered (see quanyu.audit)."""
-        audited = self._audited.get(method)
-        if audited is None or self._audit is None:
-            return
-        if audited.roles is not None and principal.role not in audited.roles:
-            return
-        try:
-            self._audit.record(
-                audited.action,
-                audited.object_of(request),
-                principal.name,
-                request_id,
-                audited.detail_of(request),
-            )
-        except Exception as error:
-            log.exception("audit record not kept; the caller retries")
-            raise Unavailable(
-                "the action was served but its audit record could not be kept; retry",
-                reason="AUDIT_UNAVAILABLE",
-            ) from error
+
+def current_actor() -> Actor:
+    """Who makes the call being served, and its request id: what an audit record names."""
+    request_id = structlog.contextvars.get_contextvars().get("request_id", "")
+    return Actor(current_principal().name, str(request_id))
 
 
 @dataclass(frozen=True)
@@ -356,9 +335,8 @@ class ServiceApp:
     on_stop: list[Callable[[], None]] = field(default_factory=list)
     # Where the server learns new token keys and revoked tokens; None: from identity.
     token_trust: Callable[[], Fetched] | None = None
-    # The service's audit trail, and its RPCs recorded there, by full method name.
+    # The service's audit trail, served to ops (its use cases write it).
     audit: AuditLog | None = None
-    audited: Mapping[str, Audited] = field(default_factory=dict)
 
     @classmethod
     def serving(
@@ -370,7 +348,6 @@ class ServiceApp:
         on_stop: Sequence[Callable[[], None]] = (),
         token_trust: Callable[[], Fetched] | None = None,
         audit: AuditLog | None = None,
-        audited: Mapping[str, Audited] | None = None,
     ) -> ServiceApp:
         """A service's app from its servicer and its background work: what every bootstrap ends
         with."""
@@ -383,7 +360,6 @@ class ServiceApp:
             on_stop=list(on_stop),
             token_trust=token_trust,
             audit=audit,
-            audited={f"/{servicer.SERVICE.full_name}/{name}": how for name, how in (audited or {}).items()},
         )
 
 
@@ -430,8 +406,6 @@ def start_server(app: ServiceApp, settings: Settings, *, port: int | None = None
                 tokens=TokenCodec(trust, lifetimes=settings.lifetimes()),
                 drain=drain,
                 quota=quota_from("calls", settings.call_quota),
-                audit=app.audit,
-                audited=app.audited,
             ),
         ],
         options=[

@@ -12,7 +12,7 @@ from quanyu.paging import PageTokens
 from quanyu.server import ServiceApp
 from quanyu.unit_of_work import Clock, SqlUnitOfWork, system_clock
 from services.fulfilment.config import FulfilmentSettings
-from services.fulfilment.grpc_servicer import AUDITED, FulfilmentServicer
+from services.fulfilment.grpc_servicer import FulfilmentServicer
 from services.fulfilment.handlers import FulfilmentService
 from services.fulfilment.storage import CachedCatalogue, SqlStores
 from services.fulfilment.storage.tables import audit_records
@@ -56,6 +56,5 @@ def build_app(
         FulfilmentServicer(service),
         tasks=[catalogue],
         on_stop=[database.dispose],
-        audit=AuditLog(database, audit_records, clock),
-        audited=AUDITED,
+        audit=AuditLog(database, audit_records),
     )

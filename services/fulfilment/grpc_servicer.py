@@ -9,11 +9,10 @@ from typing import Any
 
 import grpc
 
-from quanyu.audit import Audited
 from quanyu.auth import ANY_ROLE, Role, current_principal
 from quanyu.common.v1 import common_pb2
 from quanyu.fulfilment.v1 import fulfilment_pb2, fulfilment_pb2_grpc
-from quanyu.server import Servicer, rpc_policy
+from quanyu.server import Servicer, current_actor, rpc_policy
 from quanyu.wire import from_timestamp, to_timestamp
 from services.fulfilment.domain.assignment import Assignment, FulfilmentType, Line
 from services.fulfilment.domain.coordinates import MapPoint
@@ -41,23 +40,6 @@ POLICY = rpc_policy(
         "CheckStoreOpen": (Role.SERVICE, Role.OPS, Role.STORE),
     },
 )
-
-# Stores changed and stock set by ops (imports) are kept on the audit trail; a till's own stock
-# counts are its daily work, not privileged.
-AUDITED = {
-    "UpsertStore": Audited("STORE_CHANGED", lambda r: f"store:{r.store.store_id}"),
-    "ImportStores": Audited(
-        "STORES_IMPORTED",
-        lambda r: "stores:" + ",".join(s.store_id for s in r.stores),
-        detail_of=lambda r: f"{len(r.stores)} stores",
-    ),
-    "SetStock": Audited(
-        "STOCK_SET",
-        lambda r: f"store:{r.store_id}",
-        frozenset({Role.OPS}),
-        detail_of=lambda r: f"{len(r.levels)} skus",
-    ),
-}
 
 _TYPES_OUT = {
     FulfilmentType.DELIVERY: common_pb2.FULFILMENT_TYPE_DELIVERY,
@@ -169,12 +151,16 @@ class FulfilmentServicer(
         self, request: fulfilment_pb2.UpsertStoreRequest, context: grpc.ServicerContext
     ) -> fulfilment_pb2.UpsertStoreResponse:
         draft = draft_from(request.store) if request.HasField("store") else None
-        return fulfilment_pb2.UpsertStoreResponse(store=store_message(self._service.upsert_store(draft)))
+        return fulfilment_pb2.UpsertStoreResponse(
+            store=store_message(self._service.upsert_store(draft, current_actor()))
+        )
 
     def ImportStores(
         self, request: fulfilment_pb2.ImportStoresRequest, context: grpc.ServicerContext
     ) -> fulfilment_pb2.ImportStoresResponse:
-        upserted, errors = self._service.import_stores([draft_from(m) for m in request.stores])
+        upserted, errors = self._service.import_stores(
+            [draft_from(m) for m in request.stores], current_actor()
+        )
         return fulfilment_pb2.ImportStoresResponse(
             upserted=upserted,
             errors=[
@@ -198,7 +184,10 @@ class FulfilmentServicer(
         self, request: fulfilment_pb2.SetStockRequest, context: grpc.ServicerContext
     ) -> fulfilment_pb2.SetStockResponse:
         levels = self._service.set_stock(
-            current_principal(), request.store_id, [(level.sku, level.on_hand) for level in request.levels]
+            current_principal(),
+            request.store_id,
+            [(level.sku, level.on_hand) for level in request.levels],
+            current_actor(),
         )
         return fulfilment_pb2.SetStockResponse(levels=[_level(lv) for lv in levels])
 

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from dataclasses import KW_ONLY, dataclass
 from datetime import datetime
 
-from quanyu.auth import Principal
+from quanyu.audit_record import Actor
+from quanyu.auth import Principal, Role
 from quanyu.errors import Aborted, FailedPrecondition, NotFound
 from quanyu.paging import PageTokens, page_size
 from quanyu.unit_of_work import Clock, ConcurrentChange, Transaction, UnitOfWork
@@ -34,6 +35,13 @@ from services.fulfilment.ports import Catalogue, Stores
 
 Tx = Transaction[Stores]
 
+# Privileged actions, kept on the audit trail in the transaction that makes them. A till counting
+# its own stock is its daily work, not one of them.
+STORE_CHANGED = "STORE_CHANGED"
+STORES_IMPORTED = "STORES_IMPORTED"
+STOCK_SET = "STOCK_SET"
+_UNNAMED = Actor("unnamed", "")
+
 
 @dataclass
 class FulfilmentService:
@@ -46,22 +54,32 @@ class FulfilmentService:
 
     # --- stores ---------------------------------------------------------------------------
 
-    def upsert_store(self, draft: StoreDraft | None) -> Store:
+    def upsert_store(self, draft: StoreDraft | None, actor: Actor = _UNNAMED) -> Store:
         store = validate_store(draft)
-        self._write_stores([store])
+        self._write_stores([store], actor, STORE_CHANGED, f"store:{store.store_id}")
         return store
 
-    def import_stores(self, drafts: Sequence[StoreDraft]) -> tuple[int, list[RowError]]:
+    def import_stores(
+        self, drafts: Sequence[StoreDraft], actor: Actor = _UNNAMED
+    ) -> tuple[int, list[RowError]]:
         """Load the sound rows of a batch and report the others."""
         good, errors = checked_batch(drafts)
-        self._write_stores(good)
+        target = "stores:" + ",".join(store.store_id for store in good)
+        self._write_stores(good, actor, STORES_IMPORTED, target, f"{len(good)} stores")
         return len(good), errors
 
-    def _write_stores(self, batch: list[Store]) -> None:
+    def _write_stores(
+        self, batch: list[Store], actor: Actor, action: str, target: str, detail: str = ""
+    ) -> None:
         if not batch:
             return
         now = self.clock()
-        self.uow.run(lambda tx: tx.stores.stores.upsert(batch, now))
+
+        def work(tx: Tx) -> None:
+            tx.stores.stores.upsert(batch, now)
+            tx.stores.audit.add(actor.did(action, target, now, detail))
+
+        self.uow.run(work)
         self.catalogue.refresh()
 
     def get_store(self, store_id: str) -> Store:
@@ -87,14 +105,19 @@ class FulfilmentService:
     # --- stock ----------------------------------------------------------------------------
 
     def set_stock(
-        self, principal: Principal, store_id: str, levels: Sequence[tuple[str, int]]
+        self,
+        principal: Principal,
+        store_id: str,
+        levels: Sequence[tuple[str, int]],
+        actor: Actor = _UNNAMED,
     ) -> list[StockLevel]:
         wanted = requests.stock_levels(store_id, levels)
         principal.require_store(store_id)
 
         def work(tx: Tx) -> list[StockLevel]:
             _require_store(tx, store_id)
-            below = tx.stores.stock.set_on_hand(store_id, wanted, self.clock())
+            now = self.clock()
+            below = tx.stores.stock.set_on_hand(store_id, wanted, now)
             if below:
                 raise FailedPrecondition(
                     f"on hand would fall below what open orders have reserved for {', '.join(below)}; "
@@ -102,6 +125,8 @@ class FulfilmentService:
                     reason="BELOW_RESERVED",
                     metadata={"skus": ",".join(below)},
                 )
+            if principal.role is Role.OPS:
+                tx.stores.audit.add(actor.did(STOCK_SET, f"store:{store_id}", now, f"{len(wanted)} skus"))
             return tx.stores.stock.levels(store_id, list(wanted))
 
         return self.uow.run(work)

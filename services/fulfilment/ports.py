@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
+from quanyu.audit_record import AuditTrail
 from services.fulfilment.domain.assignment import Assignment, StoreLoad
 from services.fulfilment.domain.catalogue import CatalogueSnapshot
 from services.fulfilment.domain.reservations import DecisionRecord, ReservationState, StockLevel
@@ -84,6 +85,9 @@ class Stores(Protocol):
 
     @property
     def load(self) -> StoreLoad: ...
+
+    @property
+    def audit(self) -> AuditTrail: ...
 
 
 class Catalogue(Protocol):

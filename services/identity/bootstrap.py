@@ -76,5 +76,5 @@ def build_app(
         on_stop=[database.dispose],
         token_trust=service.token_trust,
         # Identity writes its records with the actions themselves (tokens, merges).
-        audit=AuditLog(database, audit_records, clock),
+        audit=AuditLog(database, audit_records),
     )

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import grpc
-import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from quanyu.auth import Role, current_principal
 from quanyu.common.v1 import common_pb2
 from quanyu.identity.v1 import identity_pb2, identity_pb2_grpc
 from quanyu.keys import public_pem
-from quanyu.server import Servicer, rpc_policy
+from quanyu.server import Servicer, current_actor, rpc_policy
 from quanyu.wire import to_timestamp
-from services.identity.domain import Actor, ChannelAccount, Customer, ResolveRequest
+from services.identity.domain import ChannelAccount, Customer, ResolveRequest
 from services.identity.handlers import IdentityService
 
 SERVICE = identity_pb2.DESCRIPTOR.services_by_name["IdentityService"]
@@ -110,7 +109,7 @@ class IdentityServicer(
         self, request: identity_pb2.MergeCustomersRequest, context: grpc.ServicerContext
     ) -> identity_pb2.MergeCustomersResponse:
         customer = self._service.merge_customers(
-            request.survivor_customer_id, request.merged_customer_id, _actor()
+            request.survivor_customer_id, request.merged_customer_id, current_actor()
         )
         return identity_pb2.MergeCustomersResponse(customer=customer_message(customer))
 
@@ -123,7 +122,7 @@ class IdentityServicer(
             store_id=request.store_id,
             channel=_channel(request.channel),
             ttl_seconds=request.ttl_seconds,
-            actor=_actor(),
+            actor=current_actor(),
         )
         return identity_pb2.IssueTokenResponse(
             token=issued.token, expire_time=to_timestamp(issued.expire_time), token_id=issued.token_id
@@ -132,7 +131,7 @@ class IdentityServicer(
     def RevokeToken(
         self, request: identity_pb2.RevokeTokenRequest, context: grpc.ServicerContext
     ) -> identity_pb2.RevokeTokenResponse:
-        self._service.revoke_token(token_id=request.token_id, subject=request.subject, actor=_actor())
+        self._service.revoke_token(token_id=request.token_id, subject=request.subject, actor=current_actor())
         return identity_pb2.RevokeTokenResponse()
 
     def GetTokenTrust(
@@ -150,8 +149,3 @@ class IdentityServicer(
                 for subject, second in sorted(trust.revocations.subjects.items())
             ],
         )
-
-
-def _actor() -> Actor:
-    request_id = structlog.contextvars.get_contextvars().get("request_id", "")
-    return Actor(current_principal().name, str(request_id))

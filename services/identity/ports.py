@@ -6,9 +6,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
+from quanyu.audit_record import AuditTrail
 from services.identity.domain import (
     AccountLinked,
-    AuditRecord,
     ChannelAccount,
     Customer,
     CustomersMerged,
@@ -58,12 +58,6 @@ class Revocations(Protocol):
 
     def since(self, since: datetime) -> list[Revocation]:
         """The revocations made after `since` (older ones name tokens expired by now)."""
-        ...
-
-
-class AuditTrail(Protocol):
-    def add(self, record: AuditRecord) -> None:
-        """Keep a record with the transaction's action (read through quanyu.audit)."""
         ...
 
 

@@ -20,14 +20,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-from quanyu.audit import AuditRecord as KeptRecord
-from quanyu.audit import add_record, audit_table
+from quanyu.audit import AuditRecords, audit_table
 from quanyu.db import UtcDateTime, new_metadata, timestamps
 from quanyu.outbox import add_effect, outbox_table
 from services.identity.domain import (
     MAX_MERGE_CHAIN,
     AccountLinked,
-    AuditRecord,
     ChannelAccount,
     Customer,
     CustomersMerged,
@@ -258,25 +256,11 @@ class RevocationRepository:
         return [Revocation(r["token_id"], r["subject"], r["issued_before"], r["revoke_time"]) for r in rows]
 
 
-class AuditRepository:
-    def __init__(self, connection: Connection) -> None:
-        self._db = connection
-
-    def add(self, record: AuditRecord) -> None:
-        add_record(
-            self._db,
-            audit_records,
-            KeptRecord(
-                record.time, record.actor, record.action, record.object, record.request_id, record.detail
-            ),
-        )
-
-
 class SqlStores:
     """The repositories of one transaction's connection."""
 
     def __init__(self, connection: Connection) -> None:
         self.customers = CustomerRepository(connection)
         self.revocations = RevocationRepository(connection)
-        self.audit = AuditRepository(connection)
+        self.audit = AuditRecords(connection, audit_records)
         self.outbox = EffectLog(connection)

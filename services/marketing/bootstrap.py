@@ -20,7 +20,7 @@ from quanyu.tasks import Periodic
 from quanyu.unit_of_work import Clock, SqlUnitOfWork, system_clock
 from services.marketing.config import MarketingSettings
 from services.marketing.downstream import LANES, StoreZones, batched, deliverers
-from services.marketing.grpc_servicer import AUDITED, MarketingServicer
+from services.marketing.grpc_servicer import MarketingServicer
 from services.marketing.handlers import (
     CampaignCases,
     InsightCases,
@@ -129,6 +129,5 @@ def build_app(
         MarketingServicer(service),
         tasks=tasks,
         on_stop=[service.close],
-        audit=AuditLog(database, audit_records, clock),
-        audited=AUDITED,
+        audit=AuditLog(database, audit_records),
     )

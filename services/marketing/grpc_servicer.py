@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import grpc
 
-from quanyu.audit import Audited
 from quanyu.auth import Principal, Role, current_principal
 from quanyu.errors import InvalidArgument, PermissionDenied, Violations
 from quanyu.marketing.v1 import marketing_pb2 as pb
 from quanyu.marketing.v1 import marketing_pb2_grpc
 from quanyu.paging import check_page_token
-from quanyu.server import Servicer, rpc_policy
+from quanyu.server import Servicer, current_actor, rpc_policy
 from quanyu.wire import to_timestamp
 from services.marketing.domain import Channel, codes
 from services.marketing.handlers.service import MarketingService
@@ -51,12 +50,6 @@ POLICY = rpc_policy(
         "IngestEvents": (Role.SERVICE,),
     },
 )
-
-AUDITED = {
-    "StartCampaign": Audited("CAMPAIGN_STARTED", lambda r: f"campaign:{r.campaign_id}"),
-    "PauseCampaign": Audited("CAMPAIGN_PAUSED", lambda r: f"campaign:{r.campaign_id}"),
-    "EndCampaign": Audited("CAMPAIGN_ENDED", lambda r: f"campaign:{r.campaign_id}"),
-}
 
 
 def _campaign_id(value: str, name: str = "campaign_id") -> str:
@@ -130,19 +123,19 @@ class MarketingServicer(
     def StartCampaign(
         self, request: pb.StartCampaignRequest, context: grpc.ServicerContext
     ) -> pb.StartCampaignResponse:
-        started = self._service.campaigns.start_campaign(_campaign_id(request.campaign_id))
+        started = self._service.campaigns.start_campaign(_campaign_id(request.campaign_id), current_actor())
         return pb.StartCampaignResponse(campaign=campaign_message(started))
 
     def PauseCampaign(
         self, request: pb.PauseCampaignRequest, context: grpc.ServicerContext
     ) -> pb.PauseCampaignResponse:
-        paused = self._service.campaigns.pause_campaign(_campaign_id(request.campaign_id))
+        paused = self._service.campaigns.pause_campaign(_campaign_id(request.campaign_id), current_actor())
         return pb.PauseCampaignResponse(campaign=campaign_message(paused))
 
     def EndCampaign(
         self, request: pb.EndCampaignRequest, context: grpc.ServicerContext
     ) -> pb.EndCampaignResponse:
-        ended = self._service.campaigns.end_campaign(_campaign_id(request.campaign_id))
+        ended = self._service.campaigns.end_campaign(_campaign_id(request.campaign_id), current_actor())
         return pb.EndCampaignResponse(campaign=campaign_message(ended))
 
     # --- insight ---------------------------------------------------------------------------------

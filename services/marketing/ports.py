@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
+from quanyu.audit_record import AuditTrail
 from services.marketing.domain import (
     Campaign,
     CampaignState,
@@ -459,3 +460,6 @@ class Stores(Protocol):
 
     @property
     def outbox(self) -> Outbox: ...
+
+    @property
+    def audit(self) -> AuditTrail: ...

@@ -19,7 +19,7 @@ from quanyu.unit_of_work import Clock, SqlUnitOfWork, system_clock
 from services.membership.config import MembershipSettings
 from services.membership.downstream import CustomerChannels
 from services.membership.effects import LANES, deliverers
-from services.membership.grpc_servicer import AUDITED, MembershipServicer
+from services.membership.grpc_servicer import MembershipServicer
 from services.membership.handlers import MembershipService
 from services.membership.ports import Stores
 from services.membership.storage import SqlStores, outbox, periodic_runs
@@ -88,6 +88,5 @@ def build_app(
             ),
         ],
         on_stop=[service.close],
-        audit=AuditLog(database, audit_records, clock),
-        audited=AUDITED,
+        audit=AuditLog(database, audit_records),
     )

@@ -7,12 +7,12 @@ from typing import Any, TypeVar
 
 import grpc
 
-from quanyu.audit import Audited
+from quanyu.audit_record import Actor
 from quanyu.auth import Role, current_principal
 from quanyu.common.v1 import common_pb2
 from quanyu.errors import InvalidArgument
 from quanyu.membership.v1 import membership_pb2, membership_pb2_grpc
-from quanyu.server import Servicer, rpc_policy
+from quanyu.server import Servicer, current_actor, rpc_policy
 from quanyu.wire import from_timestamp, to_timestamp
 from services.membership.domain import (
     Coupon,
@@ -64,23 +64,6 @@ POLICY = rpc_policy(
         "ListGuides": (Role.OPS, Role.STORE),
     },
 )
-
-# Points granted by hand (ops) are kept on the audit trail; a campaign's grants are traced by the
-# campaign's start there and by its own records in marketing.
-AUDITED = {
-    "GrantPoints": Audited(
-        "POINTS_GRANTED",
-        lambda r: f"member:{r.member_id}",
-        frozenset({Role.OPS}),
-        detail_of=lambda r: f"{r.points} points, source {r.source_id}, {r.reason}",
-    ),
-    "BatchGrantPoints": Audited(
-        "POINTS_GRANTED",
-        lambda r: "members:" + ",".join(g.member_id for g in r.requests),
-        frozenset({Role.OPS}),
-        detail_of=lambda r: f"{sum(g.points for g in r.requests)} points over {len(r.requests)} grants",
-    ),
-}
 
 _STAGES = {
     Stage.AWARENESS: membership_pb2.LIFECYCLE_STAGE_AWARENESS,
@@ -241,7 +224,9 @@ class MembershipServicer(
     def GrantPoints(
         self, request: membership_pb2.GrantPointsRequest, context: grpc.ServicerContext
     ) -> membership_pb2.GrantPointsResponse:
-        posted = self._service.grant(request.member_id, request.points, request.source_id, request.reason)
+        posted = self._service.grant(
+            request.member_id, request.points, request.source_id, request.reason, _granting_by_hand()
+        )
         return _posted(membership_pb2.GrantPointsResponse, *posted)
 
     def IssueCoupon(
@@ -358,7 +343,8 @@ class MembershipServicer(
     ) -> membership_pb2.BatchGrantPointsResponse:
         _capped(request.requests)
         entries = self._service.grant_many(
-            [requests.PointsGrant(g.member_id, g.points, g.source_id, g.reason) for g in request.requests]
+            [requests.PointsGrant(g.member_id, g.points, g.source_id, g.reason) for g in request.requests],
+            _granting_by_hand(),
         )
         return membership_pb2.BatchGrantPointsResponse(entries=map(entry_message, entries))
 
@@ -428,3 +414,9 @@ def _capped(given: Sized) -> None:
 def _posted(response: type[_Posted], entry: Entry, member: Member) -> _Posted:
     """The answer of every RPC that posts to the ledger: the entry and the member after it."""
     return response(entry=entry_message(entry), member=member_message(member))
+
+
+def _granting_by_hand() -> Actor | None:
+    """Who grants points by hand: ops, whose grants are audited; a campaign's grants (marketing's
+    service token) are traced by marketing."""
+    return current_actor() if current_principal().role is Role.OPS else None

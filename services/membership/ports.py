@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from quanyu.audit_record import AuditTrail
 from services.membership.domain import (
     Coupon,
     Entry,
@@ -198,6 +199,9 @@ class Stores(Protocol):
 
     @property
     def outbox(self) -> Outbox: ...
+
+    @property
+    def audit(self) -> AuditTrail: ...
 
 
 class Customers(Protocol):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes_validate  # type: ignore[import-untyped]
+import promql_parser
 import pytest
 import yaml
 
@@ -125,6 +126,59 @@ def test_the_crd_validators_refuse_what_the_api_server_would() -> None:
     del no_expression["spec"]["groups"][0]["rules"][0]["expr"]
     results = validate_custom([wrong_match, wrong_interval, no_expression])
     assert all(r["error"] for r in results), results
+
+
+def test_the_crd_validators_refuse_a_misspelt_field() -> None:
+    """The API server would drop a field its CRD does not know, and the setting it was meant to
+    carry with it (`kubectl apply` only warns): an alert that never waits its `for`, a route with
+    no host. The validators refuse it."""
+    objects = render(EVERYTHING)
+    route = json.loads(json.dumps(next(m for m in objects if m["kind"] == "GRPCRoute")))
+    route["spec"]["hostname"] = route["spec"].pop("hostnames", ["grpc.example.com"])
+    monitor = json.loads(json.dumps(next(m for m in objects if m["kind"] == "PodMonitor")))
+    endpoint = monitor["spec"]["podMetricsEndpoints"][0]
+    endpoint["intervall"] = endpoint.pop("interval", "30s")
+    rule = json.loads(json.dumps(next(m for m in objects if m["kind"] == "PrometheusRule")))
+    alert = next(r for r in rule["spec"]["groups"][0]["rules"] if "for" in r)
+    alert["fro"] = alert.pop("for")
+    results = validate_custom([route, monitor, rule])
+    for result, misspelt in zip(results, ("hostname", "intervall", "fro"), strict=True):
+        assert misspelt in (result["error"] or ""), result
+    # Unchanged, the same objects pass.
+    originals = [next(m for m in objects if m["kind"] == kind) for kind in ("GRPCRoute", "PodMonitor")]
+    assert [r["error"] for r in validate_custom(originals)] == [None, None]
+
+
+def test_every_alert_and_dashboard_query_is_valid_promql() -> None:
+    """Parsed by Prometheus's parser as ported to Rust (promql-parser), with its type checks: a
+    rule whose expression does not parse is refused by the operator's admission webhook, or, where
+    none runs, fails at every evaluation without firing."""
+    objects = render("overlays/prod+components/monitoring")
+    (rule,) = of_kind(objects, "PrometheusRule").values()
+    expressions = {
+        r.get("alert") or r["record"]: r["expr"] for group in rule["spec"]["groups"] for r in group["rules"]
+    }
+    dashboard = json.loads(of_kind(objects, "ConfigMap")["quanyu-grafana-dashboard"]["data"]["quanyu.json"])
+    for panel in dashboard["panels"]:
+        for number, query in enumerate(panel.get("targets", [])):
+            # Grafana fills its own variables in before Prometheus sees the query.
+            expr = query["expr"].replace("$__rate_interval", "5m").replace("$__interval", "1m")
+            expressions[f"{panel['title']} #{number}"] = expr
+    assert len(expressions) > len(ALERTS)
+    problems = {}
+    for name, expr in expressions.items():
+        try:
+            promql_parser.parse(expr)
+        except ValueError as error:
+            problems[name] = f"{error}: {expr}"
+    assert not problems, problems
+    # What the parser refuses: a range function given an instant vector, a bracket left open.
+    for wrong, why in (
+        ("rate(grpc_server_handled_total) > 0", "expected type matrix"),
+        ("sum by (job) (up", "unclosed left parenthesis"),
+    ):
+        with pytest.raises(ValueError, match=why):
+            promql_parser.parse(wrong)
 
 
 # ---- monitoring

@@ -16,6 +16,7 @@ from services.fulfilment.domain.assignment import Assignment, Availability, Line
 from services.fulfilment.domain.catalogue import CatalogueSnapshot, StoreCatalogue
 from services.fulfilment.domain.reservations import DecisionRecord, ReservationState, StockLevel
 from services.fulfilment.domain.stores import Store
+from tests.trail import MemoryAudit
 
 
 @dataclass
@@ -40,6 +41,7 @@ class MemoryStores:
         self.assigned_at: dict[str, datetime] = {}
         self.lines: dict[str, list[_Line]] = {}
         self.decisions: list[DecisionRecord] = []
+        self.audit = MemoryAudit()
 
     # Stores: this one object plays every repository.
     @property

@@ -9,12 +9,12 @@ from quanyu.errors import AlreadyExists
 from services.identity.domain import (
     MAX_MERGE_CHAIN,
     AccountLinked,
-    AuditRecord,
     ChannelAccount,
     Customer,
     CustomersMerged,
     Revocation,
 )
+from tests.trail import MemoryAudit
 
 
 class MemoryCustomers:
@@ -106,14 +106,6 @@ class MemoryRevocations:
 
     def since(self, since: datetime) -> list[Revocation]:
         return [r for r in self.kept if r.revoke_time > since]
-
-
-class MemoryAudit:
-    def __init__(self) -> None:
-        self.kept: list[AuditRecord] = []
-
-    def add(self, record: AuditRecord) -> None:
-        self.kept.append(replace(record, record_id=len(self.kept) + 1))
 
 
 class MemoryStores:

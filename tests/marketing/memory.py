@@ -36,6 +36,7 @@ from services.marketing.ports import (
     Reach,
 )
 from tests.marketing.memory_queues import MemoryConsents, MemoryMessages, MemoryRuns
+from tests.trail import MemoryAudit
 
 
 class MemoryCampaigns:
@@ -374,6 +375,7 @@ class MemoryStores:
     runs: MemoryRuns = field(default_factory=MemoryRuns)
     outbox: MemoryOutbox = field(default_factory=MemoryOutbox)
     coupons: MemoryCoupons = field(default_factory=MemoryCoupons)
+    audit: MemoryAudit = field(default_factory=MemoryAudit)
 
     def __post_init__(self) -> None:
         self.campaigns = MemoryCampaigns(self)

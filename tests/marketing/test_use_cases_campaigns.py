@@ -7,13 +7,18 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
+from quanyu.audit_record import Actor
+from quanyu.db import Database
 from quanyu.errors import FailedPrecondition, InvalidArgument, NotFound
 from quanyu.unit_of_work import SqlUnitOfWork
 from services.marketing.domain import Audience, CampaignState, Limits
 from services.marketing.storage import SqlStores
 from tests.marketing.factory import campaign
 from tests.marketing.use_case_support import Clock, make_cases
+from tests.trail import kept_records
 
 Uow = SqlUnitOfWork[SqlStores]
 
@@ -115,3 +120,19 @@ def test_campaigns_are_listed_by_state_a_page_at_a_time(uow: Uow) -> None:
     assert [c.campaign_id for c in page + rest] == made[:3]
     assert end is None
     assert [c.campaign_id for c in drafts] == made[3:]
+
+
+def test_a_campaign_moves_with_its_audit_record_or_not_at_all(uow: Uow, database: Database) -> None:
+    campaigns, _ = make_cases(uow, Clock())
+    cid = campaigns.create_campaign(campaign()).campaign_id
+    alice = Actor("ops/alice", "req-start")
+
+    campaigns.start_campaign(cid, alice)
+    assert kept_records(database) == [("CAMPAIGN_STARTED", f"campaign:{cid}", "ops/alice", "req-start")]
+
+    # With no trail to write to, the pause is not kept either: the record commits with the move.
+    with database.transaction() as connection:
+        connection.execute(text("DROP TABLE audit_records"))
+    with pytest.raises(DBAPIError):
+        campaigns.pause_campaign(cid, alice)
+    assert campaigns.get_campaign(cid).state is CampaignState.RUNNING

@@ -24,6 +24,7 @@ from services.membership.domain import (
     Stage,
 )
 from services.membership.ports import CouponListing, Segment
+from tests.trail import MemoryAudit
 
 
 @dataclass
@@ -338,6 +339,7 @@ class MemoryStores:
     codes: MemoryCodes = field(default_factory=MemoryCodes)
     guides: MemoryGuides = field(default_factory=MemoryGuides)
     outbox: MemoryOutbox = field(default_factory=MemoryOutbox)
+    audit: MemoryAudit = field(default_factory=MemoryAudit)
 
     def __post_init__(self) -> None:
         self.members = MemoryMembers(self)

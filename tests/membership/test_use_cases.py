@@ -10,7 +10,10 @@ from typing import TypeVar
 
 import pytest
 from prometheus_client import REGISTRY
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
+from quanyu.audit_record import Actor
 from quanyu.auth import Principal, Role
 from quanyu.config import Settings
 from quanyu.db import Database
@@ -19,10 +22,12 @@ from quanyu.paging import PageTokens
 from quanyu.unit_of_work import ConcurrentChange, InMemoryUnitOfWork, SqlUnitOfWork, Transaction
 from services.membership import bootstrap
 from services.membership.domain import EntryKind, Programme, RedemptionWindow, Stage, add_months
+from services.membership.domain.requests import PointsGrant
 from services.membership.handlers import MembershipService
 from services.membership.ports import Stores
 from services.membership.storage import SqlStores
 from tests.membership.memory import AllCustomers, MemoryStores
+from tests.trail import kept_records
 
 T = TypeVar("T")
 OPS = Principal(Role.OPS, "ops")
@@ -262,6 +267,30 @@ def test_granted_points_are_counted_once_when_a_conflict_runs_the_grant_again(
     # A repeat is answered with the first entry and counts nothing.
     assert retried.grant(member_id, 250, "cmp-1:v1:mem:1", "CAMPAIGN")[0] == entry
     assert counted("quanyu_points_granted") - granted == 250
+
+
+def test_points_granted_by_hand_commit_with_their_audit_record_or_not_at_all(
+    retried: MembershipService,
+) -> None:
+    member_id = enrol(retried, "cus-1")
+    database = retried.uow.database  # type: ignore[attr-defined]
+    alice = Actor("ops/alice", "req-grant")
+    # Run twice by a conflict, the grant is kept once, and so is its record.
+    retried.grant(member_id, 250, "goodwill-1", "late delivery", alice)
+    retried.grant_many([PointsGrant(member_id, 50, "goodwill-2", "late delivery")], alice)
+    # A campaign's grant (no actor) is marketing's to trace.
+    retried.grant(member_id, 10, "cmp-1:v1:mem:1", "CAMPAIGN")
+    assert kept_records(database) == [
+        ("POINTS_GRANTED", f"member:{member_id}", "ops/alice", "req-grant"),
+        ("POINTS_GRANTED", f"members:{member_id}", "ops/alice", "req-grant"),
+    ]
+
+    # With no trail to write to, the grant is not kept either: the record commits with it.
+    with database.transaction() as connection:
+        connection.execute(text("DROP TABLE audit_records"))
+    with pytest.raises(DBAPIError):
+        retried.grant(member_id, 999, "goodwill-3", "late delivery", alice)
+    assert retried.get_member(OPS, member_id=member_id).points_balance == 310
 
 
 # --- grants and coupon pages in memory ---------------------------------------------------------

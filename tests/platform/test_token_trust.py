@@ -1,6 +1,7 @@
-"""Keys and revocations across services: identity signs, other services verify by kid with keys
-mounted or fetched from identity; a revoked token is refused by every replica within 5 s; the
-signing key of a running platform is rotated under load with no call refused."""
+"""Keys and revocations across services, each a process of its own: identity signs, other services
+verify by kid with keys mounted or fetched from identity; a revoked token is refused by every
+replica within 5 s; the signing key of a running platform is rotated under load with no call
+refused."""
 
 from __future__ import annotations
 
@@ -17,16 +18,13 @@ import grpc
 import jwt
 import pytest
 
-from quanyu.auth import Role
+from quanyu.auth import Principal, Role, TokenCodec
 from quanyu.common.v1 import audit_pb2, audit_pb2_grpc
-from quanyu.config import Settings
 from quanyu.fulfilment.v1 import fulfilment_pb2, fulfilment_pb2_grpc
 from quanyu.identity.v1 import identity_pb2, identity_pb2_grpc
-from quanyu.keys import PUBLIC_SUFFIX, write_key
-from services.fulfilment import bootstrap as fulfilment
-from services.identity import bootstrap as identity
-from tests.conftest import TokenFactory, bearer, served
-from tests.processes import poll
+from quanyu.keys import PUBLIC_SUFFIX, ensure_local_keys, write_key
+from tests.conftest import bearer
+from tests.processes import free_port, platform_env, poll, started, target, wait_serving
 
 
 @dataclass
@@ -39,32 +37,43 @@ class Platform:
 
 
 @pytest.fixture
-def platform(settings: Settings, token: TokenFactory, tmp_path: Path) -> Iterator[Platform]:
-    """Identity, and two fulfilment replicas that mount only the public keys there were at the
-    start: a key added later reaches them only by asking identity."""
-    issuer_keys = settings.issuer_key_dir()
+def platform(tmp_path: Path, database_url: str) -> Iterator[Platform]:
+    """`quanyu serve identity`, and two `quanyu serve fulfilment` replicas on one database that
+    mount only the public keys there were at the start: a key added later reaches them only by
+    asking identity."""
+    var = tmp_path / "var"
+    issuer_keys = var / "token-keys"
+    ensure_local_keys(issuer_keys, "k")
     mounted = tmp_path / "mounted-public-keys"
     mounted.mkdir()
     for public in issuer_keys.glob(f"*{PUBLIC_SUFFIX}"):
         shutil.copy(public, mounted / public.name)
-    identity.migrate(settings)
-    fulfilment.migrate(settings)
+    env = platform_env(var, QUANYU_LOG_LEVEL="WARNING", QUANYU_FULFILMENT__DATABASE_URL=database_url)
     with ExitStack() as stack:
-        serving = stack.enter_context(served(identity.build_app(settings), settings))
-        settings.identity.target = serving.target
-        verifier = settings.model_copy(update={"token_public_key_dir": mounted})
-        replicas = [
-            fulfilment_pb2_grpc.FulfilmentServiceStub(
-                stack.enter_context(served(fulfilment.build_app(verifier), verifier)).channel
+        identity = stack.enter_context(started(["serve", "identity"], env, tmp_path / "identity.log"))
+        wait_serving(target(env, "identity"), identity)
+        channel = stack.enter_context(grpc.insecure_channel(target(env, "identity")))
+        replicas = []
+        for name in ("a", "b"):
+            port = free_port()
+            replica_env = {
+                **env,
+                "QUANYU_TOKEN_PUBLIC_KEY_DIR": str(mounted),
+                "QUANYU_FULFILMENT__PORT": str(port),
+                "QUANYU_FULFILMENT__METRICS_PORT": str(free_port()),
+            }
+            process = stack.enter_context(
+                started(["serve", "fulfilment"], replica_env, tmp_path / f"fulfilment-{name}.log")
             )
-            for _ in range(2)
-        ]
+            wait_serving(f"127.0.0.1:{port}", process)
+            replica = stack.enter_context(grpc.insecure_channel(f"127.0.0.1:{port}"))
+            replicas.append(fulfilment_pb2_grpc.FulfilmentServiceStub(replica))
         yield Platform(
-            identity_pb2_grpc.IdentityServiceStub(serving.channel),
-            audit_pb2_grpc.AuditServiceStub(serving.channel),
+            identity_pb2_grpc.IdentityServiceStub(channel),
+            audit_pb2_grpc.AuditServiceStub(channel),
             replicas,
             issuer_keys,
-            token(Role.OPS),
+            TokenCodec.local(issuer_keys).issue(Principal(Role.OPS, "ops")).token,
         )
 
 

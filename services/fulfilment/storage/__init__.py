@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from sqlalchemy.engine import Connection
 
+from quanyu.audit import AuditRecords
 from services.fulfilment.storage.catalogue import CachedCatalogue
 from services.fulfilment.storage.reservations import ReservationRepository
 from services.fulfilment.storage.stock import LiveLoad, StockRepository
 from services.fulfilment.storage.stores import StoreRepository, store_from_row
 from services.fulfilment.storage.tables import (
     assignments,
+    audit_records,
     decisions,
     metadata,
     reservations,
@@ -29,6 +31,7 @@ class SqlStores:
         self.stock = StockRepository(connection)
         self.reservations = ReservationRepository(connection)
         self.load = LiveLoad(connection)
+        self.audit = AuditRecords(connection, audit_records)
 
 
 __all__ = [

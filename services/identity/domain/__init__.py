@@ -1,6 +1,7 @@
 """Identity's rules, free of gRPC, the database and the clock: customers and their channel
 accounts, who reaches which, phones by keyed hash, merges, and the checks of each request."""
 
+from quanyu.audit_record import Actor, AuditRecord
 from services.identity.domain.customers import (
     MARKETING_EVENT,
     MAX_MERGE_CHAIN,
@@ -27,8 +28,6 @@ from services.identity.domain.tokens import (
     MAX_TARGET_LENGTH,
     TOKEN_ISSUED,
     TOKEN_REVOKED,
-    Actor,
-    AuditRecord,
     Revocation,
 )
 

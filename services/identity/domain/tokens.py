@@ -1,4 +1,5 @@
-"""Revoked tokens and the audit trail of privileged actions, as identity keeps them."""
+"""Revoked tokens, and the actions identity records on the audit trail (the shape of a record is
+the kernel's: quanyu.audit_record)."""
 
 from __future__ import annotations
 
@@ -21,24 +22,3 @@ class Revocation:
     subject: str
     issued_before: datetime
     revoke_time: datetime
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who acts, as logs name the caller, and the request id of the call."""
-
-    name: str
-    request_id: str
-
-
-@dataclass(frozen=True)
-class AuditRecord:
-    """A privileged action: who, when, which request, what was done to which object."""
-
-    time: datetime
-    actor: str
-    action: str
-    object: str
-    request_id: str
-    detail: str = ""
-    record_id: int = 0  # assigned when kept

@@ -9,6 +9,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import KW_ONLY, dataclass
 from datetime import datetime
 
+from quanyu.audit_record import Actor
 from quanyu.errors import InvalidArgument, NotFound
 from quanyu.ids import new_id
 from quanyu.paging import page_size
@@ -17,6 +18,12 @@ from services.marketing.domain import Campaign, CampaignState, validate_campaign
 from services.marketing.ports import Stores
 
 Tx = Transaction[Stores]
+
+# A campaign's life is a privileged action: each move is kept on the audit trail with the move.
+CAMPAIGN_STARTED = "CAMPAIGN_STARTED"
+CAMPAIGN_PAUSED = "CAMPAIGN_PAUSED"
+CAMPAIGN_ENDED = "CAMPAIGN_ENDED"
+_UNNAMED = Actor("unnamed", "")
 
 
 def _fingerprint(campaign: Campaign) -> str:
@@ -90,21 +97,33 @@ class CampaignCases:
         made under the old one keep recording it."""
         return self._change(campaign_id, lambda c: c.update(changes, paths, known_tiers=self.known_tiers))
 
-    def start_campaign(self, campaign_id: str) -> Campaign:
-        return self._change(campaign_id, Campaign.start)
+    def start_campaign(self, campaign_id: str, actor: Actor = _UNNAMED) -> Campaign:
+        return self._change(campaign_id, Campaign.start, actor, CAMPAIGN_STARTED)
 
-    def pause_campaign(self, campaign_id: str) -> Campaign:
-        return self._change(campaign_id, Campaign.pause)
+    def pause_campaign(self, campaign_id: str, actor: Actor = _UNNAMED) -> Campaign:
+        return self._change(campaign_id, Campaign.pause, actor, CAMPAIGN_PAUSED)
 
-    def end_campaign(self, campaign_id: str) -> Campaign:
-        return self._change(campaign_id, Campaign.end)
+    def end_campaign(self, campaign_id: str, actor: Actor = _UNNAMED) -> Campaign:
+        return self._change(campaign_id, Campaign.end, actor, CAMPAIGN_ENDED)
 
-    def _change(self, campaign_id: str, change: Callable[[Campaign], None]) -> Campaign:
+    def _change(
+        self,
+        campaign_id: str,
+        change: Callable[[Campaign], None],
+        actor: Actor | None = None,
+        action: str = "",
+    ) -> Campaign:
+        """Apply `change` and save; with an `actor`, the move is kept on the audit trail as
+        `action`, in the same transaction."""
+
         def work(tx: Tx) -> Campaign:
             campaign = _existing(tx.stores, campaign_id)
             change(campaign)
+            now = self.clock()
             # Saved only if nobody moved it meanwhile; otherwise the whole change runs again.
-            tx.stores.campaigns.save(campaign, self.clock())
+            tx.stores.campaigns.save(campaign, now)
+            if actor is not None:
+                tx.stores.audit.add(actor.did(action, f"campaign:{campaign_id}", now))
             return campaign
 
         return self.uow.run(work)

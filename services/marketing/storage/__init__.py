@@ -11,13 +11,14 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from quanyu.audit import AuditRecords
 from quanyu.outbox import add_effect, add_effects
 from services.marketing.storage.campaigns import BudgetRepository, CampaignRepository
 from services.marketing.storage.coupons import CouponRepository
 from services.marketing.storage.facts import FactRepository
 from services.marketing.storage.grants import GrantRepository, RunRepository
 from services.marketing.storage.messages import ConsentRepository, MessageRepository
-from services.marketing.storage.tables import metadata, outbox
+from services.marketing.storage.tables import audit_records, metadata, outbox
 
 # Where the service's migrations live (the other services name it in bootstrap).
 MIGRATIONS = Path(__file__).parent.parent / "migrations"
@@ -93,3 +94,7 @@ class SqlStores:
     @cached_property
     def outbox(self) -> EffectLog:
         return EffectLog(self._connection)
+
+    @cached_property
+    def audit(self) -> AuditRecords:
+        return AuditRecords(self._connection, audit_records)

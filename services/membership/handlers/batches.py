@@ -8,13 +8,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from quanyu.audit_record import Actor
 from quanyu.errors import FieldViolation, InvalidArgument, NotFound, QuanyuError, Violations, field_path
 from services.membership.domain import Coupon, Entry, Member, requests
 from services.membership.domain.coupons import coupon_fingerprint
 from services.membership.handlers.base import Tx
 from services.membership.handlers.coupons import CouponCases, new_coupon_code
 from services.membership.handlers.members import MemberCases
-from services.membership.handlers.points import PointsCases
+from services.membership.handlers.points import POINTS_GRANTED_ACTION, PointsCases
 
 T = TypeVar("T")
 
@@ -62,8 +63,9 @@ class BatchCases(MemberCases, PointsCases, CouponCases):
 
         return self.uow.run(work)
 
-    def grant_many(self, grants: Sequence[requests.PointsGrant]) -> list[Entry]:
-        """Each grant as `grant` makes it, all in one transaction."""
+    def grant_many(self, grants: Sequence[requests.PointsGrant], actor: Actor | None = None) -> list[Entry]:
+        """Each grant as `grant` makes it, all in one transaction (with the batch's audit record
+        when an `actor` grants by hand)."""
         requests.batch(
             len(grants),
             lambda index, violations: requests.grant(
@@ -76,10 +78,15 @@ class BatchCases(MemberCases, PointsCases, CouponCases):
         )
 
         def work(tx: Tx) -> list[Entry]:
-            return [
+            entries = [
                 _in_request(index, lambda: self._granted(tx, g.member_id, g.points, g.source_id)[0])  # noqa: B023 - called at once
                 for index, g in enumerate(grants)
             ]
+            if actor is not None:
+                target = "members:" + ",".join(g.member_id for g in grants)
+                detail = f"{sum(g.points for g in grants)} points over {len(grants)} grants"
+                tx.stores.audit.add(actor.did(POINTS_GRANTED_ACTION, target, self.clock(), detail))
+            return entries
 
         return self.uow.run(work)
 

@@ -7,6 +7,7 @@ import functools
 from collections.abc import Callable
 from datetime import datetime
 
+from quanyu.audit_record import Actor
 from quanyu.auth import Principal, Role
 from services.membership.domain import Entry, EntryKind, Member, PointsAccount, Posting, requests
 from services.membership.domain.ledger import REVERSIBLE, grant_key, source_key
@@ -14,6 +15,10 @@ from services.membership.domain.marketing import Before
 from services.membership.handlers.base import Tx, UseCases
 from services.membership.metrics import POINTS_EARNED, POINTS_GRANTED, POINTS_REDEEMED
 from services.membership.ports import LedgerStore
+
+# Points granted by hand (by ops) are a privileged action, kept on the audit trail with the grant;
+# a campaign's grants are traced by the campaign's start there and by its own records in marketing.
+POINTS_GRANTED_ACTION = "POINTS_GRANTED"
 
 # Members the expiry and tier runs read at once, each then changed in its own transaction.
 _BATCH = 500
@@ -81,11 +86,24 @@ class PointsCases(UseCases):
         stores.members.save(referrer, now)
         self._tell_changed(tx, f"entry/{entry.entry_id}", before, self._load(stores, referrer.member_id), now)
 
-    def grant(self, member_id: str, points: int, source_id: str, reason: str = "") -> tuple[Entry, Member]:
+    def grant(
+        self, member_id: str, points: int, source_id: str, reason: str = "", actor: Actor | None = None
+    ) -> tuple[Entry, Member]:
         """Credit points not earned by spend (a campaign's reward), once per source id; they expire
-        like earned points."""
+        like earned points. With an `actor` (ops granting by hand) the grant is kept on the audit
+        trail, in its transaction."""
         requests.grant(member_id, points, source_id, reason)
-        return self.uow.run(lambda tx: self._granted(tx, member_id, points, source_id))
+
+        def work(tx: Tx) -> tuple[Entry, Member]:
+            granted = self._granted(tx, member_id, points, source_id)
+            if actor is not None:
+                detail = f"{points} points, source {source_id}, {reason}"
+                tx.stores.audit.add(
+                    actor.did(POINTS_GRANTED_ACTION, f"member:{member_id}", self.clock(), detail)
+                )
+            return granted
+
+        return self.uow.run(work)
 
     def _granted(self, tx: Tx, member_id: str, points: int, source_id: str) -> tuple[Entry, Member]:
         """A grant in `tx`, or the entry of the one already made under `source_id`."""

@@ -10,10 +10,12 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from quanyu.audit import AuditRecords
 from quanyu.outbox import add_effect
 from services.membership.storage.ledger import CouponRepository, LedgerRepository
 from services.membership.storage.members import GuideRepository, MemberCodeRepository, MemberRepository
 from services.membership.storage.tables import (
+    audit_records,
     coupons,
     guides,
     ledger_entries,
@@ -86,3 +88,7 @@ class SqlStores:
     @cached_property
     def outbox(self) -> EffectLog:
         return EffectLog(self._connection)
+
+    @cached_property
+    def audit(self) -> AuditRecords:
+        return AuditRecords(self._connection, audit_records)
