@@ -21,8 +21,12 @@ from services.orders.storage.tables import order_lines, order_rejections, orders
 _NEW_ORDER = insert(orders)
 _NEW_LINES = insert(order_lines)
 _NEW_CHANGE = insert(status_changes)
-_FINGERPRINT = select(orders.c.order_id, orders.c.request_fingerprint).where(
-    orders.c.request_owner == bindparam("owner"), orders.c.request_id == bindparam("request")
+# A request id is looked up under its caller and, for orders placed before request ids had
+# owners, in the shared namespace (owner ""): both rows come back in one round trip.
+_SHARED = ""
+_FINGERPRINTS = select(orders.c.request_owner, orders.c.order_id, orders.c.request_fingerprint).where(
+    orders.c.request_id == bindparam("request"),
+    orders.c.request_owner.in_([bindparam("owner"), bindparam("shared")]),
 )
 # And what every read of an order and every change of its status runs (each store's queue reads
 # a page of orders one by one). The updates name no values: each call's parameters besides `key`
@@ -44,9 +48,12 @@ _MOVE = _SAVE.where(orders.c.status == bindparam("was"))
 class OrderRepository:
     def __init__(self, connection: Connection) -> None:
         self._db = connection
+        # (owner, request id) -> what fingerprint() found, for this transaction's later asks.
+        self._fingerprints: dict[tuple[str, str], tuple[str, str] | None] = {}
 
     def add(self, order: Order, fingerprint: str, *, owner: str) -> None:
         location = order.delivery_location
+        self._fingerprints.clear()
         self._db.execute(
             _NEW_ORDER,
             {
@@ -97,8 +104,15 @@ class OrderRepository:
         self._saved_history(order)
 
     def fingerprint(self, owner: str, request_id: str) -> tuple[str, str] | None:
-        row = self._db.execute(_FINGERPRINT, {"owner": owner, "request": request_id}).one_or_none()
-        return (row.order_id, row.request_fingerprint) if row else None
+        """(order id, fingerprint) of the order placed under `request_id` by `owner`. The shared
+        namespace's answer is read in the same statement and kept: a new request asks for both."""
+        key = (owner, request_id)
+        if key not in self._fingerprints:
+            rows = self._db.execute(_FINGERPRINTS, {"request": request_id, "owner": owner, "shared": _SHARED})
+            self._fingerprints[key] = self._fingerprints[(_SHARED, request_id)] = None
+            for row in rows:
+                self._fingerprints[(row.request_owner, request_id)] = (row.order_id, row.request_fingerprint)
+        return self._fingerprints[key]
 
     def get(self, order_id: str, *, lock: bool = False) -> Order | None:
         key = {"key": order_id}
