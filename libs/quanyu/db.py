@@ -42,6 +42,7 @@ from quanyu import tracing
 T = TypeVar("T")
 
 _WRITE = "quanyu_write"
+_READ = "quanyu_read"
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 
 # One naming convention for constraints, so migrations name them the same on both databases.
@@ -141,6 +142,43 @@ def _sqlite_engine(url: str, **options: Any) -> Engine:
     return engine
 
 
+def _postgres_engine(url: str, **options: Any) -> Engine:
+    """psycopg in autocommit, so that no statement the driver adds costs a round trip of its own.
+
+    A write transaction sends its BEGIN from SQLAlchemy's begin event (as on SQLite) and ends
+    with COMMIT or ROLLBACK, as before. A read sends its statements alone: under READ COMMITTED,
+    PostgreSQL's default and the only level this project runs, every statement of a transaction
+    sees a snapshot of its own anyway, so BEGIN and ROLLBACK around reads bought nothing but two
+    round trips, and each ROLLBACK made psycopg drop the connection's prepared statements
+    (DEALLOCATE ALL, a third round trip), so the hot statements were parsed and planned afresh.
+    There is no pre-ping either (a ";" on every checkout): a connection found dead by the BEGIN
+    of a write is replaced and the BEGIN sent again (see Database.transaction), and one found dead
+    by a read invalidates the whole pool, so a restart of the server costs at most the reads
+    under way.
+    """
+    engine = create_engine(url, isolation_level="AUTOCOMMIT", **options)
+
+    @event.listens_for(engine, "begin")
+    def on_begin(connection: Connection) -> None:
+        if not connection.get_execution_options().get(_READ, False):
+            connection.exec_driver_sql("BEGIN")
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def refuse_writes_in_reads(connection: Connection, *args: Any) -> None:
+        # A read has no transaction to roll back: a write there would stay. SQLAlchemy's
+        # arguments after the connection: cursor, statement, parameters, context, executemany.
+        statement, context = args[1], args[3]
+        writes = context is not None and (context.isinsert or context.isupdate or context.isdelete)
+        if writes and connection.get_execution_options().get(_READ, False):
+            raise ReadOnlyViolation(f"a read-only view cannot write: {statement.split(None, 1)[0]}")
+
+    return engine
+
+
+class ReadOnlyViolation(RuntimeError):
+    """A statement that writes, run on a read-only view (a bug in the caller)."""
+
+
 def _use_wal(cursor: Any) -> None:
     """Put the file in WAL mode (it stays so): readers then never block the writer.
 
@@ -198,11 +236,10 @@ class Database:
         if self.url.startswith("sqlite"):
             self.engine = _sqlite_engine(self.url, pool_size=pool_size, max_overflow=pool_size // 2)
         else:
-            self.engine = create_engine(
-                self.url, pool_size=pool_size, max_overflow=pool_size // 2, pool_pre_ping=True
-            )
+            self.engine = _postgres_engine(self.url, pool_size=pool_size, max_overflow=pool_size // 2)
         tracing.trace_statements(self.engine)
         self._writer = self.engine.execution_options(**{_WRITE: True})
+        self._reader = self.engine.execution_options(**{_READ: True})
         # SQLite lets one writer in at a time and makes the others sleep and poll for the lock
         # (1, 2, 5, 10… ms), which collapses throughput under concurrent writes. Writers of this
         # process queue for their turn instead, first come first served, and wake the moment it
@@ -218,15 +255,40 @@ class Database:
     def transaction(self) -> Iterator[Connection]:
         """A write transaction: committed when the block ends, rolled back if it raises."""
         if self._write_turn is None:
-            with self._writer.begin() as connection:
+            with self._begun() as connection:
                 yield connection
             return
         with self._write_turn, self._writer.begin() as connection:
             yield connection
 
     @contextmanager
+    def _begun(self) -> Iterator[Connection]:
+        """A write transaction on PostgreSQL. Without a pre-ping, its BEGIN is what finds a
+        connection the server dropped (a restart, a failover): nothing has run yet, so it begins
+        again on a fresh connection (the pool has discarded every older one by then)."""
+        for attempt in (1, 2):
+            connection = self._writer.connect()
+            try:
+                tx = connection.begin()
+            except DBAPIError as error:
+                connection.close()
+                if attempt == 2 or not error.connection_invalidated:
+                    raise
+                continue
+            with connection, tx:
+                yield connection
+            return
+
+    @contextmanager
     def snapshot(self) -> Iterator[Connection]:
-        """A read-only view; whatever the block writes is rolled back."""
+        """A read-only view. On SQLite one snapshot for the whole block; on PostgreSQL (READ
+        COMMITTED, where a transaction's statements each see a snapshot of their own anyway)
+        each statement runs alone, with no BEGIN or ROLLBACK round trip. A statement that
+        writes is refused on PostgreSQL and rolled back on SQLite."""
+        if self.dialect != "sqlite":
+            with self._reader.connect() as connection:
+                yield connection
+            return
         with self.engine.connect() as connection, connection.begin() as tx:
             yield connection
             tx.rollback()

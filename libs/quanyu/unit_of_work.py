@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from quanyu.db import Database, is_conflict, utcnow
 from quanyu.errors import Aborted
@@ -102,11 +102,20 @@ class SqlUnitOfWork(Generic[S]):
         raise AssertionError("unreachable")
 
     def read(self, work: Callable[[Transaction[S]], T]) -> T:
-        with self.database.snapshot() as connection:
-            tx = Transaction(self._stores(connection))
-            result = work(tx)
-        tx.committed()
-        return result
+        for attempt in (1, 2):
+            try:
+                with self.database.snapshot() as connection:
+                    tx = Transaction(self._stores(connection))
+                    result = work(tx)
+            except DBAPIError as exc:
+                # A pooled connection the server dropped (a restart): reading again is harmless,
+                # and the pool has discarded every connection as old as that one.
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
+                continue
+            tx.committed()
+            return result
+        raise AssertionError("unreachable")
 
 
 class InMemoryUnitOfWork(Generic[S]):

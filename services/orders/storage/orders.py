@@ -21,8 +21,12 @@ from services.orders.storage.tables import order_lines, order_rejections, orders
 _NEW_ORDER = insert(orders)
 _NEW_LINES = insert(order_lines)
 _NEW_CHANGE = insert(status_changes)
-_FINGERPRINT = select(orders.c.order_id, orders.c.request_fingerprint).where(
-    orders.c.request_owner == bindparam("owner"), orders.c.request_id == bindparam("request")
+# A request id is looked up under its caller and, for orders placed before request ids had
+# owners, in the shared namespace (owner ""): both rows come back in one round trip.
+_SHARED = ""
+_FINGERPRINTS = select(orders.c.request_owner, orders.c.order_id, orders.c.request_fingerprint).where(
+    orders.c.request_id == bindparam("request"),
+    orders.c.request_owner.in_([bindparam("owner"), bindparam("shared")]),
 )
 # And what every read of an order and every change of its status runs (each store's queue reads
 # a page of orders one by one). The updates name no values: each call's parameters besides `key`
@@ -41,64 +45,131 @@ _SAVE = update(orders).where(orders.c.order_id == bindparam("key"))
 _MOVE = _SAVE.where(orders.c.status == bindparam("was"))
 
 
+def _change_rows(order: Order) -> list[dict[str, Any]]:
+    return [
+        {
+            "order_id": order.order_id,
+            "from_status": c.from_status,
+            "to_status": c.to_status,
+            "actor": c.actor,
+            "reason": c.reason,
+            "store_id": c.store_id,
+            "change_time": c.change_time,
+        }
+        for c in order.changes
+    ]
+
+
+# A new order, its lines and its first status changes in one statement on PostgreSQL (a WITH of
+# inserts): one round trip where there were three. Built once per shape, for the shapes nearly
+# every order has; a larger order takes the three statements.
+_PLACING_SHAPES = 16
+_placings: dict[tuple[int, int], Any] = {}
+
+
+def _placing(row: dict[str, Any], lines: int, changes: int) -> Any:
+    if not 0 < lines <= _PLACING_SHAPES or changes > _PLACING_SHAPES:
+        return None
+    statement = _placings.get((lines, changes))
+    if statement is None:
+
+        def rows(table: Any, prefix: str, count: int) -> list[dict[str, Any]]:
+            return [
+                {
+                    c.name: bindparam(f"{prefix}{i}_{c.name}", type_=c.type)
+                    for c in table.c
+                    if c.name != "change_id"
+                }
+                for i in range(count)
+            ]
+
+        statement = insert(orders).values({name: bindparam(name, type_=orders.c[name].type) for name in row})
+        statement = statement.add_cte(
+            insert(order_lines).values(rows(order_lines, "line", lines)).cte("new_lines")
+        )
+        if changes:
+            new_changes = insert(status_changes).values(rows(status_changes, "change", changes))
+            statement = statement.add_cte(new_changes.cte("new_changes"))
+        _placings[(lines, changes)] = statement
+    return statement
+
+
 class OrderRepository:
     def __init__(self, connection: Connection) -> None:
         self._db = connection
+        # (owner, request id) -> what fingerprint() found, for this transaction's later asks.
+        self._fingerprints: dict[tuple[str, str], tuple[str, str] | None] = {}
 
     def add(self, order: Order, fingerprint: str, *, owner: str) -> None:
+        self._fingerprints.clear()
         location = order.delivery_location
-        self._db.execute(
-            _NEW_ORDER,
+        row = {
+            "order_id": order.order_id,
+            "request_owner": owner,
+            "request_id": order.request_id,
+            "request_fingerprint": fingerprint,
+            "customer_id": order.customer_id,
+            "member_id": order.member_id,
+            "channel": order.channel,
+            "fulfilment_type": order.fulfilment_type.value,
+            "subtotal_cents": order.price.subtotal_cents,
+            "discount_cents": order.price.discount_cents,
+            "points_redeemed": order.price.points_redeemed,
+            "total_cents": order.price.total_cents,
+            "delivery_latitude": location[0] if location else None,
+            "delivery_longitude": location[1] if location else None,
+            "delivery_system": location[2] if location else None,
+            "delivery_address": order.delivery_address,
+            "origin_store_id": order.origin_store_id,
+            "pickup_store_id": order.pickup_store_id,
+            "fulfilling_store_id": order.fulfilling_store_id,
+            "guide_id": order.guide_id,
+            "status": order.status.value,
+            "status_reason": order.status_reason,
+            "coupon_code": order.coupon_code,
+            "points_earned": order.points_earned,
+            "origin_open": order.origin_open,
+            "accept_deadline": order.accept_deadline,
+            "create_time": order.create_time,
+            "update_time": order.update_time,
+            "complete_time": order.complete_time,
+        }
+        lines = [
             {
                 "order_id": order.order_id,
-                "request_owner": owner,
-                "request_id": order.request_id,
-                "request_fingerprint": fingerprint,
-                "customer_id": order.customer_id,
-                "member_id": order.member_id,
-                "channel": order.channel,
-                "fulfilment_type": order.fulfilment_type.value,
-                "subtotal_cents": order.price.subtotal_cents,
-                "discount_cents": order.price.discount_cents,
-                "points_redeemed": order.price.points_redeemed,
-                "total_cents": order.price.total_cents,
-                "delivery_latitude": location[0] if location else None,
-                "delivery_longitude": location[1] if location else None,
-                "delivery_system": location[2] if location else None,
-                "delivery_address": order.delivery_address,
-                "origin_store_id": order.origin_store_id,
-                "pickup_store_id": order.pickup_store_id,
-                "fulfilling_store_id": order.fulfilling_store_id,
-                "guide_id": order.guide_id,
-                "status": order.status.value,
-                "status_reason": order.status_reason,
-                "coupon_code": order.coupon_code,
-                "points_earned": order.points_earned,
-                "origin_open": order.origin_open,
-                "accept_deadline": order.accept_deadline,
-                "create_time": order.create_time,
-                "update_time": order.update_time,
-                "complete_time": order.complete_time,
-            },
+                "line_no": i,
+                "sku": ln.sku,
+                "quantity": ln.quantity,
+                "unit_price_cents": ln.unit_price_cents,
+            }
+            for i, ln in enumerate(order.lines)
+        ]
+        placing = (
+            _placing(row, len(lines), len(order.changes)) if self._db.dialect.name == "postgresql" else None
         )
-        self._db.execute(
-            _NEW_LINES,
-            [
-                {
-                    "order_id": order.order_id,
-                    "line_no": i,
-                    "sku": ln.sku,
-                    "quantity": ln.quantity,
-                    "unit_price_cents": ln.unit_price_cents,
-                }
-                for i, ln in enumerate(order.lines)
-            ],
-        )
-        self._saved_history(order)
+        if placing is None:
+            self._db.execute(_NEW_ORDER, row)
+            self._db.execute(_NEW_LINES, lines)
+            self._saved_history(order)
+            return
+        values = dict(row)
+        for i, line in enumerate(lines):
+            values.update({f"line{i}_{name}": value for name, value in line.items()})
+        for i, change in enumerate(_change_rows(order)):
+            values.update({f"change{i}_{name}": value for name, value in change.items()})
+        self._db.execute(placing, values)
+        order.changes.clear()
 
     def fingerprint(self, owner: str, request_id: str) -> tuple[str, str] | None:
-        row = self._db.execute(_FINGERPRINT, {"owner": owner, "request": request_id}).one_or_none()
-        return (row.order_id, row.request_fingerprint) if row else None
+        """(order id, fingerprint) of the order placed under `request_id` by `owner`. The shared
+        namespace's answer is read in the same statement and kept: a new request asks for both."""
+        key = (owner, request_id)
+        if key not in self._fingerprints:
+            rows = self._db.execute(_FINGERPRINTS, {"request": request_id, "owner": owner, "shared": _SHARED})
+            self._fingerprints[key] = self._fingerprints[(_SHARED, request_id)] = None
+            for row in rows:
+                self._fingerprints[(row.request_owner, request_id)] = (row.order_id, row.request_fingerprint)
+        return self._fingerprints[key]
 
     def get(self, order_id: str, *, lock: bool = False) -> Order | None:
         key = {"key": order_id}
@@ -148,21 +219,7 @@ class OrderRepository:
 
     def _saved_history(self, order: Order) -> None:
         if order.changes:
-            self._db.execute(
-                _NEW_CHANGE,
-                [
-                    {
-                        "order_id": order.order_id,
-                        "from_status": c.from_status,
-                        "to_status": c.to_status,
-                        "actor": c.actor,
-                        "reason": c.reason,
-                        "store_id": c.store_id,
-                        "change_time": c.change_time,
-                    }
-                    for c in order.changes
-                ],
-            )
+            self._db.execute(_NEW_CHANGE, _change_rows(order))
             order.changes.clear()
 
     def history(self, order_id: str) -> list[StatusChange]:
