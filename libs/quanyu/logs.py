@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
-import queue
 import sys
 import threading
+from collections import deque
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -20,9 +21,16 @@ from quanyu.phones import mask_phones
 REQUEST_ID_HEADER = "x-request-id"
 
 
+# Most of what a line carries comes back call after call (the method, the status code, the
+# caller, the service): each is searched for phone numbers once, not on every line. Long text
+# is searched each time, so the cache stays small.
+_REMEMBERED_LENGTH = 256
+_remembered_masks = functools.lru_cache(maxsize=4096)(mask_phones)
+
+
 def _mask_value(value: Any) -> Any:
     if isinstance(value, str):
-        return mask_phones(value)
+        return _remembered_masks(value) if len(value) <= _REMEMBERED_LENGTH else mask_phones(value)
     if isinstance(value, dict):
         return {k: _mask_value(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -100,43 +108,47 @@ def configure_logging(level: str = "INFO", *, service: str | None = None) -> Non
 
 
 class _LineWriter:
-    """Writes log lines to standard error from a thread of its own.
+    """Writes log lines to standard error from a thread of its own, a batch every
+    `interval_s`.
 
     Every RPC logs a line; written by the serving threads themselves, they queued on the
-    stream's lock and a write call each, which cost a busy server a quarter of its time. A
-    call now only hands its line over; the writer takes whatever has piled up in one write.
+    stream's lock and a write call each, which cost a busy server a quarter of its time. Handed
+    to a writer woken for each line, every call still paid a wake-up of that thread and the
+    interpreter lock passed back and forth. A call now only appends its line, which wakes
+    nobody; the writer takes whatever has piled up, in one write, every few milliseconds.
     """
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: Any, *, interval_s: float = 0.02) -> None:
         self._stream = stream
-        self._lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._interval_s = interval_s
+        # deque.append and popleft are atomic: the serving threads and the writer share no lock.
+        self._lines: deque[str] = deque()
+        self._closing = threading.Event()
         self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
         self._thread.start()
         atexit.register(self.close)
 
     def write(self, line: str) -> None:
-        self._lines.put(line)
+        self._lines.append(line)
 
     def _run(self) -> None:
-        while True:
-            line = self._lines.get()
-            batch = []
-            while line is not None:
-                batch.append(line)
-                try:
-                    line = self._lines.get_nowait()
-                except queue.Empty:
-                    break
-            if batch:
-                self._stream.write("\n".join(batch) + "\n")
-                self._stream.flush()
-            if line is None:
-                return
+        while not self._closing.wait(self._interval_s):
+            self._write_out()
+        self._write_out()
+
+    def _write_out(self) -> None:
+        batch = []
+        lines = self._lines
+        while lines:
+            batch.append(lines.popleft())
+        if batch:
+            self._stream.write("\n".join(batch) + "\n")
+            self._stream.flush()
 
     def close(self) -> None:
         """Write out what is queued (at exit, so the last lines of a stopping server survive)."""
         if self._thread.is_alive():
-            self._lines.put(None)
+            self._closing.set()
             self._thread.join(timeout=5)
 
 
