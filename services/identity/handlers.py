@@ -125,7 +125,8 @@ class IdentityService:
                     repo.link_phone(customer_id, phone_hash, request.phone.masked, now)
                 self._tell_orders(tx, customer_id)
                 created = _load(repo, customer_id)
-                self._tell_marketing(tx, created, created.accounts, wake=True)
+                self._tell_marketing(tx, created, created.accounts)
+                tx.after_commit(self.on_effects)
                 return Resolved(created, created=True)
             repo.fill_display_name(customer_id, request.display_name, now)
             gained_phone = (
@@ -136,10 +137,11 @@ class IdentityService:
             if gained_phone and request.phone is not None and phone_hash is not None:
                 # Found by account with a phone nobody owns yet: the profile gains it.
                 repo.link_phone(customer_id, phone_hash, request.phone.masked, now)
+            found = _load(repo, customer_id)
+            self._tell_marketing(tx, found, linked)
             if linked or gained_phone:
                 self._tell_orders(tx, customer_id)
-            found = _load(repo, customer_id)
-            self._tell_marketing(tx, found, linked, wake=True)
+                tx.after_commit(self.on_effects)
             return Resolved(found, created=False)
 
         return self.uow.run(work)
@@ -256,11 +258,10 @@ class IdentityService:
 
     def _tell_orders(self, tx: Tx, *customer_ids: str) -> None:
         """Orders hears of each customer as the transaction leaves them (accounts, phones,
-        merge), under their next version; the relay is woken once it commits."""
+        merge), under their next version; the caller wakes the relay once it commits."""
         now = self.clock()
         for customer_id in customer_ids:
             tx.stores.outbox.add(tx.stores.customers.state_for_orders(customer_id), now)
-        tx.after_commit(self.on_effects)
 
     def _tell_marketing(
         self, tx: Tx, customer: Customer, accounts: list[ChannelAccount], *, wake: bool = False
