@@ -231,12 +231,12 @@ class IdentityService:
             if effect is not None:
                 now = self.clock()
                 repo.merge(survivor, merged, now)
-                # Orders hears of both in the merge's transaction: the merged customer's accounts,
-                # phones and id stand for the survivor from the moment it applies them.
-                self._tell_orders(tx, survivor, merged)
                 # Membership merges the two members too; the effect commits with the merge.
                 tx.stores.outbox.add(effect, now)
                 tx.after_commit(self.on_effects)
+                # Orders hears of both in the merge's transaction: the merged customer's accounts,
+                # phones and id stand for the survivor from the moment it applies them.
+                self._tell_orders(tx, survivor, merged)
                 # The survivor holds the merged customer's accounts now; marketing hears of all
                 # of them, those it knew of already being repeats it ignores.
                 survivor_now = _load(repo, survivor)
