@@ -9,16 +9,17 @@ from quanyu.auth import TokenCodec
 from quanyu.clients import service_channel, store_exists
 from quanyu.config import Settings
 from quanyu.db import Database, migrate_url
-from quanyu.events import to_marketing
+from quanyu.events import to_marketing, to_orders
 from quanyu.fulfilment.v1 import fulfilment_pb2_grpc
 from quanyu.marketing.v1 import marketing_pb2_grpc
 from quanyu.membership.v1 import membership_pb2_grpc
+from quanyu.orders.v1 import orders_pb2_grpc
 from quanyu.outbox import OutboxRelay, export_metrics
 from quanyu.quota import quota_from
 from quanyu.server import ServiceApp
 from quanyu.unit_of_work import Clock, SqlUnitOfWork, system_clock
 from services.identity.config import IdentitySettings
-from services.identity.domain import MARKETING_EVENT, CustomersMerged, PhoneHasher
+from services.identity.domain import MARKETING_EVENT, ORDERS_EVENT, CustomersMerged, PhoneHasher
 from services.identity.effects import merge_members
 from services.identity.grpc_servicer import IdentityServicer
 from services.identity.handlers import IdentityService
@@ -44,14 +45,24 @@ def build_app(
         service_channel(settings, "fulfilment", caller=NAME)
     )
     marketing = marketing_pb2_grpc.MarketingServiceStub(service_channel(settings, "marketing", caller=NAME))
+    orders = orders_pb2_grpc.OrderServiceStub(service_channel(settings, "orders", caller=NAME))
     one_event, events = to_marketing(marketing)
+    one_state, states = to_orders(orders)
     relay = OutboxRelay(
         database,
         outbox,
-        {CustomersMerged.KIND: merge_members(membership), MARKETING_EVENT: one_event},
-        batched={MARKETING_EVENT: events},
-        # Marketing down or slow never holds up the merges membership must hear of.
-        lanes={"membership": (CustomersMerged.KIND,), "marketing": (MARKETING_EVENT,)},
+        {
+            CustomersMerged.KIND: merge_members(membership),
+            MARKETING_EVENT: one_event,
+            ORDERS_EVENT: one_state,
+        },
+        batched={MARKETING_EVENT: events, ORDERS_EVENT: states},
+        # Marketing down or slow never holds up the merges membership and orders must hear of.
+        lanes={
+            "membership": (CustomersMerged.KIND,),
+            "marketing": (MARKETING_EVENT,),
+            "orders": (ORDERS_EVENT,),
+        },
         poll_seconds=own.outbox_poll_seconds,
     )
     service = IdentityService(

@@ -123,19 +123,25 @@ class IdentityService:
                     repo.link_account(customer_id, request.account, now)
                 if request.phone is not None and phone_hash is not None:
                     repo.link_phone(customer_id, phone_hash, request.phone.masked, now)
+                self._tell_orders(tx, customer_id)
                 created = _load(repo, customer_id)
-                self._tell_marketing(tx, created, created.accounts, wake=True)
+                self._tell_marketing(tx, created, created.accounts)
+                tx.after_commit(self.on_effects)
                 return Resolved(created, created=True)
             repo.fill_display_name(customer_id, request.display_name, now)
-            if (
+            gained_phone = (
                 request.phone is not None
                 and phone_hash is not None
                 and repo.owner_of_phone(phone_hash) is None
-            ):
+            )
+            if gained_phone and request.phone is not None and phone_hash is not None:
                 # Found by account with a phone nobody owns yet: the profile gains it.
                 repo.link_phone(customer_id, phone_hash, request.phone.masked, now)
             found = _load(repo, customer_id)
-            self._tell_marketing(tx, found, linked, wake=True)
+            self._tell_marketing(tx, found, linked)
+            if linked or gained_phone:
+                self._tell_orders(tx, customer_id)
+                tx.after_commit(self.on_effects)
             return Resolved(found, created=False)
 
         return self.uow.run(work)
@@ -191,6 +197,7 @@ class IdentityService:
             owner = repo.owner_of_account(linked)
             if owner is None:
                 repo.link_account(survivor, linked, self.clock())
+                self._tell_orders(tx, survivor)
             elif repo.survivor_of(owner) != survivor:
                 raise AlreadyExists(
                     "the account belongs to another customer; merge the customers instead",
@@ -227,6 +234,9 @@ class IdentityService:
                 # Membership merges the two members too; the effect commits with the merge.
                 tx.stores.outbox.add(effect, now)
                 tx.after_commit(self.on_effects)
+                # Orders hears of both in the merge's transaction: the merged customer's accounts,
+                # phones and id stand for the survivor from the moment it applies them.
+                self._tell_orders(tx, survivor, merged)
                 # The survivor holds the merged customer's accounts now; marketing hears of all
                 # of them, those it knew of already being repeats it ignores.
                 survivor_now = _load(repo, survivor)
@@ -245,6 +255,13 @@ class IdentityService:
             return _load(repo, survivor)
 
         return self.uow.run(work)
+
+    def _tell_orders(self, tx: Tx, *customer_ids: str) -> None:
+        """Orders hears of each customer as the transaction leaves them (accounts, phones,
+        merge), under their next version; the caller wakes the relay once it commits."""
+        now = self.clock()
+        for customer_id in customer_ids:
+            tx.stores.outbox.add(tx.stores.customers.state_for_orders(customer_id), now)
 
     def _tell_marketing(
         self, tx: Tx, customer: Customer, accounts: list[ChannelAccount], *, wake: bool = False

@@ -12,6 +12,7 @@ from services.identity.domain import (
     ChannelAccount,
     Customer,
     CustomersMerged,
+    CustomerState,
     Revocation,
 )
 
@@ -27,6 +28,11 @@ class Customers(Protocol):
     def owner_of_account(self, account: ChannelAccount) -> str | None: ...
 
     def owner_of_phone(self, phone_hash: str) -> str | None: ...
+
+    def state_for_orders(self, customer_id: str) -> CustomerState:
+        """The customer's accounts, phone hashes and merge under their next version, which this
+        takes (holding the customer until the transaction ends)."""
+        ...
 
     def create(self, customer_id: str, display_name: str, now: datetime) -> None: ...
 
@@ -48,7 +54,7 @@ class Customers(Protocol):
 
 
 class Outbox(Protocol):
-    def add(self, effect: CustomersMerged | AccountLinked, now: datetime) -> None:
+    def add(self, effect: CustomersMerged | AccountLinked | CustomerState, now: datetime) -> None:
         """Record an effect, delivered once the transaction commits."""
         ...
 

@@ -29,6 +29,7 @@ from services.identity.domain import (
     ChannelAccount,
     Customer,
     CustomersMerged,
+    CustomerState,
     Revocation,
 )
 
@@ -43,6 +44,9 @@ customers = Table(
     Column("phone_masked", String(32), nullable=False, default=""),
     # Set once this customer was merged into another: lookups follow it to the survivor.
     Column("merged_into", String(64), ForeignKey("customers.customer_id"), nullable=True),
+    # Grows with every change orders is told of (accounts, phones, the merge): orders keeps the
+    # newest state it has heard of, whatever order its events arrive in.
+    Column("version", BigInteger, nullable=False, server_default="0"),
     *timestamps(),
 )
 
@@ -105,6 +109,19 @@ _ACCOUNT_OWNER = select(channel_accounts.c.customer_id).where(
     channel_accounts.c.channel == bindparam("channel"),
     channel_accounts.c.external_id == bindparam("external_id"),
 )
+_PHONES_OF = (
+    select(customer_phones.c.phone_hash)
+    .where(customer_phones.c.customer_id == bindparam("customer"))
+    .order_by(customer_phones.c.phone_hash)
+)
+# Also takes the customer's row lock: two changes of one customer are told in the order they
+# committed, each with the state the one before left.
+_NEXT_VERSION = (
+    update(customers)
+    .where(customers.c.customer_id == bindparam("customer"))
+    .values(version=customers.c.version + 1)
+    .returning(customers.c.version)
+)
 _PHONE_OWNER = select(customer_phones.c.customer_id).where(customer_phones.c.phone_hash == bindparam("hash"))
 
 
@@ -145,6 +162,21 @@ class CustomerRepository:
             _ACCOUNT_OWNER, {"channel": account.channel, "external_id": account.external_id}
         ).scalar_one_or_none()
         return owner
+
+    def state_for_orders(self, customer_id: str) -> CustomerState:
+        """The customer as orders is told of them, under the next version (the row stays locked
+        until the transaction ends)."""
+        version = int(self._db.execute(_NEXT_VERSION, {"customer": customer_id}).scalar_one())
+        merged_into = self._db.execute(_MERGED_INTO, {"customer": customer_id}).scalar_one()
+        accounts = self._db.execute(_ACCOUNTS_OF, {"customer": customer_id}).all()
+        phones = self._db.execute(_PHONES_OF, {"customer": customer_id}).scalars()
+        return CustomerState(
+            customer_id,
+            version,
+            merged_into,
+            tuple(ChannelAccount(a.channel, a.external_id) for a in accounts),
+            tuple(phones),
+        )
 
     def owner_of_phone(self, phone_hash: str) -> str | None:
         owner: str | None = self._db.execute(_PHONE_OWNER, {"hash": phone_hash}).scalar_one_or_none()
@@ -231,7 +263,7 @@ class EffectLog:
     def __init__(self, connection: Connection) -> None:
         self._db = connection
 
-    def add(self, effect: CustomersMerged | AccountLinked, now: datetime) -> None:
+    def add(self, effect: CustomersMerged | AccountLinked | CustomerState, now: datetime) -> None:
         add_effect(self._db, outbox, effect.KIND, effect.payload, now)
 
 

@@ -11,6 +11,7 @@ from quanyu.config import Settings
 from quanyu.db import Database, migrate_url
 from quanyu.identity.v1 import identity_pb2_grpc
 from quanyu.marketing.v1 import marketing_pb2_grpc
+from quanyu.orders.v1 import orders_pb2_grpc
 from quanyu.outbox import OutboxRelay, export_metrics
 from quanyu.paging import PageTokens
 from quanyu.server import ServiceApp
@@ -64,7 +65,8 @@ def build_app(
     database = Database(settings.database_url(NAME), pool_size=settings.database_pool_size)
     service = build_service(settings, own, clock=clock, database=database)
     marketing = marketing_pb2_grpc.MarketingServiceStub(service_channel(settings, "marketing", caller=NAME))
-    single, batched = deliverers(marketing)
+    orders = orders_pb2_grpc.OrderServiceStub(service_channel(settings, "orders", caller=NAME))
+    single, batched = deliverers(marketing, orders)
     relay = OutboxRelay(database, outbox, single, lanes=LANES, batched=batched)
     service.on_effects = relay.wake
     export_metrics(relay)

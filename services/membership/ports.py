@@ -21,6 +21,7 @@ from services.membership.domain import (
     Posting,
     Stage,
 )
+from services.membership.domain.known import MemberState
 
 # ListMembers' filters: tier, tag, stage (its number), home_store_id, guide_id; empty = any.
 Segment = Mapping[str, str | int]
@@ -59,6 +60,11 @@ class MemberStore(Protocol):
 
     def add(self, member: Member) -> None:
         """A new member, and its customer leading to it (one member per customer)."""
+        ...
+
+    def state_for_orders(self, member_id: str) -> MemberState:
+        """The member as orders is told of them (as saved), under their next version, which
+        this takes (holding the member until the transaction ends)."""
         ...
 
     def save(self, member: Member, now: datetime) -> None: ...

@@ -58,6 +58,7 @@ def build_app(
             phone_lookups=quota_from(
                 "phone look-ups", settings.phone_lookup_quota, reason="PHONE_LOOKUP_QUOTA_EXCEEDED"
             ),
+            phone_key=settings.phone_hash_key_bytes(),
         ),
         clock=clock,
         close=database.dispose,

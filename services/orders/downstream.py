@@ -82,9 +82,8 @@ class GrpcDownstream:
                     )
                 )
             found = self._call("identity", self._identity.ResolveCustomer, request).customer
-        return Customer(
-            str(found.customer_id), frozenset(common_pb2.Channel.Name(a.channel) for a in found.accounts)
-        )
+        accounts = tuple((common_pb2.Channel.Name(a.channel), str(a.external_id)) for a in found.accounts)
+        return Customer(str(found.customer_id), frozenset(channel for channel, _ in accounts), accounts)
 
     # --- membership ---------------------------------------------------------------------------
 

@@ -23,6 +23,8 @@ from services.orders.domain import (
     PlaceOrder,
     Status,
 )
+from services.orders.domain.known import MAX_EVENTS, CustomerEvent, MemberState
+from services.orders.domain.known import CustomerState as KnownState
 from services.orders.handlers import OrdersService
 
 SERVICE = orders_pb2.DESCRIPTOR.services_by_name["OrderService"]
@@ -42,6 +44,7 @@ POLICY = rpc_policy(
         "GetGuideReport": _STORE_WORK,
         "GetOrderHistory": _STORE_WORK,
         "GetOutboxStatus": (Role.OPS,),
+        "IngestCustomerEvents": (Role.SERVICE,),
     },
 )
 
@@ -53,6 +56,36 @@ _TYPES = {
 _TYPES_OUT = {v: k for k, v in _TYPES.items()}
 _STATUSES = {status: orders_pb2.OrderStatus.Value(f"ORDER_STATUS_{status.value}") for status in Status}
 _STATUSES_IN = {v: k for k, v in _STATUSES.items()}
+
+
+def customer_event(message: orders_pb2.CustomerEvent, at: str, invalid: dict[str, str]) -> CustomerEvent:
+    """An event's values (unchecked: the use case checks them); `invalid` gathers what cannot
+    even be read, by its field path."""
+    kind = message.WhichOneof("kind")
+    if kind == "customer":
+        told = message.customer
+        accounts = []
+        for index, account in enumerate(told.accounts):
+            if account.channel == 0 or account.channel not in common_pb2.Channel.values():
+                invalid[f"{at}.customer.accounts[{index}].channel"] = "is not a channel"
+                continue
+            accounts.append((common_pb2.Channel.Name(account.channel), account.external_id))
+        customer = KnownState(
+            told.customer_id,
+            told.version,
+            told.merged_into_customer_id,
+            tuple(accounts),
+            tuple(told.phone_hashes),
+            told.withheld,
+        )
+        return CustomerEvent(message.event_id, customer=customer)
+    if kind == "member":
+        m = message.member
+        member = MemberState(
+            m.member_id, m.version, m.customer_id, m.root_member_id, m.home_store_id, m.guide_id
+        )
+        return CustomerEvent(message.event_id, member=member)
+    return CustomerEvent(message.event_id)
 
 
 def default_channel(principal: Principal) -> str:
@@ -267,6 +300,18 @@ class OrderServicer(
                 for c in changes
             ]
         )
+
+    def IngestCustomerEvents(
+        self, request: orders_pb2.IngestCustomerEventsRequest, context: grpc.ServicerContext
+    ) -> orders_pb2.IngestCustomerEventsResponse:
+        invalid: dict[str, str] = {}
+        # Past the cap the use case refuses the request as a whole: nothing to read beyond it.
+        events = [
+            customer_event(e, f"events[{i}]", invalid) for i, e in enumerate(request.events[:MAX_EVENTS])
+        ]
+        events += [CustomerEvent("")] * max(0, len(request.events) - MAX_EVENTS)
+        applied, ignored = self._service.ingest_customer_events(events, invalid)
+        return orders_pb2.IngestCustomerEventsResponse(applied=applied, ignored=ignored)
 
     def GetOutboxStatus(
         self, request: orders_pb2.GetOutboxStatusRequest, context: grpc.ServicerContext

@@ -19,6 +19,7 @@ from services.orders.domain import (
     StatusChange,
     Where,
 )
+from services.orders.domain.known import CustomerState, Known, MemberState
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,22 @@ class Outbox(Protocol):
         ...
 
 
+class KnownCustomers(Known, Protocol):
+    """What orders knows of customers and members (services.orders.domain.known), written."""
+
+    def apply_customer(self, state: CustomerState) -> bool:
+        """Keep `state` if newer than the one kept, or none is; whether it was kept."""
+        ...
+
+    def apply_member(self, state: MemberState) -> bool: ...
+
+    def remember_customer(self, state: CustomerState) -> None:
+        """Keep a state learnt from an answer (version 0) unless one is kept already."""
+        ...
+
+    def remember_member(self, state: MemberState) -> None: ...
+
+
 class Stores(Protocol):
     @property
     def orders(self) -> Orders: ...
@@ -96,11 +113,15 @@ class Stores(Protocol):
     @property
     def outbox(self) -> Outbox: ...
 
+    @property
+    def known(self) -> KnownCustomers: ...
+
 
 @dataclass(frozen=True)
 class Customer:
     customer_id: str
     channels: frozenset[str]  # the channels the customer holds accounts on
+    accounts: tuple[tuple[str, str], ...] = ()  # (channel, external id), as identity answered
 
 
 @dataclass(frozen=True)

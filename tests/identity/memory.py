@@ -12,6 +12,7 @@ from services.identity.domain import (
     ChannelAccount,
     Customer,
     CustomersMerged,
+    CustomerState,
     Revocation,
 )
 from tests.trail import MemoryAudit
@@ -26,6 +27,7 @@ class MemoryCustomers:
         self.accounts: dict[ChannelAccount, str] = {}
         self.phones: dict[str, tuple[str, str]] = {}  # hash -> (customer, masked)
         self.locked: list[str] = []
+        self.versions: dict[str, int] = {}
 
     def survivor_of(self, customer_id: str, *, lock: bool = False) -> str | None:
         current = customer_id
@@ -52,6 +54,18 @@ class MemoryCustomers:
     def owner_of_phone(self, phone_hash: str) -> str | None:
         found = self.phones.get(phone_hash)
         return found[0] if found else None
+
+    def state_for_orders(self, customer_id: str) -> CustomerState:
+        self.versions[customer_id] = self.versions.get(customer_id, 0) + 1
+        owned = self.get(customer_id)
+        assert owned is not None
+        return CustomerState(
+            customer_id,
+            self.versions[customer_id],
+            self.merged_into.get(customer_id),
+            tuple(owned.accounts),
+            tuple(sorted(h for h, (owner, _) in self.phones.items() if owner == customer_id)),
+        )
 
     def create(self, customer_id: str, display_name: str, now: datetime) -> None:
         self.customers[customer_id] = Customer(customer_id, display_name, "", now)
@@ -91,9 +105,9 @@ class MemoryCustomers:
 
 class MemoryOutbox:
     def __init__(self) -> None:
-        self.effects: list[tuple[CustomersMerged | AccountLinked, datetime]] = []
+        self.effects: list[tuple[CustomersMerged | AccountLinked | CustomerState, datetime]] = []
 
-    def add(self, effect: CustomersMerged | AccountLinked, now: datetime) -> None:
+    def add(self, effect: CustomersMerged | AccountLinked | CustomerState, now: datetime) -> None:
         self.effects.append((effect, now))
 
 

@@ -13,6 +13,7 @@ from services.identity.domain import (
     AccountLinked,
     ChannelAccount,
     CustomersMerged,
+    CustomerState,
     PhoneHasher,
     ResolveRequest,
 )
@@ -80,7 +81,15 @@ def test_a_merge_records_one_effect_for_membership_and_wakes_the_relay_after_it_
         (survivor, ChannelAccount(WECHAT, "a")),
         (survivor, ChannelAccount("CHANNEL_TMALL", "b")),
     ]
-    assert len(recorded) == 3
+    # Orders hears of both as the merge leaves them: the survivor with both accounts, the merged
+    # customer with none, leading to the survivor; each under a version after its last.
+    told = [e for e, _ in recorded if isinstance(e, CustomerState)]
+    assert [(e.customer_id, e.merged_into, e.accounts) for e in told] == [
+        (survivor, None, (ChannelAccount(WECHAT, "a"), ChannelAccount("CHANNEL_TMALL", "b"))),
+        (merged, survivor, ()),
+    ]
+    assert [e.version for e in told] == [2, 2]
+    assert len(recorded) == 5
     assert world.service.get_customer(OPS, merged).customer_id == survivor
 
 

@@ -23,6 +23,7 @@ from services.membership.domain import (
     Posting,
     Stage,
 )
+from services.membership.domain.known import MemberState
 from services.membership.ports import CouponListing, Segment
 from tests.trail import MemoryAudit
 
@@ -40,6 +41,7 @@ class MemoryMembers:
         self.rows: dict[str, _Row] = {}
         self.customers: dict[str, str] = {}
         self.merges: dict[str, MergeRecord] = {}
+        self.versions: dict[str, int] = {}
 
     def root_of(self, member_id: str) -> str | None:
         row = self.rows.get(member_id)
@@ -58,6 +60,19 @@ class MemoryMembers:
 
     def group(self, root_member_id: str) -> list[str]:
         return [member_id for member_id, row in self.rows.items() if row.root == root_member_id]
+
+    def state_for_orders(self, member_id: str) -> MemberState:
+        row = self.rows[member_id]
+        self.versions[member_id] = self.versions.get(member_id, 0) + 1
+        member = row.member
+        return MemberState(
+            member_id,
+            self.versions[member_id],
+            member.customer_id,
+            row.root,
+            member.home_store_id,
+            member.guide_id,
+        )
 
     def add(self, member: Member) -> None:
         if member.customer_id in self.customers:

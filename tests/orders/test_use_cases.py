@@ -38,6 +38,7 @@ from services.orders.domain.events import (
 )
 from services.orders.handlers import Behaviour, OrdersService
 from services.orders.ports import Customer, GuideFigures, Page, Placed, StoreFigures
+from tests.orders.memory_known import MemoryKnown
 
 NOW = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
 APP = Principal(Role.CHANNEL, "channel:CHANNEL_APP", channel="CHANNEL_APP")
@@ -107,6 +108,7 @@ class MemoryOutbox:
 class MemoryStores:
     orders: MemoryOrders = field(default_factory=MemoryOrders)
     outbox: MemoryOutbox = field(default_factory=MemoryOutbox)
+    known: MemoryKnown = field(default_factory=MemoryKnown)
 
 
 @dataclass

@@ -860,6 +860,26 @@ def _specs() -> list[Spec]:
             lambda s, meta, t, role: s.d.orders.GetOutboxStatus(o.GetOutboxStatusRequest(), metadata=meta),
             always(ANY),
         ),
+        Spec(
+            ords + "IngestCustomerEvents",
+            lambda s, meta, t, role: s.d.orders.IngestCustomerEvents(
+                o.IngestCustomerEventsRequest(
+                    events=[
+                        o.CustomerEvent(
+                            event_id=f"matrix/{_id(t)}",
+                            member=o.MemberState(
+                                member_id=f"mem_matrix_{_id(t)}",
+                                version=1,
+                                customer_id=f"cus_matrix_{_id(t)}",
+                                root_member_id=f"mem_matrix_{_id(t)}",
+                            ),
+                        )
+                    ]
+                ),
+                metadata=meta,
+            ),
+            always(ANY),
+        ),
         # fulfilment
         Spec(
             fulf + "UpsertStore",

@@ -278,6 +278,13 @@ _POOL_OF: dict[str | tuple[str, str], str] = {
     ("quanyu.membership.v1.MergeMembersRequest", "survivor_customer_id"): "loose_customer",
     ("quanyu.membership.v1.MergeMembersRequest", "merged_customer_id"): "loose_customer",
     ("quanyu.fulfilment.v1.AssignStoreRequest", "order_id"): "loose_order",
+    # What orders is told of customers and members takes a state as told (the service role is
+    # the platform's own): fuzzed states name customers and members no order is placed for.
+    ("quanyu.orders.v1.CustomerState", "customer_id"): "loose_customer",
+    ("quanyu.orders.v1.CustomerState", "merged_into_customer_id"): "loose_customer",
+    ("quanyu.orders.v1.MemberState", "member_id"): "loose_customer",
+    ("quanyu.orders.v1.MemberState", "customer_id"): "loose_customer",
+    ("quanyu.orders.v1.MemberState", "root_member_id"): "loose_customer",
     ("quanyu.fulfilment.v1.ReleaseReservationRequest", "order_id"): "loose_order",
     ("quanyu.fulfilment.v1.CommitReservationRequest", "order_id"): "loose_order",
     "store_id": "store",

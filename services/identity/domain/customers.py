@@ -4,13 +4,12 @@ found, and the merge of two customers found to be one person."""
 from __future__ import annotations
 
 import hashlib
-import hmac
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, ClassVar
 
 from quanyu.errors import PermissionDenied
-from quanyu.phones import Phone
+from quanyu.phones import Phone, keyed_digest
 
 # Merges form chains (A into B, B into C); a longer one than this means corrupt data.
 MAX_MERGE_CHAIN = 64
@@ -35,7 +34,7 @@ class PhoneHasher:
         self._key = key
 
     def digest(self, phone: Phone) -> str:
-        return hmac.new(self._key, phone.e164.encode(), hashlib.sha256).hexdigest()
+        return keyed_digest(self._key, phone)
 
 
 @dataclass
@@ -150,3 +149,43 @@ class AccountLinked:
 def accounts_linked(customer: Customer, accounts: list[ChannelAccount], now: datetime) -> list[AccountLinked]:
     """What marketing hears of the customer now holding `accounts`."""
     return [AccountLinked(customer.customer_id, account, customer.display_name, now) for account in accounts]
+
+
+# The outbox kind of what orders is told (one of orders' CustomerEvents, in its JSON form).
+ORDERS_EVENT = "orders_customer_event"
+# What one event to orders carries at most (IngestCustomerEvents' caps); a customer holding more
+# is told as withheld, and orders asks identity for them.
+MAX_ACCOUNTS_TOLD = 100
+MAX_PHONES_TOLD = 20
+
+
+@dataclass(frozen=True)
+class CustomerState:
+    """A customer as they stand after a change of their accounts, phones or merge, told to
+    orders so that it can find them without asking: the whole state, never a difference, and
+    its version, so that orders keeps only the newest it has heard of whatever order the events
+    arrive in."""
+
+    KIND: ClassVar[str] = ORDERS_EVENT
+
+    customer_id: str
+    version: int
+    merged_into: str | None
+    accounts: tuple[ChannelAccount, ...]
+    phone_hashes: tuple[str, ...]
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        withheld = len(self.accounts) > MAX_ACCOUNTS_TOLD or len(self.phone_hashes) > MAX_PHONES_TOLD
+        accounts = () if withheld else self.accounts
+        return {
+            "event_id": f"identity/customer/{self.customer_id}/{self.version}",
+            "customer": {
+                "customer_id": self.customer_id,
+                "version": self.version,
+                "merged_into_customer_id": self.merged_into or "",
+                "accounts": [{"channel": a.channel, "external_id": a.external_id} for a in accounts],
+                "phone_hashes": [] if withheld else sorted(self.phone_hashes),
+                "withheld": withheld,
+            },
+        }

@@ -15,6 +15,7 @@ from quanyu.errors import NotFound
 from quanyu.paging import PageTokens, page_size
 from quanyu.unit_of_work import Clock, Transaction, UnitOfWork
 from services.membership.domain import Member, PointsAccount, Programme, invalid_member_code, marketing
+from services.membership.domain.known import ORDERS_EVENT
 from services.membership.domain.marketing import MARKETING_EVENT, Before
 from services.membership.handlers.access import require_code_to_spend, sees, spending_store
 from services.membership.metrics import POINTS_EXPIRED
@@ -109,6 +110,14 @@ class UseCases:
     def _tell(self, tx: Tx, event: dict[str, Any]) -> None:
         """Tell marketing `event` with the change: only if it commits, and once."""
         tx.stores.outbox.add(MARKETING_EVENT, event, self.clock())
+        tx.after_commit(self.on_effects)
+
+    def _tell_orders(self, tx: Tx, *member_ids: str) -> None:
+        """Orders hears of each member as the transaction leaves them, under their next version."""
+        now = self.clock()
+        for member_id in member_ids:
+            state = tx.stores.members.state_for_orders(member_id)
+            tx.stores.outbox.add(ORDERS_EVENT, state.payload, now)
         tx.after_commit(self.on_effects)
 
     def _tell_changed(self, tx: Tx, cause: str, before: Before, member: Member, now: datetime) -> None:

@@ -97,6 +97,7 @@ class MemberCases(UseCases):
             )
             members.add(member)
             self._tell(tx, marketing.enrolled(member, now))
+            self._tell_orders(tx, member.member_id)
             return self._load(tx.stores, member.member_id), True
 
         return self.uow.run(enrol)

@@ -50,6 +50,7 @@ class MergeCases(UseCases):
                 members.save(moved, now)
                 members.point_customer(survivor_customer_id, merged_root)
                 result = merged_root
+                self._tell_orders(tx, merged_root)
             elif merged_root is None or merged_root == survivor_root:
                 members.point_customer(merged_customer_id, survivor_root)
                 result = survivor_root
@@ -63,6 +64,9 @@ class MergeCases(UseCases):
                 self._tell(tx, marketing.merged(request_id, merged_root, survivor_root, now))
                 survivor = self._load(tx.stores, survivor_root)
                 self._tell_changed(tx, f"merge/{request_id}/survivor", before, survivor, now)
+                # Orders hears of both: the merged member stands for the survivor now, whose home
+                # store or guide may be the merged one's.
+                self._tell_orders(tx, survivor_root, merged_root)
             members.record_merge(
                 MergeRecord(request_id, survivor_customer_id, merged_customer_id, result), now
             )

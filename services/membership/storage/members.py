@@ -12,6 +12,7 @@ from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from services.membership.domain import Guide, Member, MemberCode, MergeRecord, Stage
+from services.membership.domain.known import MemberState
 from services.membership.ports import Segment
 from services.membership.storage.tables import (
     coupons,
@@ -76,6 +77,19 @@ _MEMBER_OF_CUSTOMER = select(member_customers.c.member_id).where(
 )
 _MEMBER = select(members).where(members.c.member_id == bindparam("member"))
 _MEMBER_LOCKED = _MEMBER.with_for_update()
+# Also takes the member's row lock: two changes of one member are told in the order they committed.
+_NEXT_VERSION = (
+    update(members)
+    .where(members.c.member_id == bindparam("member"))
+    .values(version=members.c.version + 1)
+    .returning(
+        members.c.version,
+        members.c.customer_id,
+        members.c.root_member_id,
+        members.c.home_store_id,
+        members.c.guide_id,
+    )
+)
 # Sets the columns named by the parameters it is given (all but the key).
 _SAVE_MEMBER = update(members).where(members.c.member_id == bindparam("saved_member"))
 _TAGS_OF = (
@@ -153,6 +167,12 @@ class MemberRepository:
             self._db.execute(
                 member_tags.delete().where(member_tags.c.member_id == member_id, member_tags.c.tag.in_(tags))
             )
+
+    def state_for_orders(self, member_id: str) -> MemberState:
+        row = self._db.execute(_NEXT_VERSION, {"member": member_id}).one()
+        return MemberState(
+            member_id, int(row.version), row.customer_id, row.root_member_id, row.home_store_id, row.guide_id
+        )
 
     def point_customer(self, customer_id: str, member_id: str) -> None:
         moved = self._db.execute(

@@ -53,6 +53,9 @@ members = Table(
     Column("update_time", UtcDateTime(), nullable=False),
     # "MM-DD"; empty when unknown.
     Column("birthday", String(5), nullable=False, server_default=""),
+    # Grows with every change orders is told of (enrolment, merge): orders keeps the newest state
+    # it has heard of, whatever order its events arrive in.
+    Column("version", BigInteger, nullable=False, server_default="0"),
     CheckConstraint("points_balance >= 0", name="balance_not_negative"),
     # Segments page through members in id order within one filter, each from its own index.
     Index("ix_members_tier_member_id", "tier", "member_id"),

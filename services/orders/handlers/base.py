@@ -23,6 +23,9 @@ class Behaviour:
     accept_window: timedelta
     limits: Limits = DEFAULT_LIMITS
     phone_lookups: Quota | None = None
+    # The key of the phone hashes identity finds customers by (the deployment's phone key): with
+    # it, orders finds a customer it knows by phone too.
+    phone_key: bytes | None = None
 
 
 @dataclass

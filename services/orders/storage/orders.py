@@ -14,6 +14,7 @@ from quanyu.outbox import add_effect
 from quanyu.unit_of_work import ConcurrentChange
 from services.orders.domain import Effect, FulfilmentType, Line, Order, Price, Status, StatusChange
 from services.orders.ports import GuideFigures, Page, StoreFigures
+from services.orders.storage.known import KnownRepository
 from services.orders.storage.tables import order_lines, order_rejections, orders, outbox, status_changes
 
 # What every CreateOrder runs, built once: only the parameters change per call, and a statement
@@ -362,3 +363,4 @@ class SqlStores:
     def __init__(self, connection: Connection) -> None:
         self.orders = OrderRepository(connection)
         self.outbox = EffectLog(connection)
+        self.known = KnownRepository(connection)

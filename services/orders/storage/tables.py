@@ -91,3 +91,50 @@ status_changes = Table(
 )
 
 outbox = outbox_table(metadata)
+
+
+# What orders knows of customers and members without asking identity and membership (see
+# services.orders.domain.known): each customer's and member's newest state told, under its version
+# (0: learnt from an answer, superseded by any state told).
+known_customers = Table(
+    "known_customers",
+    metadata,
+    Column("customer_id", String(64), primary_key=True),
+    Column("version", BigInteger, nullable=False),
+    # The customer this one was merged into; empty while it stands.
+    Column("merged_into", String(64), nullable=False),
+    # Holds more accounts or phones than identity tells: always asked of identity.
+    Column("withheld", Boolean, nullable=False),
+)
+
+# A customer's accounts as last told. While a merge is half told, an account may be listed under
+# both customers: orders then asks identity.
+known_accounts = Table(
+    "known_accounts",
+    metadata,
+    Column("channel", String(48), primary_key=True),
+    Column("external_id", String(128), primary_key=True),
+    Column("customer_id", String(64), primary_key=True),
+    Index("ix_known_accounts_customer_id", "customer_id"),
+)
+
+# A customer's phones as last told, by the keyed hash identity finds them by.
+known_phones = Table(
+    "known_phones",
+    metadata,
+    Column("phone_hash", String(64), primary_key=True),
+    Column("customer_id", String(64), primary_key=True),
+    Index("ix_known_phones_customer_id", "customer_id"),
+)
+
+known_members = Table(
+    "known_members",
+    metadata,
+    Column("member_id", String(64), primary_key=True),
+    Column("version", BigInteger, nullable=False),
+    Column("customer_id", String(64), nullable=False, index=True),
+    # The member this one is part of now: its own id while it stands.
+    Column("root_member_id", String(64), nullable=False),
+    Column("home_store_id", String(64), nullable=False),
+    Column("guide_id", String(64), nullable=False),
+)

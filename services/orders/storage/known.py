@@ -1,0 +1,184 @@
+"""What orders knows of customers and members (services.orders.domain.known), in its own
+database: every replica reads the same, and no process keeps a copy of its own, so a state told
+to any replica holds for all of them from its commit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy.engine import Connection
+
+from services.orders.domain.known import CustomerState, KnownCustomer, MemberState
+from services.orders.storage.tables import known_accounts, known_customers, known_members, known_phones
+
+# Built once: the look-ups run on every order of a returning customer.
+_ACCOUNT_OWNERS = select(known_accounts.c.customer_id).where(
+    known_accounts.c.channel == bindparam("channel"), known_accounts.c.external_id == bindparam("external")
+)
+_PHONE_OWNERS = select(known_phones.c.customer_id).where(known_phones.c.phone_hash == bindparam("hash"))
+_CUSTOMER = select(known_customers.c.merged_into, known_customers.c.withheld).where(
+    known_customers.c.customer_id == bindparam("customer")
+)
+_CHANNELS = (
+    select(known_accounts.c.channel).where(known_accounts.c.customer_id == bindparam("customer")).distinct()
+)
+_MEMBER_COLUMNS = (
+    known_members.c.member_id,
+    known_members.c.version,
+    known_members.c.customer_id,
+    known_members.c.root_member_id,
+    known_members.c.home_store_id,
+    known_members.c.guide_id,
+)
+_MEMBERS_OF = select(*_MEMBER_COLUMNS).where(known_members.c.customer_id == bindparam("customer"))
+_MEMBER = select(*_MEMBER_COLUMNS).where(known_members.c.member_id == bindparam("member"))
+_CUSTOMER_KNOWN = select(known_customers.c.version).where(
+    known_customers.c.customer_id == bindparam("customer")
+)
+_MEMBER_KNOWN = select(known_members.c.version).where(known_members.c.member_id == bindparam("member"))
+# Only a newer state replaces the one kept: the database decides, whichever replica applies it.
+_NEWER_CUSTOMER = (
+    update(known_customers)
+    .where(known_customers.c.customer_id == bindparam("customer"), known_customers.c.version < bindparam("v"))
+    .values(version=bindparam("v"), merged_into=bindparam("merged"), withheld=bindparam("held"))
+)
+_NEWER_MEMBER = (
+    update(known_members)
+    .where(known_members.c.member_id == bindparam("member"), known_members.c.version < bindparam("v"))
+    .values(
+        version=bindparam("v"),
+        customer_id=bindparam("customer"),
+        root_member_id=bindparam("root"),
+        home_store_id=bindparam("home"),
+        guide_id=bindparam("guide"),
+    )
+)
+_FORGET_ACCOUNTS = delete(known_accounts).where(known_accounts.c.customer_id == bindparam("customer"))
+_FORGET_PHONES = delete(known_phones).where(known_phones.c.customer_id == bindparam("customer"))
+
+
+_INSERTS = {
+    table.name: insert(table) for table in (known_customers, known_accounts, known_phones, known_members)
+}
+
+
+class KnownRepository:
+    """What orders knows, on the connection of the current transaction."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._db = connection
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def owners_of_account(self, channel: str, external_id: str) -> list[str]:
+        return list(
+            self._db.execute(_ACCOUNT_OWNERS, {"channel": channel, "external": external_id}).scalars()
+        )
+
+    def owners_of_phone(self, phone_hash: str) -> list[str]:
+        return list(self._db.execute(_PHONE_OWNERS, {"hash": phone_hash}).scalars())
+
+    def customer(self, customer_id: str) -> KnownCustomer | None:
+        row = self._db.execute(_CUSTOMER, {"customer": customer_id}).one_or_none()
+        if row is None:
+            return None
+        channels = frozenset(self._db.execute(_CHANNELS, {"customer": customer_id}).scalars())
+        return KnownCustomer(customer_id, row.merged_into, bool(row.withheld), channels)
+
+    def members_of(self, customer_id: str) -> list[MemberState]:
+        return [MemberState(*row) for row in self._db.execute(_MEMBERS_OF, {"customer": customer_id})]
+
+    def member(self, member_id: str) -> MemberState | None:
+        row = self._db.execute(_MEMBER, {"member": member_id}).one_or_none()
+        return MemberState(*row) if row else None
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def apply_customer(self, state: CustomerState) -> bool:
+        """Keep `state` if newer than the state kept (or none is); whether it was kept."""
+        newer = self._db.execute(
+            _NEWER_CUSTOMER,
+            {
+                "customer": state.customer_id,
+                "v": state.version,
+                "merged": state.merged_into,
+                "held": state.withheld,
+            },
+        )
+        if newer.rowcount == 0:
+            if self._db.execute(_CUSTOMER_KNOWN, {"customer": state.customer_id}).first() is not None:
+                return False
+            self._add_customer(state)
+            return True
+        self._db.execute(_FORGET_ACCOUNTS, {"customer": state.customer_id})
+        self._db.execute(_FORGET_PHONES, {"customer": state.customer_id})
+        self._add_holdings(state)
+        return True
+
+    def apply_member(self, state: MemberState) -> bool:
+        newer = self._db.execute(
+            _NEWER_MEMBER,
+            {
+                "member": state.member_id,
+                "v": state.version,
+                "customer": state.customer_id,
+                "root": state.root_member_id,
+                "home": state.home_store_id,
+                "guide": state.guide_id,
+            },
+        )
+        if newer.rowcount == 1:
+            return True
+        if self._db.execute(_MEMBER_KNOWN, {"member": state.member_id}).first() is not None:
+            return False
+        self._db.execute(_INSERTS["known_members"], _member_row(state))
+        return True
+
+    def remember_customer(self, state: CustomerState) -> None:
+        """Keep `state` (learnt from an answer) unless something is kept of the customer already."""
+        if self._db.execute(_CUSTOMER_KNOWN, {"customer": state.customer_id}).first() is None:
+            self._add_customer(state)
+
+    def remember_member(self, state: MemberState) -> None:
+        if self._db.execute(_MEMBER_KNOWN, {"member": state.member_id}).first() is None:
+            self._db.execute(_INSERTS["known_members"], _member_row(state))
+
+    def _add_customer(self, state: CustomerState) -> None:
+        # A concurrent insert of the same customer fails this one on the key, and the unit of work
+        # runs it again, to find that customer kept.
+        self._db.execute(
+            _INSERTS["known_customers"],
+            {
+                "customer_id": state.customer_id,
+                "version": state.version,
+                "merged_into": state.merged_into,
+                "withheld": state.withheld,
+            },
+        )
+        self._add_holdings(state)
+
+    def _add_holdings(self, state: CustomerState) -> None:
+        accounts = sorted(set(state.accounts))
+        if accounts:
+            self._db.execute(
+                _INSERTS["known_accounts"],
+                [{"channel": c, "external_id": e, "customer_id": state.customer_id} for c, e in accounts],
+            )
+        phones = sorted(set(state.phone_hashes))
+        if phones:
+            self._db.execute(
+                _INSERTS["known_phones"],
+                [{"phone_hash": h, "customer_id": state.customer_id} for h in phones],
+            )
+
+
+def _member_row(state: MemberState) -> dict[str, Any]:
+    return {
+        "member_id": state.member_id,
+        "version": state.version,
+        "customer_id": state.customer_id,
+        "root_member_id": state.root_member_id,
+        "home_store_id": state.home_store_id,
+        "guide_id": state.guide_id,
+    }
