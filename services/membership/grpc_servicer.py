@@ -57,6 +57,7 @@ POLICY = rpc_policy(
         "BatchIssueCoupons": _BACK,
         "BatchGrantPoints": _BACK,
         "BatchUpdateTags": _BACK,
+        "BatchEarnPoints": _BACK,
         "GetFunnel": (Role.OPS, Role.STORE),
         "MergeMembers": _BACK,
         "UpsertGuide": (Role.OPS, Role.STORE),
@@ -347,6 +348,18 @@ class MembershipServicer(
             _granting_by_hand(),
         )
         return membership_pb2.BatchGrantPointsResponse(entries=map(entry_message, entries))
+
+    def BatchEarnPoints(
+        self, request: membership_pb2.BatchEarnPointsRequest, context: grpc.ServicerContext
+    ) -> membership_pb2.BatchEarnPointsResponse:
+        _capped(request.requests)
+        entries = self._service.earn_many(
+            [
+                requests.PointsEarn(e.member_id, e.source_id, e.spend_cents, e.store_id)
+                for e in request.requests
+            ]
+        )
+        return membership_pb2.BatchEarnPointsResponse(entries=map(entry_message, entries))
 
     def BatchUpdateTags(
         self, request: membership_pb2.BatchUpdateTagsRequest, context: grpc.ServicerContext

@@ -64,7 +64,7 @@ def build_app(
         close=database.dispose,
     )
     relay = OutboxRelay(
-        database, outbox, deliverers(service, downstream), lanes=LANES, batched=batched(downstream)
+        database, outbox, deliverers(service, downstream), lanes=LANES, batched=batched(service, downstream)
     )
     service.relay = relay
 

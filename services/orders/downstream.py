@@ -23,7 +23,7 @@ from quanyu.identity.v1 import identity_pb2, identity_pb2_grpc
 from quanyu.marketing.v1 import marketing_pb2_grpc
 from quanyu.membership.v1 import membership_pb2, membership_pb2_grpc
 from services.orders.domain import CustomerRef, FulfilmentType, Line, Location, Member, Where
-from services.orders.ports import Customer, Placed
+from services.orders.ports import Customer, Earn, Placed
 
 T = TypeVar("T")
 
@@ -156,6 +156,24 @@ class GrpcDownstream:
             ),
         )
         return int(answer.entry.points)
+
+    def earn_points_many(self, earns: Sequence[Earn]) -> list[int]:
+        answer = self._call(
+            "membership",
+            self._membership.BatchEarnPoints,
+            membership_pb2.BatchEarnPointsRequest(
+                requests=[
+                    membership_pb2.EarnPointsRequest(
+                        member_id=e.member_id,
+                        source_id=e.source_id,
+                        spend_cents=e.spend_cents,
+                        store_id=e.store_id,
+                    )
+                    for e in earns
+                ]
+            ),
+        )
+        return [int(entry.points) for entry in answer.entries]
 
     # --- fulfilment ---------------------------------------------------------------------------
 

@@ -8,11 +8,15 @@ from datetime import datetime
 from typing import Any
 
 from quanyu.errors import NotFound
-from quanyu.events import MAX_EVENTS
+from quanyu.events import EVENTS_PER_CALL
 from quanyu.outbox import BatchDeliverer, Deliver, refusals_are_final
 from services.orders.domain import events as kinds
 from services.orders.handlers import OrdersService
-from services.orders.ports import Downstream
+from services.orders.ports import Downstream, Earn
+
+# Earns a BatchEarnPoints call carries: each is a few statements in membership's one transaction,
+# so a backlog is worked off in calls well inside their deadline (membership takes up to 500).
+EARNS_PER_CALL = 100
 
 # Effects bound for one service travel together and in order; a hung membership then holds up
 # only points and coupons, never the stock that fulfilment should commit or release.
@@ -93,10 +97,21 @@ def deliverers(orders: OrdersService, downstream: Downstream) -> dict[str, Deliv
     return {kind: refusals_are_final(service[kind], deliver) for kind, deliver in plain.items()}
 
 
-def batched(downstream: Downstream) -> dict[str, BatchDeliverer]:
-    """Marketing's events a lane's run at a time, in one IngestEvents call."""
+def batched(orders: OrdersService, downstream: Downstream) -> dict[str, BatchDeliverer]:
+    """Kinds a lane's run of goes in one call: marketing's events in one IngestEvents, points in
+    one BatchEarnPoints whose answers are written back on their orders in one transaction. At 60
+    orders a second, one call and one commit a point each kept the lane seconds behind."""
+
+    def earn_many(payloads: list[dict[str, Any]]) -> None:
+        earns = [
+            Earn(p["member_id"], p["order_id"], p["spend_cents"], p.get("store_id", "")) for p in payloads
+        ]
+        points = downstream.earn_points_many(earns)
+        orders.note_points_earned_many({e.source_id: earned for e, earned in zip(earns, points, strict=True)})
+
     return {
         kinds.MARKETING_EVENT: BatchDeliverer(
-            refusals_are_final("marketing", downstream.ingest_events), size=MAX_EVENTS
-        )
+            refusals_are_final("marketing", downstream.ingest_events), size=EVENTS_PER_CALL
+        ),
+        kinds.EARN_POINTS: BatchDeliverer(refusals_are_final("membership", earn_many), size=EARNS_PER_CALL),
     }

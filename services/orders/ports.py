@@ -35,6 +35,16 @@ class Page:
 
 
 @dataclass(frozen=True)
+class Earn:
+    """Points a member earns for an order's spend, as EarnPoints takes them."""
+
+    member_id: str
+    source_id: str
+    spend_cents: int
+    store_id: str
+
+
+@dataclass(frozen=True)
 class StoreFigures:
     # Named as GetStoreReportResponse names them: the report is those figures and nothing else.
     orders_originated: int
@@ -151,6 +161,10 @@ class Downstream(Protocol):
     def reverse_points(self, source_id: str, reason: str) -> None: ...
 
     def earn_points(self, member_id: str, source_id: str, spend_cents: int, store_id: str) -> int: ...
+
+    def earn_points_many(self, earns: Sequence[Earn]) -> list[int]:
+        """Each earn's points, in order, credited in one call: all of them or none."""
+        ...
 
     def assign(
         self, order_id: str, lines: Sequence[Line], kind: FulfilmentType, where: Where, *, at: datetime

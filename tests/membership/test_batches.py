@@ -1,5 +1,5 @@
 """The batch RPCs (AIP-233) over gRPC, on SQLite and PostgreSQL: BatchIssueCoupons,
-BatchGrantPoints and BatchUpdateTags act as their single forms do on each request, all in one
+BatchGrantPoints, BatchUpdateTags and BatchEarnPoints act as their single forms do on each request, all in one
 transaction; a retried batch changes nothing, one bad request refuses them all naming its path."""
 
 from __future__ import annotations
@@ -106,6 +106,7 @@ def test_a_batch_holds_one_to_five_hundred_requests(stub: Stub, ops: Meta) -> No
         (stub.BatchIssueCoupons, pb.BatchIssueCouponsRequest()),
         (stub.BatchGrantPoints, pb.BatchGrantPointsRequest()),
         (stub.BatchUpdateTags, pb.BatchUpdateTagsRequest()),
+        (stub.BatchEarnPoints, pb.BatchEarnPointsRequest()),
         (
             stub.BatchIssueCoupons,
             pb.BatchIssueCouponsRequest(requests=[coupon_request(member_id, f"r-{n}") for n in range(501)]),
@@ -114,6 +115,12 @@ def test_a_batch_holds_one_to_five_hundred_requests(stub: Stub, ops: Meta) -> No
             stub.BatchGrantPoints,
             pb.BatchGrantPointsRequest(
                 requests=[pb.GrantPointsRequest(member_id=member_id, points=1, source_id="s")] * 501
+            ),
+        ),
+        (
+            stub.BatchEarnPoints,
+            pb.BatchEarnPointsRequest(
+                requests=[pb.EarnPointsRequest(member_id=member_id, spend_cents=1, source_id="s")] * 501
             ),
         ),
     ):
@@ -224,3 +231,66 @@ def test_tags_change_in_one_batch_and_a_bad_tag_refuses_every_change(stub: Stub,
     assert failure(stub.BatchUpdateTags, missing, ops).code() is grpc.StatusCode.NOT_FOUND
     assert list(member(stub, ops, second).tags) == ["coffee"]
     assert list(member(stub, ops, first).tags) == ["vip"]
+
+
+def test_points_are_earned_in_one_batch_as_each_earn_would_and_a_retry_earns_nothing_more(
+    stub: Stub, ops: Meta, svc: Meta
+) -> None:
+    first = enroll(stub, ops, "cus-1").member_id
+    second = enroll(stub, ops, "cus-2").member_id
+    alone = enroll(stub, ops, "cus-3").member_id
+    # What the single call credits for the same spends, to a member of the same tier.
+    single = [
+        svc_earn(stub, svc, alone, f"alone-{n}", spend).entry.points
+        for n, spend in enumerate((12_345, 5_000), 1)
+    ]
+    batch = pb.BatchEarnPointsRequest(
+        requests=[
+            pb.EarnPointsRequest(member_id=first, source_id="ord-1", spend_cents=12_345, store_id="SH-1"),
+            pb.EarnPointsRequest(member_id=second, source_id="ord-2", spend_cents=12_345),
+            pb.EarnPointsRequest(member_id=first, source_id="ord-3", spend_cents=5_000),
+        ]
+    )
+    entries = list(stub.BatchEarnPoints(batch, metadata=svc).entries)
+    assert [(e.member_id, e.source_id, e.points) for e in entries] == [
+        (first, "ord-1", single[0]),
+        (second, "ord-2", single[0]),
+        (first, "ord-3", single[1]),
+    ]
+    assert entries[2].balance_after == sum(single)
+    again = list(stub.BatchEarnPoints(batch, metadata=svc).entries)
+    assert [e.entry_id for e in again] == [e.entry_id for e in entries]
+    assert member(stub, ops, first).points_balance == sum(single)
+    assert member(stub, ops, second).points_balance == single[0]
+
+    # One earn refused refuses them all; each is named by its path.
+    refused = pb.BatchEarnPointsRequest(
+        requests=[
+            pb.EarnPointsRequest(member_id=first, source_id="ord-4", spend_cents=100),
+            pb.EarnPointsRequest(member_id=second, source_id="ord-5", spend_cents=-1),
+            pb.EarnPointsRequest(member_id="", source_id="ord-6", spend_cents=100),
+        ]
+    )
+    error = failure(stub.BatchEarnPoints, refused, svc)
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert set(dict(field_violations(error))) == {"requests[1].spend_cents", "requests[2].member_id"}
+    # A source id already earned with another spend, or a member who does not exist, after an earn
+    # the batch made: that earn is undone with the rest.
+    for bad in (
+        pb.EarnPointsRequest(member_id=first, source_id="ord-1", spend_cents=99),
+        pb.EarnPointsRequest(member_id="mem-nobody", source_id="ord-7", spend_cents=100),
+    ):
+        ahead = pb.EarnPointsRequest(member_id=second, source_id="ord-ahead", spend_cents=10_000)
+        error = failure(stub.BatchEarnPoints, pb.BatchEarnPointsRequest(requests=[ahead, bad]), svc)
+        assert error.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
+        assert "requests[1]" in (error.details() or "")
+    assert (member(stub, ops, first).points_balance, member(stub, ops, second).points_balance) == (
+        sum(single),
+        single[0],
+    )
+
+
+def svc_earn(stub: Stub, svc: Meta, member_id: str, source_id: str, spend: int) -> pb.EarnPointsResponse:
+    return stub.EarnPoints(
+        pb.EarnPointsRequest(member_id=member_id, source_id=source_id, spend_cents=spend), metadata=svc
+    )

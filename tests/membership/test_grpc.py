@@ -1342,6 +1342,7 @@ ALLOWED = {
     "BatchIssueCoupons": BACK,
     "BatchGrantPoints": BACK,
     "BatchUpdateTags": BACK,
+    "BatchEarnPoints": BACK,
     "GetFunnel": {Role.OPS, Role.STORE},
     "MergeMembers": BACK,
     "UpsertGuide": {Role.OPS, Role.STORE},
@@ -1387,6 +1388,9 @@ CALLS: dict[str, Message] = {
     ),
     "BatchUpdateTags": pb.BatchUpdateTagsRequest(
         requests=[pb.UpdateTagsRequest(member_id="mem_1", add_tags=["vip"])]
+    ),
+    "BatchEarnPoints": pb.BatchEarnPointsRequest(
+        requests=[pb.EarnPointsRequest(member_id="mem_1", source_id="o", spend_cents=100)]
     ),
     "GetFunnel": pb.GetFunnelRequest(),
     "MergeMembers": pb.MergeMembersRequest(survivor_customer_id="a", merged_customer_id="b", request_id="r"),

@@ -771,6 +771,19 @@ def _specs() -> list[Spec]:
             ),
         ),
         Spec(
+            memb + "BatchEarnPoints",
+            lambda s, meta, t, role: s.d.membership.BatchEarnPoints(
+                m.BatchEarnPointsRequest(
+                    requests=[
+                        m.EarnPointsRequest(
+                            member_id=t.member_id, spend_cents=100, source_id=s.w.name(f"batch-earn-{_id(t)}")
+                        )
+                    ]
+                ),
+                metadata=meta,
+            ),
+        ),
+        Spec(
             memb + "GetFunnel",
             lambda s, meta, t, role: s.d.membership.GetFunnel(
                 m.GetFunnelRequest(home_store_id=t.store_id), metadata=meta

@@ -92,13 +92,24 @@ def guide(given: Guide | None) -> Guide:
     return given
 
 
-def earning(programme: Programme, member_id: str, source_id: str, spend_cents: int, store_id: str) -> None:
-    violations = Violations()
+def earning(
+    programme: Programme,
+    member_id: str,
+    source_id: str,
+    spend_cents: int,
+    store_id: str,
+    *,
+    violations: Violations | None = None,
+) -> None:
+    """An earn's values; in a batch, `violations` collects them under the request's path."""
+    inside = violations is not None
+    violations = violations if violations is not None else Violations()
     _required(violations, member_id=member_id)
     violations.text(source_id, "source_id", max_length=MAX_SOURCE_ID_LENGTH)
     _optional(violations, store_id=store_id)
     _amount(violations, spend_cents, "spend_cents", programme)
-    violations.raise_if_any()
+    if not inside:
+        violations.raise_if_any()
 
 
 def redemption(member_id: str, points: int, source_id: str, store_id: str, member_code: str) -> None:
@@ -277,6 +288,16 @@ def merge(survivor_customer_id: str, merged_customer_id: str, request_id: str) -
     if survivor_customer_id and survivor_customer_id == merged_customer_id:
         violations.add("merged_customer_id", "a customer cannot be merged into itself")
     violations.raise_if_any()
+
+
+@dataclass(frozen=True)
+class PointsEarn:
+    """One request of a BatchEarnPoints: as EarnPoints takes it."""
+
+    member_id: str
+    source_id: str
+    spend_cents: int
+    store_id: str = ""
 
 
 @dataclass(frozen=True)

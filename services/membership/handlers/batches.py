@@ -63,6 +63,32 @@ class BatchCases(MemberCases, PointsCases, CouponCases):
 
         return self.uow.run(work)
 
+    def earn_many(self, earns: Sequence[requests.PointsEarn]) -> list[Entry]:
+        """Each earn as `earn` makes it, in the order given, all in one transaction: orders'
+        outbox credits the points of many orders with one call and one commit."""
+        requests.batch(
+            len(earns),
+            lambda index, violations: requests.earning(
+                self.programme,
+                earns[index].member_id,
+                earns[index].source_id,
+                earns[index].spend_cents,
+                earns[index].store_id,
+                violations=violations,
+            ),
+        )
+
+        def work(tx: Tx) -> list[Entry]:
+            return [
+                _in_request(
+                    index,
+                    lambda: self._earned(tx, e.member_id, e.source_id, e.spend_cents, e.store_id)[0],  # noqa: B023 - called at once
+                )
+                for index, e in enumerate(earns)
+            ]
+
+        return self.uow.run(work)
+
     def grant_many(self, grants: Sequence[requests.PointsGrant], actor: Actor | None = None) -> list[Entry]:
         """Each grant as `grant` makes it, all in one transaction (with the batch's audit record
         when an `actor` grants by hand)."""

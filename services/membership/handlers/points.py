@@ -27,38 +27,38 @@ _BATCH = 500
 class PointsCases(UseCases):
     def earn(self, member_id: str, source_id: str, spend_cents: int, store_id: str) -> tuple[Entry, Member]:
         requests.earning(self.programme, member_id, source_id, spend_cents, store_id)
+        return self.uow.run(lambda tx: self._earned(tx, member_id, source_id, spend_cents, store_id))
 
-        def work(tx: Tx) -> tuple[Entry, Member]:
-            stores = tx.stores
-            done = stores.ledger.by_key(f"earn:{source_id}")
-            if done is not None:
-                return self._retried(tx, done, member_id, spend=spend_cents)
-            account = self._account(tx, member_id)
-            member, now = account.member, self.clock()
-            before = Before.of(member)
-            group = stores.members.group(member.member_id)
-            first_purchase = spend_cents > 0 and stores.ledger.purchases(group) == 0
-            posting = account.earn(
-                self.programme,
-                spend_cents=spend_cents,
-                source_id=source_id,
-                store_id=store_id,
-                at=now,
-                earned_today=stores.ledger.earned_since(group, self.programme.day_start(now)),
-                rolling_spend_cents=stores.ledger.rolling_spend(
-                    group, self.programme.spend_window_start(now)
-                ),
-            )
-            entry = stores.ledger.append(posting)
-            stores.members.save(member, now)
-            tx.after_commit(lambda: POINTS_EARNED.inc(posting.points))
-            if first_purchase and member.referrer_member_id:
-                self._credit_referrer(tx, member, source_id, now)
-            earned = self._load(stores, member.member_id)
-            self._tell_changed(tx, f"entry/{entry.entry_id}", before, earned, now)
-            return entry, earned
-
-        return self.uow.run(work)
+    def _earned(
+        self, tx: Tx, member_id: str, source_id: str, spend_cents: int, store_id: str
+    ) -> tuple[Entry, Member]:
+        """An earn in `tx`, or the entry of the one already made under `source_id`."""
+        stores = tx.stores
+        done = stores.ledger.by_key(f"earn:{source_id}")
+        if done is not None:
+            return self._retried(tx, done, member_id, spend=spend_cents)
+        account = self._account(tx, member_id)
+        member, now = account.member, self.clock()
+        before = Before.of(member)
+        group = stores.members.group(member.member_id)
+        first_purchase = spend_cents > 0 and stores.ledger.purchases(group) == 0
+        posting = account.earn(
+            self.programme,
+            spend_cents=spend_cents,
+            source_id=source_id,
+            store_id=store_id,
+            at=now,
+            earned_today=stores.ledger.earned_since(group, self.programme.day_start(now)),
+            rolling_spend_cents=stores.ledger.rolling_spend(group, self.programme.spend_window_start(now)),
+        )
+        entry = stores.ledger.append(posting)
+        stores.members.save(member, now)
+        tx.after_commit(lambda: POINTS_EARNED.inc(posting.points))
+        if first_purchase and member.referrer_member_id:
+            self._credit_referrer(tx, member, source_id, now)
+        earned = self._load(stores, member.member_id)
+        self._tell_changed(tx, f"entry/{entry.entry_id}", before, earned, now)
+        return entry, earned
 
     def _credit_referrer(self, tx: Tx, referred: Member, source_id: str, now: datetime) -> None:
         """The referrer's bonus, once per referred member however often the earn is retried, and

@@ -4,7 +4,7 @@ order what the other services answered."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
 import structlog
@@ -155,6 +155,19 @@ class StoreWork(UseCases):
 
     def note_points_earned(self, order_id: str, points: int) -> None:
         self._note(order_id, lambda order: order.note_points_earned(points))
+
+    def note_points_earned_many(self, earned: Mapping[str, int]) -> None:
+        """The points of a batch of orders (by order id) written back in one transaction."""
+
+        def work(tx: Transaction[Stores]) -> None:
+            # Locked in one order, so two replicas writing back overlapping batches cannot deadlock.
+            for order_id, points in sorted(earned.items()):
+                order = tx.stores.orders.get(order_id, lock=True)
+                if order is not None:
+                    order.note_points_earned(points)
+                    tx.stores.orders.save(order)
+
+        self.uow.run(work)
 
     def note_origin_hours(self, order_id: str, was_open: bool) -> None:
         self._note(order_id, lambda order: order.note_origin_hours(was_open))
