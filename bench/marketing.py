@@ -50,6 +50,7 @@ from datetime import UTC, datetime, timedelta
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import Engine, create_engine, event, func, select, text
+from sqlalchemy.engine import Connection
 
 from bench.harness import CALL_TIMEOUT_S, Tally, cpu_seconds, hammer
 from bench.orders import SKUS, Deployment, deployment, errors, load_stores, table
@@ -405,22 +406,34 @@ def seed(running: Deployment, count: int) -> None:
         marketing.dispose()
 
 
+def outcomes_of(connection: Connection, campaign_id: str) -> dict[str, int]:
+    """The campaign's decisions so far in marketing's grants, by outcome."""
+    return dict(
+        connection.execute(
+            select(grants.c.outcome, func.count())
+            .where(grants.c.campaign_id == campaign_id)
+            .group_by(grants.c.outcome)
+        ).all()
+    )
+
+
+def coupons_of(connection: Connection, campaign_id: str) -> int:
+    """The campaign's coupons in membership's coupons table."""
+    return int(
+        connection.execute(
+            select(func.count()).select_from(coupons).where(coupons.c.campaign_id == campaign_id)
+        ).scalar_one()
+    )
+
+
 def progress(running: Deployment, campaign_id: str) -> tuple[int, int, int]:
     """(members decided, of them granted, coupons in membership) for the campaign so far."""
     marketing, membership = engine(running, "marketing"), engine(running, "membership")
     try:
         with marketing.connect() as connection:
-            decided: dict[str, int] = dict(
-                connection.execute(
-                    select(grants.c.outcome, func.count())
-                    .where(grants.c.campaign_id == campaign_id)
-                    .group_by(grants.c.outcome)
-                ).all()
-            )
+            decided = outcomes_of(connection, campaign_id)
         with membership.connect() as connection:
-            issued = connection.execute(
-                select(func.count()).select_from(coupons).where(coupons.c.campaign_id == campaign_id)
-            ).scalar_one()
+            issued = coupons_of(connection, campaign_id)
     finally:
         marketing.dispose()
         membership.dispose()
@@ -483,22 +496,14 @@ def scheduled_run(
         marketing_db, membership_db = engine(running, "marketing"), engine(running, "membership")
         try:
             with marketing_db.connect() as connection:
-                outcomes: dict[str, int] = dict(
-                    connection.execute(
-                        select(grants.c.outcome, func.count())
-                        .where(grants.c.campaign_id == campaign_id)
-                        .group_by(grants.c.outcome)
-                    ).all()
-                )
+                outcomes = outcomes_of(connection, campaign_id)
                 decided_members = connection.execute(
                     select(func.count(grants.c.member_id.distinct())).where(
                         grants.c.campaign_id == campaign_id
                     )
                 ).scalar_one()
             with membership_db.connect() as connection:
-                issued = connection.execute(
-                    select(func.count()).select_from(coupons).where(coupons.c.campaign_id == campaign_id)
-                ).scalar_one()
+                issued = coupons_of(connection, campaign_id)
                 twice = connection.execute(
                     select(func.count()).select_from(
                         select(coupons.c.member_id)

@@ -55,6 +55,11 @@ log = structlog.get_logger("quanyu.outbox")
 
 LEASE = timedelta(seconds=30)
 MAX_BACKOFF_SECONDS = 60.0
+# Batches a lane leases with one write, delivers one after another and marks delivered with one
+# more. On SQLite a process has one writer at a time: while a scheduled run commits page after
+# page, the relay waits a page for each write it makes, and three writes a batch of 500 left it
+# far behind the run's decisions.
+BATCHES_A_PASS = 8
 # How often the unnamed lane looks for effects of kinds nobody delivers, when that is all it takes.
 SWEEP_SECONDS = 30.0
 
@@ -160,8 +165,11 @@ class OutboxState:
 
 
 Deliver = Callable[[dict[str, Any]], None]
-DeliverMany = Callable[[list[dict[str, Any]]], None]
+# What a batch's receiver answered is handed to its BatchDeliverer's `keep`, if it has one.
+DeliverMany = Callable[[list[dict[str, Any]]], object]
+Keep = Callable[[Connection, Any], object]
 Payloads = TypeVar("Payloads", dict[str, Any], list[dict[str, Any]])
+Answer = TypeVar("Answer")
 
 
 @dataclass(frozen=True)
@@ -169,25 +177,30 @@ class BatchDeliverer:
     """Delivers up to `size` effects of one kind in one call, all or none: `deliver_many` takes
     their payloads in the order they were written and raises as a single deliverer does (a
     PermanentFailure when the batch is refused for good). The kind's single deliverer is still
-    needed: it delivers the effects of a refused batch one by one."""
+    needed: it delivers the effects of a refused batch one by one.
+
+    `keep`, when given, records what `deliver_many` returned (codes the receiver made up, say) in
+    the transaction that marks the batch delivered: kept if and only if the batch counts as
+    delivered, with one write a batch instead of two."""
 
     deliver_many: DeliverMany
     size: int = 500
+    keep: Keep | None = None
 
     def __post_init__(self) -> None:
         if self.size < 1:
             raise ValueError("a batch holds at least one effect")
 
 
-def refusals_are_final(service: str, deliver: Callable[[Payloads], None]) -> Callable[[Payloads], None]:
+def refusals_are_final(service: str, deliver: Callable[[Payloads], Answer]) -> Callable[[Payloads], Answer]:
     """`deliver` with every outbox's one rule for what the receiving service answered: a call that
     went unanswered (quanyu.clients.failure_of says which) is tried again later, while a refusal
     will not change on retry and is recorded as failed for ops to look at. `deliver` may raise a
     gRPC error of its call to `service` or the domain error it already made of one."""
 
-    def guarded(payload: Payloads) -> None:
+    def guarded(payload: Payloads) -> Answer:
         try:
-            deliver(payload)
+            return deliver(payload)
         except grpc.RpcError as error:
             failure = failure_of(service, error)
             if isinstance(failure, Unavailable):
@@ -303,7 +316,7 @@ class OutboxRelay:
 
     def _due_query(self, kinds: Collection[str], others: Collection[str]) -> Select[Any]:
         """A lane's effects due at `now`, soonest due first: undelivered, not failed, not leased;
-        as many as its largest batch holds, so a pass can fill one."""
+        as many as BATCHES_A_PASS of its largest batches hold, for a pass to lease together."""
         table = self._table
         batched = [
             b.size for kind, b in self._batched.items() if (kind in kinds if kinds else kind not in others)
@@ -320,7 +333,7 @@ class OutboxRelay:
             # alone, the database would sort every pending effect on each pass (a campaign leaves
             # a million). For an effect never retried, due order is creation order.
             .order_by(table.c.next_attempt_time, table.c.effect_id)
-            .limit(max([self._batch, *batched]))
+            .limit(max([self._batch, *(BATCHES_A_PASS * size for size in batched)]))
         )
         if kinds:
             return query.where(table.c.kind.in_(sorted(kinds)))
@@ -332,54 +345,91 @@ class OutboxRelay:
         with self._db.snapshot() as connection:
             due = connection.execute(self._due[lane], {"now": utcnow()}).all()
         delivered = 0
+        batches: list[tuple[str, list[Row[Any]]]] = []
         for kind, run in _runs(due, self._batched):
+            if kind in self._batched:
+                batches.append((kind, run))
+                continue
+            # The batches due before an effect delivered alone go before it.
+            delivered += self._deliver_batches(batches)
+            batches = []
             if self._stopping.is_set():
                 break
-            if kind in self._batched:
-                delivered += self._deliver_batch(kind, run)
-                continue
             (row,) = run
             # Leased from now, not from the start of the pass: a hung call before it may have
             # taken longer than a lease.
             if self._lease(row.effect_id, utcnow()):
                 delivered += self._deliver_one(row.effect_id, kind, json.loads(row.payload), row.attempts)
-        return delivered
+        return delivered + self._deliver_batches(batches)
 
-    def _deliver_batch(self, kind: str, run: list[Row[Any]]) -> int:
-        """A run of effects of a batched kind in one call: leased with one statement, marked
-        delivered with one; refused for good, delivered one by one instead; unanswered, all of
-        them tried again later."""
-        now = utcnow()
+    def _deliver_batches(self, batches: Sequence[tuple[str, list[Row[Any]]]]) -> int:
+        """Consecutive batches of a pass: leased with one write, delivered one call after another,
+        and those answered marked delivered with one more write (which also keeps what their
+        deliverers keep of the answers), two writes for up to BATCHES_A_PASS calls. A batch
+        refused for good is then delivered one by one; one unanswered is tried again later, and
+        the batches after it, not sent, are given back, to go after it."""
+        if not batches or self._stopping.is_set():
+            return 0
+        leased_at = utcnow()
         with self._db.transaction() as connection:
             taken = set(
                 connection.execute(
                     self._lease_some,
-                    {"effects": [row.effect_id for row in run], "now": now, "lease_until": now + LEASE},
+                    {
+                        "effects": [row.effect_id for _, run in batches for row in run],
+                        "now": leased_at,
+                        "lease_until": leased_at + LEASE,
+                    },
                 ).scalars()
             )
-        run = [row for row in run if row.effect_id in taken]
-        if not run:
-            return 0
-        ids = [row.effect_id for row in run]
-        payloads = [json.loads(row.payload) for row in run]
-        traces = [payload.pop(tracing.TRACE_KEY, None) for payload in payloads]
-        try:
-            with tracing.continued(next(filter(None, traces), None), f"outbox {kind} x{len(run)}"):
-                self._batched[kind].deliver_many(payloads)
-        except PermanentFailure as refusal:
+        # Another relay may have leased some since they were read.
+        leased = [(kind, kept) for kind, run in batches if (kept := [r for r in run if r.effect_id in taken])]
+        answered: list[tuple[str, list[Row[Any]], object]] = []
+        failed: tuple[str, list[Row[Any]], Exception] | None = None
+        unsent: list[Row[Any]] = []
+        for index, (kind, run) in enumerate(leased):
+            # A call is begun with at least half the lease ahead of it, as a single batch's is.
+            if self._stopping.is_set() or utcnow() - leased_at > LEASE / 2:
+                unsent = [row for _, rest in leased[index:] for row in rest]
+                break
+            try:
+                answered.append((kind, run, self._call(kind, run)))
+            except Exception as error:
+                failed = (kind, run, error)
+                unsent = [row for _, rest in leased[index + 1 :] for row in rest]
+                break
+        if answered or unsent:
+            with self._db.transaction() as connection:
+                for kind, _, answer in answered:
+                    keep = self._batched[kind].keep
+                    if keep is not None:
+                        keep(connection, answer)
+                if answered:
+                    ids = [row.effect_id for _, run, _ in answered for row in run]
+                    connection.execute(self._delivered_some, {"effects": ids, "at": utcnow()})
+                if unsent:
+                    connection.execute(self._release_some, {"effects": [row.effect_id for row in unsent]})
+        delivered = sum(len(run) for _, run, _ in answered)
+        if failed is None:
+            return delivered
+        kind, run, error = failed
+        if isinstance(error, PermanentFailure):
             log.warning(
                 "outbox batch refused; delivering its effects one by one",
                 kind=kind,
                 effects=len(run),
-                error=str(refusal)[:300],
+                error=str(error)[:300],
             )
-            return self._deliver_each(kind, run)
-        except Exception as error:
-            self._back_off(kind, run, error)
-            return 0
-        with self._db.transaction() as connection:
-            connection.execute(self._delivered_some, {"effects": ids, "at": utcnow()})
-        return len(run)
+            return delivered + self._deliver_each(kind, run)
+        self._back_off(kind, run, error)
+        return delivered
+
+    def _call(self, kind: str, run: list[Row[Any]]) -> object:
+        """One batch's call to its receiver; what it answered."""
+        payloads = [json.loads(row.payload) for row in run]
+        traces = [payload.pop(tracing.TRACE_KEY, None) for payload in payloads]
+        with tracing.continued(next(filter(None, traces), None), f"outbox {kind} x{len(run)}"):
+            return self._batched[kind].deliver_many(payloads)
 
     def _deliver_each(self, kind: str, run: list[Row[Any]]) -> int:
         """A refused batch's effects as single effects are delivered: each leased afresh when its

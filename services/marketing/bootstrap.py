@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Sequence
 from pathlib import Path
+
+from sqlalchemy.engine import Connection
 
 from quanyu.audit import AuditLog
 from quanyu.clients import service_channel
@@ -30,7 +33,7 @@ from services.marketing.handlers import (
     TriggerCases,
 )
 from services.marketing.handlers.service import MarketingService
-from services.marketing.ports import Stores
+from services.marketing.ports import IssuedCoupon, Stores
 from services.marketing.storage import SqlStores
 from services.marketing.storage.tables import audit_records, outbox
 
@@ -64,6 +67,24 @@ def build_service(
     return service, database
 
 
+def outbox_relay(
+    database: Database, membership: membership_pb2_grpc.MembershipServiceStub, messages: MessageCases
+) -> OutboxRelay:
+    """The relay of marketing's effects to membership: in batches, each batch's coupon codes kept
+    in the transaction that marks it delivered."""
+
+    def keep_issued(connection: Connection, issued: Sequence[IssuedCoupon]) -> int:
+        return messages.keep_coupons(SqlStores(connection), issued)
+
+    return OutboxRelay(
+        database,
+        outbox,
+        deliverers(membership, messages.coupons_issued),
+        lanes=LANES,
+        batched=batched(membership, keep_issued),
+    )
+
+
 def build_app(
     settings: Settings, own: MarketingSettings | None = None, *, clock: Clock = system_clock
 ) -> ServiceApp:
@@ -72,14 +93,7 @@ def build_app(
     membership = membership_pb2_grpc.MembershipServiceStub(
         service_channel(settings, "membership", caller=NAME)
     )
-    coupons_issued = service.messages.coupons_issued
-    relay = OutboxRelay(
-        database,
-        outbox,
-        deliverers(membership, coupons_issued),
-        lanes=LANES,
-        batched=batched(membership, coupons_issued),
-    )
+    relay = outbox_relay(database, membership, service.messages)
     # Grants leave their effects in the outbox; the relay takes them as soon as they are committed.
     service.wake = relay.wake
     export_metrics(relay)

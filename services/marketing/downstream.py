@@ -21,11 +21,12 @@ from datetime import datetime
 from typing import Any
 
 import grpc
+from sqlalchemy.engine import Connection
 
 from quanyu.clients import failure_of
 from quanyu.fulfilment.v1 import fulfilment_pb2, fulfilment_pb2_grpc
 from quanyu.membership.v1 import membership_pb2, membership_pb2_grpc
-from quanyu.outbox import BatchDeliverer, Deliver, refusals_are_final
+from quanyu.outbox import BatchDeliverer, Deliver, DeliverMany, refusals_are_final
 from quanyu.wire import to_timestamp
 from services.marketing.handlers.effects import GRANT_POINTS, ISSUE_COUPON, UPDATE_TAGS
 from services.marketing.ports import IssuedCoupon
@@ -39,6 +40,8 @@ BATCH_SIZE = 500
 BATCH_TIMEOUT_SECONDS = 30.0
 
 CouponsIssued = Callable[[Sequence[IssuedCoupon]], object]
+# The codes of a batch of coupons kept in the transaction that marks the batch delivered.
+KeepIssued = Callable[[Connection, Sequence[IssuedCoupon]], object]
 
 
 def _coupon(payload: dict[str, Any]) -> membership_pb2.IssueCouponRequest:
@@ -109,16 +112,14 @@ def deliverers(
 
 
 def batched(
-    membership: membership_pb2_grpc.MembershipServiceStub, coupons_issued: CouponsIssued
+    membership: membership_pb2_grpc.MembershipServiceStub, keep_issued: KeepIssued
 ) -> dict[str, BatchDeliverer]:
     """Up to BATCH_SIZE effects of a kind in one call; with `deliverers` for a refused batch."""
 
-    def issue_coupons(payloads: list[dict[str, Any]]) -> None:
+    def issue_coupons(payloads: list[dict[str, Any]]) -> list[IssuedCoupon]:
         request = membership_pb2.BatchIssueCouponsRequest(requests=[_coupon(p) for p in payloads])
         coupons = membership.BatchIssueCoupons(request, timeout=BATCH_TIMEOUT_SECONDS).coupons
-        # Before the effects are marked delivered: should this fail, the batch is delivered
-        # again, membership answers with the same coupons, and the codes are put in then.
-        coupons_issued(_issued(payloads, coupons))
+        return _issued(payloads, coupons)
 
     def grant_points(payloads: list[dict[str, Any]]) -> None:
         request = membership_pb2.BatchGrantPointsRequest(requests=[_grant(p) for p in payloads])
@@ -128,10 +129,16 @@ def batched(
         request = membership_pb2.BatchUpdateTagsRequest(requests=[_tags(p) for p in payloads])
         membership.BatchUpdateTags(request, timeout=BATCH_TIMEOUT_SECONDS)
 
-    many = {ISSUE_COUPON: issue_coupons, GRANT_POINTS: grant_points, UPDATE_TAGS: update_tags}
+    def guarded(deliver: DeliverMany) -> DeliverMany:
+        return refusals_are_final("membership", deliver)
+
     return {
-        kind: BatchDeliverer(refusals_are_final("membership", deliver), size=BATCH_SIZE)
-        for kind, deliver in many.items()
+        # The codes are kept in the transaction that marks the batch delivered: should it not
+        # commit, the batch is delivered again, membership answers with the same coupons, and
+        # the codes are kept then.
+        ISSUE_COUPON: BatchDeliverer(guarded(issue_coupons), size=BATCH_SIZE, keep=keep_issued),
+        GRANT_POINTS: BatchDeliverer(guarded(grant_points), size=BATCH_SIZE),
+        UPDATE_TAGS: BatchDeliverer(guarded(update_tags), size=BATCH_SIZE),
     }
 
 

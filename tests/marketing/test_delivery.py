@@ -21,7 +21,6 @@ from quanyu.membership.v1 import membership_pb2, membership_pb2_grpc
 from quanyu.outbox import OutboxRelay
 from services.marketing import bootstrap
 from services.marketing.domain import Channel
-from services.marketing.downstream import LANES, batched, deliverers
 from services.marketing.handlers.service import MarketingService
 from services.marketing.storage.tables import outbox
 from services.membership import bootstrap as membership_bootstrap
@@ -55,10 +54,7 @@ def deployed(settings: Settings, token: TokenFactory) -> Iterator[Deployed]:
         stub = Stub(service_channel(settings, "membership", caller="marketing"))
         clock = Clock(GRANT_TIME)
         service, database = bootstrap.build_service(settings, clock=clock)
-        fill = service.messages.coupons_issued
-        relay = OutboxRelay(
-            database, outbox, deliverers(stub, fill), lanes=LANES, batched=batched(stub, fill)
-        )
+        relay = bootstrap.outbox_relay(database, stub, service.messages)
         try:
             yield Deployed(
                 service, clock, database, relay, Stub(membership_server.channel), bearer(token(Role.OPS))

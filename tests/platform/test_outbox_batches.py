@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select, update
+from sqlalchemy import Column, Integer, Table, event, insert, select, update
 
 from quanyu.db import Database, new_metadata, utcnow
 from quanyu.errors import Unavailable
@@ -83,7 +83,8 @@ def test_a_run_of_a_batched_kind_goes_in_calls_of_its_size_with_a_few_statements
 
     event.listen(database.engine, "before_cursor_execute", listener)
     try:
-        assert relay.deliver_due() + relay.deliver_due() + relay.deliver_due() == 1_200
+        # One pass: its batches are leased together and marked delivered together.
+        assert relay.deliver_due() == 1_200
     finally:
         event.remove(database.engine, "before_cursor_execute", listener)
     assert [(kind, len(numbers)) for kind, numbers in receiver.calls] == [
@@ -92,10 +93,11 @@ def test_a_run_of_a_batched_kind_goes_in_calls_of_its_size_with_a_few_statements
         ("issue_coupon*", 200),
     ]
     assert [n for _, numbers in receiver.calls for n in numbers] == list(range(1_200))
-    # Each batch: a read of what is due, one lease, one mark; not three transactions an effect.
+    # A read of what is due, one lease and one mark for the three batches; not three
+    # transactions an effect, nor two a batch.
     writes = [s for s in statements if s.lstrip().upper().startswith("UPDATE")]
-    assert len(writes) == 6
-    assert len(statements) < 20
+    assert len(writes) == 2
+    assert len(statements) < 10
     assert all(row.delivered_time is not None and row.attempts == 1 for row in rows(database, table))
     assert relay.deliver_due() == 0
 
@@ -210,17 +212,22 @@ def test_two_relays_never_deliver_one_effect_twice(outbox: Any) -> None:
     passing.start()
     try:
         assert inside.wait(WAIT)
-        # The first relay holds effects 0-9 leased, mid-call: the second takes only the rest.
+        # The first relay holds effects 0-19 leased (its pass's two batches), mid-call on the
+        # first: the second takes only what was written since.
+        write(database, table, *[("issue_coupon", {"n": n}) for n in range(20, 30)])
         assert second.deliver_due() == 10
     finally:
         freed.set()
         passing.join(WAIT)
-    assert receiver.calls[0] == ("second*", list(range(10, 20)))
-    assert receiver.calls[1] == ("first*", list(range(10)))
-    assert receiver.delivered() == list(range(20))
+    assert receiver.calls == [
+        ("second*", list(range(20, 30))),
+        ("first*", list(range(10))),
+        ("first*", list(range(10, 20))),
+    ]
+    assert receiver.delivered() == list(range(30))
 
     # Run side by side from the start, they still deliver each effect once.
-    write(database, table, *[("issue_coupon", {"n": n}) for n in range(20, 2_020)])
+    write(database, table, *[("issue_coupon", {"n": n}) for n in range(30, 2_030)])
     relays = [
         OutboxRelay(
             database,
@@ -242,7 +249,7 @@ def test_two_relays_never_deliver_one_effect_twice(outbox: Any) -> None:
     finally:
         for relay in relays:
             relay.stop()
-    assert receiver.delivered() == list(range(2_020))
+    assert receiver.delivered() == list(range(2_030))
 
 
 def test_a_batched_kind_needs_a_single_deliverer_for_a_refused_batch(outbox: Any) -> None:
@@ -251,3 +258,74 @@ def test_a_batched_kind_needs_a_single_deliverer_for_a_refused_batch(outbox: Any
         OutboxRelay(database, table, {}, batched={"issue_coupon": BatchDeliverer(lambda _: None)})
     with pytest.raises(ValueError, match="at least one"):
         BatchDeliverer(lambda _: None, size=0)
+
+
+def test_what_a_batch_keeps_of_its_answer_is_written_with_its_marking_delivered(outbox: Any) -> None:
+    database, table = outbox
+    kept = Table("kept", table.metadata, Column("n", Integer, nullable=False))
+    kept.create(database.engine)
+    write(database, table, *[("issue_coupon", {"n": n}) for n in range(25)])
+    failing = [True]
+
+    def answer(payloads: list[dict[str, Any]]) -> list[int]:
+        return [p["n"] for p in payloads]
+
+    def keep(connection: Any, numbers: list[int]) -> None:
+        connection.execute(insert(kept), [{"n": n} for n in numbers])
+        if failing[0]:
+            raise RuntimeError("the database went away")
+
+    relay = OutboxRelay(
+        database,
+        table,
+        {"issue_coupon": lambda _: None},
+        batched={"issue_coupon": BatchDeliverer(answer, size=10, keep=keep)},
+    )
+    with pytest.raises(RuntimeError):
+        relay.deliver_due()
+    # Kept if and only if marked delivered: neither happened.
+    with database.snapshot() as connection:
+        assert connection.execute(select(kept.c.n)).all() == []
+    assert all(row.delivered_time is None for row in rows(database, table))
+
+    # Its lease run out, the batch is delivered again and its answers kept once.
+    failing[0] = False
+    with database.transaction() as connection:
+        connection.execute(update(table).values(lease_until=None))
+    assert relay.deliver_due() == 25
+    with database.snapshot() as connection:
+        assert sorted(connection.execute(select(kept.c.n)).scalars()) == list(range(25))
+    assert all(row.delivered_time is not None for row in rows(database, table))
+
+
+def test_batches_after_an_unanswered_one_are_given_back_unsent(outbox: Any) -> None:
+    database, table = outbox
+    write(database, table, *[("issue_coupon", {"n": n}) for n in range(30)])
+    receiver = Receiver()
+    down = [True]
+
+    def many(payloads: list[dict[str, Any]]) -> None:
+        if down[0] and payloads[0]["n"] == 10:
+            raise Unavailable("membership is down")
+        receiver.many("issue_coupon")(payloads)
+
+    relay = OutboxRelay(
+        database,
+        table,
+        {"issue_coupon": receiver.one("issue_coupon")},
+        batched={"issue_coupon": BatchDeliverer(many, size=10)},
+    )
+    assert relay.deliver_due() == 10
+    assert receiver.calls == [("issue_coupon*", list(range(10)))]
+    found = rows(database, table)
+    assert all(row.delivered_time is not None for row in found[:10])
+    # The unanswered batch waits for its retry; the one after it was never sent, and is free.
+    assert all(row.attempts == 1 and row.delivered_time is None for row in found[10:20])
+    assert all(row.lease_until is None for row in found[10:])
+    assert all(row.attempts == 0 and row.delivered_time is None for row in found[20:])
+
+    down[0] = False
+    with database.transaction() as connection:
+        connection.execute(update(table).values(next_attempt_time=utcnow() - timedelta(seconds=1)))
+    assert relay.deliver_due() == 20
+    assert receiver.delivered() == list(range(30))
