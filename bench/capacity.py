@@ -90,6 +90,7 @@ REPLICA_HOSTS = ("127.0.0.2", "127.0.0.3")
 START_TIMEOUT_S = 60.0
 WARM_SECONDS = 3.0
 DRAIN_TIMEOUT_S = 180.0
+IDLE_SECONDS = 5.0
 HEALTH_SERVICE = "grpc.health.v1.Health"
 # Spread the bench's own calls over every orders replica, as the services' channels do.
 ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
@@ -208,7 +209,7 @@ class Replicas(Deployment):
         return counts
 
 
-def backend_cpu(admin: Engine, schemas: Schemas) -> dict[int, tuple[str, float]]:
+def backend_cpu(admin: Engine, schemas: Schemas) -> Backends:
     """Each backend serving this run's connections: its service and the CPU it has used so far."""
     names = {schemas.application(service): service for service in SERVICES}
     with admin.connect() as connection:
@@ -223,6 +224,27 @@ def backend_cpu(admin: Engine, schemas: Schemas) -> dict[int, tuple[str, float]]
         except (FileNotFoundError, ProcessLookupError):
             continue  # the connection closed meanwhile
     return found
+
+
+Backends = dict[int, tuple[str, float]]
+
+
+def cpu_spent(
+    before: dict[tuple[str, str], float],
+    after: dict[tuple[str, str], float],
+    backends_before: Backends,
+    backends_after: Backends,
+) -> dict[str, float]:
+    """CPU seconds between two readings: each service's replicas together, and "postgresql"."""
+    spent = {service: 0.0 for service in SERVICES}
+    for key, used in after.items():
+        spent[key[0]] += used - before[key]
+    # A backend opened in between counts from nothing; one closed in between is lost (a pool
+    # keeps its connections, so few are).
+    spent["postgresql"] = sum(
+        used - backends_before.get(pid, (service, 0.0))[1] for pid, (service, used) in backends_after.items()
+    )
+    return spent
 
 
 # --- measuring ---------------------------------------------------------------------------------
@@ -333,14 +355,7 @@ def measure(
         client_s = cpu_seconds(os.getpid()) - client_before
 
     calls = create_tally.calls
-    spent = {service: 0.0 for service in SERVICES}
-    for key, used in cpu_after.items():
-        spent[key[0]] += used - cpu_before[key]
-    # A backend opened during the phase counts from nothing; one closed during it is lost (a
-    # pool keeps its connections, so few are).
-    spent["postgresql"] = sum(
-        used - backends_before.get(pid, (service, 0.0))[1] for pid, (service, used) in backends_after.items()
-    )
+    spent = cpu_spent(cpu_before, cpu_after, backends_before, backends_after)
     served = {key: served_after[key] - served_before[key] for key in served_after}
     shares = {}
     for (service, host), count in served.items():
@@ -411,6 +426,28 @@ def drain(admin: Engine, schemas: Schemas) -> float:
             return time.monotonic() - started
         time.sleep(1.0)
     return math.nan
+
+
+def rest_of_life(
+    running: Replicas, admin: Engine, schemas: Schemas, sample: Sequence[str], concurrency: int
+) -> tuple[list[str], float, dict[str, float]]:
+    """The sample completed and the outboxes drained: the orders completed, seconds to drain, and
+    the CPU ms per completed order of each process, less what the same processes spend idle (their
+    relays polling, their key refreshes), read over IDLE_SECONDS once everything is delivered."""
+    began = time.monotonic()
+    cpu_before, backends_before = running.cpu(), backend_cpu(admin, schemas)
+    completed = complete(running, sample, concurrency)
+    drained_s = drain(admin, schemas)
+    cpu_drained, backends_drained = running.cpu(), backend_cpu(admin, schemas)
+    busy_s = time.monotonic() - began
+    spent = cpu_spent(cpu_before, cpu_drained, backends_before, backends_drained)
+    threading.Event().wait(IDLE_SECONDS)
+    idle = cpu_spent(cpu_drained, running.cpu(), backends_drained, backend_cpu(admin, schemas))
+    per_order = {
+        key: 1000 * max(0.0, used - idle[key] * busy_s / IDLE_SECONDS) / len(completed)
+        for key, used in spent.items()
+    }
+    return completed, drained_s, per_order
 
 
 @dataclass(frozen=True)
@@ -504,6 +541,10 @@ class Outcome:
     drained_s: float
     completed: int
     acknowledged: int
+    # CPU ms per completed order of accepting, readying and completing it and delivering its
+    # effects (stock committed, points earned, events), until the outboxes drained.
+    after_ms: dict[str, float]
+    after_h: float  # H of the last round
 
 
 def run(
@@ -525,6 +566,8 @@ def run(
     completed: list[str] = []
     found: list[Check] = []
     drained_s = math.nan
+    after_ms: dict[str, float] = {}
+    after_h = math.nan
     try:
         with postgres_schemas(admin, schemas):
             urls = {s: service_url(postgres_url, schemas.schema(s), schemas.application(s)) for s in SERVICES}
@@ -565,8 +608,10 @@ def run(
                         sample = placed.acknowledged[:: max(1, len(placed.acknowledged) // to_complete)][
                             :to_complete
                         ]
-                        completed = complete(running, sample, concurrency)
-                        drained_s = drain(admin, schemas)
+                        completed, drained_s, after_ms = rest_of_life(
+                            running, admin, schemas, sample, concurrency
+                        )
+                        after_h = result.health_cpu_ms
                         found = checks(admin, schemas, placed.acknowledged, completed)
                 except Exception:
                     print(running.log_tails(), file=sys.stderr)
@@ -576,7 +621,7 @@ def run(
     finally:
         admin.dispose()
         shutil.rmtree(var, ignore_errors=True)
-    return Outcome(measured, found, drained_s, len(completed), len(placed.acknowledged))
+    return Outcome(measured, found, drained_s, len(completed), len(placed.acknowledged), after_ms, after_h)
 
 
 # --- printing ----------------------------------------------------------------------------------
@@ -681,8 +726,22 @@ def report(outcome: Outcome, args: argparse.Namespace) -> str:
             f"After the last round: {outcome.acknowledged} orders acknowledged in all, {outcome.completed}"
             f" of them accepted, made ready and completed; outboxes drained in {outcome.drained_s:.1f} s.",
             checked,
+            "CPU per completed order of the rest of its life (AcceptOrder, MarkOrderReady, CompleteOrder"
+            " and the effects they queue), until the outboxes drained, less the same processes' idle CPU"
+            f" over as long (read for {IDLE_SECONDS:.0f} s after), ms / H:",
+            table(
+                [*columns, "all"],
+                [
+                    [ms_and_h(outcome.after_ms.get(c, math.nan), outcome.after_h) for c in columns]
+                    + [ms_and_h(sum(outcome.after_ms.values()), outcome.after_h)]
+                ],
+            ),
         ]
     )
+
+
+def ms_and_h(ms: float, h_ms: float) -> str:
+    return f"{ms:.2f} / {ms / h_ms:.1f}"
 
 
 def share(value: float) -> str:
