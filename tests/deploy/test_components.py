@@ -129,9 +129,10 @@ def test_the_crd_validators_refuse_what_the_api_server_would() -> None:
 
 
 def test_the_crd_validators_refuse_a_misspelt_field() -> None:
-    """The API server would drop a field its CRD does not know, and the setting it was meant to
-    carry with it (`kubectl apply` only warns): an alert that never waits its `for`, a route with
-    no host. The validators refuse it."""
+    """The API server prunes a field its CRD does not know unless the client asks for strict field
+    validation (kubectl does; GitOps controllers and client libraries often do not), and the setting
+    the field meant goes with it, silently: an alert that never waits its `for`, a route with no
+    host. The validators refuse it."""
     objects = render(EVERYTHING)
     route = json.loads(json.dumps(next(m for m in objects if m["kind"] == "GRPCRoute")))
     route["spec"]["hostname"] = route["spec"].pop("hostnames", ["grpc.example.com"])
