@@ -610,6 +610,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--seconds, --concurrency, --stores, --postgres-stores and --customers must be positive")
     postgres_url = postgres_to_measure(parser, args.postgres, args.no_postgres)
 
+    load_before = os.getloadavg()[0]
     databases: list[tuple[str, str | None, int]] = [("sqlite", None, args.stores)]
     if postgres_url:
         databases.append(("postgresql", postgres_url, args.postgres_stores))
@@ -625,6 +626,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, url, stores in databases
     ]
     print("$ python -m bench.orders " + " ".join(sys.argv[1:] if argv is None else argv))
+    # Other work on the machine weighs on every figure; say how busy it was.
+    print(
+        f"machine: {os.cpu_count()} CPUs, 1-minute load average {load_before:.1f} at the start,"
+        f" {os.getloadavg()[0]:.1f} at the end"
+    )
     print(report(results, args.seconds))
     return 0
 
