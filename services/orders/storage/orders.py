@@ -153,7 +153,7 @@ class OrderRepository:
             self._db.execute(_NEW_LINES, lines)
             self._saved_history(order)
             return
-        values = dict(row)
+        values: dict[str, Any] = dict(row)
         for i, line in enumerate(lines):
             values.update({f"line{i}_{name}": value for name, value in line.items()})
         for i, change in enumerate(_change_rows(order)):
