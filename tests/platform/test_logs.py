@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 
 import phonenumbers
 import pytest
@@ -125,3 +126,18 @@ def test_text_of_any_length_costs_a_bounded_search_and_keeps_no_number() -> None
     masked = mask_phones(text)
     assert "13912345678" not in masked
     assert "12345678" not in phonenumbers.normalize_digits_only(masked)
+
+
+def test_log_lines_reach_the_stream_while_the_process_runs_in_the_order_written() -> None:
+    stream = io.StringIO()
+    writer = logs._LineWriter(stream, interval_s=0.01)
+    try:
+        for number in range(100):
+            writer.write(json.dumps({"event": "rpc", "number": number}))
+        deadline = time.monotonic() + 10
+        while stream.getvalue().count("\n") < 100 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        written = [json.loads(line)["number"] for line in stream.getvalue().splitlines()]
+        assert written == list(range(100))
+    finally:
+        writer.close()
