@@ -8,6 +8,7 @@ import pytest
 
 from quanyu.auth import Principal, Role
 from quanyu.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
+from quanyu.phones import Phone
 from quanyu.unit_of_work import InMemoryUnitOfWork
 from services.identity.domain import (
     AccountLinked,
@@ -91,6 +92,23 @@ def test_a_merge_records_one_effect_for_membership_and_wakes_the_relay_after_it_
     assert [e.version for e in told] == [2, 2]
     assert len(recorded) == 5
     assert world.service.get_customer(OPS, merged).customer_id == survivor
+
+
+def test_orders_is_told_each_change_of_a_customer_s_accounts_and_phones_and_nothing_else(
+    world: World,
+) -> None:
+    hashed = PhoneHasher(b"h" * 32).digest(Phone.parse("13800138000"))
+    customer_id = world.resolve(OPS, WECHAT, "a")
+    world.resolve(OPS, WECHAT, "a")  # found as it is: nothing to tell
+    world.resolve(OPS, WECHAT, "a", "13800138000")  # gains the phone
+    world.service.link_account(OPS, customer_id, ChannelAccount("CHANNEL_TMALL", "b"))
+    told = [e for e, _ in world.stores.outbox.effects if isinstance(e, CustomerState)]
+    assert [(e.version, e.accounts, e.phone_hashes) for e in told] == [
+        (1, (ChannelAccount(WECHAT, "a"),), ()),
+        (2, (ChannelAccount(WECHAT, "a"),), (hashed,)),
+        (3, (ChannelAccount(WECHAT, "a"), ChannelAccount("CHANNEL_TMALL", "b")), (hashed,)),
+    ]
+    assert told[-1].payload["event_id"] == f"identity/customer/{customer_id}/3"
 
 
 def test_merging_an_unknown_customer_is_not_found_and_records_nothing(world: World) -> None:

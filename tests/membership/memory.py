@@ -23,7 +23,7 @@ from services.membership.domain import (
     Posting,
     Stage,
 )
-from services.membership.domain.known import MemberState
+from services.membership.domain.known import ORDERS_EVENT, MemberState
 from services.membership.ports import CouponListing, Segment
 from tests.trail import MemoryAudit
 
@@ -337,13 +337,17 @@ class MemoryGuides:
 
 
 class MemoryOutbox:
-    """The effects recorded, as (kind, payload) in order."""
+    """The effects recorded, as (kind, payload) in order; what orders is told of members apart."""
 
     def __init__(self) -> None:
         self.effects: list[tuple[str, dict[str, Any]]] = []
+        self.told_orders: list[dict[str, Any]] = []
 
     def add(self, kind: str, payload: Mapping[str, Any], now: datetime) -> None:
-        self.effects.append((kind, dict(payload)))
+        if kind == ORDERS_EVENT:
+            self.told_orders.append(dict(payload))
+        else:
+            self.effects.append((kind, dict(payload)))
 
 
 @dataclass

@@ -23,6 +23,7 @@ from quanyu.paging import PageTokens
 from quanyu.unit_of_work import ConcurrentChange, InMemoryUnitOfWork, SqlUnitOfWork, Transaction
 from services.membership import bootstrap
 from services.membership.domain import EngagementEvent, Programme
+from services.membership.domain.known import ORDERS_EVENT
 from services.membership.domain.marketing import MARKETING_EVENT
 from services.membership.handlers import MembershipService
 from services.membership.ports import Stores
@@ -106,7 +107,8 @@ def service(uow: TwiceOrNever, clock: Clock) -> MembershipService:
 def told(database: Database) -> list[marketing_pb2.Event]:
     with database.snapshot() as connection:
         rows = connection.execute(select(outbox.c.kind, outbox.c.payload).order_by(outbox.c.effect_id)).all()
-    assert {row.kind for row in rows} <= {MARKETING_EVENT}
+    assert {row.kind for row in rows} <= {MARKETING_EVENT, ORDERS_EVENT}
+    rows = [row for row in rows if row.kind == MARKETING_EVENT]
     events = [json.loads(row.payload) for row in rows]
     return [as_event({k: v for k, v in e.items() if not k.startswith("_")}) for e in events]
 

@@ -168,6 +168,25 @@ def test_a_merge_combines_balances_spend_and_stages_into_the_survivor() -> None:
     assert service.merge("cus-a", "cus-b", "merge-1") == member
 
 
+def test_orders_is_told_each_member_as_enrolled_and_as_a_merge_leaves_them() -> None:
+    service, _, stores = in_memory()
+    survivor = enrol(service, "cus-a")
+    merged = enrol(service, "cus-b")
+    service.merge("cus-a", "cus-b", "merge-1")
+    service.merge("cus-a", "cus-b", "merge-1")  # a repeat changes nothing and tells nothing
+    told = [
+        (e["member"]["member_id"], e["member"]["version"], e["member"]["root_member_id"])
+        for e in stores.outbox.told_orders
+    ]
+    assert told == [
+        (survivor, 1, survivor),
+        (merged, 1, merged),
+        (survivor, 2, survivor),
+        (merged, 2, survivor),
+    ]
+    assert stores.outbox.told_orders[-1]["event_id"] == f"membership/member/{merged}/2"
+
+
 def test_a_coupon_is_taken_by_one_order_and_given_back_when_it_is_cancelled() -> None:
     service, clock, _ = in_memory()
     member_id = enrol(service, "cus-1")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -41,8 +42,8 @@ def calls(running: Platform, service: str) -> float:
     )
 
 
-def order(running: Platform, caller: Metadata, customer: dict[str, object]) -> orders_pb2.Order:
-    return running.orders.CreateOrder(
+def order(running: Platform, caller: Metadata, customer: Mapping[str, object]) -> orders_pb2.Order:
+    placed: orders_pb2.Order = running.orders.CreateOrder(
         orders_pb2.CreateOrderRequest(
             request_id=f"known-{next(_REQUESTS)}",
             channel=common_pb2.CHANNEL_APP,
@@ -55,9 +56,10 @@ def order(running: Platform, caller: Metadata, customer: dict[str, object]) -> o
         metadata=caller,
         timeout=30,
     ).order
+    return placed
 
 
-def app(external_id: str) -> dict[str, object]:
+def app(external_id: str) -> Mapping[str, object]:
     return {"account": common_pb2.ChannelAccount(channel=common_pb2.CHANNEL_APP, external_id=external_id)}
 
 
@@ -110,7 +112,8 @@ def test_a_returning_customer_costs_no_call_and_a_merge_moves_the_next_order_to_
             engine.dispose()
 
         before = calls(running, "identity"), calls(running, "membership")
-        for customer in (app("app-1"), {"customer_id": first.customer_id}):
+        named_by: list[Mapping[str, object]] = [app("app-1"), {"customer_id": first.customer_id}]
+        for customer in named_by:
             placed = order(running, channel, customer)
             assert (placed.customer_id, placed.member_id) == (other.customer_id, other.member_id)
         assert (calls(running, "identity"), calls(running, "membership")) == before

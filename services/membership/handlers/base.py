@@ -112,13 +112,15 @@ class UseCases:
         tx.stores.outbox.add(MARKETING_EVENT, event, self.clock())
         tx.after_commit(self.on_effects)
 
-    def _tell_orders(self, tx: Tx, *member_ids: str) -> None:
-        """Orders hears of each member as the transaction leaves them, under their next version."""
+    def _tell_orders(self, tx: Tx, *member_ids: str, wake: bool = False) -> None:
+        """Orders hears of each member as the transaction leaves them, under their next version;
+        with `wake`, the relay is woken once it commits (else the caller wakes it)."""
         now = self.clock()
         for member_id in member_ids:
             state = tx.stores.members.state_for_orders(member_id)
             tx.stores.outbox.add(ORDERS_EVENT, state.payload, now)
-        tx.after_commit(self.on_effects)
+        if wake:
+            tx.after_commit(self.on_effects)
 
     def _tell_changed(self, tx: Tx, cause: str, before: Before, member: Member, now: datetime) -> None:
         """Marketing hears of the member (a root, as loaded after the change) as they are now,

@@ -50,7 +50,7 @@ class MergeCases(UseCases):
                 members.save(moved, now)
                 members.point_customer(survivor_customer_id, merged_root)
                 result = merged_root
-                self._tell_orders(tx, merged_root)
+                self._tell_orders(tx, merged_root, wake=True)
             elif merged_root is None or merged_root == survivor_root:
                 members.point_customer(merged_customer_id, survivor_root)
                 result = survivor_root
