@@ -291,6 +291,7 @@ def test_points_are_earned_in_one_batch_as_each_earn_would_and_a_retry_earns_not
 
 
 def svc_earn(stub: Stub, svc: Meta, member_id: str, source_id: str, spend: int) -> pb.EarnPointsResponse:
-    return stub.EarnPoints(
+    earned: pb.EarnPointsResponse = stub.EarnPoints(
         pb.EarnPointsRequest(member_id=member_id, source_id=source_id, spend_cents=spend), metadata=svc
     )
+    return earned
