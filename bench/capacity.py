@@ -91,6 +91,7 @@ START_TIMEOUT_S = 60.0
 WARM_SECONDS = 3.0
 DRAIN_TIMEOUT_S = 180.0
 IDLE_SECONDS = 5.0
+FIRST_ORDER_ATTEMPTS = 5
 HEALTH_SERVICE = "grpc.health.v1.Health"
 # Spread the bench's own calls over every orders replica, as the services' channels do.
 ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
@@ -298,8 +299,17 @@ def first_orders(
             request = orders_pb2.CreateOrderRequest()
             request.CopyFrom(templates[number])
             request.request_id = f"capacity-first-{number}"
-            answer = stub.CreateOrder(request, metadata=token, timeout=CALL_TIMEOUT_S)
-            return str(answer.order.order_id)
+            # A busy machine can time a downstream call out: the contract says to retry with the
+            # same request id, which stores the order once whatever happened the first time.
+            for attempt in range(FIRST_ORDER_ATTEMPTS):
+                try:
+                    answer = stub.CreateOrder(request, metadata=token, timeout=CALL_TIMEOUT_S)
+                except grpc.RpcError as error:
+                    if error.code() != grpc.StatusCode.UNAVAILABLE or attempt == FIRST_ORDER_ATTEMPTS - 1:
+                        raise
+                    continue
+                return str(answer.order.order_id)
+            raise AssertionError("unreachable: the last attempt returns or raises")
 
         with ThreadPoolExecutor(concurrency) as pool:
             return list(pool.map(place, range(customers)))
