@@ -66,10 +66,12 @@ def customer_event(message: orders_pb2.CustomerEvent, at: str, invalid: dict[str
         told = message.customer
         accounts = []
         for index, account in enumerate(told.accounts):
-            if account.channel == 0 or account.channel not in common_pb2.Channel.values():
+            channel = ""
+            if account.channel != 0 and account.channel in common_pb2.Channel.values():
+                channel = common_pb2.Channel.Name(account.channel)
+            else:
                 invalid[f"{at}.customer.accounts[{index}].channel"] = "is not a channel"
-                continue
-            accounts.append((common_pb2.Channel.Name(account.channel), account.external_id))
+            accounts.append((channel, account.external_id))
         customer = KnownState(
             told.customer_id,
             told.version,
