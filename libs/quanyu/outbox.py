@@ -412,16 +412,16 @@ class OutboxRelay:
         delivered = sum(len(run) for _, run, _ in answered)
         if failed is None:
             return delivered
-        kind, run, error = failed
-        if isinstance(error, PermanentFailure):
+        kind, run, failure = failed
+        if isinstance(failure, PermanentFailure):
             log.warning(
                 "outbox batch refused; delivering its effects one by one",
                 kind=kind,
                 effects=len(run),
-                error=str(error)[:300],
+                error=str(failure)[:300],
             )
             return delivered + self._deliver_each(kind, run)
-        self._back_off(kind, run, error)
+        self._back_off(kind, run, failure)
         return delivered
 
     def _call(self, kind: str, run: list[Row[Any]]) -> object:
