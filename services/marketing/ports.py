@@ -340,8 +340,10 @@ class Consents(Protocol):
 
 
 class Facts(Protocol):
-    def claim_event(self, event_id: str, kind: str, now: datetime) -> bool:
-        """True the first time an event id is seen; False when it was processed already."""
+    def claim_events(self, kinds: Mapping[str, str], now: datetime) -> set[str]:
+        """The ids among `kinds` (event id to its kind) seen for the first time, now recorded;
+        those processed already are left out. Calls that claim events take turns, each until
+        its transaction ends, as the events a call claims are applied in one transaction."""
         ...
 
     def put_profile(self, profile: Profile, now: datetime) -> None: ...

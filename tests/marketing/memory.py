@@ -259,11 +259,10 @@ class MemoryFacts:
         self._expiries: dict[str, list[Expiry]] = {}
         self.linked: dict[str, dict[Channel, tuple[str, str]]] = {}
 
-    def claim_event(self, event_id: str, kind: str, now: datetime) -> bool:
-        if event_id in self.events:
-            return False
-        self.events[event_id] = kind
-        return True
+    def claim_events(self, kinds: Mapping[str, str], now: datetime) -> set[str]:
+        new = {event_id: kind for event_id, kind in kinds.items() if event_id not in self.events}
+        self.events.update(new)
+        return set(new)
 
     def put_profile(self, profile: Profile, now: datetime) -> None:
         self.profiles[profile.facts.member_id] = profile

@@ -147,8 +147,11 @@ def test_consent_is_kept_per_customer_and_channel(uow: SqlUnitOfWork[SqlStores])
 
 
 def test_an_event_is_claimed_once(uow: SqlUnitOfWork[SqlStores]) -> None:
-    assert uow.run(lambda tx: tx.stores.facts.claim_event("evt_1", "ORDER_COMPLETED", NOW)) is True
-    assert uow.run(lambda tx: tx.stores.facts.claim_event("evt_1", "ORDER_COMPLETED", NOW)) is False
+    first = {"evt_1": "ORDER_COMPLETED", "evt_2": "MEMBER_ENROLLED"}
+    again = {"evt_2": "MEMBER_ENROLLED", "evt_3": "ENGAGEMENT"}
+    assert uow.run(lambda tx: tx.stores.facts.claim_events(first, NOW)) == {"evt_1", "evt_2"}
+    assert uow.run(lambda tx: tx.stores.facts.claim_events(again, NOW)) == {"evt_3"}
+    assert uow.run(lambda tx: tx.stores.facts.claim_events({}, NOW)) == set()
 
 
 def test_a_profile_reads_back_and_follows_merges(uow: SqlUnitOfWork[SqlStores]) -> None:

@@ -142,6 +142,56 @@ def test_fifty_concurrent_triggers_against_max_grants_ten_grant_ten(uow: Uow, re
     assert uow.read(lambda tx: tx.stores.budgets.totals(live.campaign_id)).grants == 10
 
 
+def test_a_call_whose_budget_runs_out_midway_records_each_events_decision(uow: Uow) -> None:
+    campaigns, triggers = make_cases(uow, Clock())
+    live = running(campaigns, campaign(holdout_percent=0, limits=Limits(max_grants=2), actions=(coupon(),)))
+    triggers.ingest([enrolled(f"mem_{n}") for n in range(3)])
+
+    done = triggers.ingest(
+        [order_completed("mem_0", "evt_0"), order_completed("mem_0", "evt_0")]
+        + [order_completed(f"mem_{n}", f"evt_{n}") for n in (1, 2)]
+    )
+
+    assert (done.accepted, done.duplicates) == (3, 1)
+    assert [(g.member_id, g.outcome) for g in done.grants] == [
+        ("mem_0", Outcome.GRANTED),
+        ("mem_1", Outcome.GRANTED),
+        ("mem_2", Outcome.BUDGET_EXHAUSTED),
+    ]
+    assert uow.read(lambda tx: tx.stores.budgets.totals(live.campaign_id)).grants == 2
+
+
+def test_calls_of_many_events_on_both_replicas_grant_max_grants(uow: Uow, replicas: list[Uow]) -> None:
+    campaigns, triggers = make_cases(uow, Clock())
+    live = running(campaigns, campaign(holdout_percent=0, limits=Limits(max_grants=10), actions=(coupon(),)))
+    triggers.ingest([enrolled(f"mem_{n:02d}") for n in range(50)])
+    each = [make_cases(replicas[n % len(replicas)], Clock())[1] for n in range(10)]
+    gate = threading.Barrier(10)
+    decided: list[GrantRecord] = []
+    failures: list[BaseException] = []
+
+    def ingest(call: int) -> None:
+        # Members of each call interleaved with the others', so concurrent calls reach the same
+        # campaign's counters for members in crosswise order.
+        events = [order_completed(f"mem_{n:02d}", f"evt_{n}") for n in range(call, 50, 10)]
+        try:
+            gate.wait()
+            decided.extend(each[call].ingest(events[::-1] if call % 2 else events).grants)
+        except BaseException as error:  # a thread's failure is reported by the test
+            failures.append(error)
+
+    threads = [threading.Thread(target=ingest, args=(n,)) for n in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert failures == []
+    outcomes = Counter((g.outcome, g.limit_name) for g in decided)
+    assert outcomes == {(Outcome.GRANTED, ""): 10, (Outcome.BUDGET_EXHAUSTED, "max_grants"): 40}
+    assert uow.read(lambda tx: tx.stores.budgets.totals(live.campaign_id)).grants == 10
+
+
 def test_a_grants_effects_carry_the_action_keys(uow: Uow, database: Database) -> None:
     campaigns, triggers = make_cases(uow, Clock())
     actions = (

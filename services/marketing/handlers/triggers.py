@@ -174,25 +174,37 @@ class TriggerCases:
     # --- events --------------------------------------------------------------------------------
 
     def ingest(self, events: Sequence[EventIn]) -> Ingested:
-        """A batch of events, each in its own transaction (one failing event does not hold back
-        the rest of the batch's, nor make them act twice when the batch is sent again)."""
+        """A call's events in one transaction, in the order sent: one commit a call rather than
+        one an event, so a call of hundreds stays well within its deadline. Each event is taken
+        once by its id (one already seen, or sent twice in the call, is skipped), and a grant
+        refused by a limit is recorded as such without holding back the other events' grants;
+        a conflict runs the whole call again, which each event's claim makes harmless."""
+        return self.uow.run(functools.partial(self._ingest_all, events=events))
+
+    def _ingest_all(self, tx: Tx, *, events: Sequence[EventIn]) -> Ingested:
+        now = self.clock()
+        # The first of an id sent twice in one call is the one acted on, as if sent one by one.
+        first: dict[str, EventIn] = {}
+        for event in events:
+            first.setdefault(event.event_id, event)
+        claimed = tx.stores.facts.claim_events({i: e.kind.value for i, e in first.items()}, now)
         accepted, duplicates, grants = 0, 0, list[GrantRecord]()
         for event in events:
-            done = self.uow.run(functools.partial(self._ingest_one, event=event))
-            if done is None:
+            if event.event_id not in claimed:
                 duplicates += 1
                 continue
+            # A later copy of this id in the same call is a duplicate.
+            claimed.discard(event.event_id)
             accepted += 1
-            grants.extend(done)
+            grants.extend(self._ingest_one(tx, event=event, now=now))
+        tx.after_commit(functools.partial(EVENTS_INGESTED.labels("new").inc, accepted))
+        tx.after_commit(functools.partial(EVENTS_INGESTED.labels("duplicate").inc, duplicates))
         return Ingested(accepted=accepted, duplicates=duplicates, grants=tuple(grants))
 
-    def _ingest_one(self, tx: Tx, *, event: EventIn) -> list[GrantRecord] | None:
-        now = self.clock()
+    def _ingest_one(self, tx: Tx, *, event: EventIn, now: datetime) -> list[GrantRecord]:
+        """One claimed event: the member's facts moved on, and every live campaign it triggers
+        granted (or its refusal recorded)."""
         stores = tx.stores
-        if not stores.facts.claim_event(event.event_id, event.kind.value, now):
-            tx.after_commit(EVENTS_INGESTED.labels("duplicate").inc)
-            return None
-        tx.after_commit(EVENTS_INGESTED.labels("new").inc)
         fired = self._apply(stores, event, now)
         occurrence = occurrence_of_event(event.event_id)
         grants: list[GrantRecord] = []

@@ -4,17 +4,18 @@ profile and merges, their points' expiries, and completed orders."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.engine import Connection
 
 from services.marketing.domain import Channel, Expiry, MemberFacts, Stage
 from services.marketing.ports import CompletedOrder, Profile
-from services.marketing.storage.sql import insert_new
+from services.marketing.storage.sql import insert_new, insert_new_rows
 from services.marketing.storage.tables import (
     completed_orders,
     customer_accounts,
@@ -28,10 +29,18 @@ class FactRepository:
     def __init__(self, connection: Connection) -> None:
         self._db = connection
 
-    def claim_event(self, event_id: str, kind: str, now: datetime) -> bool:
-        return insert_new(
-            self._db, processed_events, {"event_id": event_id, "kind": kind, "process_time": now}
-        )
+    def claim_events(self, kinds: Mapping[str, str], now: datetime) -> set[str]:
+        if self._db.dialect.name == "postgresql":
+            # A call applies its events in one transaction, each taking its member's turn and
+            # then its campaigns' counters: two calls doing so at once would take them crosswise
+            # and deadlock, so calls take turns on PostgreSQL as every writer does on SQLite.
+            self._db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _INGEST_TURN})
+        claimed: set[str] = set()
+        rows = [{"event_id": i, "kind": k, "process_time": now} for i, k in sorted(kinds.items())]
+        # Three parameters a row: well within either database's limit a statement.
+        for start in range(0, len(rows), 1000):
+            claimed.update(insert_new_rows(self._db, processed_events, rows[start : start + 1000]))
+        return claimed
 
     def put_profile(self, profile: Profile, now: datetime) -> None:
         f = profile.facts
@@ -242,3 +251,8 @@ def _profile(row: Any) -> Profile:
         last_order_time=row.last_order_time,
         first_purchase_time=row.first_purchase_time,
     )
+
+
+# The advisory lock calls that claim events take turns on; the key names marketing's table, as
+# services may share one PostgreSQL database (a schema each) and advisory locks span it.
+_INGEST_TURN = int.from_bytes(hashlib.sha256(b"marketing.processed_events").digest()[:7], "big")

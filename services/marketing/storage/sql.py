@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Table
@@ -19,3 +19,13 @@ def insert_new(connection: Connection, table: Table, values: Mapping[str, Any]) 
     key = next(iter(table.primary_key.columns))
     statement = dialect.insert(table).values(**values).on_conflict_do_nothing().returning(key)
     return connection.execute(statement).first() is not None
+
+
+def insert_new_rows(connection: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """`insert_new` for many rows in one statement: the keys of those inserted."""
+    if not rows:
+        return []
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    key = next(iter(table.primary_key.columns))
+    statement = dialect.insert(table).values(list(rows)).on_conflict_do_nothing().returning(key)
+    return list(connection.execute(statement).scalars())
