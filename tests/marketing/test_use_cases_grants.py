@@ -257,7 +257,7 @@ def test_of_campaigns_messaging_a_member_at_once_the_higher_priority_sends(uow: 
 
     assert sorted(g.outcome for g in done.grants) == [Outcome.GRANTED, Outcome.GRANTED]
     coupons_issued(uow)
-    pending = uow.read(lambda tx: tx.stores.messages.pull(Channel.APP, T0, timedelta(minutes=1), 10))
+    pending = uow.run(lambda tx: tx.stores.messages.pull(Channel.APP, T0, timedelta(minutes=1), 10))
     assert [m.campaign_id for m in pending] == [high.campaign_id]
     assert uow.read(lambda tx: tx.stores.messages.count(low.campaign_id, MessageStatus.SUPPRESSED)) == 1
     assert uow.read(lambda tx: tx.stores.budgets.totals(low.campaign_id)).messages_suppressed == 1
