@@ -20,12 +20,12 @@ from quanyu.outbox import BatchDeliverer, Deliver, refusals_are_final
 
 # IngestEvents' and IngestCustomerEvents' cap on events a call.
 MAX_EVENTS = 500
-# Events an outbox sends a call. Marketing applies each event in a transaction of its own, a few
-# milliseconds each, tens on a busy node: a call of 500 outlasted its 5 s deadline, was tried
-# again after a backoff that doubles each time, and the lane fell minutes behind while marketing
-# sat idle with the work done. A lane that keeps up sends what fell due during its previous call,
-# a few events; this bounds a call when a backlog is worked off.
-EVENTS_PER_CALL = 25
+# Events an outbox sends a call. Marketing applies a call's events in one transaction and
+# commits once, so a call of 100 ends within its 5 s deadline on a busy node (when each event
+# had a transaction of its own, even 500 a call outlasted it and was retried after a doubling
+# backoff while marketing sat idle with the work done). A lane that keeps up sends what fell due
+# during its previous call, a few events; this bounds a call when a backlog is worked off.
+EVENTS_PER_CALL = 100
 
 Payloads = Sequence[Mapping[str, Any]]
 
