@@ -62,11 +62,18 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
-from bench.harness import CALL_TIMEOUT_S, Tally, cpu_seconds, hammer, stop, wait_serving
-from bench.orders import (
+from bench.harness import (
+    CALL_TIMEOUT_S,
     LOCAL_HOSTS,
-    ON_HAND,
     POSTGRES_ENV,
+    Tally,
+    cpu_seconds,
+    hammer,
+    stop,
+    wait_serving,
+)
+from bench.orders import (
+    ON_HAND,
     Deployment,
     deployment_env,
     errors,
