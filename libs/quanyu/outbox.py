@@ -10,10 +10,10 @@ Effects bound for different services travel in lanes of their own, each with its
 a service that hangs (each call waiting out its deadline) holds up only the effects bound for it.
 
 A kind of effect whose receiver takes many in one call (a batch RPC, AIP-233: all or none) may be
-delivered in batches: a run of due effects of that kind is leased, delivered and marked delivered
-with one statement and one call each, instead of three transactions and a call per effect. When
-the receiver refuses a batch for good, its effects are delivered one by one, so one malformed
-effect is refused alone and the others go through.
+delivered in batches: a run of due effects of that kind is delivered in one call, and the batches
+of a pass are leased with one statement and marked delivered with one more, instead of three
+transactions and a call per effect. When the receiver refuses a batch for good, its effects are
+delivered one by one, so one malformed effect is refused alone and the others go through.
 """
 
 from __future__ import annotations
@@ -412,16 +412,16 @@ class OutboxRelay:
         delivered = sum(len(run) for _, run, _ in answered)
         if failed is None:
             return delivered
-        kind, run, error = failed
-        if isinstance(error, PermanentFailure):
+        kind, run, failure = failed
+        if isinstance(failure, PermanentFailure):
             log.warning(
                 "outbox batch refused; delivering its effects one by one",
                 kind=kind,
                 effects=len(run),
-                error=str(error)[:300],
+                error=str(failure)[:300],
             )
             return delivered + self._deliver_each(kind, run)
-        self._back_off(kind, run, error)
+        self._back_off(kind, run, failure)
         return delivered
 
     def _call(self, kind: str, run: list[Row[Any]]) -> object:

@@ -306,7 +306,7 @@ def test_batches_after_an_unanswered_one_are_given_back_unsent(outbox: Any) -> N
 
     def many(payloads: list[dict[str, Any]]) -> None:
         if down[0] and payloads[0]["n"] == 10:
-            raise Unavailable("membership is down")
+            raise Unavailable("membership is down", reason="UNAVAILABLE")
         receiver.many("issue_coupon")(payloads)
 
     relay = OutboxRelay(
