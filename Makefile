@@ -75,6 +75,7 @@ bench: setup
 	$(BIN)/python -m bench.batches
 	$(BIN)/python -m bench.orders $(if $(BENCH_POSTGRES_URL),--postgres $(BENCH_POSTGRES_URL))
 	$(BIN)/python -m bench.marketing --members $(BENCH_MEMBERS)
+	$(if $(BENCH_POSTGRES_URL),$(BIN)/python -m bench.capacity --postgres $(BENCH_POSTGRES_URL))
 
 protos:
 	rm -f $(STUBS)

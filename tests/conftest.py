@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 import pytest
+from hypothesis import settings as hypothesis_settings
 from pydantic import SecretStr
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -22,6 +23,11 @@ from quanyu.config import SERVICE_NAMES, Settings
 from quanyu.db import normalise_url
 from quanyu.server import ServiceApp, start_server
 from tests.processes import free_port
+
+# Tests assert behaviour, never time: Hypothesis's per-example deadline (200 ms) is a timing check,
+# and on a shared machine it failed examples whose behaviour was right.
+hypothesis_settings.register_profile("quanyu", deadline=None)
+hypothesis_settings.load_profile("quanyu")
 
 POSTGRES_URL = os.environ.get("QUANYU_TEST_POSTGRES_URL", "")
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)] if POSTGRES_URL else ["sqlite"]

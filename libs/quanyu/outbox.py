@@ -10,10 +10,10 @@ Effects bound for different services travel in lanes of their own, each with its
 a service that hangs (each call waiting out its deadline) holds up only the effects bound for it.
 
 A kind of effect whose receiver takes many in one call (a batch RPC, AIP-233: all or none) may be
-delivered in batches: a run of due effects of that kind is leased, delivered and marked delivered
-with one statement and one call each, instead of three transactions and a call per effect. When
-the receiver refuses a batch for good, its effects are delivered one by one, so one malformed
-effect is refused alone and the others go through.
+delivered in batches: a run of due effects of that kind is delivered in one call, and the batches
+of a pass are leased with one statement and marked delivered with one more, instead of three
+transactions and a call per effect. When the receiver refuses a batch for good, its effects are
+delivered one by one, so one malformed effect is refused alone and the others go through.
 """
 
 from __future__ import annotations
