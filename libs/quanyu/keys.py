@@ -207,7 +207,9 @@ class Trust:
         self._refresh, self._gap = refresh_seconds, least_gap_seconds
         self._lock = threading.Lock()
         self._fetched = Fetched({}, Revocations())
-        self._fetched_at = float("-inf")
+        # When a token naming an unseen kid last made us ask. The periodic refresh does not count:
+        # a key the issuer starts signing with just after a periodic answer must still be asked for.
+        self._asked_for_unseen_at = float("-inf")
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -236,15 +238,15 @@ class Trust:
         if self._fetch is None:
             return False
         with self._lock:
-            if not force and time.monotonic() - self._fetched_at < self._gap:
-                return False
+            if not force:
+                if time.monotonic() - self._asked_for_unseen_at < self._gap:
+                    return False
+                self._asked_for_unseen_at = time.monotonic()
             try:
                 self._fetched = self._fetch()
             except Exception as error:
                 log.warning("token trust not refreshed; the last answer stands", error=str(error))
-                self._fetched_at = time.monotonic()
                 return False
-            self._fetched_at = time.monotonic()
             return True
 
     def start(self) -> None:
