@@ -650,7 +650,7 @@ def test_a_split_that_cannot_cover_the_order_fails_with_insufficient_stock() -> 
 SKUS = ("TEA", "RICE", "SOAP")
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150)
 @given(
     stock=st.lists(st.tuples(*(st.integers(0, 3) for _ in SKUS)), min_size=1, max_size=8),
     lines=st.lists(st.tuples(st.sampled_from(SKUS), st.integers(1, 4)), min_size=1, max_size=4),
@@ -888,7 +888,7 @@ def brute_force(world: World) -> tuple[str | None, Outcome | None]:
     return None, outcomes[furthest]
 
 
-@settings(max_examples=250, deadline=None)
+@settings(max_examples=250)
 @given(worlds())
 def test_decide_agrees_with_a_brute_force_reading_of_the_rules(world: World) -> None:
     decision = decide(

@@ -285,7 +285,7 @@ def worlds(draw: st.DrawFn) -> tuple[list[Store], list[Point]]:
     return stores, queries
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=120)
 @given(worlds(), st.randoms(use_true_random=False))
 def test_random_worlds_agree_with_brute_force(
     world: tuple[list[Store], list[Point]], rng: random.Random
@@ -296,7 +296,7 @@ def test_random_worlds_agree_with_brute_force(
         assert_agrees(snapshot, stores, point, rng, first=rng.randrange(1, 10))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(worlds(), st.data())
 def test_a_distance_cut_keeps_exactly_the_stores_within_it(
     world: tuple[list[Store], list[Point]], data: st.DataObject
@@ -469,7 +469,7 @@ def with_tiny_pairs(**others: float) -> Callable[[Callable[..., None]], Callable
     return add_examples
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400)
 @given(pair=any_pairs)
 @with_tiny_pairs()
 def test_the_upper_bound_is_never_below_the_geodesic(pair: tuple[Point, Point]) -> None:
@@ -499,7 +499,7 @@ def limits_around(distance: float, candidate: Candidate) -> list[float]:
     ]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(
     pair=st.one_of(close_pairs(), pairs_in(MAINLAND)),
     choice=st.integers(min_value=0, max_value=9),
@@ -517,7 +517,7 @@ def test_within_agrees_with_an_exact_geodesic_comparison(
         assert lone_candidate(store, point).within(limit) is (distance <= limit)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(pair=close_pairs(), other=st.floats(min_value=0.0, max_value=200_000.0))
 @with_tiny_pairs(other=0.0)
 def test_a_radius_zone_covers_exactly_the_points_within_the_radius(
@@ -537,7 +537,7 @@ def square(centre: Point, half_degrees: float) -> list[list[list[float]]]:
     return [[[west, south], [east, south], [east, north], [west, north], [west, south]]]
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150)
 @given(close_pairs(), st.floats(min_value=0.001, max_value=2.0), st.floats(min_value=0, max_value=500_000))
 def test_a_polygon_zone_decides_instead_of_the_radius(
     pair: tuple[Point, Point], half_degrees: float, radius: float

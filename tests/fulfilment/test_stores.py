@@ -430,7 +430,7 @@ def zones_near_shanghai(draw: st.DrawFn) -> tuple[tuple[float, float], str]:
     return store, json.dumps({"type": "Polygon", "coordinates": [ring]})
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150)
 @given(
     zones_near_shanghai(),
     st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1)), min_size=1, max_size=30),

@@ -541,7 +541,6 @@ class PostgresLedgerMachine(LedgerMachine):
 MACHINE_SETTINGS = hypothesis.settings(
     max_examples=30,
     stateful_step_count=30,
-    deadline=None,
     suppress_health_check=[hypothesis.HealthCheck.too_slow],
 )
 LedgerMachine.TestCase.settings = MACHINE_SETTINGS
