@@ -210,6 +210,11 @@ class Campaigns(Protocol):
 
 
 class Budgets(Protocol):
+    def lock_counters(self, campaign_ids: Sequence[str]) -> None:
+        """Hold these campaigns' counters for the rest of the transaction, taken in campaign id
+        order, the order a transaction granting several campaigns spends them in."""
+        ...
+
     def take(self, campaign_id: str, limits: Limits, cost: GrantCost, now: datetime) -> Decision:
         """Spend one grant's cost if every cap allows it, by one conditional update; otherwise
         GRANTED is not answered and the refusal names the first limit in the way."""
@@ -342,8 +347,12 @@ class Consents(Protocol):
 class Facts(Protocol):
     def claim_events(self, kinds: Mapping[str, str], now: datetime) -> set[str]:
         """The ids among `kinds` (event id to its kind) seen for the first time, now recorded;
-        those processed already are left out. Calls that claim events take turns, each until
-        its transaction ends, as the events a call claims are applied in one transaction."""
+        those processed already are left out."""
+        ...
+
+    def take_turns(self, members: Iterable[str], customers: Iterable[str], coupons: Iterable[str]) -> None:
+        """Hold the turns of these members, customers and coupons for the rest of the transaction,
+        taken in one fixed order, so two transactions sharing some queue rather than deadlock."""
         ...
 
     def put_profile(self, profile: Profile, now: datetime) -> None: ...

@@ -110,6 +110,10 @@ class MemoryBudgets:
     def open(self, campaign_id: str) -> None:
         self._totals[campaign_id] = CampaignTotals()
 
+    def lock_counters(self, campaign_ids: Sequence[str]) -> None:
+        # One caller at a time: nothing to wait for.
+        return None
+
     def take(self, campaign_id: str, limits: Limits, cost: GrantCost, now: datetime) -> Decision:
         t = self._totals[campaign_id]
         if (
@@ -258,6 +262,9 @@ class MemoryFacts:
         self.cancelled: set[str] = set()
         self._expiries: dict[str, list[Expiry]] = {}
         self.linked: dict[str, dict[Channel, tuple[str, str]]] = {}
+
+    def take_turns(self, members: Iterable[str], customers: Iterable[str], coupons: Iterable[str]) -> None:
+        return None
 
     def claim_events(self, kinds: Mapping[str, str], now: datetime) -> set[str]:
         new = {event_id: kind for event_id, kind in kinds.items() if event_id not in self.events}

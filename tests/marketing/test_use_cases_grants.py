@@ -192,6 +192,52 @@ def test_calls_of_many_events_on_both_replicas_grant_max_grants(uow: Uow, replic
     assert uow.read(lambda tx: tx.stores.budgets.totals(live.campaign_id)).grants == 10
 
 
+def test_calls_on_the_same_members_in_opposite_orders_queue_rather_than_deadlock(database: Database) -> None:
+    # Units of work that never retry, on two replicas' pools: a call PostgreSQL picked to end a
+    # deadlock would fail here instead of quietly running again.
+    other = Database(database.url, pool_size=5)
+    replicas = [SqlUnitOfWork(database, SqlStores, attempts=1), SqlUnitOfWork(other, SqlStores, attempts=1)]
+    campaigns, triggers = make_cases(replicas[0], Clock())
+    unlimited = Limits(per_member_max=100)
+    first, orders = (
+        running(campaigns, campaign(trigger=Trigger(event=t), holdout_percent=0, limits=unlimited))
+        for t in (TriggerEvent.FIRST_PURCHASE, TriggerEvent.ORDER_COMPLETED)
+    )
+    members = [f"mem_{n:02d}" for n in range(20)]
+    triggers.ingest([enrolled(m) for m in members])
+    each = [make_cases(replica, Clock())[1] for replica in replicas]
+    decided: list[GrantRecord] = []
+    failures: list[BaseException] = []
+    rounds = 3
+
+    def ingest(call: int, gate: threading.Barrier, round_: int) -> None:
+        # Every member in both calls, one call's in the other's reverse order: each call writes
+        # the members' profiles and turns and both campaigns' counters, crosswise to the other.
+        order = members if call == 0 else members[::-1]
+        events = [order_completed(m, f"evt_{round_}_{call}_{m}") for m in order]
+        try:
+            gate.wait()
+            decided.extend(each[call].ingest(events).grants)
+        except BaseException as error:  # a thread's failure is reported by the test
+            failures.append(error)
+
+    try:
+        for round_ in range(rounds):
+            gate = threading.Barrier(2)
+            threads = [threading.Thread(target=ingest, args=(n, gate, round_)) for n in range(2)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+    finally:
+        other.dispose()
+
+    assert failures == []
+    granted = Counter(g.campaign_id for g in decided if g.outcome is Outcome.GRANTED)
+    # Every order granted the order campaign; each member's first, the first-purchase one.
+    assert granted == {orders.campaign_id: 2 * rounds * len(members), first.campaign_id: len(members)}
+
+
 def test_a_grants_effects_carry_the_action_keys(uow: Uow, database: Database) -> None:
     campaigns, triggers = make_cases(uow, Clock())
     actions = (

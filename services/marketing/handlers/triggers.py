@@ -188,6 +188,7 @@ class TriggerCases:
         for event in events:
             first.setdefault(event.event_id, event)
         claimed = tx.stores.facts.claim_events({i: e.kind.value for i, e in first.items()}, now)
+        _take_turns(tx.stores, [e for i, e in first.items() if i in claimed])
         accepted, duplicates, grants = 0, 0, list[GrantRecord]()
         for event in events:
             if event.event_id not in claimed:
@@ -261,6 +262,21 @@ class TriggerCases:
         return [_TRIGGERED[kind]]
 
 
+def _take_turns(stores: Stores, events: Sequence[EventIn]) -> None:
+    """Every lock the call's events will take, taken before the first is applied and in the one
+    order every call takes them in: the turns of the members, customers and coupons they write,
+    by key, then the counters of each running campaign they could trigger, by campaign id. Two
+    calls sharing any of them queue on the first they share instead of each holding one the other
+    waits for; calls sharing none run side by side, on any replica."""
+    stores.facts.take_turns(
+        members={key for e in events for key in (e.member_id, e.survivor_id)},
+        customers={e.customer_id for e in events if e.kind is EventKind.ACCOUNT_LINKED},
+        coupons={e.coupon_code for e in events},
+    )
+    triggers = sorted({trigger for e in events for trigger in _MAY_FIRE[e.kind]})
+    stores.budgets.lock_counters([c.campaign_id for t in triggers for c in stores.campaigns.running_for(t)])
+
+
 def _moved_on(profile: Profile, event: EventIn) -> Profile:
     """The member's profile as the event leaves it."""
     kind = event.kind
@@ -319,4 +335,14 @@ _TRIGGERED = {
     EventKind.TIER_CHANGED: TriggerEvent.TIER_CHANGED,
     EventKind.STAGE_CHANGED: TriggerEvent.STAGE_CHANGED,
     EventKind.ENGAGEMENT: TriggerEvent.ENGAGEMENT,
+}
+
+# The triggers an event of each kind may fire, whatever the member's facts turn out to be.
+_MAY_FIRE: dict[EventKind, tuple[TriggerEvent, ...]] = {
+    **{kind: (trigger,) for kind, trigger in _TRIGGERED.items()},
+    EventKind.ORDER_COMPLETED: (TriggerEvent.ORDER_COMPLETED, TriggerEvent.FIRST_PURCHASE),
+    EventKind.ORDER_CANCELLED: (TriggerEvent.ORDER_CANCELLED,),
+    EventKind.MEMBER_CHANGED: (TriggerEvent.TIER_CHANGED, TriggerEvent.STAGE_CHANGED),
+    EventKind.CUSTOMER_MERGED: (),
+    EventKind.ACCOUNT_LINKED: (),
 }

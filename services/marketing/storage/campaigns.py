@@ -173,6 +173,18 @@ class BudgetRepository:
     def __init__(self, connection: Connection) -> None:
         self._db = connection
 
+    def lock_counters(self, campaign_ids: Sequence[str]) -> None:
+        # SQLite lets one writer in at a time, which already gives every counter its turn.
+        if self._db.dialect.name != "postgresql" or not campaign_ids:
+            return
+        c = campaign_counters.c
+        self._db.execute(
+            select(c.campaign_id)
+            .where(c.campaign_id.in_(sorted(set(campaign_ids))))
+            .order_by(c.campaign_id)
+            .with_for_update()
+        ).all()
+
     def take(self, campaign_id: str, limits: Limits, cost: GrantCost, now: datetime) -> Decision:
         c = campaign_counters.c
         # domain.fits, as the update's condition: the database checks and spends in one step, so

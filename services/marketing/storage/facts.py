@@ -30,17 +30,33 @@ class FactRepository:
         self._db = connection
 
     def claim_events(self, kinds: Mapping[str, str], now: datetime) -> set[str]:
-        if self._db.dialect.name == "postgresql":
-            # A call applies its events in one transaction, each taking its member's turn and
-            # then its campaigns' counters: two calls doing so at once would take them crosswise
-            # and deadlock, so calls take turns on PostgreSQL as every writer does on SQLite.
-            self._db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _INGEST_TURN})
         claimed: set[str] = set()
         rows = [{"event_id": i, "kind": k, "process_time": now} for i, k in sorted(kinds.items())]
         # Three parameters a row: well within either database's limit a statement.
         for start in range(0, len(rows), 1000):
             claimed.update(insert_new_rows(self._db, processed_events, rows[start : start + 1000]))
         return claimed
+
+    def take_turns(self, members: Iterable[str], customers: Iterable[str], coupons: Iterable[str]) -> None:
+        # SQLite lets one writer in at a time, which already gives every key its turn.
+        if self._db.dialect.name != "postgresql":
+            return
+        keys = sorted(
+            {_turn_key("member", m) for m in members if m}
+            | {_turn_key("customer", c) for c in customers if c}
+            | {_turn_key("coupon", c) for c in coupons if c}
+        )
+        if not keys:
+            return
+        # Advisory locks, as a member's first event has no row yet to lock; taken in key order,
+        # the one order every call takes them in, so two calls sharing keys queue on the first.
+        self._db.execute(
+            text(
+                "SELECT pg_advisory_xact_lock(k)"
+                " FROM (SELECT unnest(CAST(:keys AS bigint[])) AS k ORDER BY k) AS turns"
+            ),
+            {"keys": keys},
+        ).all()
 
     def put_profile(self, profile: Profile, now: datetime) -> None:
         f = profile.facts
@@ -253,6 +269,8 @@ def _profile(row: Any) -> Profile:
     )
 
 
-# The advisory lock calls that claim events take turns on; the key names marketing's table, as
-# services may share one PostgreSQL database (a schema each) and advisory locks span it.
-_INGEST_TURN = int.from_bytes(hashlib.sha256(b"marketing.processed_events").digest()[:7], "big")
+def _turn_key(kind: str, key: str) -> int:
+    """The advisory lock of one member, customer or coupon: named after marketing's tables, as
+    services may share one PostgreSQL database (a schema each) and advisory locks span it."""
+    digest = hashlib.sha256(f"marketing.{kind}:{key}".encode()).digest()
+    return int.from_bytes(digest[:7], "big")
