@@ -38,6 +38,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.types import TypeDecorator
 
 from quanyu import tracing
+from quanyu.metrics import DB_STATEMENTS, DB_TRANSACTIONS
 
 T = TypeVar("T")
 
@@ -138,6 +139,7 @@ def _sqlite_engine(url: str, **options: Any) -> Engine:
         # A writer takes the lock at BEGIN; a reader starts a snapshot and never blocks a writer.
         immediate = connection.get_execution_options().get(_WRITE, False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        connection.info[_BEGUN] = True
 
     return engine
 
@@ -162,6 +164,7 @@ def _postgres_engine(url: str, **options: Any) -> Engine:
     def on_begin(connection: Connection) -> None:
         if not connection.get_execution_options().get(_READ, False):
             connection.exec_driver_sql("BEGIN")
+            connection.info[_BEGUN] = True
 
     @event.listens_for(engine, "before_cursor_execute")
     def refuse_writes_in_reads(connection: Connection, *args: Any) -> None:
@@ -173,6 +176,34 @@ def _postgres_engine(url: str, **options: Any) -> Engine:
             raise ReadOnlyViolation(f"a read-only view cannot write: {statement.split(None, 1)[0]}")
 
     return engine
+
+
+# Marks a connection whose transaction sent its BEGIN: only that one's end reaches the database
+# (a PostgreSQL read has none, and the driver's commit or rollback of it sends nothing).
+_BEGUN = "quanyu_begun"
+
+
+def count_statements(engine: Engine) -> None:
+    """Count, in the process's metrics, every statement the engine sends and every transaction
+    that ends, as the database sees them."""
+    sent = DB_STATEMENTS
+    ended = {end: DB_TRANSACTIONS.labels(end) for end in ("commit", "rollback")}
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def statement(*_: Any) -> None:
+        sent.inc()
+
+    def end(connection: Connection, how: str) -> None:
+        # An invalidated connection's end reaches no database, and asking for its info would
+        # try to reconnect.
+        if connection.invalidated:
+            return
+        if connection.info.pop(_BEGUN, False):
+            sent.inc()
+            ended[how].inc()
+
+    event.listen(engine, "commit", lambda connection: end(connection, "commit"))
+    event.listen(engine, "rollback", lambda connection: end(connection, "rollback"))
 
 
 class ReadOnlyViolation(RuntimeError):
@@ -238,6 +269,7 @@ class Database:
         else:
             self.engine = _postgres_engine(self.url, pool_size=pool_size, max_overflow=pool_size // 2)
         tracing.trace_statements(self.engine)
+        count_statements(self.engine)
         self._writer = self.engine.execution_options(**{_WRITE: True})
         self._reader = self.engine.execution_options(**{_READ: True})
         # SQLite lets one writer in at a time and makes the others sleep and poll for the lock

@@ -27,6 +27,14 @@ RPC_SECONDS = Histogram(
     ["grpc_type", "grpc_service", "grpc_method"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
+# What a service's calls cost its database, counted as the database sees them: every statement
+# sent (BEGIN, COMMIT and ROLLBACK included; on PostgreSQL each is a round trip), and the
+# transactions, a BEGIN and its end. A statement PostgreSQL runs outside a transaction (a read)
+# is a statement and no transaction. `python -m bench.statements` reads them per call.
+DB_STATEMENTS = Counter(
+    "quanyu_db_statements", "SQL statements sent to the database, BEGIN and its end included"
+)
+DB_TRANSACTIONS = Counter("quanyu_db_transactions", "Transactions the database saw end, by how", ["end"])
 # Every Quanyu RPC is unary (the server refuses the others).
 UNARY = "unary"
 

@@ -108,3 +108,43 @@ def test_a_writer_waiting_for_its_turn_goes_before_the_one_that_just_wrote_asks_
         order.append("again")
     other.join(timeout=10)
     assert order == ["waiter", "again"]
+
+
+def counted() -> tuple[float, float, float]:
+    """The process's statements sent, and transactions committed and rolled back, so far."""
+    from prometheus_client import REGISTRY
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    return (
+        value("quanyu_db_statements_total"),
+        value("quanyu_db_transactions_total", end="commit"),
+        value("quanyu_db_transactions_total", end="rollback"),
+    )
+
+
+def test_statements_and_transactions_are_counted_as_the_database_sees_them(database_url: str) -> None:
+    database = Database(database_url, pool_size=1)
+    try:
+        with database.transaction() as connection:
+            connection.execute(text("CREATE TABLE counted (n INTEGER)"))
+        start = counted()
+        with database.transaction() as connection:
+            connection.execute(text("INSERT INTO counted VALUES (1)"))
+            connection.execute(text("INSERT INTO counted VALUES (2)"))
+        written = counted()
+        with database.snapshot() as connection:
+            connection.execute(text("SELECT count(*) FROM counted")).scalar_one()
+        read = counted()
+    finally:
+        database.dispose()
+
+    # A write: BEGIN, two inserts and COMMIT, one transaction.
+    assert tuple(b - a for a, b in zip(start, written, strict=True)) == (4, 1, 0)
+    if database.dialect == "sqlite":
+        # A read is a snapshot on SQLite: BEGIN, the select and ROLLBACK.
+        assert tuple(b - a for a, b in zip(written, read, strict=True)) == (3, 0, 1)
+    else:
+        # On PostgreSQL a read sends its statement alone: no transaction for it.
+        assert tuple(b - a for a, b in zip(written, read, strict=True)) == (1, 0, 0)
