@@ -74,6 +74,7 @@ bench: setup
 	$(BIN)/python -m bench.membership
 	$(BIN)/python -m bench.batches
 	$(BIN)/python -m bench.orders $(if $(BENCH_POSTGRES_URL),--postgres $(BENCH_POSTGRES_URL))
+	$(BIN)/python -m bench.statements $(if $(BENCH_POSTGRES_URL),--postgres $(BENCH_POSTGRES_URL))
 	$(BIN)/python -m bench.marketing --members $(BENCH_MEMBERS)
 	$(if $(BENCH_POSTGRES_URL),$(BIN)/python -m bench.capacity --postgres $(BENCH_POSTGRES_URL))
 
