@@ -145,15 +145,10 @@ class Deployment:
 
 
 def deployment_env(
-    var: Path,
-    database_urls: dict[str, str],
-    services: Sequence[str] = SERVICES,
-    *,
-    metrics: bool = False,
-    **extra: str,
+    var: Path, database_urls: dict[str, str], services: Sequence[str] = SERVICES, **extra: str
 ) -> dict[str, str]:
-    """None of the caller's QUANYU_* settings: loopback only, free ports, metrics endpoints on
-    free ports with `metrics`, else none."""
+    """None of the caller's QUANYU_* settings: loopback only, free ports, no metrics endpoints
+    unless `extra` gives a service's port."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUANYU_")}
     env.update(
         {
@@ -169,7 +164,7 @@ def deployment_env(
     for service in services:
         prefix = f"QUANYU_{service.upper()}__"
         env[prefix + "PORT"] = str(free_port())
-        env[prefix + "METRICS_PORT"] = str(free_port()) if metrics else "0"
+        env.setdefault(prefix + "METRICS_PORT", "0")
         if service in database_urls:
             env[prefix + "DATABASE_URL"] = database_urls[service]
     return env
@@ -177,15 +172,14 @@ def deployment_env(
 
 @contextmanager
 def deployment(
-    postgres_url: str | None, services: Sequence[str] = SERVICES, *, metrics: bool = False, **extra: str
+    postgres_url: str | None, services: Sequence[str] = SERVICES, **extra: str
 ) -> Iterator[Deployment]:
     """`services` (the four by default) on SQLite files in a temporary dir, or on fresh PostgreSQL
-    schemas; `extra` settings for all of them; `metrics`: each serves its metrics on a free port."""
+    schemas; `extra` settings for all of them."""
     var = Path(tempfile.mkdtemp(prefix="quanyu-bench-orders-"))
     try:
         with _databases(postgres_url) as urls:
-            env = deployment_env(var, urls, services, metrics=metrics, **extra)
-            running = Deployment(var, env, database_urls=urls)
+            running = Deployment(var, deployment_env(var, urls, services, **extra), database_urls=urls)
             try:
                 for service in services:
                     running.start(service)

@@ -12,8 +12,9 @@ conflict is counted, and reads each service's counters before and after them.
 
 The services keep working between calls (outbox relays, the stock and lease sweeps), so the
 bench then reads the counters over a quiet stretch (5 s at least), and prints what as long a
-stretch as the orders took costs beside the orders' figures: "at rest" is part of the figures
-beside it, not the orders' doing.
+stretch as the orders took costs beside the orders' figures ("at rest": part of the statements
+beside it, not the orders' doing, and more of them the longer a loaded machine takes), and the
+statements less that.
 
     .venv/bin/python -m bench.statements [--orders 200] [--customers 20] [--stores 200]
         [--postgres postgresql://user@127.0.0.1:5432/db | --no-postgres]
@@ -36,6 +37,7 @@ from bench.harness import CALL_TIMEOUT_S, LOCAL_POSTGRES, POSTGRES_ENV, postgres
 from bench.orders import SERVICES, Deployment, deployment, load_stores, order_templates, table
 from quanyu.auth import Principal, Role
 from quanyu.orders.v1 import orders_pb2, orders_pb2_grpc
+from tests.processes import free_port
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
 # The shortest quiet stretch the services' own work is measured over.
@@ -103,7 +105,8 @@ class Result:
 
 def run(database: str, postgres_url: str | None, *, stores: int, customers: int, orders: int) -> Result:
     print(f"{database}: starting the four services", file=sys.stderr, flush=True)
-    with deployment(postgres_url, metrics=True) as running:
+    metrics = {f"QUANYU_{service.upper()}__METRICS_PORT": str(free_port()) for service in SERVICES}
+    with deployment(postgres_url, **metrics) as running:
         places = load_stores(running, stores, seed=7)
         templates = order_templates(places, customers, seed=7)
         token = running.token(Principal(Role.CHANNEL, "bench-statements", channel="CHANNEL_APP"))
@@ -149,11 +152,12 @@ def per_order(result: Result, name: str, during: Counts, rest: Counts) -> list[s
         f"{during.statements / n:.1f}",
         f"{during.transactions / n:.1f}",
         f"{rest.statements / n:.1f}",
+        f"{(during.statements - rest.statements) / n:.1f}",
     ]
 
 
 def report(results: Sequence[Result]) -> str:
-    headers = ["database", "service", "calls", "statements", "transactions", "at rest: statements"]
+    headers = ["database", "service", "calls", "statements", "transactions", "at rest", "less at rest"]
     rows = []
     for result in results:
         for service in SERVICES:
@@ -164,7 +168,8 @@ def report(results: Sequence[Result]) -> str:
         [
             "Per CreateOrder of a returning customer, placed one at a time; calls are the RPCs each"
             " service answered; statements include BEGIN, COMMIT and ROLLBACK (on PostgreSQL each"
-            " is a round trip); at rest: a quiet stretch as long as the orders took, per order.",
+            " is a round trip); at rest: the statements of a quiet stretch as long as the orders"
+            " took, per order, which grows with the machine's load; less at rest: the orders' own.",
             table(headers, rows),
             *(f"{r.database}: {r.orders} orders in {r.seconds:.1f} s" for r in results),
         ]
