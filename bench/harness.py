@@ -216,6 +216,17 @@ def postgres_answers(url: str) -> bool:
         engine.dispose()
 
 
+def add_postgres_options(parser: argparse.ArgumentParser) -> None:
+    """--postgres URL or --no-postgres, as postgres_to_measure reads them."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--postgres",
+        help=f"the PostgreSQL database to run on too (default ${POSTGRES_ENV}, else {LOCAL_POSTGRES}"
+        " when it answers)",
+    )
+    where.add_argument("--no-postgres", action="store_true", help="SQLite only")
+
+
 def postgres_to_measure(parser: argparse.ArgumentParser, given: str | None, skip: bool) -> str | None:
     """The PostgreSQL URL a bench runs on besides SQLite: `given` (--postgres), else
     $QUANYU_BENCH_POSTGRES_URL, else LOCAL_POSTGRES when it answers; None with `skip`

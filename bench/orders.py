@@ -53,11 +53,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from bench import harness
 from bench.harness import (
     CALL_TIMEOUT_S,
-    LOCAL_POSTGRES,
-    POSTGRES_ENV,
     PostgresCpu,
     PostgresWatch,
     Tally,
+    add_postgres_options,
     application_name,
     cpu_seconds,
     hammer,
@@ -599,13 +598,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--postgres-stores", type=int, default=5_000, help="stores on PostgreSQL (default 5000)"
     )
     parser.add_argument("--customers", type=int, default=500, help="returning customers (default 500)")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument(
-        "--postgres",
-        help=f"the PostgreSQL database to run on too (default ${POSTGRES_ENV}, else {LOCAL_POSTGRES}"
-        " when it answers)",
-    )
-    where.add_argument("--no-postgres", action="store_true", help="SQLite only")
+    add_postgres_options(parser)
     args = parser.parse_args(argv)
     if min(args.seconds, args.concurrency, args.stores, args.postgres_stores, args.customers) <= 0:
         parser.error("--seconds, --concurrency, --stores, --postgres-stores and --customers must be positive")

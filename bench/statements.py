@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.harness import CALL_TIMEOUT_S, LOCAL_POSTGRES, POSTGRES_ENV, postgres_to_measure
+from bench.harness import CALL_TIMEOUT_S, add_postgres_options, postgres_to_measure
 from bench.orders import SERVICES, Deployment, deployment, load_stores, order_templates, table
 from quanyu.auth import Principal, Role
 from quanyu.orders.v1 import orders_pb2, orders_pb2_grpc
@@ -181,13 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--orders", type=int, default=200, help="orders counted (default 200)")
     parser.add_argument("--customers", type=int, default=20, help="returning customers (default 20)")
     parser.add_argument("--stores", type=int, default=200, help="stores (default 200)")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument(
-        "--postgres",
-        help=f"the PostgreSQL database to run on too (default ${POSTGRES_ENV}, else {LOCAL_POSTGRES}"
-        " when it answers)",
-    )
-    where.add_argument("--no-postgres", action="store_true", help="SQLite only")
+    add_postgres_options(parser)
     args = parser.parse_args(argv)
     if min(args.orders, args.customers, args.stores) <= 0:
         parser.error("--orders, --customers and --stores must be positive")
