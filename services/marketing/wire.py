@@ -295,6 +295,14 @@ def _id(violations: Violations, value: str, name: str, *, required: bool = True)
     violations.text(value, name, max_length=MAX_ID_LENGTH, required=required)
 
 
+def _member_id(violations: Violations, value: str, name: str) -> None:
+    """A member id membership made, which never has blanks at its ends. One that does names
+    nobody, and an event about nobody would be acted on as far as membership, which refuses its
+    effects for good: refused here, the call names the field instead."""
+    _id(violations, value, name)
+    violations.check(value == value.strip(), name, "must not begin or end with a blank")
+
+
 def _event_of(event: pb.Event, violations: Violations) -> EventIn | None:
     _id(violations, event.event_id, "event_id")
     base = {"event_id": event.event_id, "occur_time": _time(event, "occur_time", violations)}
@@ -310,7 +318,7 @@ Base = Mapping[str, Any]
 
 def _order_completed(o: pb.OrderCompleted, inside: Violations, base: Base) -> EventIn:
     _ids(inside, o, ("order_id", "customer_id", "store_id"))
-    _id(inside, o.member_id, "member_id")
+    _member_id(inside, o.member_id, "member_id")
     _list(inside, o.skus, "skus", MAX_SKUS)
     inside.text(o.coupon_code, "coupon_code", max_length=MAX_COUPON_CODE_LENGTH, required=False)
     return _made(
@@ -326,7 +334,7 @@ def _order_completed(o: pb.OrderCompleted, inside: Violations, base: Base) -> Ev
 
 def _order_cancelled(c: pb.OrderCancelled, inside: Violations, base: Base) -> EventIn:
     _ids(inside, c, ("order_id", "customer_id"))
-    _id(inside, c.member_id, "member_id")
+    _member_id(inside, c.member_id, "member_id")
     return _made(
         base,
         kind=EventKind.ORDER_CANCELLED,
@@ -373,14 +381,14 @@ def _member(
 
 
 def _engagement(g: pb.Engagement, inside: Violations, base: Base) -> EventIn:
-    _id(inside, g.member_id, "member_id")
+    _member_id(inside, g.member_id, "member_id")
     _id(inside, g.customer_id, "customer_id", required=False)
     return _made(base, kind=EventKind.ENGAGEMENT, member_id=g.member_id, customer_id=g.customer_id)
 
 
 def _member_merged(m: pb.MemberMerged, inside: Violations, base: Base) -> EventIn:
-    _id(inside, m.member_id, "member_id")
-    _id(inside, m.survivor_member_id, "survivor_member_id")
+    _member_id(inside, m.member_id, "member_id")
+    _member_id(inside, m.survivor_member_id, "survivor_member_id")
     return _made(
         base, kind=EventKind.CUSTOMER_MERGED, member_id=m.member_id, survivor_id=m.survivor_member_id
     )
@@ -430,7 +438,7 @@ def _list(violations: Violations, values: Sequence[str], name: str, cap: int) ->
 
 
 def _profile_of(profile: pb.MemberProfile, violations: Violations) -> tuple[MemberFacts, tuple[Expiry, ...]]:
-    _id(violations, profile.member_id, "member_id")
+    _member_id(violations, profile.member_id, "member_id")
     _ids(violations, profile, ("customer_id", "tier", "home_store_id", "guide_id"))
     violations.text(profile.birthday, "birthday", max_length=5, required=False)
     _list(violations, profile.tags, "tags", MAX_TAGS)

@@ -288,6 +288,12 @@ def test_bad_requests_of_the_other_rpcs_name_their_field(m: Marketing) -> None:
             m.service,
             "events[0].order_completed.member_id",
         ),
+        (
+            m.stub.IngestEvents,
+            pb.IngestEventsRequest(events=[completed("o", "mem-1 ")]),
+            m.service,
+            "events[0].order_completed.member_id",
+        ),
         (m.stub.ListCampaigns, pb.ListCampaignsRequest(page_size=-1), m.ops, "page_size"),
         (m.stub.ListCampaigns, pb.ListCampaignsRequest(states=[1, 2, 3, 4, 1]), m.ops, "states"),  # type: ignore[list-item]
         (m.stub.ListCampaigns, pb.ListCampaignsRequest(page_token="forged"), m.ops, "page_token"),
