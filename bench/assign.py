@@ -592,11 +592,16 @@ def assign_templates(cities: Cities, count: int, seed: int) -> list[fulfilment_p
 
 
 def server_env(
-    temporary: Path, port: int, workers: int | None = None, database_url: str = ""
+    temporary: Path,
+    port: int,
+    workers: int | None = None,
+    database_url: str = "",
+    pool_size: int | None = None,
 ) -> dict[str, str]:
     """The server's environment: none of the caller's QUANYU_* settings, so its database is
     `database_url`, else the SQLite file under `temporary`, and it listens on loopback only;
-    `workers` sizes its thread pool (None: the service's default)."""
+    `workers` sizes its thread pool and `pool_size` its database connections (None: the
+    service's defaults)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUANYU_")}
     env.update(
         {
@@ -609,6 +614,8 @@ def server_env(
     )
     if workers is not None:
         env["QUANYU_SERVER_WORKERS"] = str(workers)
+    if pool_size is not None:
+        env["QUANYU_DATABASE_POOL_SIZE"] = str(pool_size)
     if database_url:
         env["QUANYU_FULFILMENT__DATABASE_URL"] = database_url
     return env
@@ -680,11 +687,12 @@ def run_grpc(
     workers: int | None = None,
     *,
     postgres_url: str | None = None,
+    pool_size: int | None = None,
 ) -> dict[str, Any]:
     """A real fulfilment process with `store_count` stores, on SQLite, or on a fresh schema of
     `postgres_url`: Health/Check, CheckStoreOpen and AssignStore, and what each costs."""
     if postgres_url is None:
-        return _run_grpc_on(store_count, seconds, concurrency, seed, workers=workers)
+        return _run_grpc_on(store_count, seconds, concurrency, seed, workers=workers, pool_size=pool_size)
     with postgres_schemas(postgres_url, [bootstrap.NAME]) as urls:
         return _run_grpc_on(
             store_count,
@@ -694,6 +702,7 @@ def run_grpc(
             workers=workers,
             postgres_url=postgres_url,
             database_url=urls[bootstrap.NAME],
+            pool_size=pool_size,
         )
 
 
@@ -706,6 +715,7 @@ def _run_grpc_on(
     workers: int | None,
     postgres_url: str | None = None,
     database_url: str = "",
+    pool_size: int | None = None,
 ) -> dict[str, Any]:
     cities = load_cities()
     stores = generate_stores(cities, store_count, seed)
@@ -739,7 +749,7 @@ def _run_grpc_on(
             process = subprocess.Popen(
                 [sys.executable, "-m", "quanyu_ops.cli", "serve", "fulfilment"],
                 cwd=ROOT,
-                env=server_env(temporary, port, workers, database_url),
+                env=server_env(temporary, port, workers, database_url, pool_size),
                 stdout=log,
                 stderr=log,
             )
@@ -772,6 +782,7 @@ def _run_grpc_on(
             "server_rss_mib": server_rss,
             "concurrency": concurrency,
             "workers": workers or Settings.model_fields["server_workers"].default,
+            "pool_size": pool_size,
             "health": tally_summary(*health),
             "open": tally_summary(*floor),
             "assign": tally_summary(*assign),
@@ -1050,7 +1061,9 @@ def _grpc_table(result: dict[str, Any], seconds: float) -> str:
     lines = [
         f"Over gRPC: one fulfilment process on {result['database']}, {result['stores']:,} stores, "
         f"{result['stock_rows']:,} stock rows, server threads {result['workers']}, "
-        f"client threads {result['concurrency']}, {seconds:g} s per call in {ROUNDS} turns; H = "
+        f"client threads {result['concurrency']}, database connections "
+        f"{result['pool_size'] or 'one per server thread'}, {seconds:g} s per call in {ROUNDS} turns;"
+        f" H = "
         f"{ms(health['server_cpu_ms'])} ms",
         "",
         table(
@@ -1099,6 +1112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=int,
         help="the gRPC server's worker threads (default: the service's, QUANYU_SERVER_WORKERS)",
     )
+    parser.add_argument(
+        "--pool-size",
+        type=int,
+        help="the server's database connections (default: the service's, one per worker thread)",
+    )
     parser.add_argument("--brute-seconds", type=float, help="brute-force budget per size (default 120)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
@@ -1134,7 +1152,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if grpc_stores > 0:
         print(f"gRPC on SQLite with {grpc_stores:,} stores ...", file=sys.stderr, flush=True)
         grpc_results.append(
-            run_grpc(grpc_stores, grpc_seconds, args.concurrency, args.seed, args.server_workers)
+            run_grpc(
+                grpc_stores,
+                grpc_seconds,
+                args.concurrency,
+                args.seed,
+                args.server_workers,
+                pool_size=args.pool_size,
+            )
         )
         if postgres_url is not None:
             print(f"gRPC on PostgreSQL with {postgres_stores:,} stores ...", file=sys.stderr, flush=True)
@@ -1146,6 +1171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.seed,
                     args.server_workers,
                     postgres_url=postgres_url,
+                    pool_size=args.pool_size,
                 )
             )
 

@@ -9,7 +9,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
@@ -128,9 +128,13 @@ class Settings(BaseSettings):
     resolve_seconds: float = Field(default=5.0, ge=0)
     # Worker threads per server: each serves one call at a time.
     server_workers: int = Field(default=16, ge=1)
-    # Database connections per process (and half as many again at peaks). Calls beyond it wait
-    # for a connection; keep replicas × services × this under the database's connection limit.
-    database_pool_size: int = Field(default=8, ge=1)
+    # Database connections per process (and half as many again at peaks); 0, the default, is one
+    # per server worker. Calls beyond it wait for a connection; keep replicas × services × this
+    # under the database's connection limit. A pool smaller than the workers closes each
+    # connection it opened past its size as soon as it is given back, and on PostgreSQL every
+    # one opened costs a backend process started, its caches filled and its statements prepared
+    # afresh: under steady load that churn cost more CPU than the calls' own statements.
+    database_pool_size: int = Field(default=0, ge=0)
     # Mutual TLS between services: PEM files of this process's certificate and key, and of the
     # authority that signs every service's certificate. With all three set, servers require a
     # client certificate from that authority and clients present theirs.
@@ -153,6 +157,12 @@ class Settings(BaseSettings):
     orders: ServiceConfig = ServiceConfig(port=50053, metrics_port=9153)
     fulfilment: ServiceConfig = ServiceConfig(port=50054, metrics_port=9154)
     marketing: ServiceConfig = ServiceConfig(port=50055, metrics_port=9155)
+
+    @model_validator(mode="after")
+    def _pool_per_worker(self) -> Settings:
+        if self.database_pool_size == 0:
+            self.database_pool_size = self.server_workers
+        return self
 
     def service(self, name: str) -> ServiceConfig:
         if name not in SERVICE_NAMES:
