@@ -205,11 +205,15 @@ class FulfilmentService:
                     return held, None  # asked before (or by a concurrent call that got there first)
             decision = decide(snapshot, request, tx.stores.load, pickup_radius_m=self.pickup_radius_m)
             now = self.clock()
+            record = DecisionRecord.of(request, decision, now)
             if decision.assigned:
                 known = state is not None
                 kind = request.fulfilment_type.value
-                reservations.reserve(request.order_id, decision.assignments, kind, now, known=known)
-            reservations.record(DecisionRecord.of(request, decision, now))
+                reservations.reserve(
+                    request.order_id, decision.assignments, kind, now, known=known, record=record
+                )
+            else:
+                reservations.record(record)
             outcome = decision.outcome.value if decision.outcome else "ASSIGNED"
             tx.after_commit(ASSIGNMENTS.labels(outcome).inc)
             return decision.assignments, decision

@@ -53,9 +53,17 @@ class ReservationRecords(Protocol):
         ...
 
     def reserve(
-        self, order_id: str, plan: Sequence[Assignment], fulfilment_type: str, now: datetime, *, known: bool
+        self,
+        order_id: str,
+        plan: Sequence[Assignment],
+        fulfilment_type: str,
+        now: datetime,
+        *,
+        known: bool,
+        record: DecisionRecord | None = None,
     ) -> None:
-        """Reserve every line; ConcurrentChange when stock or capacity ran out since it was read."""
+        """Reserve every line; ConcurrentChange when stock or capacity ran out since it was read.
+        `record`: the decision that chose the plan, written with it (as record() would)."""
         ...
 
     def release(self, order_id: str, store_id: str, now: datetime) -> int:

@@ -130,7 +130,14 @@ class MemoryStores:
         ]
 
     def reserve(
-        self, order_id: str, plan: Sequence[Assignment], fulfilment_type: str, now: datetime, *, known: bool
+        self,
+        order_id: str,
+        plan: Sequence[Assignment],
+        fulfilment_type: str,
+        now: datetime,
+        *,
+        known: bool,
+        record: DecisionRecord | None = None,
     ) -> None:
         wanted: dict[tuple[str, str], int] = {}
         for assignment in plan:
@@ -162,6 +169,8 @@ class MemoryStores:
         self.lines[order_id] = kept
         self.orders[order_id] = ReservationState.ACTIVE
         self.assigned_at.setdefault(order_id, now)
+        if record is not None:
+            self.record(record)
 
     def release(self, order_id: str, store_id: str, now: datetime) -> int:
         return self._finish(order_id, store_id, ReservationState.RELEASED)

@@ -391,6 +391,29 @@ def test_when_nothing_qualifies_the_reason_says_what_stopped_it(
     assert explained.outcome_reason == reason
 
 
+def test_a_new_orders_assignment_is_explained_with_what_it_reserved(
+    stub: Stub, ops: tuple[tuple[str, str]], service: tuple[tuple[str, str]]
+) -> None:
+    # On PostgreSQL a new order's reservation and its decision are written by one statement.
+    upsert(stub, ops, store("near", 31.2310, 121.4740), store("far", 31.2600, 121.5000))
+    stock(stub, ops, "near", tea=5, cake=2)
+    stock(stub, ops, "far", tea=5, cake=2)
+    assign(stub, service, "o-1", lines=[line("tea", 2), line("cake", 1, 2500)])
+    why = stub.ExplainAssignment(
+        fulfilment_pb2.ExplainAssignmentRequest(order_id="o-1"), metadata=ops
+    ).decision
+    assert why.order_id == "o-1"
+    assert why.outcome_reason == ""
+    assert [a.store_id for a in why.assignments] == ["near"]
+    assert sorted((ln.sku, ln.quantity, ln.unit_price_cents) for ln in why.assignments[0].lines) == [
+        ("cake", 1, 2500),
+        ("tea", 2, 1000),
+    ]
+    assert [c.store_id for c in why.candidates if c.chosen] == ["near"]
+    near = stub.GetStock(fulfilment_pb2.GetStockRequest(store_id="near"), metadata=ops).levels
+    assert {level.sku: level.reserved for level in near} == {"cake": 1, "tea": 2}
+
+
 def test_a_rejected_store_is_excluded_and_the_order_goes_to_the_next_nearest(
     stub: Stub, ops: tuple[tuple[str, str]], service: tuple[tuple[str, str]]
 ) -> None:

@@ -98,17 +98,20 @@ _SET_STATE = (
 )
 
 
-# A new order's reservation lines and its key in one statement on PostgreSQL (the lines' insert
-# in a WITH): one round trip where there were two. Built once per number of lines, for the
-# numbers nearly every order has; a larger plan takes the two statements.
+# A new order's reservation lines, its key and the decision that chose them in one statement on
+# PostgreSQL (the lines' and the decision's inserts in a WITH): one round trip where there were
+# three. Built once per number of lines (and with or without the decision), for the numbers
+# nearly every order has; a larger plan takes a statement each.
 _RESERVING_SHAPES = 16
-_reservings: dict[int, Any] = {}
+_reservings: dict[tuple[int, bool], Any] = {}
+_DECISION = "decision_"
 
 
-def _reserving(key: dict[str, Any], lines: list[dict[str, Any]]) -> Any:
+def _reserving(key: dict[str, Any], lines: list[dict[str, Any]], decision: dict[str, Any] | None) -> Any:
     if not 0 < len(lines) <= _RESERVING_SHAPES:
         return None
-    statement = _reservings.get(len(lines))
+    shape = (len(lines), decision is not None)
+    statement = _reservings.get(shape)
     if statement is None:
         rows = [
             {name: bindparam(f"line{number}_{name}", type_=reservations.c[name].type) for name in lines[0]}
@@ -119,7 +122,12 @@ def _reserving(key: dict[str, Any], lines: list[dict[str, Any]]) -> Any:
             .values({name: bindparam(name, type_=assignments.c[name].type) for name in key})
             .add_cte(insert(reservations).values(rows).cte("new_lines"))
         )
-        _reservings[len(lines)] = statement
+        if decision is not None:
+            recorded = {
+                name: bindparam(f"{_DECISION}{name}", type_=decisions.c[name].type) for name in decision
+            }
+            statement = statement.add_cte(insert(decisions).values(recorded).cte("new_decision"))
+        _reservings[shape] = statement
     return statement
 
 
@@ -165,12 +173,20 @@ class ReservationRepository:
         ]
 
     def reserve(
-        self, order_id: str, plan: Sequence[Assignment], fulfilment_type: str, now: datetime, *, known: bool
+        self,
+        order_id: str,
+        plan: Sequence[Assignment],
+        fulfilment_type: str,
+        now: datetime,
+        *,
+        known: bool,
+        record: DecisionRecord | None = None,
     ) -> None:
         """Reserve every line of the plan; ConcurrentChange (the use case rolls back and decides
         again) when stock or capacity ran out since it was read. `known`: the order was assigned
-        before (and released)."""
-        # On PostgreSQL a new order's lines and its key are written by one statement at the end.
+        before (and released); `record`: the decision that chose the plan, written with it."""
+        # On PostgreSQL a new order's lines, its key and its decision are written by one
+        # statement at the end.
         together = not known and self._db.dialect.name == "postgresql"
         lines: list[dict[str, Any]] = []
         for assignment in plan:
@@ -218,6 +234,8 @@ class ReservationRepository:
                 self._db.execute(_RESERVE_LINES, rows)
         if known:
             self._set_state(order_id, ACTIVE, now)
+            if record is not None:
+                self.record(record)
             return
         key = {
             "order_id": order_id,
@@ -226,17 +244,32 @@ class ReservationRepository:
             "create_time": now,
             "update_time": now,
         }
-        reserving = _reserving(key, lines) if together else None
+        self._take_key(key, lines, None if record is None else _decision_row(record), together=together)
+
+    def _take_key(
+        self,
+        key: dict[str, Any],
+        lines: list[dict[str, Any]],
+        decision: dict[str, Any] | None,
+        *,
+        together: bool,
+    ) -> None:
+        """Write a new order's key, with the lines reserve() held back and its decision."""
+        reserving = _reserving(key, lines, decision) if together else None
         if reserving is None:
             if lines:
                 self._db.execute(_RESERVE_LINES, lines)
             # The order's key is taken last: a concurrent call for the same order fails here and
             # its retry finds these reservations.
             self._db.execute(_NEW_ASSIGNMENT, key)
+            if decision is not None:
+                self._db.execute(_RECORD, decision)
             return
         values = dict(key)
         for number, row in enumerate(lines):
             values.update({f"line{number}_{name}": value for name, value in row.items()})
+        if decision is not None:
+            values.update({f"{_DECISION}{name}": value for name, value in decision.items()})
         # The same, in one statement: a concurrent call for the same order fails on either key.
         self._db.execute(reserving, values)
 
@@ -280,39 +313,7 @@ class ReservationRepository:
         self._db.execute(_SET_STATE, {"order": order_id, "to": state, "at": now})
 
     def record(self, record: DecisionRecord) -> None:
-        detail = {
-            "assignments": [
-                {
-                    "store_id": a.store_id,
-                    "distance_m": a.distance_m,
-                    "lines": [[ln.sku, ln.quantity, ln.unit_price_cents] for ln in a.lines],
-                }
-                for a in record.assignments
-            ],
-            "verdicts": [
-                {
-                    "store_id": v.store_id,
-                    "latitude": v.latitude,
-                    "longitude": v.longitude,
-                    "distance_m": v.distance_m,
-                    "chosen": v.chosen,
-                    "reasons": list(v.reasons),
-                }
-                for v in record.verdicts
-            ],
-        }
-        self._db.execute(
-            _RECORD,
-            {
-                "order_id": record.order_id,
-                "decide_time": record.decide_time,
-                "fulfilment_type": record.fulfilment_type,
-                "latitude": record.location[0] if record.location else None,
-                "longitude": record.location[1] if record.location else None,
-                "outcome_reason": record.outcome_reason,
-                "detail": json.dumps(detail),
-            },
-        )
+        self._db.execute(_RECORD, _decision_row(record))
 
     def latest_decision(self, order_id: str) -> DecisionRecord | None:
         row = self._db.execute(
@@ -328,6 +329,40 @@ class ReservationRepository:
         return DecisionRecord(
             order_id, row.decide_time, row.fulfilment_type, location, placed, verdicts, row.outcome_reason
         )
+
+
+def _decision_row(record: DecisionRecord) -> dict[str, Any]:
+    """The decisions table's row for a decision: its outcome, and what it weighed as JSON."""
+    detail = {
+        "assignments": [
+            {
+                "store_id": a.store_id,
+                "distance_m": a.distance_m,
+                "lines": [[ln.sku, ln.quantity, ln.unit_price_cents] for ln in a.lines],
+            }
+            for a in record.assignments
+        ],
+        "verdicts": [
+            {
+                "store_id": v.store_id,
+                "latitude": v.latitude,
+                "longitude": v.longitude,
+                "distance_m": v.distance_m,
+                "chosen": v.chosen,
+                "reasons": list(v.reasons),
+            }
+            for v in record.verdicts
+        ],
+    }
+    return {
+        "order_id": record.order_id,
+        "decide_time": record.decide_time,
+        "fulfilment_type": record.fulfilment_type,
+        "latitude": record.location[0] if record.location else None,
+        "longitude": record.location[1] if record.location else None,
+        "outcome_reason": record.outcome_reason,
+        "detail": json.dumps(detail),
+    }
 
 
 def _detail_from(detail: Mapping[str, Any]) -> tuple[list[Assignment], list[Verdict]]:
