@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from quanyu.config import ConfigurationError, Environment, Settings
+from quanyu.db import Database
 
 
 def test_defaults_are_the_contract_ports_and_sqlite_files_under_var(tmp_path: Path) -> None:
@@ -28,6 +29,24 @@ def test_environment_variables_override_one_field_and_keep_the_rest(monkeypatch:
     assert settings.orders.port == 50053
     assert settings.target("identity") == "identity.quanyu.svc:50051"
     assert settings.target("membership") == "127.0.0.1:50052"
+
+
+def test_the_database_pool_holds_a_connection_per_server_worker_unless_sized(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A pool smaller than the workers would close connections as fast as it opens them.
+    monkeypatch.setenv("QUANYU_SERVER_WORKERS", "12")
+    settings = Settings(var_dir=tmp_path)
+    database = Database(settings.database_url("orders"), pool_size=settings.database_pool_size)
+    try:
+        assert database.engine.pool.size() == 12  # type: ignore[attr-defined]
+    finally:
+        database.dispose()
+    monkeypatch.setenv("QUANYU_DATABASE_POOL_SIZE", "4")
+    assert Settings(var_dir=tmp_path).database_pool_size == 4
+    monkeypatch.setenv("QUANYU_DATABASE_POOL_SIZE", "-1")
+    with pytest.raises(ValueError, match="database_pool_size"):
+        Settings(var_dir=tmp_path)
 
 
 def test_a_local_deployment_makes_its_keys_once_even_when_services_start_together(tmp_path: Path) -> None:
