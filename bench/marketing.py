@@ -12,7 +12,10 @@ large audience, all five services running as real processes on SQLite.
    membership's coupons table (read from its database after the outboxes drained; the coupon is
    found through marketing's grant for the order's event, whose key is the coupon's request id).
    The create time is taken inside membership's transaction, just before it commits, so a
-   coupon becomes visible a millisecond or so after the time used.
+   coupon becomes visible a millisecond or so after the time used. Each order's way is also
+   cut into hops (HOPS) by marketing's grant time and the time orders marked its event
+   delivered, with their percentiles. `--rate` places the orders at that many a second across
+   the threads, to time event to grant below the machine's ceiling as well as at it.
 2. What marketing costs the order path: the same load in alternating phases with marketing
    running and with it stopped (A B A B), each process's CPU (user and system time from /proc)
    per order placed. With marketing stopped, orders', membership's and identity's events for it
