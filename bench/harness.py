@@ -5,6 +5,7 @@ meanwhile, the PostgreSQL server's included."""
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import subprocess
@@ -143,20 +144,38 @@ def hammer(
     *,
     refusals: Collection[grpc.StatusCode] = REFUSALS,
     server_pid: int | None = None,
+    rate: float | None = None,
 ) -> Tally:
     """`concurrency` threads calling back to back for `seconds`, each call given (thread, sequence).
 
     A call answered with one of `refusals` counts as answered (and refused); any other error is
     counted by its code and not timed. With `server_pid`, the CPU that process used meanwhile is
-    read from /proc.
+    read from /proc. With `rate`, calls are started on a schedule of `rate` a second across all
+    threads (the next free thread takes the next slot; a call whose slot has passed starts at
+    once), so a load below the machine's ceiling is held steady; a call is timed from its start.
     """
     tallies = [Tally() for _ in range(concurrency)]
     deadline = time.perf_counter() + seconds
+    slots = itertools.count()
+    slot_lock = threading.Lock()
+    first_slot = time.perf_counter()
+
+    def wait_for_slot() -> None:
+        if rate is None:
+            return
+        with slot_lock:
+            due = first_slot + next(slots) / rate
+        pause = due - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
 
     def worker(number: int) -> None:
         tally = tallies[number]
         sequence = 0
         while time.perf_counter() < deadline:
+            wait_for_slot()
+            if time.perf_counter() >= deadline:
+                break
             sequence += 1
             started = time.perf_counter_ns()
             try:

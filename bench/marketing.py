@@ -12,7 +12,10 @@ large audience, all five services running as real processes on SQLite.
    membership's coupons table (read from its database after the outboxes drained; the coupon is
    found through marketing's grant for the order's event, whose key is the coupon's request id).
    The create time is taken inside membership's transaction, just before it commits, so a
-   coupon becomes visible a millisecond or so after the time used.
+   coupon becomes visible a millisecond or so after the time used. Each order's way is also
+   cut into hops (HOPS) by marketing's grant time and the time orders marked its event
+   delivered, with their percentiles. `--rate` places the orders at that many a second across
+   the threads, to time event to grant below the machine's ceiling as well as at it.
 2. What marketing costs the order path: the same load in alternating phases with marketing
    running and with it stopped (A B A B), each process's CPU (user and system time from /proc)
    per order placed. With marketing stopped, orders', membership's and identity's events for it
@@ -30,7 +33,7 @@ large audience, all five services running as real processes on SQLite.
    was skipped (every audience member decided; granted = audience - held out).
 
     .venv/bin/python -m bench.marketing [--members 100000,1000000] [--seconds 10]
-        [--concurrency 8] [--customers 300] [--holdout 5] [--kill-at 0.4] [--no-kill]
+        [--concurrency 8] [--rate 0] [--customers 300] [--holdout 5] [--kill-at 0.4] [--no-kill]
 
 It talks only to 127.0.0.1, bounds every wait, and removes its processes and temporary
 directories when it ends.
@@ -39,6 +42,7 @@ directories when it ends.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import signal
 import sys
@@ -51,7 +55,7 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-from sqlalchemy import Engine, create_engine, event, func, select, text
+from sqlalchemy import Engine, MetaData, create_engine, event, func, select, text
 from sqlalchemy.engine import Connection
 
 from bench.harness import CALL_TIMEOUT_S, Tally, cpu_seconds, hammer
@@ -60,9 +64,11 @@ from quanyu.auth import Principal, Role
 from quanyu.common.v1 import common_pb2
 from quanyu.marketing.v1 import marketing_pb2, marketing_pb2_grpc
 from quanyu.orders.v1 import orders_pb2, orders_pb2_grpc
+from quanyu.outbox import outbox_table
 from services.marketing.domain.validation import MAX_PER_MEMBER
 from services.marketing.storage.tables import grants, member_profiles
 from services.membership.storage.tables import coupons, members
+from services.orders.domain.events import MARKETING_EVENT
 
 # Started in this order: marketing calls membership and fulfilment, orders calls the rest.
 SERVICES = ("identity", "membership", "fulfilment", "marketing", "orders")
@@ -74,6 +80,8 @@ SETTINGS = {
     # A run whose replica was killed is taken over after this long without a page committed.
     "QUANYU_MARKETING_RUN_LEASE_SECONDS": "10",
 }
+# Orders' outbox, read for when each event was marked delivered.
+ORDERS_OUTBOX = outbox_table(MetaData())
 UNIT_PRICE = 2_500
 SEED_BATCH = 20_000
 DRAIN_TIMEOUT_S = 300.0
@@ -162,6 +170,9 @@ class EventResult:
     without_coupon: int
     concurrency: int
     customers: int
+    rate: float | None = None
+    # Each hop's waits, ms, for the orders timed: see HOPS.
+    hops_ms: dict[str, list[float]] = field(default_factory=dict)
 
 
 def till_sales(running: Deployment, stores: int, customers: int) -> Callable[[str, int], tuple[str, float]]:
@@ -220,6 +231,7 @@ def load_phase(
     marketing: bool,
     seconds: float,
     concurrency: int,
+    rate: float | None = None,
 ) -> Phase:
     run = uuid.uuid4().hex[:8]
     placed: list[list[tuple[str, float]]] = [[] for _ in range(concurrency)]
@@ -230,7 +242,7 @@ def load_phase(
     watched = ORDER_PATH + (("marketing",) if marketing else ())
     pids = {service: running.processes[service].pid for service in watched}
     before = {service: cpu_seconds(pid) for service, pid in pids.items()}
-    tally = hammer(call, concurrency, seconds, refusals=())
+    tally = hammer(call, concurrency, seconds, refusals=(), rate=rate)
     spent = {service: cpu_seconds(pid) - before[service] for service, pid in pids.items()}
     per_order = {s: 1000 * used / tally.calls if tally.calls else math.nan for s, used in spent.items()}
     return Phase(marketing, tally, per_order, [p for own in placed for p in own])
@@ -267,7 +279,95 @@ def coupon_times(running: Deployment, campaign_id: str) -> dict[str, datetime]:
     return found
 
 
-def event_bench(*, seconds: float, concurrency: int, customers: int, stores: int, rounds: int) -> EventResult:
+# Where an order's event waits on its way to a coupon, each hop from the end of the one before:
+HOPS = (
+    # from CreateOrder returning to marketing's transaction for it beginning (the grant time): in
+    # orders' outbox until its marketing lane leased it, and the IngestEvents call's way there
+    "orders outbox → marketing ingest",
+    # from the grant time to orders marking the event delivered: the rest of the ingest call
+    # (marketing's transaction) and orders' write marking its batch delivered
+    "ingest call → marked delivered in orders",
+    # from the grant time to the coupon's create time in membership: marketing's commit, the
+    # wait in marketing's outbox and the IssueCoupon call's way into membership's transaction
+    "marketing outbox → coupon in membership",
+)
+
+
+def hop_times(running: Deployment, campaign_id: str) -> dict[str, tuple[float, float, float]]:
+    """For each order whose coupon was made, by order id: (grant time, time orders marked its
+    event delivered, coupon create time), seconds since the epoch, from the three databases."""
+    marketing, membership, orders = (engine(running, s) for s in ("marketing", "membership", "orders"))
+    try:
+        with marketing.connect() as connection:
+            granted = {
+                key: (occurrence, at)
+                for key, occurrence, at in connection.execute(
+                    select(grants.c.grant_key, grants.c.occurrence_id, grants.c.grant_time).where(
+                        grants.c.campaign_id == campaign_id, grants.c.outcome == "GRANTED"
+                    )
+                ).all()
+            }
+        with membership.connect() as connection:
+            made = connection.execute(
+                select(coupons.c.request_id, coupons.c.create_time).where(
+                    coupons.c.campaign_id == campaign_id
+                )
+            ).all()
+        with orders.connect() as connection:
+            delivered: dict[str, datetime] = {}
+            for payload, at in connection.execute(
+                select(ORDERS_OUTBOX.c.payload, ORDERS_OUTBOX.c.delivered_time).where(
+                    ORDERS_OUTBOX.c.kind == MARKETING_EVENT, ORDERS_OUTBOX.c.delivered_time.is_not(None)
+                )
+            ).all():
+                event = json.loads(payload)
+                delivered[event.get("event_id") or event.get("eventId") or ""] = at
+    finally:
+        marketing.dispose()
+        membership.dispose()
+        orders.dispose()
+    found: dict[str, tuple[float, float, float]] = {}
+    for request_id, create_time in made:
+        occurrence, grant_time = granted.get(request_id.split(".", 1)[0], ("", None))
+        if grant_time is None or not occurrence.startswith("event:orders/"):
+            continue
+        order_id = occurrence.split("/")[1]
+        marked = delivered.get(f"orders/{order_id}/completed")
+        if marked is not None:
+            found[order_id] = (grant_time.timestamp(), marked.timestamp(), create_time.timestamp())
+    return found
+
+
+def timed(
+    phases: Sequence[Phase], made: dict[str, datetime], times: dict[str, tuple[float, float, float]]
+) -> tuple[list[float], int, dict[str, list[float]]]:
+    """Event to grant of every order placed while marketing ran, ms; how many orders have no
+    coupon; and each hop's share of the way (HOPS), ms, for the orders whose hops were found."""
+    latencies, missing = [], 0
+    hops: dict[str, list[float]] = {hop: [] for hop in HOPS}
+    for phase in phases:
+        if not phase.marketing:
+            continue
+        for order_id, returned in phase.placed:
+            created = made.get(order_id)
+            if created is None:
+                missing += 1
+            else:
+                latencies.append(1000 * (created.timestamp() - returned))
+            if order_id in times:
+                granted, marked, coupon = times[order_id]
+                for hop, ms in zip(
+                    HOPS,
+                    (1000 * (granted - returned), 1000 * (marked - granted), 1000 * (coupon - granted)),
+                    strict=True,
+                ):
+                    hops[hop].append(ms)
+    return latencies, missing, hops
+
+
+def event_bench(
+    *, seconds: float, concurrency: int, customers: int, stores: int, rounds: int, rate: float | None = None
+) -> EventResult:
     print("event to grant: starting the five services", file=sys.stderr, flush=True)
     with deployment(None, SERVICES, **SETTINGS) as running:
         load_stores(running, stores, seed=7)
@@ -301,7 +401,12 @@ def event_bench(*, seconds: float, concurrency: int, customers: int, stores: int
                     running.processes["marketing"].send_signal(signal.SIGTERM)
                     running.processes["marketing"].wait(timeout=60)
                 phase = load_phase(
-                    running, place, marketing=with_marketing, seconds=seconds, concurrency=concurrency
+                    running,
+                    place,
+                    marketing=with_marketing,
+                    seconds=seconds,
+                    concurrency=concurrency,
+                    rate=rate,
                 )
                 which = "with" if with_marketing else "without"
                 print(
@@ -315,17 +420,9 @@ def event_bench(*, seconds: float, concurrency: int, customers: int, stores: int
         running.start("marketing")
         drain(running)
         made = coupon_times(running, campaign_id)
-    latencies, missing = [], 0
-    for phase in phases:
-        if not phase.marketing:
-            continue
-        for order_id, returned in phase.placed:
-            created = made.get(order_id)
-            if created is None:
-                missing += 1
-            else:
-                latencies.append(1000 * (created.timestamp() - returned))
-    return EventResult(phases, latencies, missing, concurrency, customers)
+        times = hop_times(running, campaign_id)
+    latencies, missing, hops = timed(phases, made, times)
+    return EventResult(phases, latencies, missing, concurrency, customers, rate, hops)
 
 
 # --- 3: a scheduled campaign over a large audience ---------------------------------------------
@@ -563,6 +660,18 @@ def report_events(result: EventResult) -> str:
             ]
         ],
     )
+    hops = table(
+        ["hop (each order's event)", "orders", "p50 ms", "p90 ms", "p99 ms", "max ms"],
+        [
+            [
+                hop,
+                f"{len(waits):,}",
+                *(f"{percentile(waits, q):.0f}" for q in (50, 90, 99)),
+                f"{max(waits, default=math.nan):.0f}",
+            ]
+            for hop, waits in result.hops_ms.items()
+        ],
+    )
     rows = []
     for number, phase in enumerate(result.phases, 1):
         path = sum(phase.cpu_ms_per_order[s] for s in ORDER_PATH)
@@ -608,15 +717,16 @@ def report_events(result: EventResult) -> str:
         ],
         rows,
     )
+    pace = f"at {result.rate:g} orders/s" if result.rate else "as fast as they are answered"
     heading = (
-        f"In-store till sales (complete at once), {result.concurrency} threads, {result.customers} customers;"
-        " a RUNNING campaign on ORDER_COMPLETED issues a coupon for each."
+        f"In-store till sales (complete at once), {result.concurrency} threads {pace}, {result.customers}"
+        " customers; a RUNNING campaign on ORDER_COMPLETED issues a coupon for each."
     )
     note = (
         "CPU per order placed, ms: each process's user and system time over the phase (/proc/PID/stat)"
         " per order; the order path is identity, membership, fulfilment and orders."
     )
-    return "\n\n".join([heading, latency, note, cpu])
+    return "\n\n".join([heading, latency, hops, note, cpu])
 
 
 def report_runs(results: Sequence[RunResult]) -> str:
@@ -676,6 +786,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--concurrency", type=int, default=8, help="client threads placing orders (default 8)"
     )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="orders a second the threads place together in the load phases; 0 for flat out (default)",
+    )
     parser.add_argument("--customers", type=int, default=300, help="distinct customers (default 300)")
     parser.add_argument("--stores", type=int, default=20, help="stores with tills (default 20)")
     parser.add_argument(
@@ -700,6 +816,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = sorted({int(size) for size in args.members.split(",") if int(size) > 0})
     if args.seconds < 0 or args.concurrency < 1 or args.customers < 1 or args.stores < 1 or args.rounds < 1:
         parser.error("--seconds, --rounds, --concurrency, --customers and --stores must be positive")
+    if args.rate < 0:
+        parser.error("--rate must not be negative")
     if not 0 < args.kill_at < 1 or not 0 <= args.holdout <= 100:
         parser.error("--kill-at must lie between 0 and 1, --holdout between 0 and 100")
 
@@ -711,6 +829,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             customers=args.customers,
             stores=args.stores,
             rounds=args.rounds,
+            rate=args.rate or None,
         )
         parts.append(report_events(events))
         print(parts[-1], flush=True)

@@ -13,6 +13,7 @@ import hashlib
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -233,30 +234,55 @@ class WriteTurns:
     """A lock its waiters get in the order they asked for it. A plain lock goes to whichever
     thread grabs it first, and the thread that just released it, still running, nearly always
     does: a scheduled run writing page after page kept the outbox relay of its own process from
-    marking a single batch delivered until the run was over."""
+    marking a single batch delivered until the run was over.
+
+    A waiter may ask to go `ahead` of the ordinary ones (behind any that asked ahead before it):
+    an outbox relay's writes are short and few, and behind eight request threads each of its
+    lease and delivered writes waited out eight transactions while its lane fell behind."""
 
     def __init__(self) -> None:
         self._changed = threading.Condition(threading.Lock())
-        self._issued = 0  # tickets handed out
-        self._serving = 0  # the ticket whose turn it is
+        self._queue: deque[object] = deque()  # waiters, in the order they get the turn
+        self._ahead = 0  # of them, those at the front that asked to go ahead
+        self._held = False
 
     @property
     def waiting(self) -> int:
         """Threads holding or waiting for a turn."""
         with self._changed:
-            return self._issued - self._serving
+            return len(self._queue) + self._held
 
     def __enter__(self) -> None:
-        with self._changed:
-            ticket = self._issued
-            self._issued += 1
-            while ticket != self._serving:
-                self._changed.wait()
+        self._take(ahead=False)
 
     def __exit__(self, *_: object) -> None:
         with self._changed:
-            self._serving += 1
+            self._held = False
             self._changed.notify_all()
+
+    @contextmanager
+    def ahead(self) -> Iterator[None]:
+        """A turn before every ordinary waiter's."""
+        self._take(ahead=True)
+        try:
+            yield
+        finally:
+            self.__exit__()
+
+    def _take(self, *, ahead: bool) -> None:
+        me = object()
+        with self._changed:
+            if ahead:
+                self._queue.insert(self._ahead, me)
+                self._ahead += 1
+            else:
+                self._queue.append(me)
+            while self._held or self._queue[0] is not me:
+                self._changed.wait()
+            self._queue.popleft()
+            if ahead:
+                self._ahead -= 1
+            self._held = True
 
 
 class Database:
@@ -284,13 +310,16 @@ class Database:
         return self.engine.dialect.name
 
     @contextmanager
-    def transaction(self) -> Iterator[Connection]:
-        """A write transaction: committed when the block ends, rolled back if it raises."""
+    def transaction(self, *, ahead: bool = False) -> Iterator[Connection]:
+        """A write transaction: committed when the block ends, rolled back if it raises. On
+        SQLite, `ahead` takes the process's writer before the ordinary writers waiting for it
+        (for a few short writes that others wait on, such as an outbox relay's)."""
         if self._write_turn is None:
             with self._begun() as connection:
                 yield connection
             return
-        with self._write_turn, self._writer.begin() as connection:
+        turn = self._write_turn.ahead() if ahead else self._write_turn
+        with turn, self._writer.begin() as connection:
             yield connection
 
     @contextmanager

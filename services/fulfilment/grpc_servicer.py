@@ -36,6 +36,7 @@ POLICY = rpc_policy(
         "AssignStore": _ASSIGNERS,
         "ReleaseReservation": _ASSIGNERS,
         "CommitReservation": _ASSIGNERS,
+        "BatchCommitReservations": _ASSIGNERS,
         "ExplainAssignment": (Role.OPS,),
         "CheckStoreOpen": (Role.SERVICE, Role.OPS, Role.STORE),
     },
@@ -246,6 +247,12 @@ class FulfilmentServicer(
     ) -> fulfilment_pb2.CommitReservationResponse:
         self._service.commit(request.order_id)
         return fulfilment_pb2.CommitReservationResponse()
+
+    def BatchCommitReservations(
+        self, request: fulfilment_pb2.BatchCommitReservationsRequest, context: grpc.ServicerContext
+    ) -> fulfilment_pb2.BatchCommitReservationsResponse:
+        self._service.commit_many([r.order_id for r in request.requests])
+        return fulfilment_pb2.BatchCommitReservationsResponse()
 
     def CheckStoreOpen(
         self, request: fulfilment_pb2.CheckStoreOpenRequest, context: grpc.ServicerContext

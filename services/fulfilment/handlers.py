@@ -8,7 +8,7 @@ from datetime import datetime
 
 from quanyu.audit_record import Actor
 from quanyu.auth import Principal, Role
-from quanyu.errors import Aborted, FailedPrecondition, NotFound
+from quanyu.errors import Aborted, FailedPrecondition, NotFound, field_path
 from quanyu.paging import PageTokens, page_size
 from quanyu.unit_of_work import Clock, ConcurrentChange, Transaction, UnitOfWork
 from services.fulfilment.domain import requests
@@ -245,17 +245,25 @@ class FulfilmentService:
 
     def commit(self, order_id: str) -> None:
         requests.require_id(order_id, "order_id")
+        self.uow.run(lambda tx: _commit(tx, order_id, self.clock()))
+
+    def commit_many(self, order_ids: Sequence[str]) -> None:
+        """Each order's reservation committed as `commit` commits it, in the order given, all in
+        one transaction or none: orders' outbox commits the stock of many sales with one call and
+        one commit. A refusal names the request it was for."""
+        requests.commits(order_ids)
 
         def work(tx: Tx) -> None:
-            reservations = tx.stores.reservations
-            if reservations.state_of(order_id) is None:
-                raise NotFound("reservation", order_id, reason="RESERVATION_NOT_FOUND")
-            committed, already = reservations.commit(order_id, self.clock())
-            if committed == 0 and already == 0:
-                raise FailedPrecondition(
-                    "the order's reservation was released; assign it again first",
-                    reason="RESERVATION_RELEASED",
-                )
+            now = self.clock()
+            for index, order_id in enumerate(order_ids):
+                try:
+                    _commit(tx, order_id, now)
+                except (NotFound, FailedPrecondition) as refusal:
+                    path = field_path("requests", index)
+                    refusal.message = f"{path}: {refusal.message}"
+                    refusal.args = (refusal.message,)
+                    refusal.metadata = {**refusal.metadata, "request": path}
+                    raise
 
         self.uow.run(work)
 
@@ -274,6 +282,18 @@ class FulfilmentService:
         if record is None:
             raise NotFound("assignment decision", order_id)
         return record.explained()
+
+
+def _commit(tx: Tx, order_id: str, now: datetime) -> None:
+    reservations = tx.stores.reservations
+    if reservations.state_of(order_id) is None:
+        raise NotFound("reservation", order_id, reason="RESERVATION_NOT_FOUND")
+    committed, already = reservations.commit(order_id, now)
+    if committed == 0 and already == 0:
+        raise FailedPrecondition(
+            "the order's reservation was released; assign it again first",
+            reason="RESERVATION_RELEASED",
+        )
 
 
 def _require_store(tx: Tx, store_id: str) -> None:

@@ -238,6 +238,15 @@ class GrpcDownstream:
             fulfilment_pb2.CommitReservationRequest(order_id=order_id),
         )
 
+    def commit_many(self, order_ids: Sequence[str]) -> None:
+        self._call(
+            "fulfilment",
+            self._fulfilment.BatchCommitReservations,
+            fulfilment_pb2.BatchCommitReservationsRequest(
+                requests=[fulfilment_pb2.CommitReservationRequest(order_id=o) for o in order_ids]
+            ),
+        )
+
     def is_open(self, store_id: str, at: datetime) -> bool:
         answer = self._call(
             "fulfilment",

@@ -174,6 +174,10 @@ class Downstream(Protocol):
 
     def commit(self, order_id: str) -> None: ...
 
+    def commit_many(self, order_ids: Sequence[str]) -> None:
+        """Each order's reservation committed in one call: all of them or none."""
+        ...
+
     def is_open(self, store_id: str, at: datetime) -> bool: ...
 
     def ingest_events(self, events: Sequence[Mapping[str, Any]]) -> None:

@@ -461,6 +461,59 @@ def test_committing_takes_stock_off_the_shelf_once(
     assert error_reason(error) == "RESERVATION_RELEASED"
 
 
+def commits(*order_ids: str) -> fulfilment_pb2.BatchCommitReservationsRequest:
+    return fulfilment_pb2.BatchCommitReservationsRequest(
+        requests=[fulfilment_pb2.CommitReservationRequest(order_id=o) for o in order_ids]
+    )
+
+
+def test_a_batch_commits_each_orders_stock_once_all_or_none(
+    stub: Stub, ops: tuple[tuple[str, str]], service: tuple[tuple[str, str]]
+) -> None:
+    upsert(stub, ops, store("A", *PEOPLES_SQUARE))
+    stock(stub, ops, "A", tea=10)
+    for order_id, quantity in (("o-1", 2), ("o-2", 3), ("o-3", 1)):
+        assign(stub, service, order_id, lines=[line("tea", quantity)])
+    stub.ReleaseReservation(fulfilment_pb2.ReleaseReservationRequest(order_id="o-3"), metadata=service)
+
+    # A released order in the batch refuses all of it, naming the request; nothing is committed.
+    error = failure(stub.BatchCommitReservations, commits("o-1", "o-3"), metadata=service)
+    assert error.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert error_reason(error) == "RESERVATION_RELEASED"
+    assert "requests[1]" in (error.details() or "")
+    level = stub.GetStock(fulfilment_pb2.GetStockRequest(store_id="A"), metadata=ops).levels[0]
+    assert (level.on_hand, level.reserved) == (10, 5)
+    error = failure(stub.BatchCommitReservations, commits("o-1", "never"), metadata=service)
+    assert error.code() is grpc.StatusCode.NOT_FOUND
+    assert "requests[1]" in (error.details() or "")
+
+    # Delivered again, or naming an order twice, a batch takes each order's stock once.
+    for _ in range(2):
+        stub.BatchCommitReservations(commits("o-1", "o-2", "o-1"), metadata=service)
+    level = stub.GetStock(fulfilment_pb2.GetStockRequest(store_id="A"), metadata=ops).levels[0]
+    assert (level.on_hand, level.reserved) == (5, 0)
+
+
+@pytest.mark.parametrize(
+    ("request_", "fields"),
+    [
+        (commits(), ["requests"]),
+        (commits(*(f"o-{n}" for n in range(101))), ["requests"]),
+        (commits("o-1", "", "x" * 65), ["requests[1].order_id", "requests[2].order_id"]),
+    ],
+    ids=["none", "over the cap", "bad order ids"],
+)
+def test_a_bad_batch_of_commits_names_its_fields(
+    stub: Stub,
+    service: tuple[tuple[str, str]],
+    request_: fulfilment_pb2.BatchCommitReservationsRequest,
+    fields: list[str],
+) -> None:
+    error = failure(stub.BatchCommitReservations, request_, metadata=service)
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert [name for name, _ in field_violations(error)] == fields
+
+
 def test_pickup_prefers_the_customers_store_and_in_store_uses_the_till(
     stub: Stub, ops: tuple[tuple[str, str]], service: tuple[tuple[str, str]]
 ) -> None:
@@ -600,6 +653,7 @@ ALLOWED = {
     "AssignStore": {Role.SERVICE, Role.OPS},
     "ReleaseReservation": {Role.SERVICE, Role.OPS},
     "CommitReservation": {Role.SERVICE, Role.OPS},
+    "BatchCommitReservations": {Role.SERVICE, Role.OPS},
     "ExplainAssignment": {Role.OPS},
     "CheckStoreOpen": {Role.SERVICE, Role.OPS, Role.STORE},
 }
@@ -618,6 +672,7 @@ CALLS = {
     ),
     "ReleaseReservation": fulfilment_pb2.ReleaseReservationRequest(order_id="o"),
     "CommitReservation": fulfilment_pb2.CommitReservationRequest(order_id="o"),
+    "BatchCommitReservations": commits("o"),
     "ExplainAssignment": fulfilment_pb2.ExplainAssignmentRequest(order_id="o"),
     "CheckStoreOpen": fulfilment_pb2.CheckStoreOpenRequest(store_id="s1"),
 }

@@ -148,3 +148,43 @@ def test_statements_and_transactions_are_counted_as_the_database_sees_them(datab
     else:
         # On PostgreSQL a read sends its statement alone: no transaction for it.
         assert tuple(b - a for a, b in zip(written, read, strict=True)) == (1, 0, 0)
+
+
+def test_a_writer_asking_ahead_goes_before_ordinary_waiters_but_after_earlier_ones_ahead() -> None:
+    turns = WriteTurns()
+    order: list[str] = []
+
+    def ordinary(name: str) -> None:
+        with turns:
+            order.append(name)
+
+    def ahead(name: str) -> None:
+        with turns.ahead():
+            order.append(name)
+
+    def asked(count: int) -> None:
+        deadline = time.monotonic() + 10
+        while turns.waiting < count:
+            assert time.monotonic() < deadline, "a thread never asked for its turn"
+            time.sleep(0.001)
+
+    turns.__enter__()
+    threads = []
+    # Each waiter asks once the one before it is queued, so the order they asked in is known.
+    for number, (wants, name) in enumerate(
+        [
+            (ordinary, "first request"),
+            (ahead, "first relay"),
+            (ordinary, "second request"),
+            (ahead, "second relay"),
+        ],
+        start=2,
+    ):
+        thread = threading.Thread(target=wants, args=(name,), daemon=True)
+        thread.start()
+        threads.append(thread)
+        asked(number)
+    turns.__exit__()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert order == ["first relay", "second relay", "first request", "second request"]

@@ -949,7 +949,7 @@ def _specs() -> list[Spec]:
         ),
         *[
             Spec(fulf + name, _reservation(name), always(ANY))
-            for name in ("AssignStore", "ReleaseReservation", "CommitReservation")
+            for name in ("AssignStore", "ReleaseReservation", "CommitReservation", "BatchCommitReservations")
         ],
         Spec(
             fulf + "ExplainAssignment",
@@ -1049,6 +1049,13 @@ def _reservation(name: str) -> Call:
         if name == "ReleaseReservation":
             return stub.ReleaseReservation(
                 fulfilment_pb2.ReleaseReservationRequest(order_id=order_id), metadata=meta
+            )
+        if name == "BatchCommitReservations":
+            return stub.BatchCommitReservations(
+                fulfilment_pb2.BatchCommitReservationsRequest(
+                    requests=[fulfilment_pb2.CommitReservationRequest(order_id=order_id)]
+                ),
+                metadata=meta,
             )
         return stub.CommitReservation(
             fulfilment_pb2.CommitReservationRequest(order_id=order_id), metadata=meta

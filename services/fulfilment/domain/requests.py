@@ -23,10 +23,29 @@ MAX_LINES = 200
 # Levels a SetStock call sets, SKUs a GetStock call names: a store's whole range fits in a few
 # calls, and no one call holds the stock table long.
 MAX_STOCK_LEVELS = 1000
+# Orders a BatchCommitReservations call commits: each is a few statements in one transaction, so
+# a call stays well inside its deadline while orders' outbox works off a backlog.
+MAX_COMMITS = 100
 DEFAULT_NEAREST_LIMIT = 10
 MAX_NEAREST_LIMIT = 100
 
 _TYPES = frozenset(FulfilmentType)
+
+
+def commits(order_ids: Sequence[str]) -> None:
+    """A BatchCommitReservations (AIP-233): 1 to MAX_COMMITS requests, each order id checked as
+    CommitReservation checks it, named `requests[i].order_id`; every problem in one answer."""
+    violations = Violations()
+    if not order_ids:
+        violations.add("requests", "at least one request is needed")
+    elif len(order_ids) > MAX_COMMITS:
+        violations.add("requests", f"at most {MAX_COMMITS} requests a call")
+    else:
+        for index, order_id in enumerate(order_ids):
+            violations.text(
+                order_id, field_path(field_path("requests", index), "order_id"), max_length=MAX_ID_LENGTH
+            )
+    violations.raise_if_any()
 
 
 def require_id(value: str, field_name: str, *, required: bool = True) -> None:
