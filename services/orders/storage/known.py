@@ -17,11 +17,16 @@ _ACCOUNT_OWNERS = select(known_accounts.c.customer_id).where(
     known_accounts.c.channel == bindparam("channel"), known_accounts.c.external_id == bindparam("external")
 )
 _PHONE_OWNERS = select(known_phones.c.customer_id).where(known_phones.c.phone_hash == bindparam("hash"))
-_CUSTOMER = select(known_customers.c.merged_into, known_customers.c.withheld).where(
-    known_customers.c.customer_id == bindparam("customer")
-)
-_CHANNELS = (
-    select(known_accounts.c.channel).where(known_accounts.c.customer_id == bindparam("customer")).distinct()
+# A customer and the channels of their accounts in one round trip: a row per account, or one
+# with no channel for a customer holding none.
+_CUSTOMER = (
+    select(known_customers.c.merged_into, known_customers.c.withheld, known_accounts.c.channel)
+    .select_from(
+        known_customers.outerjoin(
+            known_accounts, known_accounts.c.customer_id == known_customers.c.customer_id
+        )
+    )
+    .where(known_customers.c.customer_id == bindparam("customer"))
 )
 _MEMBER_COLUMNS = (
     known_members.c.member_id,
@@ -80,11 +85,11 @@ class KnownRepository:
         return list(self._db.execute(_PHONE_OWNERS, {"hash": phone_hash}).scalars())
 
     def customer(self, customer_id: str) -> KnownCustomer | None:
-        row = self._db.execute(_CUSTOMER, {"customer": customer_id}).one_or_none()
-        if row is None:
+        rows = self._db.execute(_CUSTOMER, {"customer": customer_id}).all()
+        if not rows:
             return None
-        channels = frozenset(self._db.execute(_CHANNELS, {"customer": customer_id}).scalars())
-        return KnownCustomer(customer_id, row.merged_into, bool(row.withheld), channels)
+        channels = frozenset(row.channel for row in rows if row.channel is not None)
+        return KnownCustomer(customer_id, rows[0].merged_into, bool(rows[0].withheld), channels)
 
     def members_of(self, customer_id: str) -> list[MemberState]:
         return [MemberState(*row) for row in self._db.execute(_MEMBERS_OF, {"customer": customer_id})]
