@@ -30,7 +30,17 @@ _REMEMBERED_LENGTH = 256
 _remembered_masks = functools.lru_cache(maxsize=4096)(mask_phones)
 
 
+class MadeHere(str):
+    """Text this process made itself from no input (the id of a call that came without one): it
+    holds no phone number, and is logged as it is. A fresh one on every call would miss the cache
+    above and be searched every time; and a masked id would no longer match the one answered."""
+
+    __slots__ = ()
+
+
 def _mask_value(value: Any) -> Any:
+    if type(value) is MadeHere:
+        return value
     if isinstance(value, str):
         return _remembered_masks(value) if len(value) <= _REMEMBERED_LENGTH else mask_phones(value)
     if isinstance(value, dict):

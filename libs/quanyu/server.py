@@ -33,7 +33,7 @@ from quanyu.config import Settings
 from quanyu.db import is_unavailable
 from quanyu.errors import Code, InvalidArgument, PermissionDenied, QuanyuError
 from quanyu.keys import Fetched, Trust
-from quanyu.logs import REQUEST_ID_HEADER
+from quanyu.logs import REQUEST_ID_HEADER, MadeHere
 from quanyu.metrics import observe_call, observe_start, serve_metrics
 from quanyu.quota import Quota, quota_from
 
@@ -209,7 +209,8 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
         def serve(request: Any, context: grpc.ServicerContext) -> Any:
             metadata = dict(context.invocation_metadata())
-            request_id = str(metadata.get(REQUEST_ID_HEADER) or new_request_id())[:128]
+            sent = metadata.get(REQUEST_ID_HEADER)
+            request_id = str(sent)[:128] if sent else new_request_id()
             structlog.contextvars.bind_contextvars(request_id=request_id, method=method)
             # Sent back as trailing metadata: initial metadata would commit the call and stop
             # clients from retrying an UNAVAILABLE answer.
@@ -273,8 +274,9 @@ def current_actor() -> Actor:
 def new_request_id() -> str:
     """32 hex digits naming a call that came without an id. It only ties log lines together, so
     it needs no secure randomness: os.urandom, behind uuid4, is a system call that gives up the
-    interpreter lock, and on a busy server each call then waited to have it back."""
-    return f"{random.getrandbits(128):032x}"
+    interpreter lock, and on a busy server each call then waited to have it back. Made here, it
+    is logged unmasked (a run of its digits may look like a phone number; it is none)."""
+    return MadeHere(f"{random.getrandbits(128):032x}")
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,9 @@ class GuideFigures:
 
 class Orders(Protocol):
     def add(self, order: Order, fingerprint: str, *, owner: str) -> None:
-        """Store a new order with its first status change."""
+        """Store a new order with its first status change. An order already stored for the
+        same request (or id) makes this fail as a conflict: the unit of work runs the use case
+        again, to find it."""
         ...
 
     def get(self, order_id: str, *, lock: bool = False) -> Order | None: ...

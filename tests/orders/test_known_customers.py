@@ -352,3 +352,44 @@ def test_the_database_keeps_the_newest_state_of_each_customer_and_member(sql_ser
     )
     owners, phone_owners, found, _ = sql_service.uow.read(read)
     assert (owners, phone_owners, found.merged_into) == (["cus-2"], [], "cus-2")
+
+
+def test_a_retry_stored_while_the_order_was_being_placed_is_the_order_answered(
+    sql_service: OrdersService,
+) -> None:
+    identity = sql_service.downstream
+    assert isinstance(identity, Identity)
+    identity.accounts["CHANNEL_APP", "open-1"] = "cus-1"
+    command = PlaceOrder(
+        OrderRequest(
+            request_id="req-twice",
+            owner=APP.owner,
+            customer=app("open-1"),
+            channel="CHANNEL_APP",
+            fulfilment_type=FulfilmentType.DELIVERY,
+            lines=(Line("tea", 1, 1_000),),
+            delivery_location=(31.23, 121.47, 1),
+            delivery_address="People's Square",
+            origin_store_id="",
+            guide_id="",
+            coupon_code="",
+            points_to_redeem=0,
+        )
+    )
+    retried: list[Any] = []
+    assign = identity.assign
+
+    def assign_while_a_retry_lands(*args: Any, **kwargs: Any) -> list[Placed]:
+        # The retry of the same request comes and is stored while the first is still asking
+        # fulfilment: the first one's insert then collides with it.
+        if not retried:
+            retried.append(None)
+            retried[0] = sql_service.create(APP, command)
+        return assign(*args, **kwargs)
+
+    identity.assign = assign_while_a_retry_lands  # type: ignore[method-assign]
+    first = sql_service.create(APP, command)
+    assert first == retried[0]
+    stored = sql_service.uow.read(lambda tx: tx.stores.orders.fingerprint(APP.owner, "req-twice"))
+    assert stored is not None
+    assert stored[0] == first.order_id

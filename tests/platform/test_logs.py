@@ -141,3 +141,22 @@ def test_log_lines_reach_the_stream_while_the_process_runs_in_the_order_written(
         assert written == list(range(100))
     finally:
         writer.close()
+
+
+def test_a_request_id_made_here_is_logged_as_made_and_one_a_caller_sends_is_masked() -> None:
+    stream = io.StringIO()
+    logs.configure_logging("INFO")
+    writer = logs._LineWriter(stream)
+    structlog.configure(logger_factory=logs._QueuedLoggerFactory(writer), cache_logger_on_first_use=False)
+    # Hex digits can run like a phone number; an id the server made is none, and the one it
+    # answers with is the one its lines name.
+    made = logs.MadeHere("13800138000" + "ab" * 10 + "f")
+    structlog.contextvars.bind_contextvars(request_id=made)
+    structlog.get_logger("test").info("served")
+    structlog.contextvars.bind_contextvars(request_id="13800138000-from-a-caller")
+    structlog.get_logger("test").info("served")
+    structlog.contextvars.clear_contextvars()
+    writer.close()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()[-2:]]
+    assert [line["request_id"] for line in lines] == [made, "138****8000-from-a-caller"]
+    logging.getLogger().handlers.clear()

@@ -4,6 +4,7 @@ to any replica holds for all of them from its commit."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, delete, insert, select, update
@@ -13,16 +14,7 @@ from services.orders.domain.known import CustomerState, KnownCustomer, MemberSta
 from services.orders.storage.tables import known_accounts, known_customers, known_members, known_phones
 
 # Built once: the look-ups run on every order of a returning customer.
-_ACCOUNT_OWNERS = select(known_accounts.c.customer_id).where(
-    known_accounts.c.channel == bindparam("channel"), known_accounts.c.external_id == bindparam("external")
-)
 _PHONE_OWNERS = select(known_phones.c.customer_id).where(known_phones.c.phone_hash == bindparam("hash"))
-_CUSTOMER = select(known_customers.c.merged_into, known_customers.c.withheld).where(
-    known_customers.c.customer_id == bindparam("customer")
-)
-_CHANNELS = (
-    select(known_accounts.c.channel).where(known_accounts.c.customer_id == bindparam("customer")).distinct()
-)
 _MEMBER_COLUMNS = (
     known_members.c.member_id,
     known_members.c.version,
@@ -30,6 +22,46 @@ _MEMBER_COLUMNS = (
     known_members.c.root_member_id,
     known_members.c.home_store_id,
     known_members.c.guide_id,
+)
+# Everything an order asks of a customer, in one round trip where it took up to three, one after
+# the other: the customer (no row: not known), the channels of their accounts, and their members;
+# a row for each account and member of theirs. Looking an account up reads its owners' with it.
+_held = known_accounts.alias("held")
+
+
+def _with_accounts_and_members(source: Any, customer_id: Any) -> Any:
+    return source.outerjoin(_held, _held.c.customer_id == customer_id).outerjoin(
+        known_members, known_members.c.customer_id == customer_id
+    )
+
+
+_KNOWN_OF = (
+    known_customers.c.merged_into,
+    known_customers.c.withheld,
+    _held.c.channel,
+    *_MEMBER_COLUMNS,
+)
+# Where a row's member begins: after the customer it is about and what is known of them.
+_MEMBER_AT = 1 + len(_KNOWN_OF) - len(_MEMBER_COLUMNS)
+_ACCOUNT_OWNERS = (
+    select(known_accounts.c.customer_id.label("owner"), *_KNOWN_OF)
+    .select_from(
+        _with_accounts_and_members(
+            known_accounts.outerjoin(
+                known_customers, known_customers.c.customer_id == known_accounts.c.customer_id
+            ),
+            known_accounts.c.customer_id,
+        )
+    )
+    .where(
+        known_accounts.c.channel == bindparam("channel"),
+        known_accounts.c.external_id == bindparam("external"),
+    )
+)
+_CUSTOMER = (
+    select(known_customers.c.customer_id.label("owner"), *_KNOWN_OF)
+    .select_from(_with_accounts_and_members(known_customers, known_customers.c.customer_id))
+    .where(known_customers.c.customer_id == bindparam("customer"))
 )
 _MEMBERS_OF = select(*_MEMBER_COLUMNS).where(known_members.c.customer_id == bindparam("customer"))
 _MEMBER = select(*_MEMBER_COLUMNS).where(known_members.c.member_id == bindparam("member"))
@@ -68,26 +100,58 @@ class KnownRepository:
 
     def __init__(self, connection: Connection) -> None:
         self._db = connection
+        # What a look-up read of a customer besides what it was asked, for this transaction's
+        # next asks; forgotten at any write.
+        self._customers: dict[str, KnownCustomer | None] = {}
+        self._members: dict[str, list[MemberState]] = {}
 
     # --- reading -------------------------------------------------------------------------------
 
     def owners_of_account(self, channel: str, external_id: str) -> list[str]:
-        return list(
-            self._db.execute(_ACCOUNT_OWNERS, {"channel": channel, "external": external_id}).scalars()
-        )
+        rows = self._db.execute(_ACCOUNT_OWNERS, {"channel": channel, "external": external_id}).all()
+        return self._keep(rows)
 
     def owners_of_phone(self, phone_hash: str) -> list[str]:
         return list(self._db.execute(_PHONE_OWNERS, {"hash": phone_hash}).scalars())
 
     def customer(self, customer_id: str) -> KnownCustomer | None:
-        row = self._db.execute(_CUSTOMER, {"customer": customer_id}).one_or_none()
-        if row is None:
-            return None
-        channels = frozenset(self._db.execute(_CHANNELS, {"customer": customer_id}).scalars())
-        return KnownCustomer(customer_id, row.merged_into, bool(row.withheld), channels)
+        if customer_id not in self._customers:
+            self._keep(self._db.execute(_CUSTOMER, {"customer": customer_id}).all())
+        return self._customers.get(customer_id)
 
     def members_of(self, customer_id: str) -> list[MemberState]:
+        if customer_id in self._members:
+            return list(self._members[customer_id])
         return [MemberState(*row) for row in self._db.execute(_MEMBERS_OF, {"customer": customer_id})]
+
+    def _keep(self, rows: Sequence[Any]) -> list[str]:
+        """The customers `rows` (of _KNOWN_OF) are about, in the order first read, with what they
+        tell of each kept."""
+        by_owner: dict[str, list[Any]] = {}
+        for row in rows:
+            by_owner.setdefault(row.owner, []).append(row)
+        for owner, theirs in by_owner.items():
+            first = theirs[0]
+            # merged_into is never NULL in a row kept: NULL is no row of the customer's.
+            self._customers[owner] = (
+                None
+                if first.merged_into is None
+                else KnownCustomer(
+                    owner,
+                    first.merged_into,
+                    bool(first.withheld),
+                    frozenset(row.channel for row in theirs if row.channel is not None),
+                )
+            )
+            members = {
+                row.member_id: MemberState(*row[_MEMBER_AT:]) for row in theirs if row.member_id is not None
+            }
+            self._members[owner] = list(members.values())
+        return list(by_owner)
+
+    def _forget(self) -> None:
+        self._customers.clear()
+        self._members.clear()
 
     def member(self, member_id: str) -> MemberState | None:
         row = self._db.execute(_MEMBER, {"member": member_id}).one_or_none()
@@ -97,6 +161,7 @@ class KnownRepository:
 
     def apply_customer(self, state: CustomerState) -> bool:
         """Keep `state` if newer than the state kept (or none is); whether it was kept."""
+        self._forget()
         newer = self._db.execute(
             _NEWER_CUSTOMER,
             {
@@ -117,6 +182,7 @@ class KnownRepository:
         return True
 
     def apply_member(self, state: MemberState) -> bool:
+        self._forget()
         newer = self._db.execute(
             _NEWER_MEMBER,
             {
@@ -137,10 +203,12 @@ class KnownRepository:
 
     def remember_customer(self, state: CustomerState) -> None:
         """Keep `state` (learnt from an answer) unless something is kept of the customer already."""
+        self._forget()
         if self._db.execute(_CUSTOMER_KNOWN, {"customer": state.customer_id}).first() is None:
             self._add_customer(state)
 
     def remember_member(self, state: MemberState) -> None:
+        self._forget()
         if self._db.execute(_MEMBER_KNOWN, {"member": state.member_id}).first() is None:
             self._db.execute(_INSERTS["known_members"], _member_row(state))
 
