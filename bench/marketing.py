@@ -48,10 +48,23 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-from sqlalchemy import CTE, ColumnElement, Engine, Integer, create_engine, event, func, literal, null, select, text
+from sqlalchemy import (
+    CTE,
+    ColumnElement,
+    Engine,
+    Integer,
+    create_engine,
+    event,
+    func,
+    literal,
+    null,
+    select,
+    text,
+)
 from sqlalchemy.engine import Connection
 
 from bench.harness import CALL_TIMEOUT_S, Tally, cpu_seconds, hammer
@@ -364,7 +377,7 @@ def seed(running: Deployment, count: int) -> None:
             n = numbered(first, min(first + SEED_BATCH, count)).c.n
             member_id = func.printf("mem_bench_%08d", n)
             customer_id = func.printf("cus_bench_%08d", n)
-            member_row: dict[str, ColumnElement[object]] = {
+            member_row: dict[str, ColumnElement[Any]] = {
                 "member_id": member_id,
                 "customer_id": customer_id,
                 "root_member_id": member_id,
@@ -385,7 +398,7 @@ def seed(running: Deployment, count: int) -> None:
                 "update_time": now,
                 "birthday": literal(""),
             }
-            profile_row: dict[str, ColumnElement[object]] = {
+            profile_row: dict[str, ColumnElement[Any]] = {
                 "member_id": member_id,
                 "customer_id": customer_id,
                 "tier": literal("GOLD"),
@@ -404,7 +417,10 @@ def seed(running: Deployment, count: int) -> None:
                 "create_time": now,
                 "update_time": now,
             }
-            for made, table_, row in ((membership, members, member_row), (marketing, member_profiles, profile_row)):
+            for made, table_, row in (
+                (membership, members, member_row),
+                (marketing, member_profiles, profile_row),
+            ):
                 with made.begin() as connection:
                     connection.execute(
                         table_.insert().from_select(
