@@ -27,7 +27,10 @@ large audience, all five services running as real processes on SQLite.
    coupons table. In the largest run marketing is killed with SIGKILL once when `--kill-at` of
    the coupons are in, and started again; at the end it checks that the coupons in membership
    for the campaign equal marketing's GRANTED decisions, that no member has two, and that none
-   was skipped (every audience member decided; granted = audience - held out).
+   was skipped (every audience member decided; granted = audience - held out). Beside the time:
+   when the last member was decided and how many coupons had reached membership by then (the
+   relay's lag behind the run), the CPU seconds marketing and membership spent over the run, and
+   the machine's load average when it began and ended, without which no two runs compare.
 
     .venv/bin/python -m bench.marketing [--members 100000,1000000] [--seconds 10]
         [--concurrency 8] [--customers 300] [--holdout 5] [--kill-at 0.4] [--no-kill]
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import signal
 import sys
 import time
@@ -67,7 +71,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-from bench.harness import CALL_TIMEOUT_S, Tally, cpu_seconds, hammer
+from bench.harness import CALL_TIMEOUT_S, Tally, cpu_seconds, cpu_seconds_if_alive, hammer
 from bench.orders import SKUS, Deployment, deployment, errors, load_stores, table
 from quanyu.auth import Principal, Role
 from quanyu.common.v1 import common_pb2
@@ -90,6 +94,8 @@ SETTINGS = {
 }
 UNIT_PRICE = 2_500
 SEED_BATCH = 100_000
+# The processes whose CPU a scheduled run is reported with.
+CPU_OF = ("marketing", "membership")
 DRAIN_TIMEOUT_S = 300.0
 COUPON = marketing_pb2.CouponAction(discount_cents=1_000, min_spend_cents=5_000, valid_days=30)
 
@@ -356,6 +362,10 @@ class RunResult:
     members_with_two: int
     killed_at: int | None  # coupons in membership when marketing was killed
     restart_s: float  # from the kill to marketing serving again
+    decided_s: float  # from StartCampaign to the last member decided
+    coupons_when_decided: int  # coupons in membership by then
+    cpu_s: dict[str, float]  # CPU seconds of marketing and membership over the timed run
+    load: tuple[float, float]  # the machine's 1-minute load average when the run began and ended
 
 
 def numbered(first: int, last: int) -> CTE:
@@ -466,6 +476,34 @@ def progress(running: Deployment, campaign_id: str) -> tuple[int, int, int]:
     return sum(decided.values()), decided.get("GRANTED", 0), issued
 
 
+class CpuWatch:
+    """CPU seconds of the CPU_OF processes since it was made: each process's first and last
+    reading, so a marketing killed keeps what it spent and the one started after it counts from
+    zero."""
+
+    def __init__(self, running: Deployment) -> None:
+        self._running = running
+        self._seen: dict[int, tuple[str, float, float]] = {}
+        for service in CPU_OF:
+            pid = running.processes[service].pid
+            at = cpu_seconds(pid)
+            self._seen[pid] = (service, at, at)
+
+    def read(self) -> None:
+        for service in CPU_OF:
+            pid = self._running.processes[service].pid
+            now = cpu_seconds_if_alive(pid)
+            if now is not None:
+                first = self._seen[pid][1] if pid in self._seen else 0.0
+                self._seen[pid] = (service, first, now)
+
+    def spent(self) -> dict[str, float]:
+        return {
+            service: sum(last - first for name, first, last in self._seen.values() if name == service)
+            for service in CPU_OF
+        }
+
+
 def scheduled_run(
     count: int, *, holdout: int, kill_at: float | None, timeout_s: float, page_size: int
 ) -> RunResult:
@@ -492,10 +530,16 @@ def scheduled_run(
         )
         began = time.perf_counter()
         killed_at, restart_s = None, math.nan
+        decided_s, when_decided = math.nan, 0
+        load_began = os.getloadavg()[0]
+        cpu = CpuWatch(running)
         while True:
             time.sleep(2.0)
+            cpu.read()
             decided, granted, issued = progress(running, campaign_id)
             elapsed = time.perf_counter() - began
+            if decided >= count and math.isnan(decided_s):
+                decided_s, when_decided = elapsed, issued
             print(
                 f"  {elapsed:6.0f} s: {decided:,} decided, {granted:,} granted, {issued:,} coupons",
                 file=sys.stderr,
@@ -510,6 +554,7 @@ def scheduled_run(
                 )
             if kill_at is not None and killed_at is None and issued >= kill_at * count:
                 killed_at = issued
+                cpu.read()
                 marketing = running.processes["marketing"]
                 marketing.kill()  # SIGKILL: no page, relay batch or lease given back
                 marketing.wait(timeout=60)
@@ -552,6 +597,10 @@ def scheduled_run(
         members_with_two=twice,
         killed_at=killed_at,
         restart_s=restart_s,
+        decided_s=decided_s,
+        coupons_when_decided=when_decided,
+        cpu_s=cpu.spent(),
+        load=(load_began, os.getloadavg()[0]),
     )
 
 
@@ -653,6 +702,10 @@ def report_runs(results: Sequence[RunResult]) -> str:
             f"{r.members_with_two}",
             f"{r.members - r.decided_members + (r.members - r.held_out - r.granted)}",
             f"at {r.killed_at:,} coupons, back in {r.restart_s:.1f} s" if r.killed_at is not None else "-",
+            f"{r.decided_s:.0f}",
+            f"{r.coupons_when_decided:,}",
+            f"{r.cpu_s['marketing']:.0f} + {r.cpu_s['membership']:.0f}",
+            f"{r.load[0]:.1f} to {r.load[1]:.1f}",
         ]
         for r in results
     ]
@@ -674,6 +727,10 @@ def report_runs(results: Sequence[RunResult]) -> str:
                     "members with two",
                     "skipped",
                     "marketing killed",
+                    "all decided at s",
+                    "coupons by then",
+                    "CPU s marketing + membership",
+                    "load average",
                 ],
                 rows,
             ),
