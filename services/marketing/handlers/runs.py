@@ -234,7 +234,7 @@ class RunCases:
 
     def _plan(self, tx: Tx, *, due: DueRun, claim: RunClaim) -> _Plan | None:
         """The next page decided in a read transaction: its members in the audience, those of
-        them without a decision yet, and each one's decision as the counts stand now."""
+        them without a decision yet, and each one's decision, its record and effects built."""
         stores = tx.stores
         now = self.clock()
         campaign = self._held(stores, due, claim, now)
@@ -251,12 +251,14 @@ class RunCases:
         if _daily(campaign):
             reached = stores.grants.reached(cid, [p.facts.member_id for p in fresh])
             fresh = [p for p in fresh if p.facts.member_id not in reached]
-        since = member_window_start(campaign.limits, campaign.start_time, now)
-        counts = stores.grants.counts_for(cid, [p.facts.member_id for p in fresh], since)
         candidates = []
         for profile in fresh:
             member_id = profile.facts.member_id
-            outcome, limit = self._outcome(campaign, member_id, counts.get(member_id, 0))
+            # The control group is drawn before any limit, as for an event's grant. The others are
+            # planned as granted: their counts are read in the write, where they count, and a
+            # member over the limit (rare in a run, which skips those it reached) is decided again.
+            held_out = is_held_out(cid, member_id, campaign.holdout_percent)
+            outcome, limit = self._outcome(campaign, held_out=held_out, count=0)
             candidates.append(
                 self._candidate(
                     campaign,
@@ -290,10 +292,9 @@ class RunCases:
         return _Page(moved, decisions, finished)
 
     @staticmethod
-    def _outcome(campaign: Campaign, member_id: str, count: int) -> tuple[Outcome, str]:
+    def _outcome(campaign: Campaign, *, held_out: bool, count: int) -> tuple[Outcome, str]:
         """A member's decision before the budget: GRANTED here means wanting a grant."""
-        # The control group is drawn before any limit, as for an event's grant.
-        if is_held_out(campaign.campaign_id, member_id, campaign.holdout_percent):
+        if held_out:
             return Outcome.HELD_OUT, ""
         if count >= campaign.limits.grants_per_member:
             return Outcome.LIMIT_REACHED, "per_member_max"
@@ -393,7 +394,9 @@ class RunCases:
         wanting: list[str] = []
         for candidate in fresh:
             member_id = candidate.profile.facts.member_id
-            outcome, limit = self._outcome(campaign, member_id, counts.get(member_id, 0))
+            # Drawn when the page was read, under this same version of the campaign.
+            held_out = candidate.record.outcome is Outcome.HELD_OUT
+            outcome, limit = self._outcome(campaign, held_out=held_out, count=counts.get(member_id, 0))
             if outcome is Outcome.GRANTED:
                 wanting.append(member_id)
             else:
