@@ -5,14 +5,16 @@ IMMEDIATE to COMMIT, so the time inside write transactions is what the outbox re
 projections and ingest wait on while a run goes; time in read transactions holds nobody.
 
     .venv/bin/python -m bench.run_pages [--members 20000] [--page-size 2000] [--rounds 3]
+        [--before runs_before.py]
 
 Each round is a fresh database; the figures are per page, median over rounds. Wall times: the
-machine's load moves them, so compare only within one run of this script (and code before and
-after a change only run after run, alternating)."""
+machine's load moves them, so compare only within one run of this script; with --before, another
+version of runs.py runs in the same process, round after round with this one, in turn."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import statistics
 import sys
@@ -98,7 +100,7 @@ def seed(database: Database, count: int) -> None:
         )
 
 
-def one_round(members: int, page_size: int) -> tuple[Timed, int]:
+def one_round(members: int, page_size: int, runs: type[RunCases] = RunCases) -> tuple[Timed, int]:
     with tempfile.TemporaryDirectory(prefix="quanyu-run-pages-") as var:
         database = Database(f"sqlite:///{Path(var) / 'marketing.db'}", pool_size=4)
         try:
@@ -112,11 +114,23 @@ def one_round(members: int, page_size: int) -> tuple[Timed, int]:
             )
             clock.now = START
             timed = Timed(uow)
-            runs = RunCases(timed, clock=clock, runner="bench", page_size=page_size)
-            made = runs.run_due()
+            made = runs(timed, clock=clock, runner="bench", page_size=page_size).run_due()
             return timed, made
         finally:
             database.dispose()
+
+
+def runs_from(path: Path) -> type[RunCases]:
+    """RunCases as another version of services/marketing/handlers/runs.py defines it (say one
+    written out by `git show <commit>:services/marketing/handlers/runs.py`)."""
+    spec = importlib.util.spec_from_file_location("services.marketing.handlers.runs_compared", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    found: type[RunCases] = module.RunCases
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -124,34 +138,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--members", type=int, default=20_000)
     parser.add_argument("--page-size", type=int, default=2_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="another version of runs.py: its RunCases and this one's alternate, round by round",
+    )
     args = parser.parse_args(argv)
-    writes, reads, walls = [], [], []
-    for _ in range(args.rounds):
-        began = time.perf_counter()
-        timed, made = one_round(args.members, args.page_size)
-        walls.append(time.perf_counter() - began)
-        if made != args.members:
-            raise RuntimeError(f"{made} decisions for {args.members} members")
-        pages = -(-args.members // args.page_size)
-        writes.append(sum(timed.writes) / pages)
-        reads.append(sum(timed.reads) / pages)
+    versions: dict[str, type[RunCases]] = {"this": RunCases}
+    if args.before is not None:
+        versions = {"before": runs_from(args.before), "this": RunCases}
+    figures: dict[str, list[tuple[float, float, float]]] = {name: [] for name in versions}
+    pages = -(-args.members // args.page_size)
+    for turn in range(args.rounds):
+        # ABBA: each version goes first as often as the other.
+        order = list(versions) if turn % 2 == 0 else list(reversed(versions))
+        for name in order:
+            cpu = time.process_time()
+            timed, made = one_round(args.members, args.page_size, versions[name])
+            if made != args.members:
+                raise RuntimeError(f"{made} decisions for {args.members} members")
+            figures[name].append(
+                (sum(timed.writes) / pages, sum(timed.reads) / pages, time.process_time() - cpu)
+            )
     print(
         table(
             [
+                "runs.py",
                 "members",
                 "page",
                 "ms in write transactions a page",
                 "ms in read transactions a page",
+                "CPU s a round",
                 "load average",
             ],
             [
                 [
+                    name,
                     f"{args.members:,}",
                     f"{args.page_size:,}",
-                    f"{statistics.median(writes) * 1000:.0f}",
-                    f"{statistics.median(reads) * 1000:.0f}",
+                    f"{statistics.median(w for w, _, _ in rows) * 1000:.0f}",
+                    f"{statistics.median(r for _, r, _ in rows) * 1000:.0f}",
+                    f"{statistics.median(c for _, _, c in rows):.2f}",
                     f"{os.getloadavg()[0]:.1f}",
                 ]
+                for name, rows in figures.items()
             ],
         )
     )
