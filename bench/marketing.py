@@ -30,7 +30,10 @@ large audience, all five services running as real processes on SQLite.
    coupons table. In the largest run marketing is killed with SIGKILL once when `--kill-at` of
    the coupons are in, and started again; at the end it checks that the coupons in membership
    for the campaign equal marketing's GRANTED decisions, that no member has two, and that none
-   was skipped (every audience member decided; granted = audience - held out).
+   was skipped (every audience member decided; granted = audience - held out). Beside the time:
+   when the last member was decided and how many coupons had reached membership by then (the
+   relay's lag behind the run), the CPU seconds marketing and membership spent over the run, and
+   the machine's load average when it began and ended, without which no two runs compare.
 
     .venv/bin/python -m bench.marketing [--members 100000,1000000] [--seconds 10]
         [--concurrency 8] [--rate 0] [--customers 300] [--holdout 5] [--kill-at 0.4] [--no-kill]
@@ -44,6 +47,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import signal
 import sys
 import time
@@ -52,16 +56,31 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-from sqlalchemy import Engine, MetaData, create_engine, event, func, select, text
+from sqlalchemy import (
+    CTE,
+    ColumnElement,
+    Engine,
+    Integer,
+    MetaData,
+    create_engine,
+    event,
+    func,
+    literal,
+    null,
+    select,
+    text,
+)
 from sqlalchemy.engine import Connection
 
-from bench.harness import CALL_TIMEOUT_S, Tally, cpu_seconds, hammer
+from bench.harness import CALL_TIMEOUT_S, Tally, cpu_seconds, cpu_seconds_if_alive, hammer
 from bench.orders import SKUS, Deployment, deployment, errors, load_stores, table
 from quanyu.auth import Principal, Role
 from quanyu.common.v1 import common_pb2
+from quanyu.db import UtcDateTime
 from quanyu.marketing.v1 import marketing_pb2, marketing_pb2_grpc
 from quanyu.orders.v1 import orders_pb2, orders_pb2_grpc
 from quanyu.outbox import outbox_table
@@ -83,7 +102,9 @@ SETTINGS = {
 # Orders' outbox, read for when each event was marked delivered.
 ORDERS_OUTBOX = outbox_table(MetaData())
 UNIT_PRICE = 2_500
-SEED_BATCH = 20_000
+SEED_BATCH = 100_000
+# The processes whose CPU a scheduled run is reported with.
+CPU_OF = ("marketing", "membership")
 DRAIN_TIMEOUT_S = 300.0
 COUPON = marketing_pb2.CouponAction(discount_cents=1_000, min_spend_cents=5_000, valid_days=30)
 
@@ -439,69 +460,81 @@ class RunResult:
     members_with_two: int
     killed_at: int | None  # coupons in membership when marketing was killed
     restart_s: float  # from the kill to marketing serving again
+    decided_s: float  # from StartCampaign to the last member decided
+    coupons_when_decided: int  # coupons in membership by then
+    cpu_s: dict[str, float]  # CPU seconds of marketing and membership over the timed run
+    load: tuple[float, float]  # the machine's 1-minute load average when the run began and ended
+
+
+def numbered(first: int, last: int) -> CTE:
+    """The numbers first .. last - 1 as rows of one column n, made by SQLite itself."""
+    numbers = select(literal(first, Integer).label("n")).cte("numbers", recursive=True)
+    return numbers.union_all(select(numbers.c.n + 1).where(numbers.c.n + 1 < last))
 
 
 def seed(running: Deployment, count: int) -> None:
-    """`count` members in membership's members table and in marketing's member profiles."""
-    now = datetime.now(UTC) - timedelta(days=1)
+    """`count` members in membership's members table and in marketing's member profiles.
+
+    Each batch is one INSERT ... SELECT over numbers SQLite counts out itself: building a million
+    rows in Python and binding them one by one took 15 minutes, most of a 1,000,000-member session.
+    Batches keep each service's writer free between them, as the services are running."""
+    now = literal(datetime.now(UTC) - timedelta(days=1), UtcDateTime())
     membership, marketing = engine(running, "membership"), engine(running, "marketing")
     try:
         for first in range(0, count, SEED_BATCH):
-            numbers = range(first, min(first + SEED_BATCH, count))
-            with membership.begin() as connection:
-                connection.execute(
-                    members.insert(),
-                    [
-                        {
-                            "member_id": f"mem_bench_{n:08d}",
-                            "customer_id": f"cus_bench_{n:08d}",
-                            "root_member_id": f"mem_bench_{n:08d}",
-                            "tier": "GOLD",
-                            "home_store_id": "SH-0000",
-                            "guide_id": "",
-                            "enrolled_channel": "CHANNEL_APP",
-                            "enroll_time": now,
-                            "stage": 3,  # PURCHASE
-                            "interest_time": now,
-                            "purchase_time": now,
-                            "loyalty_time": None,
-                            "last_purchase_time": now,
-                            "referrer_member_id": "",
-                            "points_balance": 0,
-                            "lifetime_spend_cents": 0,
-                            "merged": False,
-                            "update_time": now,
-                            "birthday": "",
-                        }
-                        for n in numbers
-                    ],
-                )
-            with marketing.begin() as connection:
-                connection.execute(
-                    member_profiles.insert(),
-                    [
-                        {
-                            "member_id": f"mem_bench_{n:08d}",
-                            "customer_id": f"cus_bench_{n:08d}",
-                            "tier": "GOLD",
-                            "stage": "PURCHASE",
-                            "tags": "",
-                            "home_store_id": "SH-0000",
-                            "guide_id": "",
-                            "display_name": "",
-                            "points_balance": 0,
-                            "time_zone": "",
-                            "birthday": "",
-                            "accounts": "{}",
-                            "survivor_id": "",
-                            "last_order_time": None,
-                            "first_purchase_time": None,
-                            "create_time": now,
-                            "update_time": now,
-                        }
-                        for n in numbers
-                    ],
-                )
+            n = numbered(first, min(first + SEED_BATCH, count)).c.n
+            member_id = func.printf("mem_bench_%08d", n)
+            customer_id = func.printf("cus_bench_%08d", n)
+            member_row: dict[str, ColumnElement[Any]] = {
+                "member_id": member_id,
+                "customer_id": customer_id,
+                "root_member_id": member_id,
+                "tier": literal("GOLD"),
+                "home_store_id": literal("SH-0000"),
+                "guide_id": literal(""),
+                "enrolled_channel": literal("CHANNEL_APP"),
+                "enroll_time": now,
+                "stage": literal(3),  # PURCHASE
+                "interest_time": now,
+                "purchase_time": now,
+                "loyalty_time": null(),
+                "last_purchase_time": now,
+                "referrer_member_id": literal(""),
+                "points_balance": literal(0),
+                "lifetime_spend_cents": literal(0),
+                "merged": literal(False),
+                "update_time": now,
+                "birthday": literal(""),
+            }
+            profile_row: dict[str, ColumnElement[Any]] = {
+                "member_id": member_id,
+                "customer_id": customer_id,
+                "tier": literal("GOLD"),
+                "stage": literal("PURCHASE"),
+                "tags": literal(""),
+                "home_store_id": literal("SH-0000"),
+                "guide_id": literal(""),
+                "display_name": literal(""),
+                "points_balance": literal(0),
+                "time_zone": literal(""),
+                "birthday": literal(""),
+                "accounts": literal("{}"),
+                "survivor_id": literal(""),
+                "last_order_time": null(),
+                "first_purchase_time": null(),
+                "create_time": now,
+                "update_time": now,
+            }
+            for made, table_, row in (
+                (membership, members, member_row),
+                (marketing, member_profiles, profile_row),
+            ):
+                with made.begin() as connection:
+                    connection.execute(
+                        table_.insert().from_select(
+                            list(row), select(*(value.label(name) for name, value in row.items()))
+                        )
+                    )
     finally:
         membership.dispose()
         marketing.dispose()
@@ -541,6 +574,34 @@ def progress(running: Deployment, campaign_id: str) -> tuple[int, int, int]:
     return sum(decided.values()), decided.get("GRANTED", 0), issued
 
 
+class CpuWatch:
+    """CPU seconds of the CPU_OF processes since it was made: each process's first and last
+    reading, so a marketing killed keeps what it spent and the one started after it counts from
+    zero."""
+
+    def __init__(self, running: Deployment) -> None:
+        self._running = running
+        self._seen: dict[int, tuple[str, float, float]] = {}
+        for service in CPU_OF:
+            pid = running.processes[service].pid
+            at = cpu_seconds(pid)
+            self._seen[pid] = (service, at, at)
+
+    def read(self) -> None:
+        for service in CPU_OF:
+            pid = self._running.processes[service].pid
+            now = cpu_seconds_if_alive(pid)
+            if now is not None:
+                first = self._seen[pid][1] if pid in self._seen else 0.0
+                self._seen[pid] = (service, first, now)
+
+    def spent(self) -> dict[str, float]:
+        return {
+            service: sum(last - first for name, first, last in self._seen.values() if name == service)
+            for service in CPU_OF
+        }
+
+
 def scheduled_run(
     count: int, *, holdout: int, kill_at: float | None, timeout_s: float, page_size: int
 ) -> RunResult:
@@ -567,10 +628,16 @@ def scheduled_run(
         )
         began = time.perf_counter()
         killed_at, restart_s = None, math.nan
+        decided_s, when_decided = math.nan, 0
+        load_began = os.getloadavg()[0]
+        cpu = CpuWatch(running)
         while True:
             time.sleep(2.0)
+            cpu.read()
             decided, granted, issued = progress(running, campaign_id)
             elapsed = time.perf_counter() - began
+            if decided >= count and math.isnan(decided_s):
+                decided_s, when_decided = elapsed, issued
             print(
                 f"  {elapsed:6.0f} s: {decided:,} decided, {granted:,} granted, {issued:,} coupons",
                 file=sys.stderr,
@@ -585,6 +652,7 @@ def scheduled_run(
                 )
             if kill_at is not None and killed_at is None and issued >= kill_at * count:
                 killed_at = issued
+                cpu.read()
                 marketing = running.processes["marketing"]
                 marketing.kill()  # SIGKILL: no page, relay batch or lease given back
                 marketing.wait(timeout=60)
@@ -627,6 +695,10 @@ def scheduled_run(
         members_with_two=twice,
         killed_at=killed_at,
         restart_s=restart_s,
+        decided_s=decided_s,
+        coupons_when_decided=when_decided,
+        cpu_s=cpu.spent(),
+        load=(load_began, os.getloadavg()[0]),
     )
 
 
@@ -741,6 +813,10 @@ def report_runs(results: Sequence[RunResult]) -> str:
             f"{r.members_with_two}",
             f"{r.members - r.decided_members + (r.members - r.held_out - r.granted)}",
             f"at {r.killed_at:,} coupons, back in {r.restart_s:.1f} s" if r.killed_at is not None else "-",
+            f"{r.decided_s:.0f}",
+            f"{r.coupons_when_decided:,}",
+            f"{r.cpu_s['marketing']:.0f} + {r.cpu_s['membership']:.0f}",
+            f"{r.load[0]:.1f} to {r.load[1]:.1f}",
         ]
         for r in results
     ]
@@ -762,6 +838,10 @@ def report_runs(results: Sequence[RunResult]) -> str:
                     "members with two",
                     "skipped",
                     "marketing killed",
+                    "all decided at s",
+                    "coupons by then",
+                    "CPU s marketing + membership",
+                    "load average",
                 ],
                 rows,
             ),

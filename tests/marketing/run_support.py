@@ -95,5 +95,24 @@ class Dying:
         return self._inner.read(work)
 
 
+class Meddled:
+    """A unit of work that lets `meddle` change the world once, right after the first read: between
+    a page decided in its read transaction and that page's write."""
+
+    def __init__(self, inner: UnitOfWork[Stores], meddle: Callable[[], None]) -> None:
+        self._inner, self._meddle = inner, meddle
+        self.meddled = False
+
+    def run(self, work: Callable[[Transaction[Stores]], T]) -> T:
+        return self._inner.run(work)
+
+    def read(self, work: Callable[[Transaction[Stores]], T]) -> T:
+        result = self._inner.read(work)
+        if not self.meddled:
+            self.meddled = True
+            self._meddle()
+        return result
+
+
 class Killed(BaseException):
     """The process ending under the run (a BaseException, as SystemExit is: nothing catches it)."""

@@ -21,6 +21,7 @@ from tests.marketing.factory import TIERS
 from tests.marketing.run_support import (
     Dying,
     Killed,
+    Meddled,
     granted,
     members,
     outcomes,
@@ -280,6 +281,80 @@ def test_a_page_and_events_for_its_members_count_each_grant_once(
     assert sum(s[Outcome.GRANTED] for s in seen.values()) == 90
     assert ResultCases(replicas[0]).campaign_results(live.campaign_id).totals.grants == 90
     assert len([kind for kind, _ in effects(database) if kind == "issue_coupon"]) == 90
+
+
+def test_what_changes_between_a_page_read_and_its_write_is_asked_again(uow: Uow, database: Database) -> None:
+    clock = Clock(SHANGHAI_TEN - timedelta(hours=1))
+    live = scheduled_campaign(
+        uow, clock, ScheduleKind.ONCE, start_time=SHANGHAI_TEN, limits=Limits(max_grants=8)
+    )
+    seed(uow, members(10), clock.now)
+    clock.now = SHANGHAI_TEN
+    due = runner(uow, clock).due_runs()[0]
+    triggers = TriggerCases(uow, clock=clock)
+
+    def meddle() -> None:
+        # Once the page is read: an event takes mem_00002's own slot in this run, and events on
+        # occurrences of their own grant four others their one grant each, spending the budget
+        # the page counted on (a second after the start, which the per-member count begins after).
+        clock.now += timedelta(seconds=1)
+        triggers.trigger(live.campaign_id, "mem_00002", due.occurrence_id)
+        for n in (5, 7, 8, 9):
+            triggers.trigger(live.campaign_id, f"mem_{n:05d}", f"event:evt_{n}")
+
+    meddled = Meddled(uow, meddle)
+    result = runner(meddled, clock, page_size=20).run(due)
+
+    assert meddled.meddled
+    assert result.finished
+    seen = outcomes(database, live.campaign_id)
+    # mem_00002 decided once, by the event; the four the events granted refused by their limit;
+    # of the 8 grants the events left 3 for the page, taken in member id order, the rest refused.
+    assert seen["mem_00002"] == Counter({Outcome.GRANTED: 1})
+    assert result.decisions == Counter(
+        {Outcome.GRANTED: 3, Outcome.LIMIT_REACHED: 4, Outcome.BUDGET_EXHAUSTED: 2}
+    )
+    assert sorted(m for m, s in seen.items() if s[Outcome.GRANTED]) == [
+        f"mem_{n:05d}" for n in (0, 1, 2, 3, 5, 7, 8, 9)
+    ]
+    assert sorted(m for m, s in seen.items() if s[Outcome.BUDGET_EXHAUSTED]) == ["mem_00004", "mem_00006"]
+    assert ResultCases(uow).campaign_results(live.campaign_id).totals.grants == 8
+    assert len([kind for kind, _ in effects(database) if kind == "issue_coupon"]) == 8
+
+
+@pytest.mark.parametrize("meddling", ["paused", "taken_over"])
+def test_a_page_read_is_not_written_once_the_campaign_paused_or_the_run_was_taken_over(
+    uow: Uow, database: Database, meddling: str
+) -> None:
+    clock = Clock(SHANGHAI_TEN - timedelta(hours=1))
+    live = scheduled_campaign(uow, clock, ScheduleKind.ONCE, start_time=SHANGHAI_TEN)
+    seed(uow, members(30), clock.now)
+    clock.now = SHANGHAI_TEN
+    lease = timedelta(minutes=2)
+    due = runner(uow, clock).due_runs()[0]
+    campaigns = CampaignCases(uow, TIERS, clock=clock)
+    other = runner(uow, clock, "replica-b", page_size=10, lease=lease)
+
+    def meddle() -> None:
+        if meddling == "paused":
+            campaigns.pause_campaign(live.campaign_id)
+        else:
+            # The first replica stalled past its lease; the other takes the run over and ends it.
+            clock.now += lease
+            assert other.run(due).finished
+
+    result = runner(Meddled(uow, meddle), clock, page_size=10, lease=lease).run(due)
+
+    assert result.decisions == Counter()
+    assert not result.finished
+    if meddling == "paused":
+        assert outcomes(database, live.campaign_id) == {}
+        campaigns.start_campaign(live.campaign_id)
+        clock.now += lease  # the first replica's claim lapses, never renewed by a page
+        assert other.run(due).finished
+    seen = outcomes(database, live.campaign_id)
+    assert sorted(seen) == [f"mem_{n:05d}" for n in range(30)]
+    assert all(s == Counter({Outcome.GRANTED: 1}) for s in seen.values())
 
 
 def test_a_run_that_fails_holds_back_neither_the_others_nor_its_own_next_pass(

@@ -1,6 +1,9 @@
 """Scheduled campaigns run: each due run claimed through the database by one replica at a time,
 paged through the audience in member id order, each page granted in one transaction together
 with the cursor's advance, so a run taken over after a crash resumes where the last page ended.
+A page is decided in a read transaction first (its members, their decided slots and counts, their
+grants and effects) and then recorded in a short write transaction that asks again only what can
+change under it, so on SQLite the single writer is not held while Python decides 2,000 members.
 
 A run is one (campaign, local date, time zone): its members are those whose home store keeps that
 zone, and it is due at the campaign's local time there. So a 10:00 greeting reaches Shanghai at
@@ -75,6 +78,30 @@ class _Page:
     finished: bool
 
 
+@dataclass(frozen=True)
+class _Candidate:
+    """A member of a page not yet decided when it was read, with the decision made for them then
+    (the record and, for a grant, its effects), kept when the write finds nothing changed."""
+
+    profile: Profile
+    slot: str
+    record: GrantRecord
+    effects: list[tuple[str, dict[str, object]]]
+    wanted: list[WantedMessage]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A page as decided in a read transaction, for a short write transaction to record."""
+
+    campaign: Campaign
+    now: datetime
+    cursor: str
+    # Fewer members than a page: the audience is through once this page is recorded.
+    last: bool
+    candidates: list[_Candidate]
+
+
 @dataclass
 class RunCases:
     uow: UnitOfWork[Stores]
@@ -120,7 +147,10 @@ class RunCases:
         )
         decisions: Counter[Outcome] = Counter()
         while claim is not None:
-            page = self.uow.run(functools.partial(self._page, due=due, claim=claim))
+            plan = self.uow.read(functools.partial(self._plan, due=due, claim=claim))
+            if plan is None:
+                break
+            page = self.uow.run(functools.partial(self._record, due=due, claim=claim, plan=plan))
             if page is None:
                 break
             decisions.update(page.decisions)
@@ -186,9 +216,8 @@ class RunCases:
 
     # --- one page ------------------------------------------------------------------------------
 
-    def _page(self, tx: Tx, *, due: DueRun, claim: RunClaim) -> _Page | None:
-        stores = tx.stores
-        now = self.clock()
+    def _held(self, stores: Stores, due: DueRun, claim: RunClaim, now: datetime) -> Campaign | None:
+        """The campaign, while this claim still holds the run and the campaign is live."""
         held = stores.runs.get(due.campaign_id, due.run_key)
         if (
             held is None
@@ -201,16 +230,94 @@ class RunCases:
             # Paused or ended: the claim is left to lapse; a campaign resumed today carries on
             # from the cursor, one ended never runs again.
             return None
-        profiles = stores.facts.profiles_after(held.cursor, self.page_size)
+        return campaign
+
+    def _plan(self, tx: Tx, *, due: DueRun, claim: RunClaim) -> _Plan | None:
+        """The next page decided in a read transaction: its members in the audience, those of
+        them without a decision yet, and each one's decision, its record and effects built."""
+        stores = tx.stores
+        now = self.clock()
+        campaign = self._held(stores, due, claim, now)
+        if campaign is None:
+            return None
+        profiles = stores.facts.profiles_after(claim.cursor, self.page_size)
         picked = self._picked(stores, campaign, due, profiles, now)
-        decisions, exhausted = self._grant_page(tx, campaign, due.occurrence_id, picked, now)
-        cursor = profiles[-1].facts.member_id if profiles else held.cursor
-        moved = stores.runs.advance(claim, cursor, now, self.lease)
+        cid = campaign.campaign_id
+        slots = {
+            p.facts.member_id: occurrence_slot(cid, p.facts.member_id, due.occurrence_id) for p in picked
+        }
+        decided = stores.grants.decided(list(slots.values()))
+        fresh = [p for p in picked if slots[p.facts.member_id] not in decided]
+        if _daily(campaign):
+            reached = stores.grants.reached(cid, [p.facts.member_id for p in fresh])
+            fresh = [p for p in fresh if p.facts.member_id not in reached]
+        candidates = []
+        for profile in fresh:
+            member_id = profile.facts.member_id
+            # The control group is drawn before any limit, as for an event's grant. The others are
+            # planned as granted: their counts are read in the write, where they count, and a
+            # member over the limit (rare in a run, which skips those it reached) is decided again.
+            held_out = is_held_out(cid, member_id, campaign.holdout_percent)
+            outcome, limit = self._outcome(campaign, held_out=held_out, count=0)
+            candidates.append(
+                self._candidate(
+                    campaign,
+                    due.occurrence_id,
+                    profile,
+                    slot=slots[member_id],
+                    outcome=outcome,
+                    limit=limit,
+                    now=now,
+                )
+            )
+        cursor = profiles[-1].facts.member_id if profiles else claim.cursor
+        return _Plan(campaign, now, cursor, len(profiles) < self.page_size, candidates)
+
+    def _record(self, tx: Tx, *, due: DueRun, claim: RunClaim, plan: _Plan) -> _Page | None:
+        """The planned page written with the cursor's advance, asking again only what can have
+        changed since it was read: the claim, the campaign, the members' slots and counts."""
+        stores = tx.stores
+        campaign = self._held(stores, due, claim, self.clock())
+        if campaign is None:
+            return None
+        if campaign.version != plan.campaign.version:
+            # Edited since: the page is decided again under the new version, from the same cursor.
+            return _Page(claim, Counter(), finished=False)
+        decisions, exhausted = self._grant_page(tx, campaign, due.occurrence_id, plan)
+        moved = stores.runs.advance(claim, plan.cursor, plan.now, self.lease)
         # A budget run out ends the run: every member after would only be refused.
-        finished = exhausted or len(profiles) < self.page_size
+        finished = exhausted or plan.last
         if finished:
-            stores.runs.finish(moved, now)
+            stores.runs.finish(moved, plan.now)
         return _Page(moved, decisions, finished)
+
+    @staticmethod
+    def _outcome(campaign: Campaign, *, held_out: bool, count: int) -> tuple[Outcome, str]:
+        """A member's decision before the budget: GRANTED here means wanting a grant."""
+        if held_out:
+            return Outcome.HELD_OUT, ""
+        if count >= campaign.limits.grants_per_member:
+            return Outcome.LIMIT_REACHED, "per_member_max"
+        return Outcome.GRANTED, ""
+
+    @staticmethod
+    def _candidate(
+        campaign: Campaign,
+        occurrence_id: str,
+        profile: Profile,
+        *,
+        slot: str,
+        outcome: Outcome,
+        limit: str,
+        now: datetime,
+    ) -> _Candidate:
+        member_id = profile.facts.member_id
+        # profiles_after answers standing members only, so each is their own limits' holder.
+        record = GrantRecord.decided(
+            campaign, member_id, occurrence_id, outcome, holder_id=member_id, at=now, limit_name=limit
+        )
+        effects, wanted = effects_of(campaign, record, profile) if outcome is Outcome.GRANTED else ([], [])
+        return _Candidate(profile, slot, record, effects, wanted)
 
     def _zone_name(self, profile: Profile, zones: dict[str, str]) -> str:
         facts = profile.facts
@@ -258,66 +365,69 @@ class RunCases:
         ]
 
     def _grant_page(
-        self, tx: Tx, campaign: Campaign, occurrence_id: str, picked: Sequence[Profile], now: datetime
+        self, tx: Tx, campaign: Campaign, occurrence_id: str, plan: _Plan
     ) -> tuple[Counter[Outcome], bool]:
         """TriggerCases.grant for a page of members at once, in the same lock order (the members'
         turns, then the campaign's counters, then the grant rows) so a page and an event for one
         of its members queue rather than deadlock; each step one statement for the whole page.
-        True beside the decisions when the budget refused some."""
+        The decisions planned are kept unless a member's slot or count moved since they were
+        read. True beside the decisions when the budget refused some."""
         stores = tx.stores
         cid = campaign.campaign_id
-        slots = {p.facts.member_id: occurrence_slot(cid, p.facts.member_id, occurrence_id) for p in picked}
-        decided = stores.grants.decided(list(slots.values()))
-        fresh = [p for p in picked if slots[p.facts.member_id] not in decided]
-        if campaign.trigger.schedule is not None and campaign.trigger.schedule.kind is ScheduleKind.DAILY:
+        now = plan.now
+        fresh = plan.candidates
+        if fresh and _daily(campaign):
             # A daily campaign is for members not yet reached: those it granted or held out on an
             # earlier day are passed over, not recorded again as refused every day.
-            reached = stores.grants.reached(cid, [p.facts.member_id for p in fresh])
-            fresh = [p for p in fresh if p.facts.member_id not in reached]
+            reached = stores.grants.reached(cid, [c.profile.facts.member_id for c in fresh])
+            fresh = [c for c in fresh if c.profile.facts.member_id not in reached]
         if not fresh:
             return Counter(), False
-        # profiles_after answers standing members only, so each is their own limits' holder.
-        holders = [p.facts.member_id for p in fresh]
-        stores.grants.lock_members(cid, holders)
-        # Asked again under the members' locks, as TriggerCases.grant does.
-        decided = stores.grants.decided([slots[m] for m in holders])
-        fresh = [p for p in fresh if slots[p.facts.member_id] not in decided]
-        holders = [p.facts.member_id for p in fresh]
+        stores.grants.lock_members(cid, [c.profile.facts.member_id for c in fresh])
+        # Asked again under the members' locks, as TriggerCases.grant does: an event may have
+        # decided one of them since the page was read.
+        decided = stores.grants.decided([c.slot for c in fresh])
+        fresh = [c for c in fresh if c.slot not in decided]
         since = member_window_start(campaign.limits, campaign.start_time, now)
-        counts = stores.grants.counts_for(cid, holders, since)
+        counts = stores.grants.counts_for(cid, [c.profile.facts.member_id for c in fresh], since)
         outcomes: dict[str, tuple[Outcome, str]] = {}
         wanting: list[str] = []
-        for member_id in holders:
-            # The control group is drawn before any limit, as for an event's grant.
-            if is_held_out(cid, member_id, campaign.holdout_percent):
-                outcomes[member_id] = (Outcome.HELD_OUT, "")
-            elif counts.get(member_id, 0) >= campaign.limits.grants_per_member:
-                outcomes[member_id] = (Outcome.LIMIT_REACHED, "per_member_max")
-            else:
+        for candidate in fresh:
+            member_id = candidate.profile.facts.member_id
+            # Drawn when the page was read, under this same version of the campaign.
+            held_out = candidate.record.outcome is Outcome.HELD_OUT
+            outcome, limit = self._outcome(campaign, held_out=held_out, count=counts.get(member_id, 0))
+            if outcome is Outcome.GRANTED:
                 wanting.append(member_id)
-        cost = campaign.cost
-        taken, refusal = stores.budgets.take_up_to(cid, campaign.limits, cost, len(wanting), now)
+            else:
+                outcomes[member_id] = (outcome, limit)
+        taken, refusal = stores.budgets.take_up_to(cid, campaign.limits, campaign.cost, len(wanting), now)
         for index, member_id in enumerate(wanting):
             refused = (Outcome(refusal.verdict.value), refusal.limit)
             outcomes[member_id] = (Outcome.GRANTED, "") if index < taken else refused
-        records = []
-        for member_id in holders:
-            outcome, limit = outcomes[member_id]
-            records.append(
-                GrantRecord.decided(
-                    campaign, member_id, occurrence_id, outcome, holder_id=member_id, at=now, limit_name=limit
+        kept = []
+        for planned in fresh:
+            outcome, limit = outcomes[planned.profile.facts.member_id]
+            if (outcome, limit) == (planned.record.outcome, planned.record.limit_name):
+                kept.append(planned)
+            else:
+                # Decided again: the member's count or the budget moved since the page was read.
+                kept.append(
+                    self._candidate(
+                        campaign,
+                        occurrence_id,
+                        planned.profile,
+                        slot=planned.slot,
+                        outcome=outcome,
+                        limit=limit,
+                        now=now,
+                    )
                 )
-            )
+        records = [c.record for c in kept]
+        effects = [e for c in kept for e in c.effects]
         stores.grants.add_many(records)
-        effects: list[tuple[str, dict[str, object]]] = []
-        wanted: list[WantedMessage] = []
-        for record, profile in zip(records, fresh, strict=True):
-            if record.outcome is Outcome.GRANTED:
-                made, messages = effects_of(campaign, record, profile)
-                effects.extend(made)
-                wanted.extend(messages)
         stores.outbox.add_many(effects, now)
-        send_messages(stores, wanted, policy=self.policy)
+        send_messages(stores, [w for c in kept for w in c.wanted], policy=self.policy)
         decisions = Counter(r.outcome for r in records)
         tx.after_commit(functools.partial(_count, decisions))
         if effects:
@@ -329,6 +439,11 @@ def _count(decisions: Counter[Outcome]) -> None:
     # Counted once committed, as an event's grants are.
     for outcome, count in decisions.items():
         GRANT_DECISIONS.labels(outcome.value).inc(count)
+
+
+def _daily(campaign: Campaign) -> bool:
+    schedule = campaign.trigger.schedule
+    return schedule is not None and schedule.kind is ScheduleKind.DAILY
 
 
 def _by_zone(campaign: Campaign) -> bool:
