@@ -218,6 +218,26 @@ class FactRepository:
         if not inserted:
             return False
         c = member_profiles.c
+        kept = self._rows.get(order.member_id)
+        if kept is not None:
+            # The row as this transaction holds it says what moves: one statement, or none.
+            last, first_time = kept.last_order_time, kept.first_purchase_time
+            moved = dataclasses.replace(
+                kept,
+                # Orders arriving out of order still leave the latest time in place.
+                last_order_time=order.complete_time if last is None or last < order.complete_time else last,
+                first_purchase_time=first_time or order.complete_time,
+            )
+            if moved != kept:
+                self._db.execute(
+                    update(member_profiles)
+                    .where(c.member_id == order.member_id)
+                    .values(
+                        last_order_time=moved.last_order_time, first_purchase_time=moved.first_purchase_time
+                    )
+                )
+                self._rows[order.member_id] = moved
+            return first_time is None
         # Conditional, so orders arriving out of order still leave the latest time in place.
         self._db.execute(
             update(member_profiles)
@@ -225,23 +245,14 @@ class FactRepository:
             .where((c.last_order_time.is_(None)) | (c.last_order_time < order.complete_time))
             .values(last_order_time=order.complete_time)
         )
-        first = (
-            self._db.execute(
-                update(member_profiles)
-                .where(c.member_id == order.member_id, c.first_purchase_time.is_(None))
-                .values(first_purchase_time=order.complete_time)
-            ).rowcount
-            == 1
+        first = self._db.execute(
+            update(member_profiles)
+            .where(c.member_id == order.member_id, c.first_purchase_time.is_(None))
+            .values(first_purchase_time=order.complete_time)
         )
-        # The kept row moved on as the two statements moved it.
-        if (kept := self._rows.get(order.member_id)) is not None:
-            last = kept.last_order_time
-            self._rows[order.member_id] = dataclasses.replace(
-                kept,
-                last_order_time=order.complete_time if last is None or last < order.complete_time else last,
-                first_purchase_time=order.complete_time if first else kept.first_purchase_time,
-            )
-        return first
+        # Unknown to this transaction till now: read afresh when next asked.
+        self._rows.pop(order.member_id, None)
+        return first.rowcount == 1
 
     def cancel_order(self, order_id: str) -> None:
         self._db.execute(
