@@ -99,6 +99,32 @@ class FactRepository:
             return None
         return _with_accounts(found, self._linked(found.customer_id))
 
+    def profiles_of(self, member_ids: Iterable[str]) -> dict[str, Profile]:
+        members = list(member_ids)
+        wanted = sorted({m for m in members if m not in self._rows})
+        m = member_profiles.c
+        # Bound parameters per IN list kept well under SQLite's limit.
+        for start in range(0, len(wanted), 5000):
+            chunk = wanted[start : start + 5000]
+            self._rows.update(dict.fromkeys(chunk))
+            for row in self._db.execute(select(member_profiles).where(m.member_id.in_(chunk))):
+                self._rows[row.member_id] = _profile(row)
+        customers = sorted(
+            {p.customer_id for i in members if (p := self._rows.get(i)) is not None and p.customer_id}
+            - self._accounts.keys()
+        )
+        a = customer_accounts.c
+        for start in range(0, len(customers), 5000):
+            chunk = customers[start : start + 5000]
+            for customer_id in chunk:
+                self._accounts[customer_id] = {}
+            rows = self._db.execute(
+                select(a.customer_id, a.channel, a.account, a.display_name).where(a.customer_id.in_(chunk))
+            )
+            for row in rows:
+                self._accounts[row.customer_id][Channel(row.channel)] = (row.account, row.display_name)
+        return {i: p for i in members if (p := self.profile(i)) is not None}
+
     def _stored(self, member_id: str) -> Profile | None:
         """The member's row as kept, without the accounts identity linked to their customer."""
         if member_id not in self._rows:
