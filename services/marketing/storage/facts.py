@@ -67,6 +67,9 @@ class FactRepository:
 
     def put_profile(self, profile: Profile, now: datetime) -> None:
         f = profile.facts
+        # An event that leaves the profile as it is (an order, most often) writes nothing.
+        if self._rows.get(f.member_id) == profile:
+            return
         values: dict[str, Any] = {
             "customer_id": profile.customer_id,
             "tier": f.tier,
