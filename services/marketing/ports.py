@@ -361,6 +361,10 @@ class Facts(Protocol):
         """The member's profile, with the accounts linked to their customer."""
         ...
 
+    def profiles_of(self, member_ids: Iterable[str]) -> dict[str, Profile]:
+        """Each of the members' profiles, as `profile` gives it, for those that have one."""
+        ...
+
     def link_account(
         self, customer_id: str, channel: Channel, account: str, display_name: str, now: datetime
     ) -> None:

@@ -284,6 +284,9 @@ class MemoryFacts:
             facts = replace(facts, display_name=names[0])
         return replace(found, facts=facts, accounts={**found.accounts, **self.accounts_of(found.customer_id)})
 
+    def profiles_of(self, member_ids: Iterable[str]) -> dict[str, Profile]:
+        return {m: p for m in member_ids if (p := self.profile(m)) is not None}
+
     def link_account(
         self, customer_id: str, channel: Channel, account: str, display_name: str, now: datetime
     ) -> None:

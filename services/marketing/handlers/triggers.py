@@ -188,7 +188,11 @@ class TriggerCases:
         for event in events:
             first.setdefault(event.event_id, event)
         claimed = tx.stores.facts.claim_events({i: e.kind.value for i, e in first.items()}, now)
-        _take_turns(tx.stores, [e for i, e in first.items() if i in claimed])
+        taken = [e for i, e in first.items() if i in claimed]
+        _take_turns(tx.stores, taken)
+        # Every profile the events will move on, read in one statement once their turns are held,
+        # rather than one read an event.
+        tx.stores.facts.profiles_of(e.member_id for e in taken)
         accepted, duplicates, grants = 0, 0, list[GrantRecord]()
         # The running campaigns each trigger fires, read once a call rather than once an event:
         # reading and parsing them was a large part of an event's cost, and a call's events are

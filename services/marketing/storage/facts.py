@@ -28,6 +28,13 @@ from services.marketing.storage.tables import (
 class FactRepository:
     def __init__(self, connection: Connection) -> None:
         self._db = connection
+        # Each member's row as this transaction last read or wrote it (None: known to have none),
+        # and each customer's linked accounts: a call's events read a member's profile several
+        # times (to apply each event, then for every campaign it triggers), and the repository
+        # is the only writer of both tables, so what it wrote is what a read would find. The
+        # repository lives as long as its transaction, under the member's turn.
+        self._rows: dict[str, Profile | None] = {}
+        self._accounts: dict[str, dict[Channel, tuple[str, str]]] = {}
 
     def claim_events(self, kinds: Mapping[str, str], now: datetime) -> set[str]:
         claimed: set[str] = set()
@@ -60,6 +67,9 @@ class FactRepository:
 
     def put_profile(self, profile: Profile, now: datetime) -> None:
         f = profile.facts
+        # An event that leaves the profile as it is (an order, most often) writes nothing.
+        if self._rows.get(f.member_id) == profile:
+            return
         values: dict[str, Any] = {
             "customer_id": profile.customer_id,
             "tier": f.tier,
@@ -77,21 +87,55 @@ class FactRepository:
             "first_purchase_time": profile.first_purchase_time,
             "update_time": now,
         }
-        if not insert_new(
+        # A member whose row this transaction has seen is updated without trying an insert first.
+        if self._rows.get(f.member_id) is not None or not insert_new(
             self._db, member_profiles, {"member_id": f.member_id, "create_time": now, **values}
         ):
             self._db.execute(
                 update(member_profiles).where(member_profiles.c.member_id == f.member_id).values(**values)
             )
+        self._rows[f.member_id] = profile
 
     def profile(self, member_id: str) -> Profile | None:
-        row = self._db.execute(
-            select(member_profiles).where(member_profiles.c.member_id == member_id)
-        ).first()
-        if row is None:
+        found = self._stored(member_id)
+        if found is None:
             return None
-        found = _profile(row)
         return _with_accounts(found, self._linked(found.customer_id))
+
+    def profiles_of(self, member_ids: Iterable[str]) -> dict[str, Profile]:
+        members = list(member_ids)
+        wanted = sorted({m for m in members if m not in self._rows})
+        m = member_profiles.c
+        # Bound parameters per IN list kept well under SQLite's limit.
+        for start in range(0, len(wanted), 5000):
+            chunk = wanted[start : start + 5000]
+            self._rows.update(dict.fromkeys(chunk))
+            for row in self._db.execute(select(member_profiles).where(m.member_id.in_(chunk))):
+                self._rows[row.member_id] = _profile(row)
+        customers = sorted(
+            {p.customer_id for i in members if (p := self._rows.get(i)) is not None and p.customer_id}
+            - self._accounts.keys()
+        )
+        a = customer_accounts.c
+        for start in range(0, len(customers), 5000):
+            chunk = customers[start : start + 5000]
+            for customer_id in chunk:
+                self._accounts[customer_id] = {}
+            rows = self._db.execute(
+                select(a.customer_id, a.channel, a.account, a.display_name).where(a.customer_id.in_(chunk))
+            )
+            for row in rows:
+                self._accounts[row.customer_id][Channel(row.channel)] = (row.account, row.display_name)
+        return {i: p for i in members if (p := self.profile(i)) is not None}
+
+    def _stored(self, member_id: str) -> Profile | None:
+        """The member's row as kept, without the accounts identity linked to their customer."""
+        if member_id not in self._rows:
+            row = self._db.execute(
+                select(member_profiles).where(member_profiles.c.member_id == member_id)
+            ).first()
+            self._rows[member_id] = None if row is None else _profile(row)
+        return self._rows[member_id]
 
     def link_account(
         self, customer_id: str, channel: Channel, account: str, display_name: str, now: datetime
@@ -105,6 +149,7 @@ class FactRepository:
                 .where(c.customer_id == customer_id, c.channel == channel.value)
                 .values(**values)
             )
+        self._accounts.pop(customer_id, None)
 
     def accounts_of(self, customer_id: str) -> dict[Channel, str]:
         return {channel: account for channel, (account, _) in self._linked(customer_id).items()}
@@ -112,11 +157,15 @@ class FactRepository:
     def _linked(self, customer_id: str) -> dict[Channel, tuple[str, str]]:
         if not customer_id:
             return {}
-        c = customer_accounts.c
-        rows = self._db.execute(
-            select(c.channel, c.account, c.display_name).where(c.customer_id == customer_id)
-        )
-        return {Channel(row.channel): (row.account, row.display_name) for row in rows}
+        if customer_id not in self._accounts:
+            c = customer_accounts.c
+            rows = self._db.execute(
+                select(c.channel, c.account, c.display_name).where(c.customer_id == customer_id)
+            )
+            self._accounts[customer_id] = {
+                Channel(row.channel): (row.account, row.display_name) for row in rows
+            }
+        return self._accounts[customer_id]
 
     def profiles_after(self, cursor: str, limit: int) -> list[Profile]:
         c = member_profiles.c
@@ -167,7 +216,7 @@ class FactRepository:
     def merge(self, member_id: str, survivor_id: str, now: datetime) -> None:
         # A merge may arrive before anything else about the member: keep it on a bare profile.
         bare = MemberFacts(member_id=member_id)
-        if self.profile(member_id) is None:
+        if (found := self._stored(member_id)) is None:
             self.put_profile(Profile(facts=bare, customer_id="", survivor_id=survivor_id), now)
             return
         self._db.execute(
@@ -175,12 +224,11 @@ class FactRepository:
             .where(member_profiles.c.member_id == member_id)
             .values(survivor_id=survivor_id, update_time=now)
         )
+        self._rows[member_id] = dataclasses.replace(found, survivor_id=survivor_id)
 
     def survivor_of(self, member_id: str) -> str | None:
-        survivor = self._db.execute(
-            select(member_profiles.c.survivor_id).where(member_profiles.c.member_id == member_id)
-        ).scalar_one_or_none()
-        return survivor or None
+        found = self._stored(member_id)
+        return (found.survivor_id or None) if found else None
 
     def record_order(self, order: CompletedOrder) -> bool:
         inserted = insert_new(
@@ -199,6 +247,26 @@ class FactRepository:
         if not inserted:
             return False
         c = member_profiles.c
+        kept = self._rows.get(order.member_id)
+        if kept is not None:
+            # The row as this transaction holds it says what moves: one statement, or none.
+            last, first_time = kept.last_order_time, kept.first_purchase_time
+            moved = dataclasses.replace(
+                kept,
+                # Orders arriving out of order still leave the latest time in place.
+                last_order_time=order.complete_time if last is None or last < order.complete_time else last,
+                first_purchase_time=first_time or order.complete_time,
+            )
+            if moved != kept:
+                self._db.execute(
+                    update(member_profiles)
+                    .where(c.member_id == order.member_id)
+                    .values(
+                        last_order_time=moved.last_order_time, first_purchase_time=moved.first_purchase_time
+                    )
+                )
+                self._rows[order.member_id] = moved
+            return first_time is None
         # Conditional, so orders arriving out of order still leave the latest time in place.
         self._db.execute(
             update(member_profiles)
@@ -211,6 +279,8 @@ class FactRepository:
             .where(c.member_id == order.member_id, c.first_purchase_time.is_(None))
             .values(first_purchase_time=order.complete_time)
         )
+        # Unknown to this transaction till now: read afresh when next asked.
+        self._rows.pop(order.member_id, None)
         return first.rowcount == 1
 
     def cancel_order(self, order_id: str) -> None:

@@ -27,6 +27,8 @@ from services.marketing.storage.tables import (
 class GrantRepository:
     def __init__(self, connection: Connection) -> None:
         self._db = connection
+        # The members' turns this transaction holds, by campaign and holder.
+        self._turns: set[tuple[str, str]] = set()
 
     def get(self, slot: str) -> GrantRecord | None:
         row = self._db.execute(select(grants).where(grants.c.slot == slot)).first()
@@ -38,6 +40,12 @@ class GrantRepository:
         self._db.execute(grants.insert().values(**_columns(grant)))
 
     def lock_member(self, campaign_id: str, holder_id: str) -> None:
+        # SQLite lets one writer in at a time, which already gives each member their turn (as in
+        # lock_members); a turn taken once is held till commit, so a call's later events for the
+        # same member and campaign have it already.
+        if self._db.dialect.name != "postgresql" or (campaign_id, holder_id) in self._turns:
+            return
+        self._turns.add((campaign_id, holder_id))
         insert_new(self._db, member_turns, {"campaign_id": campaign_id, "holder_id": holder_id, "turns": 0})
         # The update takes the row's lock until commit (SQLite's write lock covers it anyway).
         self._db.execute(
