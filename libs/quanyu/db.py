@@ -238,19 +238,25 @@ class WriteTurns:
 
     A waiter may ask to go `ahead` of the ordinary ones (behind any that asked ahead before it):
     an outbox relay's writes are short and few, and behind eight request threads each of its
-    lease and delivered writes waited out eight transactions while its lane fell behind."""
+    lease and delivered writes waited out eight transactions while its lane fell behind. After
+    AHEAD_IN_A_ROW turns given ahead while an ordinary waiter waits, that waiter has the next
+    one: lanes working through a backlog one short write after another would otherwise hold
+    every request's write back for as long as the backlog lasts."""
+
+    AHEAD_IN_A_ROW = 4
 
     def __init__(self) -> None:
         self._changed = threading.Condition(threading.Lock())
-        self._queue: deque[object] = deque()  # waiters, in the order they get the turn
-        self._ahead = 0  # of them, those at the front that asked to go ahead
+        self._ahead: deque[object] = deque()  # waiters that asked to go ahead, in order
+        self._ordinary: deque[object] = deque()  # the others, in order
+        self._ahead_in_a_row = 0  # turns given ahead since an ordinary waiter's last
         self._held = False
 
     @property
     def waiting(self) -> int:
         """Threads holding or waiting for a turn."""
         with self._changed:
-            return len(self._queue) + self._held
+            return len(self._ahead) + len(self._ordinary) + self._held
 
     def __enter__(self) -> None:
         self._take(ahead=False)
@@ -262,26 +268,28 @@ class WriteTurns:
 
     @contextmanager
     def ahead(self) -> Iterator[None]:
-        """A turn before every ordinary waiter's."""
+        """A turn before every ordinary waiter's, but for one in every AHEAD_IN_A_ROW + 1."""
         self._take(ahead=True)
         try:
             yield
         finally:
             self.__exit__()
 
+    def _next(self) -> deque[object]:
+        """The queue whose first waiter has the next turn."""
+        if self._ahead and (not self._ordinary or self._ahead_in_a_row < self.AHEAD_IN_A_ROW):
+            return self._ahead
+        return self._ordinary
+
     def _take(self, *, ahead: bool) -> None:
         me = object()
+        mine = self._ahead if ahead else self._ordinary
         with self._changed:
-            if ahead:
-                self._queue.insert(self._ahead, me)
-                self._ahead += 1
-            else:
-                self._queue.append(me)
-            while self._held or self._queue[0] is not me:
+            mine.append(me)
+            while self._held or mine is not self._next() or mine[0] is not me:
                 self._changed.wait()
-            self._queue.popleft()
-            if ahead:
-                self._ahead -= 1
+            mine.popleft()
+            self._ahead_in_a_row = self._ahead_in_a_row + 1 if ahead else 0
             self._held = True
 
 

@@ -150,16 +150,14 @@ def test_statements_and_transactions_are_counted_as_the_database_sees_them(datab
         assert tuple(b - a for a, b in zip(written, read, strict=True)) == (1, 0, 0)
 
 
-def test_a_writer_asking_ahead_goes_before_ordinary_waiters_but_after_earlier_ones_ahead() -> None:
+def turns_taken(waiters: list[tuple[bool, str]]) -> list[str]:
+    """The order in which waiters get their turns when they ask, one after another (ahead or
+    not), while the turn is held, and it is then given up."""
     turns = WriteTurns()
     order: list[str] = []
 
-    def ordinary(name: str) -> None:
-        with turns:
-            order.append(name)
-
-    def ahead(name: str) -> None:
-        with turns.ahead():
+    def wants(ahead: bool, name: str) -> None:
+        with turns.ahead() if ahead else turns:
             order.append(name)
 
     def asked(count: int) -> None:
@@ -171,20 +169,26 @@ def test_a_writer_asking_ahead_goes_before_ordinary_waiters_but_after_earlier_on
     turns.__enter__()
     threads = []
     # Each waiter asks once the one before it is queued, so the order they asked in is known.
-    for number, (wants, name) in enumerate(
-        [
-            (ordinary, "first request"),
-            (ahead, "first relay"),
-            (ordinary, "second request"),
-            (ahead, "second relay"),
-        ],
-        start=2,
-    ):
-        thread = threading.Thread(target=wants, args=(name,), daemon=True)
+    for number, (ahead, name) in enumerate(waiters, start=2):
+        thread = threading.Thread(target=wants, args=(ahead, name), daemon=True)
         thread.start()
         threads.append(thread)
         asked(number)
     turns.__exit__()
     for thread in threads:
         thread.join(timeout=10)
+    return order
+
+
+def test_a_writer_asking_ahead_goes_before_ordinary_waiters_but_after_earlier_ones_ahead() -> None:
+    order = turns_taken(
+        [(False, "first request"), (True, "first relay"), (False, "second request"), (True, "second relay")]
+    )
     assert order == ["first relay", "second relay", "first request", "second request"]
+
+
+def test_an_ordinary_waiter_has_its_turn_after_a_few_given_ahead() -> None:
+    relays = [f"relay {n}" for n in range(1, 8)]
+    order = turns_taken([(False, "request"), *((True, relay) for relay in relays)])
+    limit = WriteTurns.AHEAD_IN_A_ROW
+    assert order == [*relays[:limit], "request", *relays[limit:]]
