@@ -277,18 +277,21 @@ class RunCases:
         """The planned page written with the cursor's advance, asking again only what can have
         changed since it was read: the claim, the campaign, the members' slots and counts."""
         stores = tx.stores
-        campaign = self._held(stores, due, claim, self.clock())
+        now = self.clock()
+        campaign = self._held(stores, due, claim, now)
         if campaign is None:
             return None
         if campaign.version != plan.campaign.version:
             # Edited since: the page is decided again under the new version, from the same cursor.
             return _Page(claim, Counter(), finished=False)
         decisions, exhausted = self._grant_page(tx, campaign, due.occurrence_id, plan)
-        moved = stores.runs.advance(claim, plan.cursor, plan.now, self.lease)
+        # The lease runs from this write, not from the read: a page slow to decide must not
+        # shorten it and invite another replica to take over a run that is going well.
+        moved = stores.runs.advance(claim, plan.cursor, now, self.lease)
         # A budget run out ends the run: every member after would only be refused.
         finished = exhausted or plan.last
         if finished:
-            stores.runs.finish(moved, plan.now)
+            stores.runs.finish(moved, now)
         return _Page(moved, decisions, finished)
 
     @staticmethod
