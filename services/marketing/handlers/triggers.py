@@ -189,15 +189,15 @@ class TriggerCases:
             first.setdefault(event.event_id, event)
         claimed = tx.stores.facts.claim_events({i: e.kind.value for i, e in first.items()}, now)
         taken = [e for i, e in first.items() if i in claimed]
-        _take_turns(tx.stores, taken)
+        # The running campaigns each trigger may fire, read once a call rather than once an
+        # event (reading and parsing them was a large part of an event's cost), and read where
+        # their counters are locked, so that no campaign started meanwhile is acted on with its
+        # counter unlocked and taken out of order.
+        running = _take_turns(tx.stores, taken)
         # Every profile the events will move on, read in one statement once their turns are held,
         # rather than one read an event.
         tx.stores.facts.profiles_of(e.member_id for e in taken)
         accepted, duplicates, grants = 0, 0, list[GrantRecord]()
-        # The running campaigns each trigger fires, read once a call rather than once an event:
-        # reading and parsing them was a large part of an event's cost, and a call's events are
-        # all taken at one moment (`now`) anyway.
-        running: dict[TriggerEvent, list[Campaign]] = {}
         for event in events:
             if event.event_id not in claimed:
                 duplicates += 1
@@ -214,17 +214,14 @@ class TriggerCases:
         self, tx: Tx, *, event: EventIn, now: datetime, running: dict[TriggerEvent, list[Campaign]]
     ) -> list[GrantRecord]:
         """One claimed event: the member's facts moved on, and every live campaign it triggers
-        granted (or its refusal recorded). `running` holds the campaigns each trigger fires, as
-        read so far in this transaction."""
+        granted (or its refusal recorded). `running` holds the campaigns each trigger the call's
+        events may fire, their counters locked."""
         stores = tx.stores
         fired = self._apply(stores, event, now)
         occurrence = occurrence_of_event(event.event_id)
         grants: list[GrantRecord] = []
         wanted: list[WantedMessage] = []
-        for trigger in fired:
-            if trigger not in running:
-                running[trigger] = stores.campaigns.running_for(trigger)
-        triggered = [c for trigger in fired for c in running[trigger]]
+        triggered = [c for trigger in fired for c in running.get(trigger, ())]
         for campaign in self._live(triggered, now):
             record = self.grant(
                 tx, campaign, event.member_id, occurrence, order=event.order, now=now, messages=wanted
@@ -276,19 +273,22 @@ class TriggerCases:
         return [_TRIGGERED[kind]]
 
 
-def _take_turns(stores: Stores, events: Sequence[EventIn]) -> None:
+def _take_turns(stores: Stores, events: Sequence[EventIn]) -> dict[TriggerEvent, list[Campaign]]:
     """Every lock the call's events will take, taken before the first is applied and in the one
     order every call takes them in: the turns of the members, customers and coupons they write,
     by key, then the counters of each running campaign they could trigger, by campaign id. Two
     calls sharing any of them queue on the first they share instead of each holding one the other
-    waits for; calls sharing none run side by side, on any replica."""
+    waits for; calls sharing none run side by side, on any replica. The running campaigns of each
+    trigger, as their counters were locked."""
     stores.facts.take_turns(
         members={key for e in events for key in (e.member_id, e.survivor_id)},
         customers={e.customer_id for e in events if e.kind is EventKind.ACCOUNT_LINKED},
         coupons={e.coupon_code for e in events},
     )
     triggers = sorted({trigger for e in events for trigger in _MAY_FIRE[e.kind]})
-    stores.budgets.lock_counters([c.campaign_id for t in triggers for c in stores.campaigns.running_for(t)])
+    running = {t: stores.campaigns.running_for(t) for t in triggers}
+    stores.budgets.lock_counters([c.campaign_id for campaigns in running.values() for c in campaigns])
+    return running
 
 
 def _moved_on(profile: Profile, event: EventIn) -> Profile:
