@@ -506,25 +506,7 @@ def seed(running: Deployment, count: int) -> None:
                 "update_time": now,
                 "birthday": literal(""),
             }
-            profile_row: dict[str, ColumnElement[Any]] = {
-                "member_id": member_id,
-                "customer_id": customer_id,
-                "tier": literal("GOLD"),
-                "stage": literal("PURCHASE"),
-                "tags": literal(""),
-                "home_store_id": literal("SH-0000"),
-                "guide_id": literal(""),
-                "display_name": literal(""),
-                "points_balance": literal(0),
-                "time_zone": literal(""),
-                "birthday": literal(""),
-                "accounts": literal("{}"),
-                "survivor_id": literal(""),
-                "last_order_time": null(),
-                "first_purchase_time": null(),
-                "create_time": now,
-                "update_time": now,
-            }
+            profile_row = profile_of_number(n, now)
             for made, table_, row in (
                 (membership, members, member_row),
                 (marketing, member_profiles, profile_row),
@@ -538,6 +520,30 @@ def seed(running: Deployment, count: int) -> None:
     finally:
         membership.dispose()
         marketing.dispose()
+
+
+def profile_of_number(n: ColumnElement[Any], at: ColumnElement[Any]) -> dict[str, ColumnElement[Any]]:
+    """Marketing's member profile of the bench's member number `n`, as columns of a select:
+    a GOLD member in the PURCHASE stage of store SH-0000, as membership's seeded member is."""
+    return {
+        "member_id": func.printf("mem_bench_%08d", n),
+        "customer_id": func.printf("cus_bench_%08d", n),
+        "tier": literal("GOLD"),
+        "stage": literal("PURCHASE"),
+        "tags": literal(""),
+        "home_store_id": literal("SH-0000"),
+        "guide_id": literal(""),
+        "display_name": literal(""),
+        "points_balance": literal(0),
+        "time_zone": literal(""),
+        "birthday": literal(""),
+        "accounts": literal("{}"),
+        "survivor_id": literal(""),
+        "last_order_time": null(),
+        "first_purchase_time": null(),
+        "create_time": at,
+        "update_time": at,
+    }
 
 
 def outcomes_of(connection: Connection, campaign_id: str) -> dict[str, int]:

@@ -25,9 +25,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import func, literal, null, select
+from sqlalchemy import literal, select
 
-from bench.marketing import numbered
+from bench.marketing import numbered, profile_of_number
 from bench.orders import table
 from quanyu.db import Database, UtcDateTime, migrate
 from quanyu.unit_of_work import SqlUnitOfWork, Transaction
@@ -73,25 +73,7 @@ def seed(database: Database, count: int) -> None:
     """The member profiles bench.marketing seeds, in one statement."""
     n = numbered(0, count).c.n
     at = literal(START - timedelta(days=1), UtcDateTime())
-    values = {
-        "member_id": func.printf("mem_bench_%08d", n),
-        "customer_id": func.printf("cus_bench_%08d", n),
-        "tier": literal("GOLD"),
-        "stage": literal("PURCHASE"),
-        "tags": literal(""),
-        "home_store_id": literal("SH-0000"),
-        "guide_id": literal(""),
-        "display_name": literal(""),
-        "points_balance": literal(0),
-        "time_zone": literal(""),
-        "birthday": literal(""),
-        "accounts": literal("{}"),
-        "survivor_id": literal(""),
-        "last_order_time": null(),
-        "first_purchase_time": null(),
-        "create_time": at,
-        "update_time": at,
-    }
+    values = profile_of_number(n, at)
     with database.transaction() as connection:
         connection.execute(
             member_profiles.insert().from_select(
