@@ -240,10 +240,11 @@ class WriteTurns:
     an outbox relay's writes are short and few, and behind eight request threads each of its
     lease and delivered writes waited out eight transactions while its lane fell behind. After
     AHEAD_IN_A_ROW turns given ahead while an ordinary waiter waits, that waiter has the next
-    one: lanes working through a backlog one short write after another would otherwise hold
-    every request's write back for as long as the backlog lasts."""
+    one: lanes working through a backlog would otherwise hold every request's write back for as
+    long as the backlog lasts, and with the database cut off each of their writes waits out the
+    busy timeout, so a request waited several of them before it could answer UNAVAILABLE."""
 
-    AHEAD_IN_A_ROW = 4
+    AHEAD_IN_A_ROW = 1
 
     def __init__(self) -> None:
         self._changed = threading.Condition(threading.Lock())

@@ -182,9 +182,11 @@ def turns_taken(waiters: list[tuple[bool, str]]) -> list[str]:
 
 def test_a_writer_asking_ahead_goes_before_ordinary_waiters_but_after_earlier_ones_ahead() -> None:
     order = turns_taken(
-        [(False, "first request"), (True, "first relay"), (False, "second request"), (True, "second relay")]
+        [(False, "first request"), (True, "first relay"), (True, "second relay"), (False, "second request")]
     )
-    assert order == ["first relay", "second relay", "first request", "second request"]
+    # One turn ahead, then the ordinary waiter that asked first, in turn while both kinds wait.
+    assert WriteTurns.AHEAD_IN_A_ROW == 1
+    assert order == ["first relay", "first request", "second relay", "second request"]
 
 
 def test_an_ordinary_waiter_has_its_turn_after_a_few_given_ahead() -> None:
