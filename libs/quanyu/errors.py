@@ -7,10 +7,12 @@ place (quanyu.server), so no servicer ever builds a status by hand.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import ClassVar
+from typing import ClassVar, TypeVar
+
+T = TypeVar("T")
 
 
 class Code(StrEnum):
@@ -198,6 +200,31 @@ class Violations:
     def raise_if_any(self) -> None:
         if self.found:
             raise InvalidArgument.of(self.found)
+
+
+def in_request(index: int, step: Callable[[], T]) -> T:
+    """`step`'s result, for the request at `index` of a batch call (AIP-233); a refusal of it is
+    answered as the batch answers it: its fields under `requests[index]`, its message and
+    metadata naming the request, everything else (code, reason) as the single call answers."""
+    try:
+        return step()
+    except QuanyuError as error:
+        raise of_request(index, error) from error
+
+
+def of_request(index: int, error: QuanyuError) -> QuanyuError:
+    """`error`, refusing the request at `index` of a batch, as the batch answers it."""
+    path = field_path("requests", index)
+    if isinstance(error, InvalidArgument):
+        named = InvalidArgument.of(
+            [FieldViolation(field_path(path, v.field), v.description) for v in error.violations]
+        )
+        named.reason = error.reason
+        return named
+    error.message = f"{path}: {error.message}"
+    error.args = (error.message,)
+    error.metadata = {**error.metadata, "request": path}
+    return error
 
 
 _BY_CODE: dict[Code, type[QuanyuError]] = {

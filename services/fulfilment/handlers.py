@@ -8,7 +8,7 @@ from datetime import datetime
 
 from quanyu.audit_record import Actor
 from quanyu.auth import Principal, Role
-from quanyu.errors import Aborted, FailedPrecondition, NotFound, field_path
+from quanyu.errors import Aborted, FailedPrecondition, NotFound, in_request
 from quanyu.paging import PageTokens, page_size
 from quanyu.unit_of_work import Clock, ConcurrentChange, Transaction, UnitOfWork
 from services.fulfilment.domain import requests
@@ -256,14 +256,7 @@ class FulfilmentService:
         def work(tx: Tx) -> None:
             now = self.clock()
             for index, order_id in enumerate(order_ids):
-                try:
-                    _commit(tx, order_id, now)
-                except (NotFound, FailedPrecondition) as refusal:
-                    path = field_path("requests", index)
-                    refusal.message = f"{path}: {refusal.message}"
-                    refusal.args = (refusal.message,)
-                    refusal.metadata = {**refusal.metadata, "request": path}
-                    raise
+                in_request(index, lambda: _commit(tx, order_id, now))  # noqa: B023 - called at once
 
         self.uow.run(work)
 

@@ -5,19 +5,16 @@ idempotent by its own key, as the single call is."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Sequence
 
 from quanyu.audit_record import Actor
-from quanyu.errors import FieldViolation, InvalidArgument, NotFound, QuanyuError, Violations, field_path
+from quanyu.errors import NotFound, Violations, in_request, of_request
 from services.membership.domain import Coupon, Entry, Member, requests
 from services.membership.domain.coupons import coupon_fingerprint
 from services.membership.handlers.base import Tx
 from services.membership.handlers.coupons import CouponCases, new_coupon_code
 from services.membership.handlers.members import MemberCases
 from services.membership.handlers.points import POINTS_GRANTED_ACTION, PointsCases
-
-T = TypeVar("T")
 
 
 class BatchCases(MemberCases, PointsCases, CouponCases):
@@ -39,7 +36,7 @@ class BatchCases(MemberCases, PointsCases, CouponCases):
                 if coupon is None:
                     root = roots.get(issue.member_id)
                     if root is None:
-                        raise _of_request(index, NotFound("member", issue.member_id))
+                        raise of_request(index, NotFound("member", issue.member_id))
                     assert issue.expire_time is not None
                     coupon = Coupon.issued(
                         new_coupon_code(),
@@ -55,7 +52,7 @@ class BatchCases(MemberCases, PointsCases, CouponCases):
                     done[issue.request_id] = coupon
                     fresh.append((coupon, issue.request_id))
                 else:
-                    _in_request(index, lambda: coupon.require_same_request(fingerprint))  # noqa: B023 - called at once
+                    in_request(index, lambda: coupon.require_same_request(fingerprint))  # noqa: B023 - called at once
                 answered.append(coupon)
             if fresh:
                 tx.stores.coupons.issue_many(fresh, now)
@@ -80,7 +77,7 @@ class BatchCases(MemberCases, PointsCases, CouponCases):
 
         def work(tx: Tx) -> list[Entry]:
             return [
-                _in_request(
+                in_request(
                     index,
                     lambda: self._earned(tx, e.member_id, e.source_id, e.spend_cents, e.store_id)[0],  # noqa: B023 - called at once
                 )
@@ -105,7 +102,7 @@ class BatchCases(MemberCases, PointsCases, CouponCases):
 
         def work(tx: Tx) -> list[Entry]:
             entries = [
-                _in_request(index, lambda: self._granted(tx, g.member_id, g.points, g.source_id)[0])  # noqa: B023 - called at once
+                in_request(index, lambda: self._granted(tx, g.member_id, g.points, g.source_id)[0])  # noqa: B023 - called at once
                 for index, g in enumerate(grants)
             ]
             if actor is not None:
@@ -131,7 +128,7 @@ class BatchCases(MemberCases, PointsCases, CouponCases):
 
         def work(tx: Tx) -> list[Member]:
             return [
-                _in_request(index, lambda: self._retagged(tx, u.member_id, change, now))  # noqa: B023 - called at once
+                in_request(index, lambda: self._retagged(tx, u.member_id, change, now))  # noqa: B023 - called at once
                 for index, (u, change) in enumerate(zip(updates, changes, strict=True))
             ]
 
@@ -143,27 +140,3 @@ def _fingerprint(issue: requests.CouponIssue) -> str:
     return coupon_fingerprint(
         issue.member_id, issue.discount_cents, issue.min_spend_cents, issue.expire_time, issue.campaign_id
     )
-
-
-def _in_request(index: int, step: Callable[[], T]) -> T:
-    """`step`'s result; a refusal of it names the request it was for."""
-    try:
-        return step()
-    except QuanyuError as error:
-        raise _of_request(index, error) from error
-
-
-def _of_request(index: int, error: QuanyuError) -> QuanyuError:
-    """`error` as the batch answers it: its fields under `requests[index]`, its message naming the
-    request, everything else (code, reason) as the single call answers."""
-    path = field_path("requests", index)
-    if isinstance(error, InvalidArgument):
-        named = InvalidArgument.of(
-            [FieldViolation(field_path(path, v.field), v.description) for v in error.violations]
-        )
-        named.reason = error.reason
-        return named
-    error.message = f"{path}: {error.message}"
-    error.args = (error.message,)
-    error.metadata = {**error.metadata, "request": path}
-    return error
